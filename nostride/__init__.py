@@ -1,0 +1,25 @@
+"""nostride: SPD-Conv ("No More Strided Convolutions or Pooling", Sunkara & Luo, 2022) for PyTorch.
+
+Layers (:class:`SpaceToDepth`, :class:`SPDConv`), conversion of any CNN (:func:`spdify`), the
+deployment form (:func:`fuse`), and the paper's models through :func:`create_model`.
+"""
+
+__version__ = "0.1.0"
+
+from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from .layers import DepthToSpace, SPDConv, SpaceToDepth, depth_to_space, space_to_depth
+from .models import create_model, list_models
+
+__all__ = [
+    "DepthToSpace",
+    "SPDConv",
+    "SpaceToDepth",
+    "__version__",
+    "create_model",
+    "depth_to_space",
+    "list_models",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "save_checkpoint",
+    "space_to_depth",
+]

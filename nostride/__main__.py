@@ -1,0 +1,5 @@
+import sys
+
+from nostride.cli import main
+
+sys.exit(main())

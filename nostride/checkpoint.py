@@ -1,0 +1,130 @@
+"""nostride checkpoints: atomic writes, safe loads, and rebuilding a model from one.
+
+A checkpoint is a ``torch.save`` file holding only tensors and plain Python data (no pickled
+modules or classes), so it always loads with ``torch.load(..., weights_only=True)``:
+
+===============  ============================================================================
+key              value
+===============  ============================================================================
+format           ``"nostride"``
+version          checkpoint format version (``1``)
+model_name       registry name (:func:`nostride.create_model`)
+model_kwargs     keyword arguments the model was built with (plain data)
+task             ``"classify"`` or ``"detect"``
+model            model ``state_dict``
+ema              EMA ``state_dict`` or ``None``
+names            class names (list of str) or ``None``
+epoch            last finished epoch (-1 for exported/imported weights)
+...              trainer state (optimizer, scheduler, rng, config, metrics) where present
+===============  ============================================================================
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["CHECKPOINT_VERSION", "save_checkpoint", "load_checkpoint", "model_from_checkpoint", "make_checkpoint"]
+
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``obj`` to ``path`` atomically: a temporary file in the same folder, then a rename.
+
+    A crash or Ctrl-C while writing leaves the previous file at ``path`` intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a nostride checkpoint with ``weights_only=True`` (a checkpoint never runs code).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not a nostride checkpoint (for YOLOv5 ``.pt`` files the message
+            points to :func:`nostride.load_yolov5`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # the unpickler refuses anything but tensors and plain data
+        raise ValueError(
+            f"{path}: not a nostride checkpoint (it cannot be read with weights_only=True: {e}). "
+            "A YOLOv5 .pt file is read with nostride.load_yolov5() or `nostride import`."
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "nostride":
+        raise ValueError(f"{path}: not a nostride checkpoint (no 'format': 'nostride' entry)")
+    if ckpt.get("version", 0) > CHECKPOINT_VERSION:
+        raise ValueError(
+            f"{path}: checkpoint format version {ckpt['version']} is newer than this nostride "
+            f"understands ({CHECKPOINT_VERSION}); upgrade nostride"
+        )
+    return ckpt
+
+
+def make_checkpoint(model: nn.Module, names: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+    """A checkpoint dict for a model built by :func:`nostride.create_model` (weights only).
+
+    ``extra`` entries (epoch, optimizer state, ...) are added as given.
+    """
+    from nostride.models import model_info
+
+    name = getattr(model, "model_name", None)
+    if name is None:
+        raise ValueError("the model has no 'model_name': build it with nostride.create_model()")
+    ckpt = {
+        "format": "nostride",
+        "version": CHECKPOINT_VERSION,
+        "model_name": name,
+        "model_kwargs": dict(getattr(model, "model_kwargs", {})),
+        "task": getattr(model, "task", None) or model_info(name).task,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "ema": None,
+        "names": list(names) if names is not None else None,
+        "epoch": -1,
+    }
+    ckpt.update(extra)
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any] | str | os.PathLike, use_ema: bool = True) -> nn.Module:
+    """Rebuild the model a checkpoint describes and load its weights (the EMA ones if present).
+
+    Args:
+        ckpt: a checkpoint dict or a path to one.
+        use_ema: prefer the ``ema`` weights when the checkpoint has them.
+
+    Returns:
+        The model in eval mode, with ``names`` set to the class names when the checkpoint has them.
+    """
+    from nostride.models import create_model
+
+    if not isinstance(ckpt, dict):
+        ckpt = load_checkpoint(ckpt)
+    model = create_model(ckpt["model_name"], **ckpt.get("model_kwargs", {}))
+    state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
+    model.load_state_dict(state)
+    if ckpt.get("names") is not None:
+        model.names = list(ckpt["names"])
+    return model.eval()

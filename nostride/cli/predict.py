@@ -1,0 +1,42 @@
+"""``nostride predict``: run a trained model on images (the task comes from the checkpoint)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="predict classes (classifiers) or boxes (detectors) for images",
+        description="Run a checkpoint on an image or a folder of images. The task (classify or detect) "
+        "is read from the checkpoint.",
+    )
+    p.add_argument("--weights", required=True, help="nostride checkpoint (.pt)")
+    p.add_argument("--source", required=True, help="an image file or a folder of images")
+    p.add_argument("--img-size", type=int, default=None, help="inference size (default: the model's training size)")
+    p.add_argument("--device", default="", help="cpu, cuda, cuda:N or mps (default: cuda if available)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    g = p.add_argument_group("classification")
+    g.add_argument("--topk", type=int, default=5, help="how many classes to print per image")
+    g = p.add_argument_group("detection")
+    g.add_argument("--conf", type=float, default=0.25, help="confidence threshold")
+    g.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold")
+    g.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
+    g.add_argument("--agnostic-nms", action="store_true", help="class-agnostic NMS")
+    g.add_argument("--project", default="runs/predict", help="output folder root")
+    g.add_argument("--name", default="exp", help="output run name (DIR/NAME)")
+    g.add_argument("--no-save", action="store_true", help="do not write annotated images")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nostride.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(args.weights)
+    task = ckpt.get("task")
+    if task not in ("classify", "detect"):
+        raise ValueError(f"{args.weights}: checkpoint has unknown task {task!r}")
+    module = importlib.import_module(f"nostride.tasks.{task}.predict")
+    return module.run_cli(args, ckpt)

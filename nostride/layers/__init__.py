@@ -1,0 +1,18 @@
+"""Building blocks: space-to-depth, SPD-Conv, conv blocks and activations."""
+
+from .activations import ActLike, make_act
+from .conv import ConvBnAct, same_padding
+from .space_to_depth import DepthToSpace, SpaceToDepth, depth_to_space, space_to_depth
+from .spd_conv import SPDConv
+
+__all__ = [
+    "ActLike",
+    "ConvBnAct",
+    "DepthToSpace",
+    "SPDConv",
+    "SpaceToDepth",
+    "depth_to_space",
+    "make_act",
+    "same_padding",
+    "space_to_depth",
+]

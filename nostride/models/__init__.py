@@ -1,0 +1,5 @@
+"""Model registry and the model families (ResNet, YOLOv5) built on nostride's layers."""
+
+from ._registry import ModelInfo, create_model, list_models, model_info, register_model
+
+__all__ = ["ModelInfo", "create_model", "list_models", "model_info", "register_model"]
