@@ -7,6 +7,7 @@ deployment form (:func:`fuse`), and the paper's models through :func:`create_mod
 __version__ = "0.1.0"
 
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from .convert import fuse
 from .layers import DepthToSpace, SPDConv, SpaceToDepth, depth_to_space, space_to_depth
 from .models import create_model, list_models
 
@@ -17,6 +18,7 @@ __all__ = [
     "__version__",
     "create_model",
     "depth_to_space",
+    "fuse",
     "list_models",
     "load_checkpoint",
     "model_from_checkpoint",

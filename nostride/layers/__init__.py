@@ -2,6 +2,7 @@
 
 from .activations import ActLike, make_act
 from .conv import ConvBnAct, same_padding
+from .fused import FusedSPDConv
 from .space_to_depth import DepthToSpace, SpaceToDepth, depth_to_space, space_to_depth
 from .spd_conv import SPDConv
 
@@ -9,6 +10,7 @@ __all__ = [
     "ActLike",
     "ConvBnAct",
     "DepthToSpace",
+    "FusedSPDConv",
     "SPDConv",
     "SpaceToDepth",
     "depth_to_space",

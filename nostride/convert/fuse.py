@@ -1,0 +1,267 @@
+"""``fuse``: the deployment form of a network with SPD-Conv blocks.
+
+Two exact rewrites (evaluation mode):
+
+* BatchNorm after a convolution is folded into the convolution's weight and bias, using the
+  running statistics (:func:`fold_bn`).
+* Space-to-depth with block size ``s`` followed by a stride-1 ``k x k`` convolution with padding
+  ``p`` is one ``s*k x s*k`` convolution with stride ``s`` and padding ``s*p``
+  (:func:`spd_conv_to_strided`), with
+
+      W_fused[o, i, s*u + r, s*v + c] = W[o, (r + s*c)*C + i, u, v]
+
+  (``r`` row offset, ``c`` column offset inside a block, ``C`` input channels before SPD).
+
+What gets rewritten (recursively, in any container):
+
+* :class:`~nostride.layers.SPDConv` -> :class:`~nostride.layers.FusedSPDConv` (BN folded);
+* :class:`~nostride.layers.ConvBnAct` -> the same class with BN folded and ``bn = Identity``;
+* inside an ``nn.Sequential``: ``Conv2d`` -> ``BatchNorm2d`` (BN folded), and ``SpaceToDepth``
+  -> stride-1 ``Conv2d`` or ``ConvBnAct`` (one ``FusedSPDConv``; the ``SpaceToDepth`` slot becomes
+  ``nn.Identity`` so later indices, and their state-dict keys, do not move);
+* any module with a ``fuse_module(self) -> nn.Module`` method is replaced by its result (the
+  plug-in hook for blocks of model families), whose children are then fused in turn.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..layers.conv import ConvBnAct
+from ..layers.fused import FusedSPDConv
+from ..layers.space_to_depth import SpaceToDepth
+from ..layers.spd_conv import SPDConv
+
+__all__ = ["fuse", "fold_bn", "spd_conv_to_strided"]
+
+
+def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """Return a new ``Conv2d`` (with bias) equal to ``bn(conv(x))`` in evaluation mode.
+
+    ``w' = w * g / sqrt(var + eps)`` per output channel and ``b' = (b - mean) * g / sqrt(var + eps)
+    + beta``, with ``g = 1, beta = 0`` for a BatchNorm without affine parameters. Computed in
+    float64 and cast back to the convolution's dtype. The inputs are not modified.
+
+    Raises:
+        ValueError: if ``bn`` keeps no running statistics or its size does not match ``conv``.
+    """
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("fold_bn: the BatchNorm has no running statistics (track_running_stats=False)")
+    if bn.num_features != conv.out_channels:
+        raise ValueError(
+            f"fold_bn: BatchNorm has {bn.num_features} features but the conv has {conv.out_channels} outputs"
+        )
+    weight = conv.weight.detach()
+    dtype, device = weight.dtype, weight.device
+    var = bn.running_var.detach().double()
+    mean = bn.running_mean.detach().double()
+    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(var)
+    beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(var)
+    bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(var)
+
+    factor = gamma / torch.sqrt(var + bn.eps)
+    fused = _conv_like(conv, bias=True)
+    with torch.no_grad():
+        fused.weight.copy_((weight.double() * factor.view(-1, 1, 1, 1)).to(dtype))
+        fused.bias.copy_(((bias - mean) * factor + beta).to(dtype))
+    return fused.to(device)
+
+
+def spd_conv_to_strided(conv: nn.Conv2d, scale: int) -> FusedSPDConv:
+    """The single strided convolution equal to ``SpaceToDepth(scale)`` followed by ``conv``.
+
+    Args:
+        conv: the stride-1, dilation-1, ungrouped ``Conv2d`` (zero padding) that reads the
+            space-to-depth output, so ``conv.in_channels == scale**2 * C``.
+        scale: the space-to-depth block size.
+
+    Returns:
+        A :class:`FusedSPDConv` (no activation) whose conv has kernel ``scale * k``, stride
+        ``scale`` and padding ``scale * p``, and which zero-pads odd-sized inputs at the
+        bottom/right like :class:`SpaceToDepth` does.
+
+    Raises:
+        ValueError: if ``conv`` is not of that kind.
+    """
+    s = scale
+    if isinstance(s, bool) or not isinstance(s, int) or s < 2:
+        raise ValueError(f"scale must be an integer >= 2, got {scale!r}")
+    problems = []
+    if tuple(conv.stride) != (1, 1):
+        problems.append(f"stride {tuple(conv.stride)} (needs 1)")
+    if tuple(conv.dilation) != (1, 1):
+        problems.append(f"dilation {tuple(conv.dilation)} (needs 1)")
+    if conv.groups != 1:
+        problems.append(f"groups={conv.groups} (needs 1)")
+    if conv.padding_mode != "zeros":
+        problems.append(f"padding_mode={conv.padding_mode!r} (needs 'zeros')")
+    if conv.in_channels % (s * s):
+        problems.append(f"in_channels={conv.in_channels} not divisible by scale**2={s * s}")
+    padding = _numeric_padding(conv)
+    if padding is None:
+        problems.append(f"padding={conv.padding!r} with an even kernel")
+    if problems:
+        raise ValueError(f"spd_conv_to_strided(scale={s}): cannot fuse {conv}: " + "; ".join(problems))
+
+    out_ch, kh, kw = conv.out_channels, *conv.kernel_size
+    in_ch = conv.in_channels // (s * s)
+    strided = nn.Conv2d(
+        in_ch,
+        out_ch,
+        (s * kh, s * kw),
+        stride=s,
+        padding=(s * padding[0], s * padding[1]),
+        bias=conv.bias is not None,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
+    )
+    with torch.no_grad():
+        # SPD input channel (r + s*c)*C + i splits as (c, r, i): (O, c, r, C, kh, kw)
+        w = conv.weight.detach().reshape(out_ch, s, s, in_ch, kh, kw)
+        # -> (O, C, kh, r, kw, c) so that row = s*u + r and column = s*v + c
+        w = w.permute(0, 3, 4, 2, 5, 1).reshape(out_ch, in_ch, s * kh, s * kw)
+        strided.weight.copy_(w)
+        if conv.bias is not None:
+            strided.bias.copy_(conv.bias.detach())
+    return FusedSPDConv(strided, s)
+
+
+def fuse(module: nn.Module, inplace: bool = False) -> nn.Module:
+    """Return the deployment form of ``module``: same function in eval mode, fewer layers.
+
+    See the module docstring for what is rewritten. Modules that are not recognised are kept
+    as they are (and their children visited).
+
+    Args:
+        module: any network (or a single block).
+        inplace: rewrite ``module`` itself instead of a deep copy.
+
+    Returns:
+        The fused module, in evaluation mode (BatchNorm was folded with its running statistics,
+        so training the result is not the same as training the original). When ``module`` is
+        itself a fusable block the result may be a different object even with ``inplace=True``.
+    """
+    if not inplace:
+        module = copy.deepcopy(module)
+    return _fuse(module).eval()
+
+
+def _fuse(module: nn.Module, use_hook: bool = True) -> nn.Module:
+    hook = getattr(module, "fuse_module", None) if use_hook else None
+    if callable(hook):
+        fused = hook()
+        if not isinstance(fused, nn.Module):
+            raise TypeError(f"{type(module).__name__}.fuse_module() returned {type(fused).__name__}, not an nn.Module")
+        # the result's own hook is not called again (it may well be the same class)
+        return _fuse(fused, use_hook=False)
+    if isinstance(module, SPDConv):
+        return _fuse_spd_conv(module)
+    if isinstance(module, ConvBnAct):
+        return _fuse_conv_bn_act(module)
+    for name, child in module.named_children():
+        fused = _fuse(child)
+        if fused is not child:
+            setattr(module, name, fused)
+    if isinstance(module, nn.Sequential):
+        _fuse_sequential_pairs(module)
+    return module
+
+
+def _fuse_spd_conv(block: SPDConv) -> nn.Module:
+    conv = block.conv
+    if isinstance(block.bn, nn.BatchNorm2d) and block.bn.track_running_stats:
+        conv = fold_bn(conv, block.bn)
+    elif not isinstance(block.bn, nn.Identity):
+        return block  # an unusual norm we cannot fold: keep the block as it is
+    fused = spd_conv_to_strided(conv, block.spd.scale)
+    fused.act = block.act
+    fused.pad = block.spd.pad
+    return fused
+
+
+def _fuse_conv_bn_act(block: ConvBnAct) -> nn.Module:
+    if isinstance(block.bn, nn.BatchNorm2d) and block.bn.track_running_stats:
+        block.conv = fold_bn(block.conv, block.bn)
+        block.bn = nn.Identity()
+    return block
+
+
+def _fuse_sequential_pairs(seq: nn.Sequential) -> None:
+    """Fuse adjacent (Conv2d, BatchNorm2d) and (SpaceToDepth, stride-1 conv) pairs in place."""
+    keys = list(seq._modules)
+    for a, b in zip(keys, keys[1:]):
+        first, second = seq._modules[a], seq._modules[b]
+        if (
+            type(first) is nn.Conv2d
+            and isinstance(second, nn.BatchNorm2d)
+            and second.track_running_stats
+            and second.num_features == first.out_channels
+        ):
+            seq._modules[a] = fold_bn(first, second)
+            seq._modules[b] = nn.Identity()
+    for a, b in zip(keys, keys[1:]):
+        first, second = seq._modules[a], seq._modules[b]
+        if not isinstance(first, SpaceToDepth):
+            continue
+        fused = _spd_then(first, second)
+        if fused is not None:
+            seq._modules[a] = nn.Identity()
+            seq._modules[b] = fused
+
+
+def _spd_then(spd: SpaceToDepth, nxt: nn.Module) -> FusedSPDConv | None:
+    """Fuse ``spd`` with the module after it when that is a fusable stride-1 conv, else None."""
+    act: nn.Module = nn.Identity()
+    conv = nxt
+    if isinstance(nxt, ConvBnAct):
+        if not isinstance(nxt.bn, nn.Identity):
+            return None  # BN that could not be folded above
+        conv, act = nxt.conv, nxt.act
+    if type(conv) is not nn.Conv2d or not _spd_fusable(conv, spd.scale):
+        return None
+    fused = spd_conv_to_strided(conv, spd.scale)
+    fused.act = act
+    fused.pad = spd.pad
+    return fused
+
+
+def _spd_fusable(conv: nn.Conv2d, scale: int) -> bool:
+    return (
+        tuple(conv.stride) == (1, 1)
+        and tuple(conv.dilation) == (1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and conv.in_channels % (scale * scale) == 0
+        and _numeric_padding(conv) is not None
+    )
+
+
+def _numeric_padding(conv: nn.Conv2d) -> tuple[int, int] | None:
+    """The (height, width) padding of a stride-1 conv; None for 'same' with an even kernel."""
+    if conv.padding == "valid":
+        return (0, 0)
+    if conv.padding == "same":
+        if any(k % 2 == 0 for k in conv.kernel_size):
+            return None  # PyTorch pads such kernels asymmetrically
+        return (conv.kernel_size[0] // 2, conv.kernel_size[1] // 2)
+    return (int(conv.padding[0]), int(conv.padding[1]))
+
+
+def _conv_like(conv: nn.Conv2d, bias: bool) -> nn.Conv2d:
+    """A fresh Conv2d with ``conv``'s geometry (weights to be filled in)."""
+    return nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=bias,
+        padding_mode=conv.padding_mode,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
+    )

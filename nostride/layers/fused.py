@@ -1,0 +1,65 @@
+"""The deployment form of SPD-Conv: one strided convolution.
+
+Space-to-depth with block size ``s`` followed by a stride-1 ``k x k`` convolution (padding ``p``)
+is exactly one ``s*k x s*k`` convolution with stride ``s`` and padding ``s*p``, once the input has
+been zero-padded at the bottom/right to a multiple of ``s`` (what :class:`SpaceToDepth` does for
+odd sizes). :func:`nostride.fuse` builds :class:`FusedSPDConv` modules; the weight mapping lives
+in :func:`nostride.convert.fuse.spd_conv_to_strided`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["FusedSPDConv"]
+
+
+def _tracing() -> bool:
+    """True while torch.compile / torch.export / the ONNX exporter / torch.jit.trace records a graph."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+class FusedSPDConv(nn.Module):
+    """Zero-pad bottom/right to a multiple of ``scale`` (only if needed) -> strided conv -> act.
+
+    Computes the same function as ``SpaceToDepth(scale, pad)`` followed by the stride-1
+    convolution it was fused from (and that convolution's BatchNorm and activation).
+
+    Args:
+        conv: the strided ``nn.Conv2d`` (stride ``scale``).
+        scale: the space-to-depth block size it replaces.
+        act: activation applied after the convolution; ``None`` for none.
+        pad: like ``SpaceToDepth(pad=...)``: ``False`` raises ``ValueError`` on inputs whose
+            height or width is not divisible by ``scale`` instead of padding them.
+    """
+
+    def __init__(self, conv: nn.Conv2d, scale: int, act: nn.Module | None = None, pad: bool = True) -> None:
+        super().__init__()
+        if tuple(conv.stride) != (scale, scale):
+            raise ValueError(f"FusedSPDConv needs a convolution with stride {scale}, got stride {conv.stride}")
+        self.scale = scale
+        self.pad = pad
+        self.conv = conv
+        self.act = act if act is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.scale
+        pad_h, pad_w = (-x.shape[-2]) % s, (-x.shape[-1]) % s
+        # Eager mode pads only odd-sized inputs (no copy otherwise). While a graph is recorded the
+        # amounts may be symbolic, so always pad: a zero-amount Pad keeps the graph shape-generic
+        # (dynamic H/W in ONNX) instead of specialising it to one parity.
+        if _tracing():
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        elif pad_h or pad_w:
+            if not self.pad:
+                raise ValueError(
+                    f"FusedSPDConv: input of shape {tuple(x.shape)} has a height or width not divisible "
+                    f"by scale={s}; it was fused from SpaceToDepth(pad=False)"
+                )
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        return self.act(self.conv(x))
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, pad={self.pad}"
