@@ -1,5 +1,6 @@
 """Model registry and the model families (ResNet, YOLOv5) built on nostride's layers."""
 
 from ._registry import ModelInfo, create_model, list_models, model_info, register_model
+from . import resnet  # noqa: F401  (registers the ResNet builders)
 
 __all__ = ["ModelInfo", "create_model", "list_models", "model_info", "register_model"]
