@@ -7,7 +7,7 @@ deployment form (:func:`fuse`), and the paper's models through :func:`create_mod
 __version__ = "0.1.0"
 
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from .convert import fuse
+from .convert import fuse, spdify
 from .layers import DepthToSpace, SPDConv, SpaceToDepth, depth_to_space, space_to_depth
 from .models import create_model, list_models
 
@@ -24,4 +24,5 @@ __all__ = [
     "model_from_checkpoint",
     "save_checkpoint",
     "space_to_depth",
+    "spdify",
 ]

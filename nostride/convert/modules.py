@@ -1,0 +1,214 @@
+"""The modules :func:`nostride.spdify` puts in place of strided convolutions and pooling layers."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers.fused import _tracing
+from ..layers.space_to_depth import SpaceToDepth
+from .geometry import AxisGeometry
+
+__all__ = ["GroupedSpaceToDepth", "SPDDownsample", "grouped_space_to_depth"]
+
+
+def grouped_space_to_depth(x: torch.Tensor, scale: tuple[int, int], groups: int = 1) -> torch.Tensor:
+    """Space-to-depth with a (row, column) block size, channels ordered group-major.
+
+    Input channels are split into ``groups`` equal groups; output channel
+
+        g * (sh*sw*Cg) + (r + sh*c) * Cg + k   ==   x[:, g*Cg + k, i*sh + r, j*sw + c]
+
+    with ``Cg = C / groups``. Each group's block is in the paper's order (``r`` row offset,
+    ``c`` column offset), so ``groups=1`` with a square block is exactly
+    :func:`nostride.space_to_depth`; with ``groups > 1`` a grouped convolution that follows sees,
+    in group ``g``, exactly the values derived from input group ``g``. Height and width that are
+    not multiples of the block are zero-padded at the bottom/right.
+
+    Args:
+        x: (N, C, H, W) input, C divisible by ``groups``.
+        scale: block size (sh, sw); one of them may be 1.
+        groups: channel groups to keep together.
+
+    Returns:
+        (N, sh*sw*C, ceil(H/sh), ceil(W/sw)).
+    """
+    sh, sw = scale
+    n, ch, h, w = x.shape
+    pad_h, pad_w = (-h) % sh, (-w) % sw
+    # while a graph is recorded always pad (a zero pad keeps H/W symbolic), else only when needed
+    if _tracing() or pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h))
+    ho, wo = (h + pad_h) // sh, (w + pad_w) // sw
+    # (N, G, Cg, Ho, r, Wo, c) -> (N, G, c, r, Cg, Ho, Wo)
+    x = x.reshape(n, groups, ch // groups, ho, sh, wo, sw).permute(0, 1, 6, 4, 2, 3, 5)
+    return x.reshape(n, ch * sh * sw, ho, wo)
+
+
+class GroupedSpaceToDepth(nn.Module):
+    """:func:`grouped_space_to_depth` as a layer (used before grouped or non-square-stride convs).
+
+    Args:
+        scale: block size (sh, sw).
+        groups: channel groups kept together (the groups of the convolution that follows).
+    """
+
+    def __init__(self, scale: tuple[int, int], groups: int = 1) -> None:
+        super().__init__()
+        sh, sw = int(scale[0]), int(scale[1])
+        if sh < 1 or sw < 1 or sh * sw < 2:
+            raise ValueError(f"scale must be positive with at least one side >= 2, got {scale!r}")
+        if groups < 1:
+            raise ValueError(f"groups must be >= 1, got {groups}")
+        self.scale = (sh, sw)
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return grouped_space_to_depth(x, self.scale, self.groups)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, groups={self.groups}"
+
+
+class SPDDownsample(nn.Module):
+    """Space-to-depth, then a stride-1 convolution: the stand-in for one strided layer.
+
+    It has the output size of the layer it replaces for every input size (the strided op's
+    formula, including ``ceil_mode``): the stride-1 convolution (odd kernel, "same" padding) yields
+    ``ceil(H/s)`` rows, which are cropped at the bottom/right, or zero-extended when the strided
+    op's padding reaches further than that.
+
+    Args:
+        in_channels: channels before space-to-depth.
+        out_channels: output channels.
+        geometry: (height, width) :class:`AxisGeometry` of the replaced op; their strides are the
+            space-to-depth block size and they define the output size. Their padding must be 0
+            when ``input_padding`` is given (the input is then padded beforehand).
+        kernel_size: odd (height, width) kernel of the stride-1 convolution.
+        groups: groups of the convolution; space-to-depth then orders channels group-major.
+        bias: give the convolution a bias.
+        input_padding: (height, width) padding applied with ``padding_mode`` before space-to-depth
+            (for convolutions with ``padding_mode`` other than ``"zeros"``).
+        padding_mode: ``F.pad`` mode for ``input_padding``: reflect, replicate or circular.
+        avg_divisor: for an average pool whose divisor varies at the border (``ceil_mode``, or
+            ``count_include_pad=False`` with padding): ``"include_pad"`` or ``"exclude_pad"``
+            rescales each output by ``kh*kw / (taps counted in its window)``, a fixed,
+            parameter-free factor that is 1 away from the border; ``None`` for none.
+        replaces: description of the replaced layer, shown in the repr.
+        device: device of the convolution.
+        dtype: dtype of the convolution.
+
+    Children: ``spd`` (:class:`~nostride.layers.SpaceToDepth`, or :class:`GroupedSpaceToDepth`
+    for grouped or non-square cases) and ``conv`` (stride-1 ``nn.Conv2d``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        geometry: tuple[AxisGeometry, AxisGeometry],
+        kernel_size: tuple[int, int],
+        groups: int = 1,
+        bias: bool = True,
+        input_padding: tuple[int, int] | None = None,
+        padding_mode: str = "zeros",
+        avg_divisor: str | None = None,
+        replaces: str = "",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        gh, gw = geometry
+        kh, kw = kernel_size
+        if kh % 2 == 0 or kw % 2 == 0 or kh < 1 or kw < 1:
+            raise ValueError(f"SPDDownsample needs an odd kernel_size, got {kernel_size}")
+        if avg_divisor not in (None, "include_pad", "exclude_pad"):
+            raise ValueError(f"avg_divisor must be None, 'include_pad' or 'exclude_pad', got {avg_divisor!r}")
+        if input_padding is not None and (gh.padding or gw.padding):
+            raise ValueError("with input_padding the geometry's own padding must be 0")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.geometry = (gh, gw)
+        self.scale = (gh.stride, gw.stride)
+        self.input_padding = tuple(input_padding) if input_padding is not None else None
+        self.padding_mode = padding_mode
+        self.avg_divisor = avg_divisor
+        self.replaces = replaces
+        # zero rows below the SPD map are needed only when the strided op pads more than a
+        # "same" convolution would (2p > d*(k-1)) or rounds up (ceil_mode): decided here, once
+        self._extend = tuple(g.ceil_mode or 2 * g.padding > g.dilation * (g.kernel - 1) for g in (gh, gw))
+        if groups == 1 and gh.stride == gw.stride:
+            self.spd = SpaceToDepth(gh.stride)
+        else:
+            self.spd = GroupedSpaceToDepth(self.scale, groups)
+        self.conv = nn.Conv2d(
+            in_channels * gh.stride * gw.stride,
+            out_channels,
+            (kh, kw),
+            stride=1,
+            padding=(kh // 2, kw // 2),
+            groups=groups,
+            bias=bias,
+            device=device,
+            dtype=dtype,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_padding is not None:
+            ph, pw = self.input_padding
+            x = F.pad(x, (pw, pw, ph, ph), mode=self.padding_mode)
+        gh, gw = self.geometry
+        h, w = x.shape[-2], x.shape[-1]
+        out_h, out_w = gh.output_size(h), gw.output_size(w)
+        y = self.spd(x)
+        if self._extend[0] or self._extend[1]:
+            extra_h = torch.sym_max(out_h - y.shape[-2], 0)
+            extra_w = torch.sym_max(out_w - y.shape[-1], 0)
+            y = F.pad(y, (0, extra_w, 0, extra_h))
+        # "same" conv: output row i reads SPD rows i - K//2 .. i + K//2, i.e. the strided op's
+        # output i; rows past the strided op's output size are cropped
+        z = self.conv(y)[..., :out_h, :out_w]
+        if self.avg_divisor is not None:
+            z = z * self._border_scale(h, w, out_h, out_w, z)
+        return z
+
+    def _border_scale(self, h, w, out_h, out_w, like: torch.Tensor) -> torch.Tensor:
+        """``kh*kw / count`` per output position (count = taps the average pool divides by)."""
+        include_pad = self.avg_divisor == "include_pad"
+        gh, gw = self.geometry
+        counts = [
+            _window_counts(g, size, out, include_pad, like.device) for g, size, out in ((gh, h, out_h), (gw, w, out_w))
+        ]
+        area = gh.kernel * gw.kernel
+        return (area / (counts[0][:, None] * counts[1][None, :])).to(like.dtype)
+
+    def describe(self) -> str:
+        """One-line summary: ``SPD(s) -> Conv2d(...)`` plus what is not visible there."""
+        s = self.scale[0] if self.scale[0] == self.scale[1] else self.scale
+        groups = f", groups={self.conv.groups}" if self.conv.groups > 1 else ""
+        extra = ""
+        if self.input_padding is not None:
+            extra += f", {self.padding_mode} pad {self.input_padding}"
+        if self.avg_divisor is not None:
+            extra += f", border divisor {self.avg_divisor}"
+        return f"SPD({s}{groups}) -> {self.conv!r}{extra}"
+
+    def extra_repr(self) -> str:
+        s = self.scale[0] if self.scale[0] == self.scale[1] else self.scale
+        parts = [f"scale={s}"]
+        if self.input_padding is not None:
+            parts.append(f"input_padding={self.input_padding}, padding_mode={self.padding_mode!r}")
+        if self.avg_divisor is not None:
+            parts.append(f"avg_divisor={self.avg_divisor!r}")
+        if self.replaces:
+            parts.append(f"replaces={self.replaces}")
+        return ", ".join(parts)
+
+
+def _window_counts(g: AxisGeometry, size, out_size, include_pad: bool, device: torch.device) -> torch.Tensor:
+    """Number of taps of each output's window inside [0, size) (or [-p, size + p))."""
+    lo, hi = (-g.padding, size + g.padding) if include_pad else (0, size)
+    rows = g.stride * torch.arange(out_size, device=device)[:, None] - g.padding
+    rows = rows + g.dilation * torch.arange(g.kernel, device=device)[None, :]
+    return ((rows >= lo) & (rows < hi)).sum(1)

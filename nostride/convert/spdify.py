@@ -1,0 +1,448 @@
+"""``spdify``: turn any CNN built from ``torch.nn`` modules into an SPD-Conv network.
+
+Every ``nn.Conv2d`` with a stride > 1 becomes space-to-depth followed by a stride-1 convolution
+with the same output channels, and every strided ``nn.MaxPool2d`` / ``nn.AvgPool2d`` becomes
+space-to-depth followed by a channel-preserving convolution (:class:`SPDDownsample`). With
+``init="preserve"`` the new convolutions start out computing exactly what the strided layers
+computed (see :mod:`nostride.convert.geometry` for the tap mapping); max-pooling, which is not
+linear, starts out as the average of its window. docs/convert.md has the details.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import warnings
+from typing import Mapping, Sequence, Union
+
+import torch
+from torch import nn
+from torch.nn.modules.utils import _pair
+from torch.nn.utils import parametrize
+
+from .geometry import AxisGeometry
+from .modules import SPDDownsample
+from .report import ConversionEntry, ConversionReport
+
+__all__ = ["spdify"]
+
+PoolPolicy = Union[str, Mapping[str, str]]
+_POOL_POLICIES = ("convert", "keep", "drop")
+_INITS = ("preserve", "random")
+_POOL_CONVS = ("full", "depthwise")
+# strided layers spdify meets but does not convert (reported and warned about)
+_OTHER_STRIDED = (
+    nn.Conv1d,
+    nn.Conv3d,
+    nn.MaxPool1d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool3d,
+    nn.LPPool1d,
+    nn.LPPool2d,
+)
+
+
+def spdify(
+    model: nn.Module,
+    *,
+    kernel_size: int | tuple[int, int] | None = None,
+    pool: PoolPolicy = "convert",
+    init: str = "preserve",
+    exclude: str | Sequence[str] = (),
+    pool_conv: str = "full",
+    example_input: torch.Tensor | Sequence[int] | None = None,
+    inplace: bool = False,
+) -> tuple[nn.Module, ConversionReport]:
+    """Replace strided convolutions and pooling layers by SPD-Conv (space-to-depth + stride-1 conv).
+
+    Args:
+        model: any network built from ``torch.nn`` modules (torchvision, timm, your own).
+        kernel_size: odd kernel size of the new convolutions (int or (h, w)). ``None`` (default):
+            per layer, the smallest odd kernel that holds every input the strided layer read
+            (3x3 stride 2 -> 3, 7x7 stride 2 -> 5, 1x1 or 2x2 stride 2 -> 1, 4x4 stride 4 -> 1).
+            With ``init="preserve"`` a kernel smaller than that raises ``ValueError``.
+        pool: ``"convert"`` (default): SPD + a channel-preserving convolution; ``"keep"``: leave
+            the pooling layer; ``"drop"``: replace it by ``nn.Identity`` (the paper drops ResNet's
+            max-pool for small images; the spatial size then changes). A mapping such as
+            ``{"max": "keep", "avg": "convert"}`` sets max- and average-pooling separately.
+        init: ``"preserve"`` (default): the converted model computes exactly what the original
+            did, except converted max-pools (initialised to the average of their window);
+            ``"random"``: PyTorch's default initialisation, for training from scratch.
+        exclude: ``fnmatch`` patterns of qualified module names to leave alone, e.g.
+            ``["features.0*"]``; a pattern that matches a module also excludes everything in it.
+        pool_conv: ``"full"`` (default): the convolution replacing a pool mixes all channels
+            (``C*s*s -> C``, as in the paper); ``"depthwise"``: one group per channel (``s*s -> 1``).
+        example_input: an input the model accepts (or its shape), run once to learn the channel
+            count of each pooling layer to convert (pools do not record it). Default: zeros of
+            shape (1, C, 224, 224), C the in_channels of the model's first ``Conv2d``.
+        inplace: convert ``model`` itself instead of a deep copy.
+
+    Returns:
+        ``(converted_model, report)``: the report lists every strided layer met and what became
+        of it; ``print(report)`` gives a table with parameter counts.
+
+    Raises:
+        ValueError: bad option, or a layer that cannot be converted as asked (the message names
+            the layer): a kernel too small for ``preserve``, string padding other than "valid",
+            a ``Conv2d`` subclass with its own forward, a max-pool with ``return_indices``, a
+            pooling layer used with different channel counts.
+    """
+    kernel = _check_kernel_option(kernel_size)
+    policy = _pool_policy(pool)
+    if init not in _INITS:
+        raise ValueError(f"init must be one of {_INITS}, got {init!r}")
+    if pool_conv not in _POOL_CONVS:
+        raise ValueError(f"pool_conv must be one of {_POOL_CONVS}, got {pool_conv!r}")
+    patterns = [exclude] if isinstance(exclude, str) else list(exclude)
+
+    params_before = _num_params(model)
+    if not inplace:
+        model = copy.deepcopy(model)
+    named = list(model.named_modules(remove_duplicate=False))
+    _warn_unused_patterns(patterns, [name for name, _ in named])
+
+    # decide per module (a module shared under several names is decided once)
+    plan: dict[int, tuple[str, str, nn.Module]] = {}  # id -> (first name, kind, module)
+    for name, module in named:
+        kind = _strided_kind(module)
+        if kind is not None and id(module) not in plan:
+            plan[id(module)] = (name, kind, module)
+    to_convert_pools = [
+        m
+        for name, kind, m in plan.values()
+        if kind in ("maxpool", "avgpool") and policy[kind] == "convert" and not _excluded(name, patterns)
+    ]
+    pool_inputs = _pool_input_specs(model, to_convert_pools, example_input, plan) if to_convert_pools else {}
+
+    entries: list[ConversionEntry] = []
+    replacement: dict[int, nn.Module] = {}
+    unsupported = []
+    for name, kind, module in plan.values():
+        old = repr(module)
+        before = _num_params(module)
+        if _excluded(name, patterns):
+            entries.append(ConversionEntry(name, kind, "excluded", old, old, before, before, True))
+            continue
+        if kind == "other":
+            unsupported.append(name or type(module).__name__)
+            entries.append(ConversionEntry(name, kind, "unsupported", old, old, before, before, True))
+            continue
+        if kind == "conv":
+            new: nn.Module = _convert_conv(name, module, kernel, init)
+            action, exact = "converted", init == "preserve"
+        elif policy[kind] == "keep":
+            entries.append(ConversionEntry(name, kind, "kept", old, old, before, before, True))
+            continue
+        elif policy[kind] == "drop":
+            if getattr(module, "return_indices", False):
+                raise ValueError(f"spdify: layer {name!r} ({old}) returns indices; it cannot be dropped")
+            new, action, exact = nn.Identity(), "dropped", False
+        else:
+            channels, device, dtype = pool_inputs[id(module)]
+            new = _convert_pool(name, module, kind, channels, kernel, init, pool_conv, device, dtype)
+            action, exact = "converted", init == "preserve" and kind == "avgpool"
+        new.train(module.training)
+        replacement[id(module)] = new
+        desc = new.describe() if isinstance(new, SPDDownsample) else repr(new)
+        entries.append(ConversionEntry(name, kind, action, old, desc, before, _num_params(new), exact))
+    if unsupported:
+        warnings.warn(
+            f"spdify: strided layers of a kind it does not convert were left unchanged: {', '.join(unsupported)}",
+            stacklevel=2,
+        )
+
+    for name, module in named:
+        if id(module) in replacement:
+            if name == "":
+                model = replacement[id(module)]
+            else:
+                parent_name, _, attr = name.rpartition(".")
+                setattr(model.get_submodule(parent_name), attr, replacement[id(module)])
+    report = ConversionReport(entries, params_before, _num_params(model))
+    return model, report
+
+
+# --- options -----------------------------------------------------------------------------------
+
+
+def _check_kernel_option(kernel_size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    if kernel_size is None:
+        return None
+    kernel = tuple(int(k) for k in _pair(kernel_size))
+    if any(k < 1 or k % 2 == 0 for k in kernel):
+        raise ValueError(f"kernel_size must be odd (the new convolutions use 'same' padding), got {kernel_size!r}")
+    return kernel  # type: ignore[return-value]
+
+
+def _pool_policy(pool: PoolPolicy) -> dict[str, str]:
+    if isinstance(pool, str):
+        policy = {"max": pool, "avg": pool}
+    elif isinstance(pool, Mapping):
+        unknown = set(pool) - {"max", "avg"}
+        if unknown:
+            raise ValueError(f"pool mapping keys must be 'max' and/or 'avg', got {sorted(unknown)}")
+        policy = {"max": pool.get("max", "convert"), "avg": pool.get("avg", "convert")}
+    else:
+        raise ValueError(f"pool must be a policy name or a mapping, got {type(pool).__name__}")
+    for value in policy.values():
+        if value not in _POOL_POLICIES:
+            raise ValueError(f"pool policy must be one of {_POOL_POLICIES}, got {value!r}")
+    return {"maxpool": policy["max"], "avgpool": policy["avg"]}
+
+
+def _excluded(name: str, patterns: list[str]) -> bool:
+    """True if ``name`` or one of its parents matches an exclude pattern."""
+    if not patterns:
+        return False
+    parts = name.split(".") if name else [""]
+    prefixes = [".".join(parts[: i + 1]) for i in range(len(parts))]
+    return any(fnmatch.fnmatchcase(p, pat) for p in prefixes for pat in patterns)
+
+
+def _warn_unused_patterns(patterns: list[str], names: list[str]) -> None:
+    unused = [pat for pat in patterns if not any(fnmatch.fnmatchcase(n, pat) for n in names)]
+    if unused:
+        warnings.warn(f"spdify: exclude patterns that match no module: {unused}", stacklevel=3)
+
+
+# --- what is strided ---------------------------------------------------------------------------
+
+
+def _strided_kind(module: nn.Module) -> str | None:
+    """``"conv"``, ``"maxpool"``, ``"avgpool"``, ``"other"`` for a strided layer, else None."""
+    if isinstance(module, nn.Conv2d):
+        return "conv" if any(s > 1 for s in module.stride) else None
+    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+        stride = _pair(module.stride if module.stride is not None else module.kernel_size)
+        if any(s > 1 for s in stride):
+            return "maxpool" if isinstance(module, nn.MaxPool2d) else "avgpool"
+        return None
+    if isinstance(module, _OTHER_STRIDED):
+        stride = module.stride if module.stride is not None else module.kernel_size
+        stride = stride if isinstance(stride, tuple) else (stride,)
+        return "other" if any(s > 1 for s in stride) else None
+    return None
+
+
+def _num_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# --- convolutions -------------------------------------------------------------------------------
+
+
+def _convert_conv(name: str, conv: nn.Conv2d, kernel: tuple[int, int] | None, init: str) -> SPDDownsample:
+    """SPD + stride-1 conv in place of the strided ``conv``; exact with ``init="preserve"``."""
+    where = f"spdify: layer {name!r} ({conv!r})"
+    if type(conv).forward is not nn.Conv2d.forward or type(conv)._conv_forward is not nn.Conv2d._conv_forward:
+        raise ValueError(
+            f"{where}: {type(conv).__name__} overrides Conv2d's forward, so what it computes is unknown; "
+            "exclude it (exclude=[...])"
+        )
+    if isinstance(conv.weight, nn.parameter.UninitializedParameter):
+        raise ValueError(f"{where}: lazy convolution not initialised yet; run the model once before spdify")
+    if parametrize.is_parametrized(conv):
+        raise ValueError(f"{where}: parametrized weight (e.g. weight norm); remove the parametrization first")
+    if isinstance(conv.padding, str):
+        if conv.padding != "valid":
+            raise ValueError(f"{where}: padding={conv.padding!r} with a stride is not supported")
+        padding = (0, 0)
+    else:
+        padding = tuple(int(p) for p in conv.padding)
+    mode = conv.padding_mode
+    # a non-zero padding mode is applied to the input first; the geometry then has no padding
+    pre_pad = padding if mode != "zeros" and any(padding) else None
+    geo_padding = (0, 0) if pre_pad else padding
+    geometry = tuple(
+        AxisGeometry(conv.kernel_size[i], conv.stride[i], geo_padding[i], conv.dilation[i]) for i in (0, 1)
+    )
+    new_kernel = _choose_kernel(where, geometry, kernel, init)
+    weight = conv.weight
+    new = SPDDownsample(
+        conv.in_channels,
+        conv.out_channels,
+        geometry,  # type: ignore[arg-type]
+        new_kernel,
+        groups=conv.groups,
+        bias=conv.bias is not None,
+        input_padding=pre_pad,
+        padding_mode=mode if pre_pad else "zeros",
+        replaces=repr(conv),
+        device=weight.device,
+        dtype=weight.dtype,
+    )
+    if init == "preserve":
+        with torch.no_grad():
+            new.conv.weight.copy_(spd_weight_from_strided(weight.detach(), geometry, new_kernel))  # type: ignore[arg-type]
+            if conv.bias is not None:
+                new.conv.bias.copy_(conv.bias.detach())
+    new.conv.weight.requires_grad_(weight.requires_grad)
+    if conv.bias is not None:
+        new.conv.bias.requires_grad_(conv.bias.requires_grad)
+    return new
+
+
+def _choose_kernel(
+    where: str, geometry: tuple[AxisGeometry, AxisGeometry], kernel: tuple[int, int] | None, init: str
+) -> tuple[int, int]:
+    need = (geometry[0].min_odd_kernel(), geometry[1].min_odd_kernel())
+    if kernel is None:
+        return need
+    if init == "preserve" and (kernel[0] < need[0] or kernel[1] < need[1]):
+        raise ValueError(
+            f"{where}: after space-to-depth a kernel of at least {need[0]}x{need[1]} is needed to compute "
+            f"exactly what the strided layer computed, but kernel_size={kernel[0]}x{kernel[1]} was asked "
+            "for; use kernel_size=None (automatic per layer), a larger kernel, init='random', or exclude it"
+        )
+    return kernel
+
+
+def spd_weight_from_strided(
+    weight: torch.Tensor, geometry: tuple[AxisGeometry, AxisGeometry], kernel: tuple[int, int]
+) -> torch.Tensor:
+    """Weight of the stride-1 conv over space-to-depth that equals a strided conv.
+
+    Args:
+        weight: (O, Cg, kh, kw) weight of the strided convolution (Cg = input channels per group).
+        geometry: its (height, width) geometry.
+        kernel: odd (Kh, Kw) kernel of the new convolution (large enough for every tap).
+
+    Returns:
+        (O, sh*sw*Cg, Kh, Kw) weight: tap (u, v) of the strided conv, which reads space-to-depth
+        offset (a, b) of block (r, c), lands at [:, (r + sh*c)*Cg : ..., Kh//2 + a, Kw//2 + b];
+        everything else is zero.
+    """
+    gh, gw = geometry
+    out_ch, cg = weight.shape[:2]
+    kh, kw = kernel
+    new = weight.new_zeros(out_ch, gh.stride * gw.stride * cg, kh, kw)
+    for u, a, r in gh.taps():
+        for v, b, c in gw.taps():
+            block = r + gh.stride * c
+            new[:, block * cg : (block + 1) * cg, kh // 2 + a, kw // 2 + b] = weight[:, :, u, v]
+    return new
+
+
+# --- pooling ------------------------------------------------------------------------------------
+
+
+def _pool_input_specs(
+    model: nn.Module,
+    pools: list[nn.Module],
+    example_input: torch.Tensor | Sequence[int] | None,
+    plan: dict[int, tuple[str, str, nn.Module]],
+) -> dict[int, tuple[int, torch.device, torch.dtype]]:
+    """Run the model once and record (channels, device, dtype) of each pool's input."""
+    x = _example_tensor(model, example_input)
+    seen: dict[int, list[torch.Tensor]] = {id(p): [] for p in pools}
+
+    def record(module: nn.Module, args: tuple) -> None:
+        seen[id(module)].append(args[0])
+
+    handles = [p.register_forward_pre_hook(record) for p in pools]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    except Exception as e:
+        raise ValueError(
+            f"spdify: running the model on an input of shape {tuple(x.shape)} (to learn the channel count "
+            f"of its pooling layers) failed: {e}. Pass example_input= with an input the model accepts."
+        ) from e
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+
+    specs = {}
+    for p in pools:
+        name = plan[id(p)][0]
+        inputs = seen[id(p)]
+        if not inputs:
+            raise ValueError(
+                f"spdify: pooling layer {name!r} ({p!r}) was not used by the model's forward on the example "
+                "input, so its channel count is unknown; exclude it or keep pools (pool='keep')"
+            )
+        channels = sorted({t.shape[1] for t in inputs if t.dim() == 4})
+        if len(channels) != 1:
+            raise ValueError(
+                f"spdify: pooling layer {name!r} ({p!r}) is used on inputs with {channels or 'non-4-D'} channels; "
+                "a convolution needs one channel count per module: give each use its own pooling module, or "
+                "exclude it / pool='keep'"
+            )
+        specs[id(p)] = (channels[0], inputs[0].device, inputs[0].dtype)
+    return specs
+
+
+def _example_tensor(model: nn.Module, example_input: torch.Tensor | Sequence[int] | None) -> torch.Tensor:
+    if isinstance(example_input, torch.Tensor):
+        return example_input
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    if example_input is not None:
+        return torch.zeros(*example_input, device=device, dtype=dtype)
+    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first_conv is None:
+        raise ValueError("spdify: the model has no Conv2d to guess its input channels from; pass example_input=")
+    return torch.zeros(1, first_conv.in_channels, 224, 224, device=device, dtype=dtype)
+
+
+def _convert_pool(
+    name: str,
+    pool: nn.Module,
+    kind: str,
+    channels: int,
+    kernel: tuple[int, int] | None,
+    init: str,
+    pool_conv: str,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> SPDDownsample:
+    """SPD + channel-preserving conv in place of a strided max- or average-pool."""
+    where = f"spdify: layer {name!r} ({pool!r})"
+    if getattr(pool, "return_indices", False):
+        raise ValueError(f"{where}: returns indices (for MaxUnpool); exclude it or keep pools (pool='keep')")
+    ks = _pair(pool.kernel_size)
+    stride = _pair(pool.stride if pool.stride is not None else pool.kernel_size)
+    padding = _pair(pool.padding)
+    dilation = _pair(pool.dilation) if kind == "maxpool" else (1, 1)
+    geometry = tuple(AxisGeometry(ks[i], stride[i], padding[i], dilation[i], bool(pool.ceil_mode)) for i in (0, 1))
+    new_kernel = _choose_kernel(where, geometry, kernel, init)  # type: ignore[arg-type]
+
+    divisor = float(ks[0] * ks[1])
+    avg_divisor = None
+    if kind == "avgpool" and init == "preserve":
+        if pool.divisor_override:
+            divisor = float(pool.divisor_override)
+        elif pool.ceil_mode or (not pool.count_include_pad and any(padding)):
+            # the divisor changes at the border: keep PyTorch's per-position divisor exactly
+            avg_divisor = "include_pad" if pool.count_include_pad else "exclude_pad"
+    groups = channels if pool_conv == "depthwise" else 1
+    new = SPDDownsample(
+        channels,
+        channels,
+        geometry,  # type: ignore[arg-type]
+        new_kernel,
+        groups=groups,
+        bias=False,
+        avg_divisor=avg_divisor,
+        replaces=repr(pool),
+        device=device,
+        dtype=dtype,
+    )
+    if init == "preserve":
+        # average of the window (max-pool: the mean of what it took the max of, padding as zeros)
+        depthwise = torch.full((channels, 1, *ks), 1.0 / divisor, device=device, dtype=dtype)
+        w = spd_weight_from_strided(depthwise, geometry, new_kernel)  # type: ignore[arg-type]
+        if groups == 1:  # channel c of the output reads only channel c of each SPD block
+            blocks = w.shape[1]
+            full = w.new_zeros(channels, blocks, channels, *new_kernel)
+            idx = torch.arange(channels, device=device)
+            full[idx, :, idx] = w
+            w = full.reshape(channels, blocks * channels, *new_kernel)
+        with torch.no_grad():
+            new.conv.weight.copy_(w)
+    return new
