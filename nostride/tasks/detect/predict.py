@@ -1,0 +1,443 @@
+"""Detect objects with a YOLOv5(-SPD) model: ``predict()`` from Python and ``nostride predict``.
+
+Pipeline per image: decode to uint8 RGB -> letterbox to a square ``img_size`` (a multiple of the
+model's largest stride; grey 114 padding) -> scale to [0, 1] -> eval-mode model ->
+:func:`~nostride.tasks.detect.nms.non_max_suppression` -> boxes mapped back to the original image
+with the letterbox's own ratio and padding (:func:`~nostride.data.detection.scale_boxes`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ...data.detection.letterbox import letterbox, scale_boxes
+from ...data.io import IMAGE_EXTENSIONS, ImageDecodeError, is_image_file, read_image_rgb
+from .boxes import xyxy2ltwh
+from .nms import non_max_suppression
+
+__all__ = [
+    "Detections",
+    "predict",
+    "iter_detections",
+    "default_img_size",
+    "check_img_size",
+    "list_images",
+    "draw_detections",
+    "increment_run_dir",
+    "run_cli",
+]
+
+@dataclass
+class Detections:
+    """The detections of one image, in original-image pixels.
+
+    Attributes:
+        path: the image file (``None`` for a tensor input).
+        boxes: (n, 4) float ``[x1, y1, x2, y2]``.
+        scores: (n,) confidences (objectness x class probability), decreasing.
+        classes: (n,) int64 class indices.
+        names: class names, indexed by class.
+        image_size: ``(height, width)`` of the original image.
+    """
+
+    path: str | None
+    boxes: Tensor
+    scores: Tensor
+    classes: Tensor
+    names: list[str]
+    image_size: tuple[int, int]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    def class_name(self, c: int) -> str:
+        return self.names[c] if 0 <= c < len(self.names) else str(c)
+
+    def summary(self) -> str:
+        """``"2 persons, 1 car"`` style counts (``"no detections"`` when empty)."""
+        if not len(self):
+            return "no detections"
+        counts: dict[int, int] = {}
+        for c in self.classes.tolist():
+            counts[c] = counts.get(c, 0) + 1
+        parts = []
+        for c in sorted(counts):
+            n, name = counts[c], self.class_name(c)
+            parts.append(f"{n} {name}{'s' if n > 1 else ''}")
+        return ", ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-data form: path, size and a list of detections with xyxy and COCO ``[l, t, w, h]`` boxes."""
+        ltwh = xyxy2ltwh(self.boxes) if len(self) else self.boxes
+        dets = []
+        for box, wh, s, c in zip(self.boxes.tolist(), ltwh.tolist(), self.scores.tolist(), self.classes.tolist()):
+            dets.append(
+                {
+                    "class_id": int(c),
+                    "class_name": self.class_name(int(c)),
+                    "score": round(float(s), 5),
+                    "box_xyxy": [round(v, 3) for v in box],
+                    "box_xywh": [round(v, 3) for v in wh],
+                }
+            )
+        out = {"path": self.path, "height": self.image_size[0], "width": self.image_size[1], "detections": dets}
+        out.update(self.extra)
+        return out
+
+
+def check_img_size(img_size: int, stride: int) -> int:
+    """``img_size`` rounded up to a multiple of ``stride`` (with a warning when it changes)."""
+    if img_size < 1:
+        raise ValueError(f"img_size must be positive, got {img_size}")
+    new = int(math.ceil(img_size / stride) * stride)
+    if new != img_size:
+        warnings.warn(f"img_size {img_size} is not a multiple of the model stride {stride}; using {new}", stacklevel=3)
+    return new
+
+
+def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """Image files of ``source``: one file, a folder (recursive, sorted by path) or a list of files.
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+        ValueError: a folder holds no file with an image extension.
+    """
+    if isinstance(source, (list, tuple)):
+        files = [Path(p) for p in source]
+        for f in files:
+            if not f.is_file():
+                raise FileNotFoundError(f"image not found: {f}")
+        return files
+    path = Path(source).expanduser()
+    if path.is_file():
+        return [path]
+    if not path.exists():
+        raise FileNotFoundError(f"source not found: {path}")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+    if not files:
+        raise ValueError(f"no images in {path} (extensions: {', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def _model_stride(model: nn.Module) -> int:
+    stride = getattr(model, "stride", None)
+    if stride is None:
+        return 32
+    return int(torch.as_tensor(stride).max().item())
+
+
+def _class_names(model: nn.Module, names: Sequence[str] | None) -> list[str]:
+    if names is not None:
+        return list(names)
+    model_names = getattr(model, "names", None)
+    if isinstance(model_names, dict):  # {index: name}
+        return [model_names[k] for k in sorted(model_names)]
+    if model_names is not None:
+        return list(model_names)
+    nc = getattr(getattr(model, "model", [None])[-1], "nc", None) if hasattr(model, "model") else None
+    return [str(i) for i in range(nc or 0)]
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` / ``""`` -> CUDA if available else CPU; ``"0"`` -> ``cuda:0``; else the device named."""
+    if isinstance(device, torch.device):
+        return device
+    name = (device or "").strip().lower()
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.isdigit():  # YOLOv5-style "--device 0"
+        name = f"cuda:{name}"
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r} (use cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def _load_model(model_or_weights: nn.Module | dict | str | os.PathLike) -> tuple[nn.Module, dict | None]:
+    from ...checkpoint import load_checkpoint, model_from_checkpoint
+
+    if isinstance(model_or_weights, nn.Module):
+        return model_or_weights, None
+    ckpt = model_or_weights if isinstance(model_or_weights, dict) else load_checkpoint(model_or_weights)
+    if ckpt.get("task") not in (None, "detect"):
+        raise ValueError(f"detection predict needs a detection checkpoint, this one is {ckpt.get('task')!r}")
+    return model_from_checkpoint(ckpt), ckpt
+
+
+def _image_items(source: Any) -> list[tuple[str | None, Path | Tensor]]:
+    """(name, file or tensor) pairs; tensors are (3, H, W) uint8 or a (B, 3, H, W) batch."""
+    if isinstance(source, Tensor):
+        if source.ndim == 3:
+            source = [source]
+        elif source.ndim == 4:
+            source = list(source)
+        else:
+            raise ValueError(f"an image tensor must be (3, H, W) or (B, 3, H, W), got {tuple(source.shape)}")
+    if isinstance(source, (list, tuple)) and source and all(isinstance(s, Tensor) for s in source):
+        for s in source:
+            if s.ndim != 3 or s.shape[0] != 3 or s.dtype != torch.uint8:
+                raise ValueError(f"image tensors must be uint8 (3, H, W), got {s.dtype} {tuple(s.shape)}")
+        return [(None, s) for s in source]
+    return [(str(p), p) for p in list_images(source)]
+
+
+@torch.inference_mode()
+def iter_detections(
+    model: nn.Module,
+    source: Any,
+    img_size: int = 640,
+    conf: float = 0.25,
+    iou: float = 0.45,
+    max_det: int = 300,
+    agnostic: bool = False,
+    classes: Sequence[int] | None = None,
+    device: str | torch.device | None = None,
+    batch_size: int = 1,
+    names: Sequence[str] | None = None,
+    progress: bool = False,
+) -> Iterator[tuple[Detections | None, Tensor | None, str | None, float]]:
+    """Yield ``(detections, original uint8 image, error, seconds per image)`` for each input.
+
+    An unreadable file yields ``(None, None, message, 0)`` and the run goes on.
+    """
+    from tqdm import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    items = _image_items(source)
+    dev = _resolve_device(device)
+    model = model.to(dev).eval()
+    size = check_img_size(int(img_size), _model_stride(model))
+    class_names = _class_names(model, names)
+    dtype = next((p.dtype for p in model.parameters()), torch.float32)
+
+    bar = tqdm(total=len(items), desc="predict", unit="img", disable=not progress, leave=False, dynamic_ncols=True)
+    for start in range(0, len(items), batch_size):
+        batch = []  # (name, original, letterboxed, ratio, pad)
+        for name, item in items[start : start + batch_size]:
+            if isinstance(item, Tensor):
+                img0 = item
+            else:
+                try:
+                    img0 = read_image_rgb(item)
+                except (ImageDecodeError, OSError) as e:
+                    bar.update(1)
+                    yield None, None, str(e), 0.0
+                    continue
+            img, ratio, pad = letterbox(img0, size, auto=False, stride=_model_stride(model))
+            batch.append((name, img0, img, ratio, pad))
+        if not batch:
+            continue
+        t0 = time.perf_counter()
+        x = torch.stack([b[2] for b in batch]).to(dev).to(dtype) / 255
+        out = model(x)
+        pred = out[0] if isinstance(out, (tuple, list)) else out
+        dets = non_max_suppression(pred, conf, iou, classes=classes, agnostic=agnostic, max_det=max_det)
+        dt = (time.perf_counter() - t0) / len(batch)
+        for (name, img0, img, ratio, pad), d in zip(batch, dets):
+            d = d.float().cpu()
+            boxes = scale_boxes(img.shape[1:], d[:, :4].clone(), img0.shape[1:], (ratio, pad))
+            result = Detections(
+                path=name,
+                boxes=boxes,
+                scores=d[:, 4].clone(),
+                classes=d[:, 5].long(),
+                names=class_names,
+                image_size=(int(img0.shape[1]), int(img0.shape[2])),
+            )
+            bar.update(1)
+            yield result, img0, None, dt
+    bar.close()
+
+
+def predict(
+    model_or_weights: nn.Module | dict | str | os.PathLike,
+    source: Any,
+    img_size: int | None = None,
+    conf: float = 0.25,
+    iou: float = 0.45,
+    max_det: int = 300,
+    agnostic: bool = False,
+    classes: Sequence[int] | None = None,
+    device: str | torch.device | None = None,
+    batch_size: int = 1,
+    names: Sequence[str] | None = None,
+    progress: bool = False,
+) -> list[Detections]:
+    """Detect objects in images.
+
+    Args:
+        model_or_weights: a YOLOv5 model (eval-mode output ``(decoded, raw)`` or just ``decoded``),
+            a nostride checkpoint dict, or a checkpoint path.
+        source: an image file, a folder (recursive), a list of files, a uint8 (3, H, W) tensor, a
+            (B, 3, H, W) batch or a list of (3, H, W) tensors.
+        img_size: square inference size, rounded up to a multiple of the model's stride; default
+            the checkpoint's training size, else 640.
+        conf, iou, max_det, agnostic, classes: NMS settings (:func:`non_max_suppression`).
+        device: ``"cpu"``, ``"cuda"``, ... (default: the best available).
+        batch_size: images per forward pass.
+        names: class names (default: the model's / checkpoint's).
+        progress: show a progress bar.
+
+    Returns:
+        One :class:`Detections` per readable image, in input order, boxes in original-image
+        pixels. Unreadable files are skipped with a ``RuntimeWarning`` naming each.
+    """
+    model, ckpt = _load_model(model_or_weights)
+    if img_size is None:
+        img_size = default_img_size(ckpt)
+    results = []
+    for det, _, err, _ in iter_detections(model, source, img_size, conf, iou, max_det, agnostic, classes, device,
+                                          batch_size, names, progress):
+        if err is not None:
+            warnings.warn(f"skipping unreadable image: {err}", RuntimeWarning, stacklevel=2)
+        else:
+            results.append(det)
+    return results
+
+
+def default_img_size(ckpt: dict | None) -> int:
+    """The training image size a checkpoint records (``config.img_size`` or ``img_size``), else 640."""
+    if ckpt:
+        config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+        for d in (config, ckpt):
+            if isinstance(d.get("img_size"), int) and d["img_size"] > 0:
+                return d["img_size"]
+    return 640
+
+
+# 20 distinct colours, cycled by class index
+_PALETTE = [
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
+    (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
+    (0, 0, 128), (128, 128, 128),
+]  # fmt: skip
+
+
+def draw_detections(img: Tensor, det: Detections) -> Tensor:
+    """The uint8 (3, H, W) image with each box drawn and labelled ``"name 0.87"``."""
+    from torchvision.utils import draw_bounding_boxes
+
+    if not len(det):
+        return img
+    h, w = img.shape[1:]
+    labels = [f"{det.class_name(int(c))} {float(s):.2f}" for c, s in zip(det.classes, det.scores)]
+    colors = [_PALETTE[int(c) % len(_PALETTE)] for c in det.classes]
+    width = max(round((h + w) / 2 * 0.003), 2)
+    return draw_bounding_boxes(img, det.boxes, labels=labels, colors=colors, width=width)
+
+
+def increment_run_dir(path: str | os.PathLike) -> Path:
+    """``path`` if it does not exist, else ``path2``, ``path3``, ... (the first free one)."""
+    path = Path(path)
+    if not path.exists():
+        return path
+    n = 2
+    while Path(f"{path}{n}").exists():
+        n += 1
+    return Path(f"{path}{n}")
+
+
+def _save_image(img: Tensor, path: Path) -> Path:
+    from torchvision.io import write_jpeg, write_png
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".png":
+        write_png(img, str(path))
+        return path
+    path = path.with_suffix(".jpg") if path.suffix.lower() not in (".jpg", ".jpeg") else path
+    write_jpeg(img, str(path), quality=95)
+    return path
+
+
+def run_cli(args: argparse.Namespace, ckpt: dict[str, Any]) -> int:
+    """``nostride predict`` for a detection checkpoint.
+
+    Writes ``<project>/<name>[N]/``: the annotated images (unless ``--no-save``) and
+    ``predictions.json``; prints one line per image. Returns 0, or 1 if no image was readable.
+    """
+    from ...checkpoint import model_from_checkpoint
+
+    model = model_from_checkpoint(ckpt)
+    img_size = args.img_size or default_img_size(ckpt)
+    source = Path(args.source)
+    files = list_images(source)  # FileNotFoundError / ValueError -> one clean CLI error line
+    save_dir = increment_run_dir(Path(args.project) / args.name)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    names = ckpt.get("names")
+
+    records, skipped = [], []
+    n_total = len(files)
+    done = 0
+    progress = source.is_dir() and n_total > 1
+    log = _tqdm_write if progress else print
+    for det, img0, err, dt in iter_detections(
+        model, files, img_size, args.conf, args.iou, args.max_det, args.agnostic_nms, None, args.device or None,
+        args.batch_size, names, progress,
+    ):
+        done += 1
+        if err is not None:
+            skipped.append(err)
+            log(f"image {done}/{n_total}: skipped, {err}")
+            continue
+        rel = _relative(Path(det.path), source)
+        line = f"image {done}/{n_total} {rel}: {det.image_size[1]}x{det.image_size[0]} {det.summary()} ({dt * 1e3:.1f} ms)"
+        if not args.no_save:
+            out = _save_image(draw_detections(img0, det), save_dir / rel)
+            det.extra["saved_to"] = str(out)
+        log(line)
+        records.append(det.to_json())
+
+    summary = {
+        "weights": str(args.weights),
+        "model": ckpt.get("model_name"),
+        "img_size": check_img_size(int(img_size), _model_stride(model)),
+        "conf": args.conf,
+        "iou": args.iou,
+        "max_det": args.max_det,
+        "agnostic_nms": bool(args.agnostic_nms),
+        "names": _class_names(model, names),
+        "images": records,
+        "skipped": skipped,
+    }
+    with open(save_dir / "predictions.json", "w") as f:
+        json.dump(summary, f, indent=1)
+    n_det = sum(len(r["detections"]) for r in records)
+    print(f"{len(records)} image(s), {n_det} detection(s); results saved to {save_dir}")
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable image(s):", file=sys.stderr)
+        for err in skipped:
+            print(f"  {err}", file=sys.stderr)
+    return 0 if records else 1
+
+
+def _relative(path: Path, source: Path) -> Path:
+    if source.is_dir():
+        try:
+            return path.relative_to(source)
+        except ValueError:
+            pass
+    return Path(path.name)
+
+
+def _tqdm_write(msg: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(msg)
