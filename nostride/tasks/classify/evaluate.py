@@ -1,0 +1,265 @@
+"""Evaluate a classifier on a dataset: one inference pass, then :class:`ClassificationEvaluator`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .metrics import ClassificationEvaluator
+
+__all__ = ["evaluate_classifier", "resolve_device"]
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/``""`` -> CUDA if available, else MPS, else CPU; otherwise the device named.
+
+    Raises:
+        ValueError: CUDA/MPS is requested but not available.
+    """
+    if isinstance(device, torch.device):
+        return device
+    name = (device or "").strip().lower()
+    if not name:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.isdigit():  # YOLOv5-style "--device 0"
+        name = f"cuda:{name}"
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r} (use cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r} requested but MPS is not available")
+    return dev
+
+
+def _num_outputs(model: nn.Module) -> int | None:
+    n = getattr(model, "num_classes", None)
+    return int(n) if isinstance(n, int) and n > 0 else None
+
+
+@torch.inference_mode()
+def evaluate_classifier(
+    model: nn.Module,
+    dataset: Dataset | DataLoader,
+    batch_size: int = 128,
+    device: str | torch.device | None = None,
+    workers: int = 2,
+    class_names: Sequence[str] | None = None,
+    topk: Sequence[int] = (1, 5),
+    amp: bool | None = None,
+    progress: bool = True,
+    desc: str = "val",
+) -> dict[str, Any]:
+    """Top-k accuracy, per-class accuracy, confusion matrix and mean loss of ``model`` on ``dataset``.
+
+    Args:
+        model: a classifier returning ``(N, C)`` logits; put in eval mode (and restored after).
+        dataset: items ``(image_tensor, class_index)``, or a ready ``DataLoader`` of such batches
+            (then ``batch_size`` / ``workers`` are ignored).
+        batch_size: images per forward pass.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``None`` (best available).
+        workers: DataLoader worker processes (0 = load in this process).
+        class_names: names for the result (default: ``model.names`` when set).
+        topk: accuracies to report (see :class:`ClassificationEvaluator`).
+        amp: float16 autocast; ``None`` = on for CUDA, off elsewhere. Metrics are computed on
+            float32 logits either way.
+        progress: show a tqdm progress bar.
+        desc: progress bar label.
+
+    Returns:
+        :meth:`ClassificationEvaluator.evaluate`'s dict (``top1``, ``top5``, ``loss``, ``per_class``,
+        ``confusion``, ``count``, ...). Under ``torch.distributed`` the counts are summed over ranks.
+    """
+    from tqdm import tqdm
+
+    dev = resolve_device(device)
+    if amp is None:
+        amp = dev.type == "cuda"
+    if class_names is None:
+        class_names = getattr(model, "names", None)
+    num_classes = len(class_names) if class_names is not None else _num_outputs(model)
+
+    if isinstance(dataset, DataLoader):
+        loader = dataset
+    else:
+        if len(dataset) == 0:
+            raise ValueError("the evaluation dataset is empty")
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                            pin_memory=dev.type == "cuda", persistent_workers=False)
+
+    was_training = model.training
+    model.eval().to(dev)
+    evaluator: ClassificationEvaluator | None = None
+    autocast = torch.autocast("cuda", dtype=torch.float16) if amp and dev.type == "cuda" else contextlib.nullcontext()
+    try:
+        for images, targets in tqdm(loader, desc=desc, disable=not progress, unit="batch", leave=False,
+                                    dynamic_ncols=True):
+            images = images.to(dev, non_blocking=True)
+            targets = torch.as_tensor(targets).to(dev, non_blocking=True)
+            with autocast:
+                logits = model(images)
+            if evaluator is None:
+                n = num_classes or logits.shape[1]
+                if logits.shape[1] != n:
+                    raise ValueError(f"the model outputs {logits.shape[1]} classes but {n} class names were given")
+                evaluator = ClassificationEvaluator(n, class_names=class_names, topk=topk)
+            evaluator.process(logits.float(), targets)
+    finally:
+        model.train(was_training)
+    if evaluator is None:  # an empty DataLoader (e.g. this rank's shard)
+        evaluator = ClassificationEvaluator(num_classes or 1, class_names=class_names, topk=topk)
+    return evaluator.evaluate()
+
+
+# ---- `nostride val` for classification checkpoints -------------------------------------------
+
+def _checkpoint_classes(ckpt: dict[str, Any], model: nn.Module) -> int:
+    if ckpt.get("names"):
+        return len(ckpt["names"])
+    n = (ckpt.get("model_kwargs") or {}).get("num_classes") or _num_outputs(model)
+    if not n:
+        raise ValueError("the checkpoint's model has no classifier (num_classes=0); nothing to evaluate")
+    return int(n)
+
+
+def _split_subset(dataset: Dataset, max_per_class: int | None) -> Dataset:
+    """The first ``max_per_class`` samples of each class of ``dataset`` (all when ``None``)."""
+    if max_per_class is None:
+        return dataset
+    from torch.utils.data import Subset
+
+    from ...data.classification import first_per_class
+
+    return Subset(dataset, first_per_class(list(dataset.targets), max_per_class))
+
+
+def _increment_dir(project: str | os.PathLike, name: str, exist_ok: bool = False) -> Path:
+    """``project/name``, or ``project/name2``, ``name3``, ... if it exists (unless ``exist_ok``)."""
+    path = Path(project) / name
+    n = 2
+    while path.exists() and not exist_ok:
+        path = Path(project) / f"{name}{n}"
+        n += 1
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def format_per_class_table(metrics: dict[str, Any], max_rows: int = 30) -> str:
+    """Per-class accuracy as a text table; with more than ``max_rows`` classes only the 10 worst and 10 best."""
+    names = metrics.get("class_names") or [str(i) for i in range(len(metrics["per_class"]))]
+    rows = list(zip(names, metrics["per_class_count"], metrics["per_class"]))
+    note = ""
+    if len(rows) > max_rows:
+        ranked = sorted((r for r in rows if r[2] is not None), key=lambda r: r[2])
+        rows = ranked[:10] + [("...", "", None)] + ranked[-10:]
+        note = f"(the 10 worst and 10 best of {len(names)} classes; metrics.json lists all)"
+    width = max(len("class"), len("all"), *(len(str(r[0])) for r in rows))
+    lines = [f"{'class':<{width}}  {'images':>7}  {'top-1':>7}"]
+    for name, count, acc in rows:
+        shown = f"{acc:6.2f}%" if acc is not None else ("" if name == "..." else "    n/a")
+        lines.append(f"{name:<{width}}  {count:>7}  {shown:>7}")
+    lines.append(f"{'all':<{width}}  {metrics['count']:>7}  {metrics['top1']:6.2f}%")
+    if note:
+        lines.append(note)
+    return "\n".join(lines)
+
+
+def run_cli(args: Any, ckpt: dict[str, Any]) -> int:
+    """``nostride val`` for a classification checkpoint: metrics on the test or validation split.
+
+    The data is built as in training (the checkpoint's ``img_size``, ``val_fraction``, ``seed``,
+    ``max_per_class`` and normalisation), so ``--split val`` is exactly the held-out part of train
+    the run validated on. Prints top-1/top-5 and a per-class table; writes ``metrics.json``,
+    ``confusion_matrix.png`` and ``per_class_accuracy.png`` to ``--project/--name``.
+    """
+    import json
+
+    from ...checkpoint import model_from_checkpoint
+    from ...data.classification import build_classification_data
+    from .plots import plot_confusion_matrix, plot_per_class_accuracy
+    from .predict import _recorded, _stats
+
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    data_path = args.data or config.get("data")
+    if not data_path:
+        raise ValueError("no --data given and the checkpoint does not record its training data")
+    mean, std = _stats(_recorded(ckpt, "mean")), _stats(_recorded(ckpt, "std"))
+    img_size = args.img_size or _recorded(ckpt, "img_size")
+    val_fraction = float(config.get("val_fraction", 0.1))
+    def build(split: str | None):
+        # the training max_per_class decides which images the validation split was carved from;
+        # the test split is the dataset's own, complete unless --max-per-class limits it below
+        return build_classification_data(
+            data_path, img_size=img_size, val_fraction=val_fraction, seed=int(config.get("seed", 0)),
+            augment=False, max_per_class=config.get("max_per_class") if split == "val" else None,
+            mean=mean if std is not None else None, std=std if mean is not None else None)
+
+    split = args.split
+    data = build(split)
+    if split is None:  # the test split if the dataset has one, else the validation split
+        split = "test" if data.test is not None else "val"
+        if split == "val" and config.get("max_per_class") is not None:
+            data = build(split)
+    if split == "val" and val_fraction <= 0:
+        raise ValueError(f"{args.weights}: trained with val_fraction=0, so there is no validation split; use --split test")
+
+    model = model_from_checkpoint(ckpt)
+    n_ckpt = _checkpoint_classes(ckpt, model)
+    if n_ckpt != data.num_classes:
+        raise ValueError(f"class count mismatch: the checkpoint {args.weights} has {n_ckpt} classes but "
+                         f"{data_path} has {data.num_classes} ({data.format})")
+    names = list(ckpt.get("names") or data.classes)
+    if ckpt.get("names") and list(ckpt["names"]) != list(data.classes):
+        differ = [f"{i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(ckpt["names"], data.classes)) if a != b]
+        print(f"warning: class names differ between checkpoint and data (index: checkpoint vs data): "
+              f"{'; '.join(differ[:5])}{' ...' if len(differ) > 5 else ''}; evaluating by class index", file=sys.stderr)
+
+    dataset = data.test if split == "test" else data.val
+    if dataset is None:
+        other = "val" if split == "test" else "test"
+        raise ValueError(f"{data_path} has no {split} split ({data.format}); use --split {other}")
+    dataset = _split_subset(dataset, args.max_per_class)
+
+    epoch = ckpt.get("epoch", -1)
+    print(f"{ckpt['model_name']} ({args.weights}{f', epoch {epoch}' if epoch is not None and epoch >= 0 else ''}) "
+          f"on {data_path} [{data.format}, {split} split, {len(dataset)} images, {data.img_size}x{data.img_size}]")
+    metrics = evaluate_classifier(model, dataset, batch_size=args.batch_size, device=args.device or None,
+                                  workers=args.workers, class_names=names, desc=f"val ({split})")
+    base = dataset.dataset if hasattr(dataset, "dataset") else dataset  # under a Subset
+    skipped = int(getattr(base, "skipped", 0))
+
+    print(f"top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  loss {metrics['loss']:.4f}  "
+          f"mean class accuracy {metrics['mean_class_accuracy']:.2f}%  ({metrics['count']} images)")
+    print(format_per_class_table(metrics))
+    if skipped:
+        print(f"warning: {skipped} unreadable image(s) skipped (each replaced by the next readable one)", file=sys.stderr)
+
+    out = _increment_dir(args.project, args.name, getattr(args, "exist_ok", False))
+    plot_confusion_matrix(metrics["confusion"], out / "confusion_matrix.png", names,
+                          title=f"{ckpt['model_name']}: {split} confusion (row-normalised)")
+    plot_per_class_accuracy(metrics["per_class"], out / "per_class_accuracy.png", names)
+    record = {
+        "weights": str(args.weights), "model": ckpt["model_name"], "epoch": epoch, "data": str(data_path),
+        "format": data.format, "split": split, "img_size": data.img_size, "mean": list(data.mean),
+        "std": list(data.std), "skipped": skipped,
+        **{k: v for k, v in metrics.items() if k != "confusion"},
+        "confusion": metrics["confusion"].tolist(),
+    }
+    (out / "metrics.json").write_text(json.dumps(record, indent=1, allow_nan=False, default=str))
+    print(f"results saved to {out} (metrics.json, confusion_matrix.png, per_class_accuracy.png)")
+    return 0
