@@ -1,0 +1,268 @@
+"""Read a YOLOv5 ``.pt`` file without the YOLOv5 code and without running anything from the file.
+
+Why a custom unpickler: a checkpoint written by ultralytics/yolov5 (v6.x, v7.0) or the YOLOv5-SPD
+fork pickles *whole modules* (``models.yolo.Model``, ``models.common.Conv``, ...). There is no
+library that reads such a file safely:
+
+* ``torch.load(weights_only=True)`` refuses every module class, and allow-listing the real classes
+  would need the YOLOv5 code installed and would let the file drive their ``__setstate__``;
+* ``torch.load(weights_only=False)`` imports and calls whatever the pickle names (``os.system``,
+  ``subprocess.Popen``, ...): opening an untrusted file would run its code.
+
+So :func:`read_torch_pickle` hands ``torch.load`` an ``Unpickler`` whose ``find_class`` is an
+allow-list. torch still does the zip reading and rebuilds tensor storages (``persistent_load``).
+The allow-list gives the pickle only
+
+* torch's own tensor rebuild functions, dtypes, ``torch.Size``/``torch.device`` (the set that
+  ``torch._weights_only_unpickler`` allows for tensors), plus plain containers;
+* the numpy pieces a YOLOv5 file uses for ``best_fitness`` (array reconstruction, no code);
+* inert :class:`PickledObject` records for the expected module classes: a record only keeps the
+  arguments and the state the pickle gives it, it has no behaviour. Reading weights out of that
+  tree is :mod:`nostride.models.yolo.import_yolov5`'s job.
+
+Anything else (``builtins.eval``, ``os.system``, ``subprocess.Popen``, an unknown YOLOv5 layer) is
+refused by ``find_class`` before it can be called, with an error naming ``module.name`` and the file.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import argparse
+import os
+import pathlib
+import pickle
+import types
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+__all__ = ["PickledObject", "UnsafePickleError", "read_torch_pickle", "STAND_IN_CLASSES"]
+
+
+class UnsafePickleError(ValueError):
+    """The file references something outside the allow-list; nothing of it was executed."""
+
+
+class PickledObject:
+    """Inert record standing in for a pickled object of an allow-listed class.
+
+    ``qualname`` is the class the file named (``"models.common.Conv"``); ``args`` what the pickle
+    passed to the constructor; ``state`` the ``__dict__`` it restored (for a module: ``_modules``,
+    ``_parameters``, ``_buffers``, and plain attributes). It never calls anything.
+    """
+
+    __slots__ = ("args", "state")
+    qualname = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "PickledObject":
+        obj = object.__new__(cls)
+        obj.args = args
+        obj.state = {}
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # pickle REDUCE calls cls(*args)
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        # pickle BUILD: a dict, or (dict, slot dict) for classes with __slots__
+        if isinstance(state, tuple) and len(state) == 2:
+            merged: dict = {}
+            for part in state:
+                if isinstance(part, dict):
+                    merged.update(part)
+            state = merged
+        if not isinstance(state, dict):
+            raise UnsafePickleError(f"unexpected pickled state of type {type(state).__name__} for {self.qualname}")
+        self.state.update(state)
+
+    @property
+    def short_name(self) -> str:
+        return self.qualname.rsplit(".", 1)[-1]
+
+    def __repr__(self) -> str:
+        return f"<pickled {self.qualname}>"
+
+
+# The classes a YOLOv5 v6.x/v7.0 or YOLOv5-SPD checkpoint pickles; each becomes a PickledObject subclass.
+_YOLOV5_CLASSES = {
+    "models.yolo": ["Model", "DetectionModel", "Detect"],
+    "models.common": ["Conv", "C3", "Bottleneck", "SPPF", "SPP", "Focus", "Concat", "space_to_depth"],
+}
+_TORCH_MODULE_CLASSES = {
+    "torch.nn.modules.conv": ["Conv2d"],
+    "torch.nn.modules.batchnorm": ["BatchNorm2d"],
+    "torch.nn.modules.activation": ["SiLU", "LeakyReLU", "Hardswish", "ReLU", "ReLU6", "Sigmoid", "Mish", "GELU"],
+    "torch.nn.modules.linear": ["Identity"],
+    "torch.nn.modules.pooling": ["MaxPool2d"],
+    "torch.nn.modules.upsampling": ["Upsample"],
+    "torch.nn.modules.container": ["Sequential", "ModuleList"],
+}
+
+
+def _make_stand_ins() -> dict[str, type[PickledObject]]:
+    classes: dict[str, type[PickledObject]] = {}
+    for table in (_YOLOV5_CLASSES, _TORCH_MODULE_CLASSES):
+        for module, names in table.items():
+            for name in names:
+                qualname = f"{module}.{name}"
+                classes[qualname] = type(name, (PickledObject,), {"__slots__": (), "qualname": qualname})
+    return classes
+
+
+STAND_IN_CLASSES: dict[str, type[PickledObject]] = _make_stand_ins()
+
+# YOLOv5 layer classes that exist but that nostride's YOLOv5 does not implement: named in the error.
+_KNOWN_UNSUPPORTED_PREFIXES = ("models.common.", "models.yolo.", "models.experimental.")
+
+
+def _encode_latin1(text: str, encoding: str = "latin1") -> bytes:
+    # protocol-2 pickles store ``bytes`` as _codecs.encode(str, "latin1"); nothing else is needed
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise UnsafePickleError(f"refused _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+def _numpy_multiarray() -> types.ModuleType:
+    try:
+        from numpy._core import multiarray  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray
+    return multiarray
+
+
+def _allowed_callables() -> dict[str, Any]:
+    """Non-record globals the pickle may reference: tensor rebuilding, containers, numpy arrays, paths."""
+    multiarray = _numpy_multiarray()
+    allowed: dict[str, Any] = {
+        "collections.OrderedDict": OrderedDict,
+        "builtins.set": set,
+        "builtins.frozenset": frozenset,
+        "_codecs.encode": _encode_latin1,
+        "torch.Size": torch.Size,
+        "torch.device": torch.device,
+        "torch.Tensor": torch.Tensor,
+        "torch.nn.parameter.Parameter": torch.nn.Parameter,
+        "torch._utils._rebuild_tensor": torch._utils._rebuild_tensor,
+        "torch._utils._rebuild_tensor_v2": torch._utils._rebuild_tensor_v2,
+        "torch._utils._rebuild_parameter": torch._utils._rebuild_parameter,
+        "torch._utils._rebuild_parameter_with_state": torch._utils._rebuild_parameter_with_state,
+        "torch._tensor._rebuild_from_type_v2": torch._tensor._rebuild_from_type_v2,
+        # best_fitness is a numpy array/scalar in real files (numpy 1.x writes numpy.core.*)
+        "numpy.ndarray": np.ndarray,
+        "numpy.dtype": np.dtype,
+        "numpy.core.multiarray._reconstruct": multiarray._reconstruct,
+        "numpy._core.multiarray._reconstruct": multiarray._reconstruct,
+        "numpy.core.multiarray.scalar": multiarray.scalar,
+        "numpy._core.multiarray.scalar": multiarray.scalar,
+        # v7.0 'opt' may hold paths and a Namespace: pure paths never touch the filesystem
+        "pathlib.Path": pathlib.PurePath,
+        "pathlib.PosixPath": pathlib.PurePosixPath,
+        "pathlib.PurePosixPath": pathlib.PurePosixPath,
+        "pathlib.WindowsPath": pathlib.PureWindowsPath,
+        "pathlib.PureWindowsPath": pathlib.PureWindowsPath,
+        "argparse.Namespace": argparse.Namespace,
+    }
+    for name in dir(torch):
+        value = getattr(torch, name, None)
+        if isinstance(value, torch.dtype):
+            allowed[f"torch.{name}"] = value
+    return allowed
+
+
+_ALLOWED: dict[str, Any] | None = None
+
+
+def _lookup(module: str, name: str) -> Any:
+    global _ALLOWED
+    if _ALLOWED is None:
+        _ALLOWED = _allowed_callables()
+    # protocol-2 pickles written by Python 2 era code name e.g. __builtin__.set
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    elif module in _compat_pickle.IMPORT_MAPPING:
+        module = _compat_pickle.IMPORT_MAPPING[module]
+    key = f"{module}.{name}"
+    if key in STAND_IN_CLASSES:
+        return STAND_IN_CLASSES[key]
+    if key in _ALLOWED:
+        return _ALLOWED[key]
+    return key  # refused: the caller raises with the file name
+
+
+def _make_pickle_module(source: str) -> types.SimpleNamespace:
+    """A ``pickle_module`` for ``torch.load`` whose Unpickler only resolves allow-listed globals."""
+
+    class RestrictedUnpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            found = _lookup(module, name)
+            if isinstance(found, str):
+                if found.startswith(_KNOWN_UNSUPPORTED_PREFIXES):
+                    hint = (
+                        "this YOLOv5 class is not one nostride's YOLOv5 implements (supported layers: "
+                        "Conv, C3, Bottleneck, SPPF, SPP, Focus, Concat, nn.Upsample, space_to_depth, Detect)"
+                    )
+                else:
+                    hint = (
+                        "a YOLOv5 checkpoint only references its model classes (models.yolo, models.common), "
+                        "torch.nn layers, tensors and plain data"
+                    )
+                raise UnsafePickleError(
+                    f"{source}: refused to load `{found}` from the pickle: {hint}. Nothing from the file was run."
+                )
+            return found
+
+    def _no_legacy_load(*args: Any, **kwargs: Any) -> Any:  # torch's pre-zip format path
+        raise ValueError(f"{source}: legacy (pre torch 1.6) checkpoint format is not supported")
+
+    return types.SimpleNamespace(__name__="nostride_restricted_pickle", Unpickler=RestrictedUnpickler, load=_no_legacy_load)
+
+
+def read_torch_pickle(path: str | os.PathLike) -> Any:
+    """Load a ``torch.save`` zip archive with the restricted unpickler (see the module docstring).
+
+    Returns the unpickled object, where allow-listed classes are :class:`PickledObject` records and
+    tensors are real (CPU) tensors.
+
+    Raises:
+        FileNotFoundError: no such file.
+        UnsafePickleError: the pickle references a class or function outside the allow-list.
+        ValueError: the file is not a ``torch.save`` zip archive (or is a TorchScript archive, or is
+            corrupt).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path}: not a torch.save zip archive (YOLOv5 v6.x/v7.0 .pt files are; "
+            "files in the legacy pre torch 1.6 format are not supported)"
+        )
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ValueError(f"{path}: unreadable zip archive: {e}") from None
+    # torch.load hands TorchScript archives to torch.jit.load, which compiles code from the file
+    if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+        raise ValueError(f"{path}: a TorchScript archive, not a YOLOv5 training checkpoint (refused)")
+    if not any(n.endswith("data.pkl") for n in names):
+        raise ValueError(f"{path}: a zip archive but not a torch.save checkpoint (no data.pkl)")
+    pickle_module = _make_pickle_module(str(path))
+    try:
+        return torch.load(path, map_location="cpu", pickle_module=pickle_module, weights_only=False)
+    except UnsafePickleError:
+        raise
+    except (pickle.UnpicklingError, EOFError, RuntimeError, AttributeError, TypeError, KeyError, ValueError) as e:
+        raise ValueError(f"{path}: could not read the checkpoint: {type(e).__name__}: {e}") from None
+
+
+def iter_records(obj: Any, visit: Callable[[PickledObject], None]) -> None:
+    """Call ``visit`` on every :class:`PickledObject` reachable through records' module children."""
+    if isinstance(obj, PickledObject):
+        visit(obj)
+        for child in (obj.state.get("_modules") or {}).values():
+            iter_records(child, visit)
