@@ -2,5 +2,6 @@
 
 from ._registry import ModelInfo, create_model, list_models, model_info, register_model
 from . import resnet  # noqa: F401  (registers the ResNet builders)
+from . import yolo  # noqa: F401  (registers the YOLOv5 builders)
 
 __all__ = ["ModelInfo", "create_model", "list_models", "model_info", "register_model"]
