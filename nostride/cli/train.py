@@ -1,0 +1,95 @@
+"""``nostride train``: train a registered model (the task is inferred from the model name).
+
+Every option defaults to "not given" (``argparse.SUPPRESS``) so that only flags really typed on the
+command line override a ``--config`` YAML file, whose values override the built-in defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+S = argparse.SUPPRESS
+
+
+def _flag(g: argparse._ArgumentGroup, name: str, help: str) -> None:
+    g.add_argument(name, action=argparse.BooleanOptionalAction, default=S, help=help)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a model (classification now; detection with its own issue)",
+        description="Train a registered model. Options come from the defaults, then --config FILE.yaml, then "
+        "the command line. The run folder PROJECT/NAME gets weights/last.pt, weights/best.pt, results.csv, "
+        "results.png, args.yaml and final_metrics.json. Multi-GPU: torchrun --nproc_per_node N -m nostride train "
+        "... (see docs/training.md).",
+        argument_default=S,
+    )
+    g = p.add_argument_group("what")
+    g.add_argument("--model", help="registry name, e.g. resnet18_spd (see `nostride models`)")
+    g.add_argument("--data", help="dataset folder or archive (image folder, CIFAR-10, Tiny ImageNet)")
+    g.add_argument("--config", help="YAML file of options (e.g. configs/resnet18_spd_tiny_imagenet.yaml)")
+    g.add_argument("--width", type=int, help="model width (ResNet stem channels; small = quick runs)")
+    g.add_argument("--img-size", type=int, help="image size (default: the dataset's native size)")
+    g = p.add_argument_group("length and batch")
+    g.add_argument("--epochs", type=int, help="number of epochs (default 100)")
+    g.add_argument("--batch-size", type=int, help="TOTAL batch size over all DDP processes (default 64)")
+    g.add_argument("--accumulate", type=int, help="batches accumulated per optimizer step (default 1)")
+    g.add_argument("--nominal-batch-size", type=int, help="YOLOv5 nbs: accumulate=round(nbs/batch), wd scaled")
+    g = p.add_argument_group("optimizer")
+    g.add_argument("--optimizer", choices=["sgd", "adamw"], help="default sgd")
+    g.add_argument("--lr", type=float, help="initial learning rate (default 0.1)")
+    g.add_argument("--momentum", type=float, help="SGD momentum / AdamW beta1 (default 0.9)")
+    _flag(g, "--nesterov", "Nesterov momentum (default off)")
+    g.add_argument("--weight-decay", type=float, help="default 5e-4")
+    _flag(g, "--decay-norm-bias", "also decay norm weights and biases (default: they get no decay)")
+    g.add_argument("--clip-grad", type=float, help="clip the gradient norm to this value (default: no clipping)")
+    g = p.add_argument_group("schedule")
+    g.add_argument("--schedule", choices=["step", "cosine", "linear"], help="lr decay (default cosine)")
+    g.add_argument("--schedule-unit", choices=["iter", "epoch"], help="update lr every batch or every epoch")
+    g.add_argument("--lrf", type=float, help="final lr factor for cosine/linear (default 0)")
+    g.add_argument("--milestones", type=float, nargs="+", help="step: epochs where lr *= gamma (default 50%%, 75%%)")
+    g.add_argument("--gamma", type=float, help="step: decay factor (default 0.1)")
+    g.add_argument("--warmup-epochs", type=float, help="linear warm-up length in epochs (default 0)")
+    g.add_argument("--warmup-iters", type=int, help="warm-up length in batches (overrides --warmup-epochs)")
+    g.add_argument("--warmup-momentum", type=float, help="momentum at the start of warm-up (default: no ramp)")
+    g.add_argument("--warmup-bias-lr", type=float, help="bias lr at the start of warm-up (default: 0)")
+    g = p.add_argument_group("regularisation")
+    g.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (default 0)")
+    _flag(g, "--ema", "validate/select on an exponential moving average of the weights (default off)")
+    g.add_argument("--ema-decay", type=float, help="default 0.9999")
+    g.add_argument("--ema-tau", type=float, help="EMA ramp length in updates (default 2000)")
+    g = p.add_argument_group("data")
+    g.add_argument("--workers", type=int, help="DataLoader worker processes per rank (default 4)")
+    g.add_argument("--val-fraction", type=float, help="part of train held out for validation (default 0.1)")
+    g.add_argument("--max-per-class", type=int, help="use at most N images per class (quick runs)")
+    _flag(g, "--augment", "training augmentation (default on)")
+    g = p.add_argument_group("hardware")
+    g.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda if available)")
+    _flag(g, "--amp", "mixed precision (default: on for CUDA; never on CPU)")
+    _flag(g, "--channels-last", "channels-last memory format (default off)")
+    _flag(g, "--sync-bn", "SyncBatchNorm across DDP processes (default off)")
+    g = p.add_argument_group("run")
+    g.add_argument("--project", help="runs root (default runs/train)")
+    g.add_argument("--name", help="run name (default exp; NAME2, NAME3 ... if it exists)")
+    g.add_argument("--exist-ok", action="store_true", help="reuse PROJECT/NAME if it exists")
+    g.add_argument("--resume", nargs="?", const=True, metavar="PATH",
+                   help="continue a run: its last.pt, its folder, or nothing for PROJECT/NAME")
+    g.add_argument("--seed", type=int, help="random seed (default 0)")
+    _flag(g, "--deterministic", "deterministic algorithms (slower; exact repeats on the same machine)")
+    _flag(g, "--tensorboard", "also log to TensorBoard (needs the tensorboard package)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from nostride.engine import NonFiniteLossError, train
+
+    options = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config")}
+    try:
+        train(config=getattr(args, "config", None), **options)
+    except NonFiniteLossError as e:
+        print(f"nostride train: error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,63 @@
+"""``nostride.train(...)``: the Python entry point of training (the CLI calls it too)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nostride.checkpoint import load_checkpoint
+
+from .checkpointer import resolve_resume_path
+from .config import TrainConfig, build_config
+
+__all__ = ["train", "resolve_config", "RESUME_OVERRIDABLE"]
+
+# options that may change when resuming: they do not alter what the finished epochs mean
+RESUME_OVERRIDABLE = ("epochs", "device", "workers", "quiet", "tensorboard")
+
+
+def resolve_config(config: str | None = None, **options: Any) -> TrainConfig:
+    """Effective options: defaults < ``config`` YAML < ``options``; with ``resume``, the checkpoint's
+    own options < the overridable ``options`` (epochs, device, workers, quiet, tensorboard)."""
+    resume = options.get("resume")
+    if not resume:
+        return build_config(config, **options)
+    base = build_config(config, **options)  # validates the given options
+    path = resolve_resume_path(resume, base.project, base.name)
+    saved = dict(load_checkpoint(path).get("config") or {})
+    if not saved:
+        raise ValueError(f"{path}: not a training checkpoint (no 'config'); cannot resume from it")
+    ignored = sorted(k for k in options if k not in RESUME_OVERRIDABLE + ("resume",) and options[k] != saved.get(k))
+    if ignored:
+        print(f"resume: keeping the run's own {', '.join(ignored)} (only {', '.join(RESUME_OVERRIDABLE)} can change)")
+    saved.update({k: options[k] for k in RESUME_OVERRIDABLE if k in options})
+    saved["resume"] = str(path)
+    return build_config(None, **saved)
+
+
+def train(model: str | None = None, data: str | None = None, *, config: str | None = None, task: Any = None,
+          hooks: Any = (), **options: Any) -> dict[str, Any]:
+    """Train a model; returns the final metrics (``run_dir``, ``best_epoch``, ``best_fitness``,
+    ``val`` and, when the dataset has one, ``test`` metrics of ``best.pt``).
+
+    Args:
+        model: registry name (e.g. ``"resnet18_spd"``); the task is inferred from it.
+        data: dataset path (for classification: an image folder, CIFAR/Tiny-ImageNet folder or archive).
+        config: a YAML options file; ``options`` override it.
+        task: a custom :class:`nostride.tasks.base.Task` instance (default: built from the options).
+        hooks: extra :class:`nostride.engine.hooks.Hook` objects.
+        **options: any :class:`TrainConfig` field (``epochs=10, batch_size=128, resume=True, ...``).
+
+    Example:
+        >>> import nostride
+        >>> nostride.train("resnet18_cifar", "data/cifar10", epochs=30, batch_size=128)  # doctest: +SKIP
+    """
+    from .trainer import Trainer
+
+    if model is not None:
+        options["model"] = model
+    if data is not None:
+        options["data"] = data
+    cfg = resolve_config(config, **options)
+    if not cfg.model and task is None:
+        raise ValueError("no model given (model=... / --model NAME)")
+    return Trainer(cfg, task=task, hooks=hooks).train()

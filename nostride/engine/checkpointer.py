@@ -1,0 +1,77 @@
+"""Training checkpoints: the full trainer state in the nostride format, loadable with weights_only=True.
+
+Besides the model keys of :mod:`nostride.checkpoint` (model_name, model_kwargs, task, model, ema,
+names, epoch), a training checkpoint holds ``optimizer``, ``scheduler``, ``scaler``, ``ema_updates``,
+``best_fitness``, ``metrics`` (validation metrics of that epoch), ``config`` (plain dict of the
+:class:`TrainConfig`) and ``rng`` (torch, cuda, numpy and python ``random`` states as tensors and
+lists: NumPy arrays and tuples are converted so the file stays free of pickled objects).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["capture_rng_state", "restore_rng_state", "to_plain", "resolve_resume_path"]
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """All RNG states as weights_only-safe data."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [str(kind), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": [int(version), list(internal), gauss_next],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state` (CUDA states are restored only when GPU counts match)."""
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def to_plain(obj: Any) -> Any:
+    """Tensors to lists/floats, tuples to lists, recursively (for metrics in YAML/JSON/checkpoints)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.item() if obj.ndim == 0 else obj.tolist()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    return obj
+
+
+def resolve_resume_path(resume: str | bool, project: str, name: str) -> Path:
+    """Where ``--resume`` points: a ``last.pt`` file, a run folder (its ``weights/last.pt``), or
+    ``True``: ``PROJECT/NAME/weights/last.pt`` if it exists, else the newest ``last.pt`` under PROJECT."""
+    if resume is True or resume == "True":
+        own = Path(project) / name / "weights" / "last.pt"
+        if own.is_file():
+            return own
+        candidates = sorted(Path(project).glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise FileNotFoundError(f"--resume: no weights/last.pt found under {project}")
+        return candidates[-1]
+    path = Path(resume)
+    if path.is_dir():
+        path = path / "weights" / "last.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: checkpoint not found: {path}")
+    return path

@@ -1,0 +1,214 @@
+"""Training options: one typed dataclass, a YAML overlay and command-line overrides.
+
+Precedence (lowest to highest): the :class:`TrainConfig` defaults < a YAML file (``--config``) <
+explicit keyword/command-line options. Every run writes its effective options to ``args.yaml``,
+which is itself a valid ``--config`` file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["TrainConfig", "build_config", "load_config_file", "save_config", "config_keys"]
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run (``nostride train --help`` and docs/training.md describe them)."""
+
+    # what to train
+    model: str = ""  # registry name, e.g. resnet18_spd
+    data: str = ""  # dataset folder / archive / yaml, as the task understands it
+    task: str = ""  # "classify" or "detect"; "" = inferred from the model name
+    width: int | None = None  # model width (ResNet stem channels); None = the model's default
+    img_size: int | None = None  # training/validation image size; None = the dataset's native size
+
+    # length and batch
+    epochs: int = 100
+    batch_size: int = 64  # TOTAL over all DDP processes (each rank gets batch_size // world_size)
+    accumulate: int = 1  # batches accumulated per optimizer step
+    nominal_batch_size: int | None = None  # YOLOv5 "nbs": accumulate = round(nbs / batch), wd scaled
+
+    # optimizer
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.1
+    momentum: float = 0.9  # SGD momentum, AdamW beta1
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    decay_norm_bias: bool = False  # True: decay every parameter; False: norm weights and biases get none
+    clip_grad: float | None = None  # max gradient norm; None = no clipping
+
+    # learning-rate schedule
+    schedule: str = "cosine"  # step | cosine | linear
+    schedule_unit: str = "iter"  # "iter": lr changes every batch; "epoch": once per epoch
+    lrf: float = 0.0  # final lr factor for cosine/linear (lr ends at lr * lrf)
+    milestones: list[float] = field(default_factory=list)  # step: epochs; [] = 50% and 75% of epochs
+    gamma: float = 0.1  # step: lr factor at each milestone
+    warmup_epochs: float = 0.0
+    warmup_iters: int | None = None  # overrides warmup_epochs when set
+    warmup_momentum: float | None = None  # None: momentum not warmed up
+    warmup_bias_lr: float | None = None  # None: bias lr warms up from 0 like the others
+
+    # regularisation and averaging
+    label_smoothing: float = 0.0
+    ema: bool = False
+    ema_decay: float = 0.9999
+    ema_tau: float = 2000.0
+
+    # data
+    workers: int = 4
+    val_fraction: float = 0.1  # part of train held out when the dataset has no val split
+    max_per_class: int | None = None  # cap images per class (quick runs)
+    augment: bool = True
+
+    # hardware
+    device: str = ""  # "" = cuda if available, else mps, else cpu
+    amp: bool | None = None  # None = on for CUDA; always off on CPU
+    channels_last: bool = False
+    sync_bn: bool = False
+
+    # run directory and bookkeeping
+    project: str = "runs/train"
+    name: str = "exp"
+    exist_ok: bool = False
+    resume: str | bool | None = None  # path to last.pt / run dir, or True for PROJECT/NAME
+    seed: int = 0
+    deterministic: bool = False
+    tensorboard: bool = False
+    quiet: bool = False
+
+    # options a task validates itself (e.g. detection hyper-parameters)
+    task_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the option when a value is out of range."""
+        choices = {"optimizer": ("sgd", "adamw"), "schedule": ("step", "cosine", "linear"),
+                   "schedule_unit": ("iter", "epoch")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
+        positive = ("epochs", "batch_size", "accumulate")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data copy (for args.yaml and checkpoints)."""
+        return dataclasses.asdict(self)
+
+
+def config_keys() -> list[str]:
+    """Names of all options."""
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+_HINTS: dict[str, Any] | None = None
+
+
+def _hints() -> dict[str, Any]:
+    global _HINTS
+    if _HINTS is None:
+        _HINTS = typing.get_type_hints(TrainConfig)
+    return _HINTS
+
+
+def _coerce(key: str, value: Any, where: str) -> Any:
+    """Check ``value`` against the field's type; ints are accepted for floats, nothing else is converted."""
+    hint = _hints()[key]
+    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise ValueError(f"{where}: option {key!r} cannot be null")
+    for t in allowed:
+        origin = typing.get_origin(t) or t
+        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if origin is bool and isinstance(value, bool):
+            return value
+        if origin is str and isinstance(value, str):
+            return value
+        if origin is list and isinstance(value, (list, tuple)):
+            (item_t,) = typing.get_args(t) or (Any,)
+            if item_t is float:
+                if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                    raise ValueError(f"{where}: option {key!r} must be a list of numbers, got {value!r}")
+                return [float(v) for v in value]
+            return list(value)
+        if origin is dict and isinstance(value, dict):
+            return dict(value)
+    names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
+    raise ValueError(f"{where}: option {key!r} must be {names}, got {value!r} ({type(value).__name__})")
+
+
+def _normalise(options: dict[str, Any], where: str) -> dict[str, Any]:
+    """Hyphens to underscores, unknown keys rejected with suggestions, values type-checked."""
+    keys = config_keys()
+    out = {}
+    for raw_key, value in options.items():
+        key = str(raw_key).replace("-", "_")
+        if key not in keys:
+            close = difflib.get_close_matches(key, keys, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ValueError(f"{where}: unknown option {raw_key!r}{hint}")
+        out[key] = _coerce(key, value, where)
+    return out
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML options file (``yaml.safe_load``) into validated ``{option: value}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: invalid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
+    return _normalise(data, str(path))
+
+
+def build_config(config_file: str | os.PathLike | None = None, **overrides: Any) -> TrainConfig:
+    """The effective options: defaults < ``config_file`` < ``overrides``.
+
+    Only options the caller really set belong in ``overrides`` (the CLI passes only the flags
+    given on the command line), so defaults never clobber values from the file.
+    """
+    merged: dict[str, Any] = {}
+    if config_file:
+        merged.update(load_config_file(config_file))
+    merged.update(_normalise(overrides, "options"))
+    return TrainConfig(**merged)
+
+
+def save_config(cfg: TrainConfig, path: str | os.PathLike) -> Path:
+    """Write the effective options as YAML (loadable again with ``--config``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return path

@@ -1,0 +1,157 @@
+"""Devices, DDP set-up (torchrun), samplers, seeding and cross-rank reductions."""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+__all__ = [
+    "DistInfo", "dist_info", "setup_distributed", "cleanup_distributed", "select_device", "ShardSampler",
+    "all_reduce_sum", "barrier", "broadcast_state", "is_dist", "seed_everything", "configure_determinism", "worker_init_fn",
+]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands in a (possibly single-process) run."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_info() -> DistInfo:
+    """Ranks from the environment that ``torchrun`` sets (RANK, LOCAL_RANK, WORLD_SIZE)."""
+    return DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
+                    int(os.environ.get("WORLD_SIZE", 1)))
+
+
+def select_device(device: str = "", local_rank: int = 0) -> torch.device:
+    """``""`` = cuda (this rank's GPU) if available, else mps, else cpu; ``cuda`` becomes ``cuda:LOCAL_RANK``.
+
+    Raises ``ValueError`` when the requested device does not exist here.
+    """
+    device = (device or "").strip().lower()
+    if device in ("", "auto"):
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    if device.isdigit():
+        device = f"cuda:{device}"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available (use --device cpu)")
+        index = int(device.split(":")[1]) if ":" in device else local_rank
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device cuda:{index} requested but only {torch.cuda.device_count()} GPU(s) visible")
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    if device == "mps":
+        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise ValueError("device 'mps' requested but MPS is not available")
+        return torch.device("mps")
+    if device == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"unknown device {device!r} (cpu, cuda, cuda:N or mps)")
+
+
+def setup_distributed(info: DistInfo, device: torch.device) -> None:
+    """Join the process group (NCCL on CUDA, Gloo otherwise) when launched with WORLD_SIZE > 1."""
+    if not info.distributed or (dist.is_available() and dist.is_initialized()):
+        return
+    if not dist.is_available():
+        raise RuntimeError("WORLD_SIZE > 1 but torch.distributed is not available in this PyTorch build")
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    kwargs = {"device_id": device} if device.type == "cuda" else {}
+    dist.init_process_group(backend=backend, **kwargs)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class ShardSampler(Sampler[int]):
+    """Splits ``range(n)`` over ranks WITHOUT padding (rank r gets r, r + W, r + 2W, ...).
+
+    Unlike ``DistributedSampler`` (which repeats samples so all ranks get the same count), every
+    sample is seen exactly once over all ranks, so validation metrics summed over ranks are exact.
+    """
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.rank, self.world_size = n, rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.n, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world_size))
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op without a process group)."""
+    if is_dist():
+        dist.barrier()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over ranks (no-op without a process group)."""
+    if is_dist():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+@torch.no_grad()
+def broadcast_state(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy ``module``'s buffers (BN running stats) from rank ``src`` so every rank evaluates the same model."""
+    if is_dist():
+        for b in module.buffers():
+            dist.broadcast(b, src)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python ``random``, NumPy and torch (CPU and every GPU)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def configure_determinism(deterministic: bool) -> None:
+    """Deterministic algorithms (warn-only for ops without a deterministic version) and cuDNN flags."""
+    if deterministic:
+        # cuBLAS needs a fixed workspace for reproducible GEMMs; set before the first CUDA matmul
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if deterministic or torch.are_deterministic_algorithms_enabled():  # the call imports the compiler stack (s)
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """Seed NumPy and ``random`` in a DataLoader worker from its torch seed (which the loader's
+    generator fixes), so augmentations differ per worker yet are reproducible."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)

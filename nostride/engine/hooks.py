@@ -1,0 +1,106 @@
+"""Hooks: the pieces of a training run that are not the step itself (detectron2-style).
+
+A hook gets the trainer at six points: ``before_train``, ``before_epoch``, ``before_step``,
+``after_step``, ``after_epoch``, ``after_train``. The trainer runs its default hooks in this order
+(LR schedule, EMA, validation, checkpointing, results), then the task's, then the caller's. State a
+hook may read: ``trainer.epoch``, ``trainer.iter`` (global batch index), ``trainer.batch_index``,
+``trainer.stepped`` (whether the last batch ended with an optimizer step), ``trainer.metrics``,
+``trainer.fitness``, ``trainer.best_fitness``, ``trainer.train_items`` (epoch means).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from nostride.checkpoint import save_checkpoint
+
+from .distributed import broadcast_state
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .trainer import Trainer
+
+__all__ = ["Hook", "LRScheduleHook", "EMAHook", "EvalHook", "CheckpointHook", "ResultsHook"]
+
+
+class Hook:
+    """Base class: override any of the six methods."""
+
+    def before_train(self, trainer: "Trainer") -> None: ...
+
+    def before_epoch(self, trainer: "Trainer") -> None: ...
+
+    def before_step(self, trainer: "Trainer") -> None: ...
+
+    def after_step(self, trainer: "Trainer") -> None: ...
+
+    def after_epoch(self, trainer: "Trainer") -> None: ...
+
+    def after_train(self, trainer: "Trainer") -> None: ...
+
+
+class LRScheduleHook(Hook):
+    """Sets lr/momentum of every param group from the global batch index before each batch."""
+
+    def before_step(self, trainer: "Trainer") -> None:
+        trainer.scheduler.step(trainer.iter)
+
+
+class EMAHook(Hook):
+    """Updates the weight EMA after every optimizer step; syncs its buffers across ranks per epoch."""
+
+    def after_step(self, trainer: "Trainer") -> None:
+        if trainer.ema is not None and trainer.stepped:
+            trainer.ema.update(trainer.model)
+
+    def after_epoch(self, trainer: "Trainer") -> None:
+        # BN running stats differ per rank (each sees its own batches): evaluate and save rank 0's
+        broadcast_state(trainer.model)
+        if trainer.ema is not None:
+            broadcast_state(trainer.ema.module)
+
+
+class EvalHook(Hook):
+    """Validates the EMA (when enabled) or the model after each epoch; sets metrics and fitness."""
+
+    def after_epoch(self, trainer: "Trainer") -> None:
+        if trainer.val_loader is None:
+            trainer.metrics, trainer.fitness = {}, None
+            return
+        trainer.metrics = trainer.evaluate(trainer.val_loader)
+        trainer.fitness = float(trainer.task.fitness(trainer.metrics))
+
+
+class CheckpointHook(Hook):
+    """Rank 0 writes ``weights/last.pt`` every epoch (and once before training starts, so a
+    resumable ``last.pt`` always exists) and ``weights/best.pt`` when fitness does not drop."""
+
+    def before_train(self, trainer: "Trainer") -> None:
+        if trainer.info.is_main and trainer.start_epoch == 0:
+            save_checkpoint(trainer.checkpoint(-1), trainer.last_path)
+
+    def after_epoch(self, trainer: "Trainer") -> None:
+        f = trainer.fitness
+        is_best = f is None or trainer.best_fitness is None or f >= trainer.best_fitness
+        if is_best:
+            trainer.best_fitness = f
+            trainer.best_epoch = trainer.epoch
+        trainer.last_saved_epoch = trainer.epoch
+        if not trainer.info.is_main:
+            return
+        ckpt = trainer.checkpoint(trainer.epoch)
+        save_checkpoint(ckpt, trainer.last_path)
+        if is_best:
+            # best.pt is for evaluation and deployment: no optimizer state (half the size)
+            save_checkpoint({k: v for k, v in ckpt.items() if k not in ("optimizer", "scaler")}, trainer.best_path)
+
+
+class ResultsHook(Hook):
+    """Rank 0 appends the epoch's row to results.csv / results.png (and TensorBoard)."""
+
+    def after_epoch(self, trainer: "Trainer") -> None:
+        if trainer.results is not None:
+            trainer.results.write(trainer.results_row())
+
+    def after_train(self, trainer: "Trainer") -> None:
+        if trainer.results is not None:
+            trainer.results.close()

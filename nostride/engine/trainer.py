@@ -1,0 +1,393 @@
+"""The task-agnostic training loop as template steps plus hooks.
+
+``Trainer(cfg, task).train()`` runs::
+
+    setup()                      # devices, DDP, data, model, optimizer, EMA, resume state
+    before_train (hooks)
+    for epoch in range(start_epoch, epochs):
+        before_epoch (hooks)
+        for batch in train loader:
+            before_step (hooks)  # LR schedule
+            run_step(batch)      # forward, loss, backward, (accumulated) optimizer step
+            after_step (hooks)   # EMA update
+        after_epoch (hooks)      # validation, checkpoints, results.csv
+    after_train (hooks)
+    final test evaluation with best.pt
+
+Failure behaviour: a NaN/inf loss raises :class:`NonFiniteLossError` before anything of that epoch is
+saved, so ``weights/last.pt`` keeps the last good state. Ctrl-C (``KeyboardInterrupt``) also leaves
+``weights/last.pt`` at the end of the last completed epoch (or the initial state, epoch -1, when none
+completed); the partial epoch is discarded and resuming repeats it exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from nostride.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint
+
+from . import distributed as D
+from .checkpointer import capture_rng_state, resolve_resume_path, restore_rng_state, to_plain
+from .config import TrainConfig
+from .ema import ModelEMA
+from .hooks import CheckpointHook, EMAHook, EvalHook, Hook, LRScheduleHook, ResultsHook
+from .loaders import eval_loader, set_loader_epoch, train_loader
+from .optim import build_optimizer
+from .results import ResultsWriter
+from .rundir import increment_path
+from .schedule import LRSchedule
+
+__all__ = ["Trainer", "NonFiniteLossError"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class Trainer:
+    """Trains ``task`` with the options ``cfg``.
+
+    Args:
+        cfg: the run's options; ``cfg.resume`` (a checkpoint path) continues that run.
+        task: a :class:`nostride.tasks.base.Task`; default: built from ``cfg`` (task inferred from the model).
+        hooks: extra hooks, run after the default ones and the task's.
+    """
+
+    def __init__(self, cfg: TrainConfig, task: Any | None = None, hooks: Iterable[Hook] = ()) -> None:
+        self.cfg = cfg
+        if task is None:
+            from nostride.tasks import build_task
+
+            task = build_task(cfg)
+        self.task = task
+        self.hooks: list[Hook] = [LRScheduleHook(), EMAHook(), EvalHook(), CheckpointHook(), ResultsHook()]
+        self.hooks += list(task.hooks()) + list(hooks)
+        self.epoch = self.iter = self.batch_index = 0
+        self.start_epoch = 0
+        self.stepped = False
+        self.metrics: dict[str, Any] = {}
+        self.fitness: float | None = None
+        self.best_fitness: float | None = None
+        self.best_epoch = -1
+        self.last_saved_epoch = -1  # epoch whose end state weights/last.pt holds
+        self.train_items: dict[str, float] = {}
+        self.results: ResultsWriter | None = None
+        self.final_metrics: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ set-up
+    def log(self, msg: str, always: bool = False) -> None:
+        """Print on rank 0 (``--quiet`` keeps only the ``always`` messages)."""
+        if self.info.is_main and (always or not self.cfg.quiet):
+            print(msg, flush=True)
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.info = D.dist_info()
+        self.device = D.select_device(cfg.device, self.info.local_rank)
+        D.setup_distributed(self.info, self.device)
+        if cfg.batch_size % self.info.world_size:
+            raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the {self.info.world_size} processes "
+                             "(--batch-size is the total over all processes)")
+        self.batch_per_rank = cfg.batch_size // self.info.world_size
+        D.configure_determinism(cfg.deterministic)
+        D.seed_everything(cfg.seed + self.info.rank)  # per-rank seeds: different augmentations per rank
+        self.amp = self.device.type == "cuda" and cfg.amp is not False
+        if cfg.amp and self.device.type != "cuda":
+            self.log(f"amp: mixed precision needs CUDA; training in float32 on {self.device}")
+
+        resume_ckpt = None
+        if cfg.resume:
+            cfg.resume = str(resolve_resume_path(cfg.resume, cfg.project, cfg.name))
+            resume_ckpt = load_checkpoint(cfg.resume)
+            self.run_dir = Path(cfg.resume).resolve().parent.parent
+        else:
+            self.run_dir = self._make_run_dir()
+        self.weights_dir = self.run_dir / "weights"
+        self.last_path, self.best_path = self.weights_dir / "last.pt", self.weights_dir / "best.pt"
+
+        splits = self.task.build_datasets()
+        self.splits = splits
+        model = self.task.build_model().to(self.device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model  # the unwrapped model (checkpoints, EMA); self.train_model may be DDP
+
+        # optimizer hyper-parameters, with YOLOv5's nominal batch size rule when asked for
+        wd = cfg.weight_decay
+        self.accumulate = cfg.accumulate
+        if cfg.nominal_batch_size:
+            self.accumulate = max(round(cfg.nominal_batch_size / cfg.batch_size), 1)
+            wd *= cfg.batch_size * self.accumulate / cfg.nominal_batch_size
+        self.optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, wd, cfg.nesterov,
+                                         cfg.decay_norm_bias)
+        if cfg.sync_bn and self.info.distributed:
+            model = self.model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # parameters are shared
+        self.ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau) if cfg.ema else None
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
+
+        self.train_loader = train_loader(splits.train, self.batch_per_rank, cfg.workers, self.info, cfg.seed,
+                                         self.task.collate_fn, pin_memory=self.device.type == "cuda")
+        if len(self.train_loader) == 0:
+            raise ValueError(f"{cfg.data}: the training set is empty")
+        self.val_loader = self._eval_loader(splits.val)
+        self.test_loader = self._eval_loader(splits.test)
+        nb = len(self.train_loader)
+        warmup = cfg.warmup_iters if cfg.warmup_iters is not None else round(cfg.warmup_epochs * nb)
+        self.scheduler = LRSchedule(
+            self.optimizer, lr=cfg.lr, momentum=cfg.momentum, iters_per_epoch=nb, epochs=cfg.epochs,
+            kind=cfg.schedule, unit=cfg.schedule_unit, lrf=cfg.lrf, milestones=cfg.milestones, gamma=cfg.gamma,
+            warmup_iters=warmup, warmup_momentum=cfg.warmup_momentum, warmup_bias_lr=cfg.warmup_bias_lr)
+
+        if resume_ckpt is not None:
+            self._load_resume_state(resume_ckpt)
+        self.train_model: nn.Module = model
+        if self.info.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if self.info.is_main:
+            from .config import save_config
+
+            save_config(cfg, self.run_dir / "args.yaml")
+            self.results = ResultsWriter(self.run_dir, cfg.tensorboard,
+                                         resume_epoch=self.start_epoch - 1 if resume_ckpt is not None else None)
+        n_val = len(splits.val) if splits.val is not None else 0
+        self.log(f"{cfg.model}: {sum(p.numel() for p in model.parameters()):,} parameters on {self.device}"
+                 f"{f' x {self.info.world_size} processes' if self.info.distributed else ''}; "
+                 f"{len(splits.train)} train / {n_val} val images"
+                 f"{f' ({splits.skipped} unreadable files skipped)' if splits.skipped else ''}; run dir {self.run_dir}")
+
+    def _eval_loader(self, dataset: Any):
+        if dataset is None or len(dataset) == 0:
+            return None
+        return eval_loader(dataset, self.batch_per_rank, self.cfg.workers, self.info, self.task.collate_fn,
+                           pin_memory=self.device.type == "cuda")
+
+    def _make_run_dir(self) -> Path:
+        # rank 0 picks the folder (RUN, RUN2, ...) and tells the others
+        path = [None]
+        if self.info.is_main:
+            path[0] = str(increment_path(Path(self.cfg.project) / self.cfg.name, self.cfg.exist_ok))
+        if D.is_dist():
+            torch.distributed.broadcast_object_list(path, src=0)
+        return Path(path[0])
+
+    def _load_resume_state(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None:
+            if ckpt.get("ema") is None:
+                raise ValueError(f"{self.cfg.resume}: checkpoint has no EMA weights but the run uses --ema")
+            self.ema.load_state_dict(ckpt["ema"], ckpt.get("ema_updates", 0))
+        self.start_epoch = int(ckpt["epoch"]) + 1
+        self.last_saved_epoch = self.start_epoch - 1
+        self.best_fitness = ckpt.get("best_fitness")
+        self.best_epoch = int(ckpt.get("best_epoch", -1))
+        self.metrics = dict(ckpt.get("metrics") or {})
+        self._resume_rng = ckpt.get("rng")
+        if self.start_epoch >= self.cfg.epochs:
+            self.log(f"resume: {self.cfg.resume} already finished {self.start_epoch} of {self.cfg.epochs} epochs; "
+                     "pass a larger --epochs to train longer", always=True)
+        else:
+            self.log(f"resuming {self.cfg.resume} from epoch {self.start_epoch + 1}/{self.cfg.epochs}")
+
+    # --------------------------------------------------------------- checkpoints
+    def checkpoint(self, epoch: int) -> dict[str, Any]:
+        """The full training state after epoch ``epoch`` (0-based; -1 = before training) as a plain dict."""
+        return make_checkpoint(
+            self.model, self.task.names, epoch=epoch,
+            ema=self.ema.state_dict() if self.ema is not None else None,
+            ema_updates=self.ema.updates if self.ema is not None else 0,
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(), best_fitness=self.best_fitness, best_epoch=self.best_epoch,
+            metrics=to_plain({k: v for k, v in self.metrics.items() if _is_scalar(v)}),
+            config=self.cfg.to_dict(), rng=capture_rng_state(),
+            **dict(getattr(self.task, "checkpoint_extra", lambda: {})()),
+        )
+
+    # -------------------------------------------------------------------- loop
+    def _call(self, stage: str) -> None:
+        for h in self.hooks:
+            getattr(h, stage)(self)
+
+    def train(self) -> dict[str, Any]:
+        """Run the whole training; returns the final metrics (see :attr:`final_metrics`)."""
+        self.setup()
+        try:
+            self._call("before_train")
+            if getattr(self, "_resume_rng", None) is not None:
+                restore_rng_state(self._resume_rng)  # after every RNG use of set-up: exact continuation
+            for self.epoch in range(self.start_epoch, self.cfg.epochs):
+                self._call("before_epoch")
+                self.train_one_epoch()
+                self._call("after_epoch")
+                self.log(self._epoch_line())
+            self._call("after_train")
+            self.final_metrics = self.final_evaluation()
+            return self.final_metrics
+        except KeyboardInterrupt:
+            self.log(f"\ninterrupted during epoch {self.epoch + 1}: {self.last_path} holds {self._saved_state()}; "
+                     f"continue with:\n  nostride train --resume {self.last_path}", always=True)
+            raise
+        finally:
+            if self.results is not None:
+                self.results.close()
+
+    def _saved_state(self) -> str:
+        e = self.last_saved_epoch
+        return f"the state after epoch {e + 1}" if e >= 0 else "the initial state (no epoch completed)"
+
+    def train_one_epoch(self) -> None:
+        self.train_model.train()
+        set_loader_epoch(self.train_loader, self.epoch, self.cfg.seed, self.info.rank)
+        nb = len(self.train_loader)
+        sums: dict[str, float] = {}
+        self._since_step = 0
+        self._t0 = time.time()
+        bar = self._progress(self.train_loader, nb)
+        for self.batch_index, batch in enumerate(bar):
+            self.iter = self.epoch * nb + self.batch_index
+            self._call("before_step")
+            items = self.run_step(batch, last=self.batch_index == nb - 1)
+            for k, v in items.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            self._call("after_step")
+            if hasattr(bar, "set_postfix_str"):
+                bar.set_postfix_str("  ".join(f"{k} {v / (self.batch_index + 1):.4g}" for k, v in sums.items()))
+        # epoch means, averaged over ranks
+        keys = sorted(sums)
+        t = D.all_reduce_sum(torch.tensor([sums[k] / nb for k in keys], dtype=torch.float64, device=self.device))
+        self.train_items = {k: float(v) / self.info.world_size for k, v in zip(keys, t.tolist())}
+        self.epoch_time = time.time() - self._t0
+
+    def accumulate_at(self, iteration: int) -> int:
+        """Batches per optimizer step; with ``nominal_batch_size`` it ramps from 1 during warm-up (YOLOv5)."""
+        nw = self.scheduler.warmup_iters
+        if self.cfg.nominal_batch_size and iteration < nw:
+            target = self.cfg.nominal_batch_size / self.cfg.batch_size
+            return max(1, round(1 + (target - 1) * iteration / nw))
+        return self.accumulate
+
+    def run_step(self, batch: Any, last: bool = False) -> dict[str, float]:
+        """Forward + backward of one batch; an optimizer step every ``accumulate`` batches (and at the
+        epoch's end, so no gradient crosses a checkpoint). Returns the task's loss items."""
+        batch = self.task.preprocess(batch, self.device, self.cfg.channels_last)
+        acc = self.accumulate_at(self.iter)
+        self._since_step += 1
+        will_step = self._since_step >= acc or last
+        sync = will_step or not self.info.distributed
+        ctx = self.train_model.no_sync() if not sync else _nullcontext()
+        with ctx:
+            with torch.autocast(self.device.type, enabled=self.amp):
+                loss, items = self.task.loss(self.train_model, batch)
+            self._check_finite(loss)
+            if self.task.loss_reduction == "sum":
+                loss = loss * self.info.world_size  # DDP averages gradients; YOLOv5 wants the sum
+            else:
+                loss = loss / acc
+            self.scaler.scale(loss).backward()
+        self.stepped = will_step
+        if will_step:
+            if self.cfg.clip_grad:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self._since_step = 0
+        return items
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        bad = (~torch.isfinite(loss.detach())).any().to(torch.float32).reshape(1)
+        if self.info.distributed:  # every rank stops together, so none hangs in an all-reduce
+            bad = D.all_reduce_sum(bad)
+        if bad.item() > 0:
+            nb = len(self.train_loader)
+            value = loss.detach().float().sum().item()
+            raise NonFiniteLossError(
+                f"training loss is {value if not self.info.distributed else 'NaN/inf on some rank'} "
+                f"at epoch {self.epoch + 1}/{self.cfg.epochs}, iteration {self.batch_index + 1}/{nb}; stopped. "
+                f"{self.last_path} ({self._saved_state()}) is the last good checkpoint; nothing of this epoch "
+                "was saved. Try a lower --lr, --clip-grad, or --no-amp.")
+
+    # -------------------------------------------------------------- evaluation
+    def eval_model(self) -> nn.Module:
+        """The model validation and best-selection use: the EMA when enabled."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @torch.no_grad()
+    def evaluate(self, loader, model: nn.Module | None = None) -> dict[str, Any]:
+        """Run the task's evaluator over ``loader`` (this rank's shard; the evaluator reduces over ranks)."""
+        model = model if model is not None else self.eval_model()
+        was_training = model.training
+        model.eval()
+        evaluator = self.task.build_evaluator()
+        evaluator.reset()
+        for batch in loader:
+            batch = self.task.preprocess(batch, self.device, self.cfg.channels_last)
+            with torch.autocast(self.device.type, enabled=self.amp):
+                self.task.eval_step(model, batch, evaluator)
+        model.train(was_training)
+        return evaluator.evaluate()
+
+    def results_row(self) -> dict[str, Any]:
+        lrs = {g.get("group", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
+        row: dict[str, Any] = {"epoch": self.epoch, "lr": lrs.get("decay", next(iter(lrs.values())))}
+        row.update({f"train/{k}": v for k, v in self.train_items.items()})
+        row.update({f"val/{k}": float(v) for k, v in self.metrics.items() if _is_scalar(v)})
+        if self.fitness is not None:
+            row["fitness"] = self.fitness
+        row["time"] = round(self.epoch_time, 2)
+        return row
+
+    def _epoch_line(self) -> str:
+        train = "  ".join(f"{k} {v:.4g}" for k, v in self.train_items.items())
+        val = self.task.summary(self.metrics) if self.metrics else "no validation split"
+        return f"epoch {self.epoch + 1}/{self.cfg.epochs}  train {train}  |  val {val}  ({self.epoch_time:.1f}s)"
+
+    def final_evaluation(self) -> dict[str, Any]:
+        """Best-epoch validation metrics, plus the test split (evaluated only now, with best.pt)."""
+        result: dict[str, Any] = {"run_dir": str(self.run_dir), "best_epoch": self.best_epoch,
+                                  "best_fitness": self.best_fitness, "val": to_plain(self.metrics)}
+        if self.best_path.is_file() and (self.val_loader is not None or self.test_loader is not None):
+            D.barrier()  # rank 0 wrote best.pt
+            best = model_from_checkpoint(load_checkpoint(self.best_path, self.device)).to(self.device)
+            if self.val_loader is not None:
+                result["val"] = to_plain(self.evaluate(self.val_loader, best))
+            if self.test_loader is not None:
+                result["test"] = to_plain(self.evaluate(self.test_loader, best))
+                self.log(f"test (best.pt, epoch {self.best_epoch + 1}): {self.task.summary(result['test'])}",
+                         always=True)
+        if self.info.is_main:
+            (self.run_dir / "final_metrics.json").write_text(json.dumps(result, indent=2))
+            self.log(f"done: {self.run_dir} (best.pt from epoch {self.best_epoch + 1}"
+                     f"{f', fitness {self.best_fitness:.4g}' if self.best_fitness is not None else ''})", always=True)
+        return result
+
+    def _progress(self, loader, total: int):
+        import sys
+
+        if self.cfg.quiet or not self.info.is_main or not sys.stderr.isatty():
+            return loader
+        from tqdm import tqdm
+
+        return tqdm(loader, total=total, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", leave=False,
+                    dynamic_ncols=True)
+
+
+def _is_scalar(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+class _nullcontext:
+    def __enter__(self) -> None: ...
+
+    def __exit__(self, *exc: Any) -> None: ...

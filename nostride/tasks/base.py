@@ -1,0 +1,114 @@
+"""The Task protocol: everything the training engine needs to know about a task.
+
+The engine (:mod:`nostride.engine`) is task-agnostic. It asks a task for, in this order:
+
+1. ``build_datasets()`` -> :class:`DatasetSplits` (train, val, test; val/test may be ``None``).
+   Called first, so the task learns its class names before building the model.
+2. ``build_model()`` -> an ``nn.Module`` made by :func:`nostride.create_model` (it must carry
+   ``model_name`` / ``model_kwargs`` so checkpoints can rebuild it).
+3. ``collate_fn`` (attribute; ``None`` = PyTorch's default collation) for every DataLoader.
+4. Per training batch: ``batch = preprocess(batch, device, channels_last)`` then
+   ``loss, items = loss(model, batch)``: a scalar tensor to backpropagate and a dict of named
+   floats (or 0-d tensors) to log (averaged over the epoch, e.g. ``{"loss": 2.3}`` or YOLOv5's
+   ``{"box": .., "obj": .., "cls": ..}``).
+5. ``loss_reduction``: ``"mean"`` when ``loss`` is a per-sample mean (classification
+   cross-entropy): the engine divides it by the gradient-accumulation count, so an accumulated
+   step equals one big batch. ``"sum"`` when ``loss`` is already scaled by the batch size
+   (YOLOv5's ``loss * bs``): the engine multiplies it by the DDP world size (DDP averages
+   gradients over ranks, so this restores the sum over the global batch, as YOLOv5 does) and does
+   not divide by the accumulation count.
+6. Validation: ``evaluator = build_evaluator()`` (``reset()``, ``process(...)``, ``evaluate() ->
+   dict``; ``evaluate`` must reduce over ranks itself when ``torch.distributed`` is initialised:
+   each rank sees a disjoint shard of the validation set) and, per batch,
+   ``eval_step(model, batch, evaluator)`` (runs the model in eval mode under ``no_grad`` and feeds
+   the evaluator).
+7. ``fitness(metrics) -> float``: higher is better; picks ``best.pt``.
+8. ``names``: class names (list of str) stored in checkpoints.
+9. ``hooks()`` -> extra engine hooks (e.g. a detection task's mosaic switch-off or autoanchor);
+   see :class:`nostride.engine.hooks.Hook`.
+10. ``summary(metrics) -> str``: one line for the console.
+
+A new task subclasses :class:`Task` and is added to ``nostride.tasks.TASKS``; no engine change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+__all__ = ["DatasetSplits", "Evaluator", "Task"]
+
+
+@dataclass
+class DatasetSplits:
+    """The datasets of a task; ``skipped`` counts input files that could not be read."""
+
+    train: Dataset
+    val: Dataset | None = None
+    test: Dataset | None = None
+    skipped: int = 0
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """Accumulates predictions over a dataset (detectron2-style reset / process / evaluate)."""
+
+    def reset(self) -> None: ...
+
+    def process(self, *args: Any, **kwargs: Any) -> None: ...
+
+    def evaluate(self) -> dict[str, Any]: ...
+
+
+class Task:
+    """Base class of training tasks; see the module documentation for the protocol.
+
+    Args:
+        cfg: the run's options (a :class:`nostride.engine.TrainConfig`, duck-typed here so tasks
+            do not import the engine).
+    """
+
+    name: str = ""
+    loss_reduction: str = "mean"  # "mean" or "sum" (see module doc)
+    collate_fn: Callable[[list[Any]], Any] | None = None
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.names: list[str] | None = None
+
+    def build_datasets(self) -> DatasetSplits:
+        raise NotImplementedError
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def preprocess(self, batch: Any, device: torch.device, channels_last: bool = False) -> Any:
+        """Move a ``(images, targets)`` batch to ``device`` (images in channels-last when asked)."""
+        images, targets = batch[0], batch[1]
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        targets = targets.to(device, non_blocking=True) if isinstance(targets, torch.Tensor) else targets
+        return (images, targets, *batch[2:])
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def build_evaluator(self) -> Evaluator:
+        raise NotImplementedError
+
+    def eval_step(self, model: nn.Module, batch: Any, evaluator: Evaluator) -> None:
+        raise NotImplementedError
+
+    def fitness(self, metrics: dict[str, Any]) -> float:
+        raise NotImplementedError
+
+    def hooks(self) -> list[Any]:
+        return []
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        return "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))

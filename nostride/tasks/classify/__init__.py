@@ -1,0 +1,5 @@
+"""Image classification: the training task, metrics, evaluation and prediction."""
+
+from .task import ClassificationTask
+
+__all__ = ["ClassificationTask"]

@@ -1,0 +1,76 @@
+"""Image classification as a training task: datasets, model, cross-entropy loss, top-k evaluator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nostride.tasks.base import DatasetSplits, Task
+
+__all__ = ["ClassificationTask"]
+
+
+class ClassificationTask(Task):
+    """Trains a classifier from the registry on a classification dataset.
+
+    Uses from the options: ``model``, ``data``, ``img_size``, ``width``, ``val_fraction``, ``seed``,
+    ``augment``, ``max_per_class``, ``label_smoothing``. Fitness is top-1 validation accuracy.
+    The loss is the batch-mean cross-entropy (``loss_reduction = "mean"``).
+    """
+
+    name = "classify"
+    loss_reduction = "mean"
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self.data = None
+
+    def build_datasets(self) -> DatasetSplits:
+        from nostride.data.classification import build_classification_data
+
+        cfg = self.cfg
+        self.data = build_classification_data(cfg.data, img_size=cfg.img_size, val_fraction=cfg.val_fraction,
+                                              seed=cfg.seed, augment=cfg.augment, max_per_class=cfg.max_per_class)
+        self.names = list(self.data.classes)
+        return DatasetSplits(self.data.train, self.data.val, self.data.test, skipped=int(self.data.skipped or 0))
+
+    def build_model(self) -> nn.Module:
+        from nostride.models import create_model
+
+        if self.names is None:
+            raise RuntimeError("build_datasets() must run before build_model() (the class count comes from the data)")
+        return create_model(self.cfg.model, num_classes=len(self.names), width=self.cfg.width)
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        images, targets = batch[0], batch[1]
+        logits = model(images)
+        loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.cfg.label_smoothing)
+        acc = (logits.detach().argmax(1) == targets).float().mean()
+        return loss, {"loss": loss.detach(), "top1": 100.0 * acc}
+
+    def build_evaluator(self):
+        from nostride.tasks.classify.metrics import ClassificationEvaluator
+
+        return ClassificationEvaluator(len(self.names), class_names=self.names, topk=(1, 5))
+
+    def eval_step(self, model: nn.Module, batch: Any, evaluator: Any) -> None:
+        images, targets = batch[0], batch[1]
+        evaluator.process(model(images).float(), targets)
+
+    def fitness(self, metrics: dict[str, Any]) -> float:
+        return float(metrics["top1"])
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """Pre-processing a checkpoint's user needs to reproduce validation (predict, val)."""
+        if self.data is None:
+            return {}
+        return {"img_size": int(self.data.img_size), "mean": [float(v) for v in self.data.mean],
+                "std": [float(v) for v in self.data.std], "data_format": str(self.data.format)}
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        keys = ("top1", "top5", "loss", "count")
+        return "  ".join(f"{k} {metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k} {metrics[k]}"
+                         for k in keys if k in metrics)
