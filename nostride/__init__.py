@@ -10,6 +10,7 @@ from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from .convert import fuse, spdify
 from .layers import DepthToSpace, SPDConv, SpaceToDepth, depth_to_space, space_to_depth
 from .models import create_model, list_models
+from .models.yolo.import_yolov5 import load_yolov5
 
 __all__ = [
     "DepthToSpace",
@@ -21,6 +22,7 @@ __all__ = [
     "fuse",
     "list_models",
     "load_checkpoint",
+    "load_yolov5",
     "model_from_checkpoint",
     "save_checkpoint",
     "space_to_depth",
