@@ -36,12 +36,11 @@ class Preprocessing:
     source: str  # where the values came from, for messages
 
 
-def _format_defaults(data_path: str | None) -> tuple[str | None, int | None, tuple, tuple]:
-    """(format, native image size, mean, std) of the training data's format, from its path if readable."""
+def _format_defaults(data_path: str | None, fmt: str | None = None) -> tuple[str | None, int | None, tuple, tuple]:
+    """(format, native image size, mean, std) of the training data's format (given, or from its path)."""
     from ...data.classification import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, detect_format
 
-    fmt = None
-    if data_path:
+    if fmt is None and data_path:
         try:
             fmt = detect_format(data_path)
         except (OSError, ValueError):
@@ -75,7 +74,8 @@ def preprocessing_from_checkpoint(ckpt: dict[str, Any], img_size: int | None = N
     1. ``img_size`` given here (e.g. ``--img-size``);
     2. what the checkpoint records: ``ckpt["config"]["img_size" | "mean" | "std"]`` (the training
        options), else the same keys at the checkpoint's top level or in ``ckpt["data"]``;
-    3. the defaults of the training dataset's format (from ``config["data"]``): CIFAR-10 -> 32 px
+    3. the defaults of the training dataset's format (``data_format`` as recorded, else detected
+       from the ``config["data"]`` path): CIFAR-10 -> 32 px
        and the CIFAR-10 statistics; Tiny ImageNet -> 64 px and the ImageNet statistics;
     4. the ImageNet mean / std (an approximation for image folders, whose statistics are estimated
        at training time and should be recorded in the checkpoint).
@@ -83,7 +83,8 @@ def preprocessing_from_checkpoint(ckpt: dict[str, Any], img_size: int | None = N
     ``img_size`` stays ``None`` when none of these gives one.
     """
     config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
-    fmt, fmt_size, fmt_mean, fmt_std = _format_defaults(config.get("data"))
+    recorded_fmt = _recorded(ckpt, "data_format")
+    fmt, fmt_size, fmt_mean, fmt_std = _format_defaults(config.get("data"), recorded_fmt if isinstance(recorded_fmt, str) else None)
     sources = []
     size = img_size
     if size is None:
