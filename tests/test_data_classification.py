@@ -293,6 +293,35 @@ def test_stratified_split():
         stratified_split(labels, 1.0)
 
 
+def test_crop_flip_normalize_draws_exactly_the_v2_augmentation():
+    from torchvision.transforms.v2 import functional as TF
+
+    from nostride.data.classification import CropFlipNormalize, train_transform
+
+    img = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8)
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    normalise = eval_transform(16, mean, std, resize=False)
+    p = 2  # crop_padding(16)
+    outcomes = {}
+    for top in range(2 * p + 1):
+        for left in range(2 * p + 1):
+            crop = TF.crop(TF.pad(img, [p]), top, left, 16, 16)
+            for flip in (0, 1):
+                outcomes[(top, left, flip)] = normalise(TF.horizontal_flip(crop) if flip else crop)
+    fast = CropFlipNormalize(16, mean, std)
+    seen = set()
+    for _ in range(600):
+        out = fast(img)
+        assert out.dtype == torch.float32 and out.shape == (3, 16, 16)
+        match = [k for k, ref in outcomes.items() if torch.allclose(out, ref, atol=1e-5)]
+        assert match, "fast augmentation produced an image v2 RandomCrop+Flip cannot"
+        seen.add(match[0])
+    assert seen == set(outcomes)  # every crop offset and flip occurs
+    assert sum(k[2] for k in seen) == len(outcomes) // 2
+    torch.testing.assert_close(CropFlipNormalize(16, mean, std, augment=False)(img), normalise(img))
+    assert len(train_transform(16, mean, std, resize=False).transforms) == 4  # the v2 pipeline it mirrors
+
+
 def test_eval_transform_single_image():
     img = torch.full((3, 50, 70), 128, dtype=torch.uint8)
     out = eval_transform(32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))(img)

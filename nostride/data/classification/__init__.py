@@ -10,13 +10,15 @@ from .datasets import BadFileLog, ImageFileDataset, TensorImageDataset
 from .detect import FORMATS, detect_format, resolve_dataset
 from .extract import extract_subset
 from .split import first_per_class, stratified_split
-from .transforms import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
+from .transforms import (CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, CropFlipNormalize, eval_transform,
+                         train_transform)
 
 __all__ = [
     "BadFileLog",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "ClassificationData",
+    "CropFlipNormalize",
     "FORMATS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 from torchvision.transforms import v2
 
-__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "crop_padding", "train_transform",
-           "eval_transform"]
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "IMAGENET_MEAN", "IMAGENET_STD", "CropFlipNormalize", "crop_padding",
+           "train_transform", "eval_transform"]
 
 # CIFAR-10 per-channel mean / std over the 50,000 training images (pixel values in [0, 1]).
 # (The often-copied std (0.2023, 0.1994, 0.2010) is the mean of per-image stds, not the dataset std.)
@@ -58,3 +59,46 @@ def eval_transform(img_size: int, mean: Stats, std: Stats, resize: bool = True) 
     Use it with the ``img_size`` / ``mean`` / ``std`` of the data the model was trained on.
     """
     return v2.Compose(_to_size(img_size, resize) + _to_normalised_float(mean, std))
+
+
+class CropFlipNormalize:
+    """Fast path of :func:`train_transform` / :func:`eval_transform` for images already ``img_size`` square.
+
+    Draws the same augmentation as ``v2.RandomCrop(img_size, padding=crop_padding(img_size))`` +
+    ``v2.RandomHorizontalFlip()`` (uniform offsets in the zero-padded image, flip with p = 0.5,
+    from torch's global RNG) and normalises like ``ToDtype(scale=True)`` + ``Normalize``, in a few
+    tensor ops instead of four v2 transforms: the in-memory CIFAR datasets use it so that
+    augmentation is not the bottleneck of training small models (benchmarks/classification_data.py).
+
+    Args:
+        img_size: side of the (square) input and output images.
+        mean, std: normalisation constants for pixel values in [0, 1].
+        augment: ``False`` only normalises (the evaluation transform).
+    """
+
+    def __init__(self, img_size: int, mean: Stats, std: Stats, augment: bool = True) -> None:
+        self.img_size = img_size
+        self.padding = crop_padding(img_size)
+        self.augment = augment
+        std_a = np.array([float(v) for v in std], dtype=np.float32).reshape(3, 1, 1)
+        self.scale = 1.0 / (255.0 * std_a)
+        self.shift = -np.array([float(v) for v in mean], dtype=np.float32).reshape(3, 1, 1) / std_a
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        s, p = self.img_size, self.padding
+        if img.dtype != torch.uint8 or tuple(img.shape) != (3, s, s):
+            raise ValueError(f"CropFlipNormalize({s}) expects uint8 (3, {s}, {s}) images, got {img.dtype} {tuple(img.shape)}")
+        x = img.numpy()  # numpy: a fraction of torch's per-call overhead on such small arrays
+        if self.augment:
+            n = 2 * p + 1  # one draw for (top, left, flip): uniform over n * n * 2 outcomes
+            r = int(torch.randint(0, 2 * n * n, ()))
+            top, left, flip = r % n, (r // n) % n, r // (n * n)
+            padded = np.zeros((3, s + 2 * p, s + 2 * p), dtype=np.uint8)
+            padded[:, p:p + s, p:p + s] = x
+            x = padded[:, top:top + s, left:left + s]
+            if flip:
+                x = x[:, :, ::-1]
+        return torch.from_numpy(x * self.scale + self.shift)  # a new contiguous float32 array
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(img_size={self.img_size}, padding={self.padding}, augment={self.augment})"
