@@ -29,6 +29,7 @@ from yolov5_fixture import (  # noqa: E402
     build_reference_model,
     reference_modules,
     spd_cfg,
+    v5_cfg,
     v6_cfg,
     write_yolov5_checkpoint,
 )
@@ -121,6 +122,19 @@ def test_spd_fork_v7_file_takes_ema_by_default(spd_file):
     # control: the comparison tells the two weight sets apart
     assert (_outputs(raw, x)[0] - _outputs(ema_ref, x)[0]).abs().max() > 1e-2
     assert "model.0.conv.conv.weight" in raw.state_dict() and "model.30.anchors" in raw.state_dict()
+
+
+def test_v5_focus_era_file_with_anchor_grid_buffer(tmp_path):
+    """v5.x layout (Focus stem, SPP) whose Detect registered anchor_grid as a buffer."""
+    ref = build_reference_model(v5_cfg(nc=2), anchor_grid_buffer=True, seed=4)
+    assert "model.24.anchor_grid" in ref.state_dict()
+    model = nostride.load_yolov5(write_yolov5_checkpoint(tmp_path / "v5.pt", ref))
+    _assert_same_outputs(ref, model, torch.randn(1, 3, 64, 64))
+    assert "model.24.anchor_grid" not in model.state_dict()  # derived from anchors * stride
+    with torch.no_grad():
+        ref.model[-1].anchor_grid.mul_(2)  # inconsistent with anchors: outputs would differ
+    with pytest.raises(ValueError, match=r"bad\.pt: Detect's anchor_grid buffer .* disagrees"):
+        nostride.load_yolov5(write_yolov5_checkpoint(tmp_path / "bad.pt", ref))
 
 
 def test_use_ema_true_requires_ema(v6_file):

@@ -31,6 +31,7 @@ from torch import nn
 
 __all__ = [
     "v6_cfg",
+    "v5_cfg",
     "spd_cfg",
     "build_reference_model",
     "write_yolov5_checkpoint",
@@ -78,6 +79,24 @@ def v6_cfg(nc: int = 3, depth_multiple: float = 0.33, width_multiple: float = 0.
             [[17, 20, 23], 1, "Detect", ["nc", "anchors"]],
         ],
     }
+
+
+def v5_cfg(nc: int = 3, depth_multiple: float = 0.33, width_multiple: float = 0.125) -> dict[str, Any]:
+    """The v5.0 yolov5s.yaml layout (Focus stem, SPP before the last backbone C3)."""
+    cfg = v6_cfg(nc, depth_multiple, width_multiple)
+    cfg["backbone"] = [
+        [-1, 1, "Focus", [64, 3]],
+        [-1, 1, "Conv", [128, 3, 2]],
+        [-1, 3, "C3", [128]],
+        [-1, 1, "Conv", [256, 3, 2]],
+        [-1, 9, "C3", [256]],
+        [-1, 1, "Conv", [512, 3, 2]],
+        [-1, 9, "C3", [512]],
+        [-1, 1, "Conv", [1024, 3, 2]],
+        [-1, 1, "SPP", [1024, [5, 9, 13]]],
+        [-1, 3, "C3", [1024, False]],
+    ]
+    return cfg
 
 
 def spd_cfg(nc: int = 3, depth_multiple: float = 0.33, width_multiple: float = 0.125) -> dict[str, Any]:
@@ -373,6 +392,7 @@ def build_reference_model(
     names: list[str] | None = None,
     seed: int = 0,
     image_size: int = 96,
+    anchor_grid_buffer: bool = False,
 ) -> Model:
     """A reference model with random weights and realistic BN statistics, rounded to float16.
 
@@ -383,6 +403,8 @@ def build_reference_model(
         names: class names (default ``["class0", ...]``).
         seed: RNG seed for the weights.
         image_size: size of the random batch that calibrates BatchNorm running statistics.
+        anchor_grid_buffer: register Detect's ``anchor_grid`` (pixel anchors) as a buffer, as
+            YOLOv5 v5.x did (v6.0 made it a plain list).
 
     Returns:
         A float32 model in eval mode whose weights are exactly representable in float16, so the
@@ -409,6 +431,10 @@ def build_reference_model(
             mod.bias.copy_(torch.rand(mod.bias.shape, generator=gen) - 0.5)
             mod.reset_running_stats()
             mod.momentum = None  # cumulative average: running stats = this batch's stats
+    if anchor_grid_buffer:
+        det = model.model[-1]
+        del det.anchor_grid
+        det.register_buffer("anchor_grid", (det.anchors * det.stride.view(-1, 1, 1)).view(det.nl, 1, -1, 1, 1, 2))
     model.train()
     model(torch.randn(4, cfg.get("ch", 3), image_size, image_size, generator=gen))
     for mod in model.modules():

@@ -35,7 +35,7 @@ import types
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -259,10 +259,3 @@ def read_torch_pickle(path: str | os.PathLike) -> Any:
     except (pickle.UnpicklingError, EOFError, RuntimeError, AttributeError, TypeError, KeyError, ValueError) as e:
         raise ValueError(f"{path}: could not read the checkpoint: {type(e).__name__}: {e}") from None
 
-
-def iter_records(obj: Any, visit: Callable[[PickledObject], None]) -> None:
-    """Call ``visit`` on every :class:`PickledObject` reachable through records' module children."""
-    if isinstance(obj, PickledObject):
-        visit(obj)
-        for child in (obj.state.get("_modules") or {}).values():
-            iter_records(child, visit)

@@ -126,6 +126,24 @@ def _activations(root: PickledObject) -> dict[str, list[str]]:
     return found
 
 
+def _drop_legacy_anchor_grid(state_dict: dict[str, torch.Tensor], prefix: str, stride: torch.Tensor, path: Path) -> None:
+    """YOLOv5 v5.x registered Detect's pixel anchors as a buffer ``anchor_grid``; v6.0 derives them.
+
+    The buffer is redundant (``anchors * stride``); it is dropped after checking that it agrees,
+    since the outputs would otherwise differ from the original model's.
+    """
+    grid = state_dict.pop(prefix + "anchor_grid", None)
+    anchors = state_dict.get(prefix + "anchors")
+    if grid is None or anchors is None:
+        return
+    expected = anchors.float() * stride.float().view(-1, 1, 1)
+    if grid.numel() != expected.numel() or not torch.allclose(grid.float().reshape(expected.shape), expected, rtol=2e-3, atol=1e-2):
+        raise ValueError(
+            f"{path}: Detect's anchor_grid buffer (v5.x) disagrees with anchors * stride; "
+            "the file's anchors are inconsistent and cannot be imported faithfully"
+        )
+
+
 def _names(value: Any, nc: int, path: Path) -> list[str]:
     if value is None:
         return [f"class{i}" for i in range(nc)]
@@ -246,6 +264,7 @@ def read_yolov5_checkpoint(path: str | os.PathLike, *, use_ema: bool | str = "au
     if not isinstance(stride, torch.Tensor):
         raise ValueError(f"{path}: the model has no 'stride' tensor")
     state_dict = _collect_state_dict(root, path)
+    _drop_legacy_anchor_grid(state_dict, f"model.{len(layers) - 1}.", stride, path)
     floats = [t.dtype for t in state_dict.values() if t.is_floating_point()]
     hyp = st.get("hyp")
     hyp = _plain(hyp, "model.hyp", path) if isinstance(hyp, dict) else None
