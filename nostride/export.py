@@ -49,6 +49,7 @@ def export_onnx(
     atol: float = 1e-4,
     rtol: float = 1e-3,
     dynamo: bool = True,
+    verbose: bool = False,
 ) -> Path:
     """Export ``model`` to an ONNX file and (by default) check it against PyTorch.
 
@@ -69,6 +70,7 @@ def export_onnx(
             height, width + 32 (catches graphs silently specialised to the example's shape).
         atol, rtol: tolerances of the check.
         dynamo: use the torch.export-based exporter (default) or the legacy TorchScript one.
+        verbose: let the exporter print its progress.
 
     Returns:
         The path written.
@@ -110,6 +112,7 @@ def export_onnx(
                 opset_version=opset,
                 dynamo=dynamo,
                 external_data=False,
+                verbose=verbose,
                 **kwargs,
             )
         if simplify:

@@ -215,3 +215,30 @@ def test_fuse_module_hook():
 
     with pytest.raises(TypeError, match="Broken.fuse_module"):
         fuse(Broken())
+
+
+def test_spdify_output_fuses_to_strided_convs():
+    from nostride.convert import SPDDownsample, spdify
+
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, 2, 1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, 2, 1, groups=4),  # grouped: group-major SPD
+        nn.MaxPool2d(3, 2, 1),
+        nn.Conv2d(16, 16, (3, 1), (2, 1), (1, 0)),  # non-square block
+        nn.AvgPool2d(2, 2, ceil_mode=True),  # zero-extended SPD map: left unfused
+        nn.Conv2d(16, 8, 1, 2),
+        nn.BatchNorm2d(8),
+    )
+    net = randomize_bn(net.double()).eval()
+    converted, _ = spdify(net, example_input=(1, 3, 32, 32))
+    converted = converted.double().eval()
+    fused = fuse(converted)
+    downsamples = [m for m in fused if isinstance(m, SPDDownsample)]
+    assert len(downsamples) == 6
+    assert sum(isinstance(m.conv, FusedSPDConv) for m in downsamples) == 5
+    assert isinstance(fused[0].conv, FusedSPDConv) and fused[0].conv.conv.bias is not None  # BN folded
+    assert fused[3].conv.conv.groups == 4 and fused[5].conv.conv.kernel_size == (6, 1)
+    assert isinstance(fused[1], nn.Identity) and isinstance(fused[8], nn.Identity)
+    assert_same_function(converted, fused, [(2, 3, 32, 32), (1, 3, 35, 29)])

@@ -16,7 +16,11 @@ What gets rewritten (recursively, in any container):
 
 * :class:`~nostride.layers.SPDConv` -> :class:`~nostride.layers.FusedSPDConv` (BN folded);
 * :class:`~nostride.layers.ConvBnAct` -> the same class with BN folded and ``bn = Identity``;
-* inside an ``nn.Sequential``: ``Conv2d`` -> ``BatchNorm2d`` (BN folded), and ``SpaceToDepth``
+* :class:`~nostride.convert.SPDDownsample` (what :func:`~nostride.convert.spdify` inserts): its
+  SPD + stride-1 conv pair becomes one strided (possibly grouped, non-square) convolution, unless
+  it zero-extends the space-to-depth map (``ceil_mode`` pools);
+* inside an ``nn.Sequential``: ``Conv2d`` / ``SPDDownsample`` / activation-free
+  ``FusedSPDConv`` -> ``BatchNorm2d`` (BN folded), and ``SpaceToDepth``
   -> stride-1 ``Conv2d`` or ``ConvBnAct`` (one ``FusedSPDConv``; the ``SpaceToDepth`` slot becomes
   ``nn.Identity`` so later indices, and their state-dict keys, do not move);
 * any module with a ``fuse_module(self) -> nn.Module`` method is replaced by its result (the
@@ -34,6 +38,7 @@ from ..layers.conv import ConvBnAct
 from ..layers.fused import FusedSPDConv
 from ..layers.space_to_depth import SpaceToDepth
 from ..layers.spd_conv import SPDConv
+from .modules import GroupedSpaceToDepth, SPDDownsample
 
 __all__ = ["fuse", "fold_bn", "spd_conv_to_strided"]
 
@@ -86,47 +91,57 @@ def spd_conv_to_strided(conv: nn.Conv2d, scale: int) -> FusedSPDConv:
     Raises:
         ValueError: if ``conv`` is not of that kind.
     """
-    s = scale
-    if isinstance(s, bool) or not isinstance(s, int) or s < 2:
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 2:
         raise ValueError(f"scale must be an integer >= 2, got {scale!r}")
+    return _grouped_spd_conv_to_strided(conv, (scale, scale), spd_groups=1, scale_repr=scale)
+
+
+def _grouped_spd_conv_to_strided(
+    conv: nn.Conv2d, block: tuple[int, int], spd_groups: int, scale_repr: int | tuple[int, int]
+) -> FusedSPDConv:
+    """:func:`spd_conv_to_strided` for a (row, column) block and group-major space-to-depth
+    (:class:`~nostride.convert.GroupedSpaceToDepth` with ``spd_groups == conv.groups``)."""
+    sh, sw = block
     problems = []
     if tuple(conv.stride) != (1, 1):
         problems.append(f"stride {tuple(conv.stride)} (needs 1)")
     if tuple(conv.dilation) != (1, 1):
         problems.append(f"dilation {tuple(conv.dilation)} (needs 1)")
-    if conv.groups != 1:
-        problems.append(f"groups={conv.groups} (needs 1)")
+    if conv.groups != spd_groups:
+        problems.append(f"groups={conv.groups} (needs {spd_groups}, the space-to-depth's channel grouping)")
     if conv.padding_mode != "zeros":
         problems.append(f"padding_mode={conv.padding_mode!r} (needs 'zeros')")
-    if conv.in_channels % (s * s):
-        problems.append(f"in_channels={conv.in_channels} not divisible by scale**2={s * s}")
+    if conv.in_channels % (sh * sw):
+        problems.append(f"in_channels={conv.in_channels} not divisible by scale**2={sh * sw}")
     padding = _numeric_padding(conv)
     if padding is None:
         problems.append(f"padding={conv.padding!r} with an even kernel")
     if problems:
-        raise ValueError(f"spd_conv_to_strided(scale={s}): cannot fuse {conv}: " + "; ".join(problems))
+        raise ValueError(f"spd_conv_to_strided(scale={scale_repr}): cannot fuse {conv}: " + "; ".join(problems))
 
     out_ch, kh, kw = conv.out_channels, *conv.kernel_size
-    in_ch = conv.in_channels // (s * s)
+    in_ch = conv.in_channels // (sh * sw)
+    cg = in_ch // conv.groups  # input channels per group, before space-to-depth
     strided = nn.Conv2d(
         in_ch,
         out_ch,
-        (s * kh, s * kw),
-        stride=s,
-        padding=(s * padding[0], s * padding[1]),
+        (sh * kh, sw * kw),
+        stride=(sh, sw),
+        padding=(sh * padding[0], sw * padding[1]),
+        groups=conv.groups,
         bias=conv.bias is not None,
         device=conv.weight.device,
         dtype=conv.weight.dtype,
     )
     with torch.no_grad():
-        # SPD input channel (r + s*c)*C + i splits as (c, r, i): (O, c, r, C, kh, kw)
-        w = conv.weight.detach().reshape(out_ch, s, s, in_ch, kh, kw)
-        # -> (O, C, kh, r, kw, c) so that row = s*u + r and column = s*v + c
-        w = w.permute(0, 3, 4, 2, 5, 1).reshape(out_ch, in_ch, s * kh, s * kw)
+        # in-group SPD channel (r + sh*c)*Cg + i splits as (c, r, i): (O, c, r, Cg, kh, kw)
+        w = conv.weight.detach().reshape(out_ch, sw, sh, cg, kh, kw)
+        # -> (O, Cg, kh, r, kw, c) so that row = sh*u + r and column = sw*v + c
+        w = w.permute(0, 3, 4, 2, 5, 1).reshape(out_ch, cg, sh * kh, sw * kw)
         strided.weight.copy_(w)
         if conv.bias is not None:
             strided.bias.copy_(conv.bias.detach())
-    return FusedSPDConv(strided, s)
+    return FusedSPDConv(strided, scale_repr)
 
 
 def fuse(module: nn.Module, inplace: bool = False) -> nn.Module:
@@ -161,6 +176,8 @@ def _fuse(module: nn.Module, use_hook: bool = True) -> nn.Module:
         return _fuse_spd_conv(module)
     if isinstance(module, ConvBnAct):
         return _fuse_conv_bn_act(module)
+    if isinstance(module, SPDDownsample):
+        return _fuse_spd_downsample(module)
     for name, child in module.named_children():
         fused = _fuse(child)
         if fused is not child:
@@ -189,19 +206,59 @@ def _fuse_conv_bn_act(block: ConvBnAct) -> nn.Module:
     return block
 
 
+def _fuse_spd_downsample(block: SPDDownsample) -> SPDDownsample:
+    """spdify's SPD + stride-1 conv: the conv becomes strided and ``spd`` an ``nn.Identity``.
+
+    SPDDownsample.forward runs ``conv(spd(x))`` between its own input padding, output cropping
+    and border rescaling, which stay as they are. When it zero-extends the space-to-depth map
+    (ceil_mode pooling, or more padding than "same") the pair is left unfused.
+    """
+    if any(block._extend):
+        return block
+    spd = block.spd
+    if isinstance(spd, GroupedSpaceToDepth):
+        spd_block, groups = spd.scale, spd.groups
+    elif isinstance(spd, SpaceToDepth):
+        spd_block, groups = (spd.scale, spd.scale), 1
+    else:
+        return block
+    if type(block.conv) is not nn.Conv2d or block.conv.groups != groups:
+        return block
+    sh, sw = spd_block
+    block.conv = _grouped_spd_conv_to_strided(block.conv, (sh, sw), groups, sh if sh == sw else (sh, sw))
+    block.spd = nn.Identity()
+    return block
+
+
+def _fold_bn_into(module: nn.Module, bn: nn.BatchNorm2d) -> nn.Module | None:
+    """``module`` with the BatchNorm that follows it folded in, or None if that is not exact."""
+    if not bn.track_running_stats:
+        return None
+    if type(module) is nn.Conv2d and bn.num_features == module.out_channels:
+        return fold_bn(module, bn)
+    if isinstance(module, FusedSPDConv) and isinstance(module.act, nn.Identity):
+        if bn.num_features == module.conv.out_channels:
+            module.conv = fold_bn(module.conv, bn)
+            return module
+    # per-channel affine maps commute with SPDDownsample's crop, not with its border rescaling
+    if isinstance(module, SPDDownsample) and module.avg_divisor is None:
+        inner = _fold_bn_into(module.conv, bn)
+        if inner is not None:
+            module.conv = inner
+            return module
+    return None
+
+
 def _fuse_sequential_pairs(seq: nn.Sequential) -> None:
-    """Fuse adjacent (Conv2d, BatchNorm2d) and (SpaceToDepth, stride-1 conv) pairs in place."""
+    """Fuse adjacent (conv, BatchNorm2d) and (SpaceToDepth, stride-1 conv) pairs in place."""
     keys = list(seq._modules)
     for a, b in zip(keys, keys[1:]):
         first, second = seq._modules[a], seq._modules[b]
-        if (
-            type(first) is nn.Conv2d
-            and isinstance(second, nn.BatchNorm2d)
-            and second.track_running_stats
-            and second.num_features == first.out_channels
-        ):
-            seq._modules[a] = fold_bn(first, second)
-            seq._modules[b] = nn.Identity()
+        if isinstance(second, nn.BatchNorm2d):
+            folded = _fold_bn_into(first, second)
+            if folded is not None:
+                seq._modules[a] = folded
+                seq._modules[b] = nn.Identity()
     for a, b in zip(keys, keys[1:]):
         first, second = seq._modules[a], seq._modules[b]
         if not isinstance(first, SpaceToDepth):

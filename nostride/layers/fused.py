@@ -29,24 +29,28 @@ class FusedSPDConv(nn.Module):
 
     Args:
         conv: the strided ``nn.Conv2d`` (stride ``scale``).
-        scale: the space-to-depth block size it replaces.
+        scale: the space-to-depth block size it replaces (an int, or (height, width)).
         act: activation applied after the convolution; ``None`` for none.
         pad: like ``SpaceToDepth(pad=...)``: ``False`` raises ``ValueError`` on inputs whose
             height or width is not divisible by ``scale`` instead of padding them.
     """
 
-    def __init__(self, conv: nn.Conv2d, scale: int, act: nn.Module | None = None, pad: bool = True) -> None:
+    def __init__(
+        self, conv: nn.Conv2d, scale: int | tuple[int, int], act: nn.Module | None = None, pad: bool = True
+    ) -> None:
         super().__init__()
-        if tuple(conv.stride) != (scale, scale):
-            raise ValueError(f"FusedSPDConv needs a convolution with stride {scale}, got stride {conv.stride}")
+        block = (scale, scale) if isinstance(scale, int) else (int(scale[0]), int(scale[1]))
+        if tuple(conv.stride) != block:
+            raise ValueError(f"FusedSPDConv needs a convolution with stride {block}, got stride {conv.stride}")
         self.scale = scale
+        self._block = block
         self.pad = pad
         self.conv = conv
         self.act = act if act is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.scale
-        pad_h, pad_w = (-x.shape[-2]) % s, (-x.shape[-1]) % s
+        sh, sw = self._block
+        pad_h, pad_w = (-x.shape[-2]) % sh, (-x.shape[-1]) % sw
         # Eager mode pads only odd-sized inputs (no copy otherwise). While a graph is recorded the
         # amounts may be symbolic, so always pad: a zero-amount Pad keeps the graph shape-generic
         # (dynamic H/W in ONNX) instead of specialising it to one parity.
@@ -56,7 +60,7 @@ class FusedSPDConv(nn.Module):
             if not self.pad:
                 raise ValueError(
                     f"FusedSPDConv: input of shape {tuple(x.shape)} has a height or width not divisible "
-                    f"by scale={s}; it was fused from SpaceToDepth(pad=False)"
+                    f"by scale={self.scale}; it was fused from SpaceToDepth(pad=False)"
                 )
             x = F.pad(x, (0, pad_w, 0, pad_h))
         return self.act(self.conv(x))
