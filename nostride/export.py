@@ -90,7 +90,7 @@ def export_onnx(
             output_names = [f"output{i}" for i in range(len(_flat_outputs(net(example))))]
         # The torch.export-based exporter is the one PyTorch maintains (the TorchScript-based one
         # is deprecated since torch 2.9 and warns that it will be removed) and writes a cleaner
-        # graph (fused SPD-Conv: 14 nodes vs 48). It is slower (ResNet18: ~5 s vs ~1.5 s on the
+        # graph (fused SPD-Conv: 14 nodes vs 48). It is slower (ResNet18: 4-9 s vs 1.5 s on the
         # 2-core dev machine), which is a one-off cost at export time.
         kwargs: dict = {}
         if dynamic:
