@@ -10,8 +10,10 @@ from __future__ import annotations
 import copy
 import math
 import os
+import struct
 import subprocess
 import sys
+import zipfile
 
 import pytest
 import torch
@@ -194,6 +196,40 @@ def test_code_in_the_file_is_refused_not_run(tmp_path, v6_file, payload, refused
         assert refused_name in str(err.value) and str(path) in str(err.value)
         assert "Nothing from the file was run" in str(err.value)
     assert not marker.exists()
+
+
+def _crafted_file(tmp_path, name: str, pickle_bytes: bytes):
+    """A torch.save zip archive whose data.pkl is ``pickle_bytes`` (hand-written opcodes)."""
+    base = tmp_path / f"{name}.base"
+    torch.save({}, base)
+    out = tmp_path / name
+    with zipfile.ZipFile(base) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zout:
+        for entry in zin.namelist():
+            zout.writestr(entry, pickle_bytes if entry.endswith("data.pkl") else zin.read(entry))
+    return out
+
+
+def _unicode(text: str) -> bytes:
+    return b"X" + struct.pack("<I", len(text)) + text.encode()
+
+
+def test_a_file_cannot_alter_allowed_functions_or_classes_for_later_loads(tmp_path, v6_file):
+    """pickle BUILD can set attributes on objects it names (a function's __defaults__, a class
+    attribute): each load gets its own wrappers and record classes, so this stays inside the load."""
+    # BUILD(torch._utils._rebuild_tensor_v2, (None, {"__defaults__": ({"evil": 1},)}))
+    defaults = b"}" + _unicode("evil") + b"K\x01s\x85"
+    func = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nN}" + _unicode("__defaults__") + defaults + b"s\x86b0}."
+    # BUILD(models.common.Conv record class, (None, {"qualname": "models.yolo.Model"}))
+    cls = b"\x80\x02cmodels.common\nConv\nN}" + _unicode("qualname") + _unicode("models.yolo.Model") + b"s\x86b0}."
+    before = torch._utils._rebuild_tensor_v2.__defaults__
+    assert read_torch_pickle(_crafted_file(tmp_path, "func.pt", func)) == {}  # only its own wrapper changed
+    assert torch._utils._rebuild_tensor_v2.__defaults__ == before
+    with pytest.raises(ValueError, match=r"cls\.pt: could not read"):  # records' __setstate__ rejects it
+        read_torch_pickle(_crafted_file(tmp_path, "cls.pt", cls))
+    ckpt = read_torch_pickle(v6_file[0])
+    layer0 = ckpt["model"].state["_modules"]["model"].state["_modules"]["0"]
+    assert layer0.qualname == "models.common.Conv"
+    assert torch.equal(nostride.load_yolov5(v6_file[0]).model[0].conv.weight, v6_file[1].model[0].conv.weight)
 
 
 def test_unknown_yolov5_layer_is_refused_by_name(tmp_path):

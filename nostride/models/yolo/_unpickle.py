@@ -16,9 +16,14 @@ The allow-list gives the pickle only
 * torch's own tensor rebuild functions, dtypes, ``torch.Size``/``torch.device`` (the set that
   ``torch._weights_only_unpickler`` allows for tensors), plus plain containers;
 * the numpy pieces a YOLOv5 file uses for ``best_fitness`` (array reconstruction, no code);
-* inert :class:`PickledObject` records for the expected module classes: a record only keeps the
-  arguments and the state the pickle gives it, it has no behaviour. Reading weights out of that
-  tree is :mod:`nostride.models.yolo.import_yolov5`'s job.
+* inert :class:`PickledObject` records for the expected module classes (and the ``argparse`` /
+  ``pathlib`` objects of v7.0's ``opt``): a record only keeps the arguments and the state the
+  pickle gives it, it has no behaviour. Reading weights out of that tree is
+  :mod:`nostride.models.yolo.import_yolov5`'s job.
+
+Every load gets its own record classes and its own wrappers around the allowed functions: pickle's
+BUILD opcode can set attributes on any object the pickle holds (a function's ``__defaults__``, a
+class attribute), and this way a crafted file can only alter objects of its own load.
 
 Anything else (``builtins.eval``, ``os.system``, ``subprocess.Popen``, an unknown YOLOv5 layer) is
 refused by ``find_class`` before it can be called, with an error naming ``module.name`` and the file.
@@ -27,20 +32,18 @@ refused by ``find_class`` before it can be called, with an error naming ``module
 from __future__ import annotations
 
 import _compat_pickle
-import argparse
 import os
-import pathlib
 import pickle
 import types
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-__all__ = ["PickledObject", "UnsafePickleError", "read_torch_pickle", "STAND_IN_CLASSES"]
+__all__ = ["PickledObject", "RECORD_CLASS_NAMES", "UnsafePickleError", "read_torch_pickle"]
 
 
 class UnsafePickleError(ValueError):
@@ -88,11 +91,9 @@ class PickledObject:
 
 
 # The classes a YOLOv5 v6.x/v7.0 or YOLOv5-SPD checkpoint pickles; each becomes a PickledObject subclass.
-_YOLOV5_CLASSES = {
+_RECORD_CLASSES = {
     "models.yolo": ["Model", "DetectionModel", "Detect"],
     "models.common": ["Conv", "C3", "Bottleneck", "SPPF", "SPP", "Focus", "Concat", "space_to_depth"],
-}
-_TORCH_MODULE_CLASSES = {
     "torch.nn.modules.conv": ["Conv2d"],
     "torch.nn.modules.batchnorm": ["BatchNorm2d"],
     "torch.nn.modules.activation": ["SiLU", "LeakyReLU", "Hardswish", "ReLU", "ReLU6", "Sigmoid", "Mish", "GELU"],
@@ -100,20 +101,11 @@ _TORCH_MODULE_CLASSES = {
     "torch.nn.modules.pooling": ["MaxPool2d"],
     "torch.nn.modules.upsampling": ["Upsample"],
     "torch.nn.modules.container": ["Sequential", "ModuleList"],
+    # v7.0 'opt' entries: kept as records too (nothing reads them; a record never touches the disk)
+    "argparse": ["Namespace"],
+    "pathlib": ["Path", "PosixPath", "WindowsPath", "PurePath", "PurePosixPath", "PureWindowsPath"],
 }
-
-
-def _make_stand_ins() -> dict[str, type[PickledObject]]:
-    classes: dict[str, type[PickledObject]] = {}
-    for table in (_YOLOV5_CLASSES, _TORCH_MODULE_CLASSES):
-        for module, names in table.items():
-            for name in names:
-                qualname = f"{module}.{name}"
-                classes[qualname] = type(name, (PickledObject,), {"__slots__": (), "qualname": qualname})
-    return classes
-
-
-STAND_IN_CLASSES: dict[str, type[PickledObject]] = _make_stand_ins()
+RECORD_CLASS_NAMES = tuple(f"{m}.{n}" for m, names in _RECORD_CLASSES.items() for n in names)
 
 # YOLOv5 layer classes that exist but that nostride's YOLOv5 does not implement: named in the error.
 _KNOWN_UNSUPPORTED_PREFIXES = ("models.common.", "models.yolo.", "models.experimental.")
@@ -134,37 +126,41 @@ def _numpy_multiarray() -> types.ModuleType:
     return multiarray
 
 
-def _allowed_callables() -> dict[str, Any]:
-    """Non-record globals the pickle may reference: tensor rebuilding, containers, numpy arrays, paths."""
+def _allowed_functions() -> dict[str, Callable[..., Any]]:
+    """Functions the pickle may call: torch's tensor rebuilding, numpy array rebuilding, bytes."""
     multiarray = _numpy_multiarray()
-    allowed: dict[str, Any] = {
-        "collections.OrderedDict": OrderedDict,
-        "builtins.set": set,
-        "builtins.frozenset": frozenset,
+    return {
         "_codecs.encode": _encode_latin1,
-        "torch.Size": torch.Size,
-        "torch.device": torch.device,
-        "torch.Tensor": torch.Tensor,
-        "torch.nn.parameter.Parameter": torch.nn.Parameter,
         "torch._utils._rebuild_tensor": torch._utils._rebuild_tensor,
         "torch._utils._rebuild_tensor_v2": torch._utils._rebuild_tensor_v2,
         "torch._utils._rebuild_parameter": torch._utils._rebuild_parameter,
         "torch._utils._rebuild_parameter_with_state": torch._utils._rebuild_parameter_with_state,
         "torch._tensor._rebuild_from_type_v2": torch._tensor._rebuild_from_type_v2,
         # best_fitness is a numpy array/scalar in real files (numpy 1.x writes numpy.core.*)
-        "numpy.ndarray": np.ndarray,
-        "numpy.dtype": np.dtype,
         "numpy.core.multiarray._reconstruct": multiarray._reconstruct,
         "numpy._core.multiarray._reconstruct": multiarray._reconstruct,
         "numpy.core.multiarray.scalar": multiarray.scalar,
         "numpy._core.multiarray.scalar": multiarray.scalar,
-        # v7.0 'opt' may hold paths and a Namespace: pure paths never touch the filesystem
-        "pathlib.Path": pathlib.PurePath,
-        "pathlib.PosixPath": pathlib.PurePosixPath,
-        "pathlib.PurePosixPath": pathlib.PurePosixPath,
-        "pathlib.WindowsPath": pathlib.PureWindowsPath,
-        "pathlib.PureWindowsPath": pathlib.PureWindowsPath,
-        "argparse.Namespace": argparse.Namespace,
+    }
+
+
+def _allowed_types() -> dict[str, Any]:
+    """Types and constants the pickle may name: containers, tensor/array types, dtypes, devices.
+
+    All are C-level types or objects whose attributes a pickle cannot reassign, except
+    ``torch.Tensor``/``Parameter`` (Python classes whose ``__setstate__`` makes pickle's BUILD on
+    the class itself fail).
+    """
+    allowed: dict[str, Any] = {
+        "collections.OrderedDict": OrderedDict,
+        "builtins.set": set,
+        "builtins.frozenset": frozenset,
+        "torch.Size": torch.Size,
+        "torch.device": torch.device,
+        "torch.Tensor": torch.Tensor,
+        "torch.nn.parameter.Parameter": torch.nn.Parameter,
+        "numpy.ndarray": np.ndarray,
+        "numpy.dtype": np.dtype,
     }
     for name in dir(torch):
         value = getattr(torch, name, None)
@@ -173,47 +169,52 @@ def _allowed_callables() -> dict[str, Any]:
     return allowed
 
 
-_ALLOWED: dict[str, Any] | None = None
+def _per_load(fn: Callable[..., Any]) -> Callable[..., Any]:
+    # Pickle's BUILD opcode can set attributes (e.g. __defaults__) on any object the pickle
+    # holds, including a function it named. Each load therefore gets fresh wrappers, so a
+    # crafted file cannot change torch's or numpy's functions for the rest of the process.
+    def call(*args: Any) -> Any:
+        return fn(*args)
+
+    call.__name__ = call.__qualname__ = getattr(fn, "__name__", "call")
+    return call
 
 
-def _lookup(module: str, name: str) -> Any:
-    global _ALLOWED
-    if _ALLOWED is None:
-        _ALLOWED = _allowed_callables()
-    # protocol-2 pickles written by Python 2 era code name e.g. __builtin__.set
-    if (module, name) in _compat_pickle.NAME_MAPPING:
-        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-    elif module in _compat_pickle.IMPORT_MAPPING:
-        module = _compat_pickle.IMPORT_MAPPING[module]
-    key = f"{module}.{name}"
-    if key in STAND_IN_CLASSES:
-        return STAND_IN_CLASSES[key]
-    if key in _ALLOWED:
-        return _ALLOWED[key]
-    return key  # refused: the caller raises with the file name
+def _make_globals() -> dict[str, Any]:
+    """The allow-list of one load: fresh record classes and function wrappers, shared types."""
+    table: dict[str, Any] = dict(_allowed_types())
+    table.update({k: _per_load(f) for k, f in _allowed_functions().items()})
+    for qualname in RECORD_CLASS_NAMES:
+        name = qualname.rsplit(".", 1)[-1]
+        table[qualname] = type(name, (PickledObject,), {"__slots__": (), "qualname": qualname})
+    return table
 
 
 def _make_pickle_module(source: str) -> types.SimpleNamespace:
     """A ``pickle_module`` for ``torch.load`` whose Unpickler only resolves allow-listed globals."""
+    allowed = _make_globals()
 
     class RestrictedUnpickler(pickle.Unpickler):
         def find_class(self, module: str, name: str) -> Any:
-            found = _lookup(module, name)
-            if isinstance(found, str):
-                if found.startswith(_KNOWN_UNSUPPORTED_PREFIXES):
-                    hint = (
-                        "this YOLOv5 class is not one nostride's YOLOv5 implements (supported layers: "
-                        "Conv, C3, Bottleneck, SPPF, SPP, Focus, Concat, nn.Upsample, space_to_depth, Detect)"
-                    )
-                else:
-                    hint = (
-                        "a YOLOv5 checkpoint only references its model classes (models.yolo, models.common), "
-                        "torch.nn layers, tensors and plain data"
-                    )
-                raise UnsafePickleError(
-                    f"{source}: refused to load `{found}` from the pickle: {hint}. Nothing from the file was run."
+            # protocol-2 pickles written by Python 2 era code name e.g. __builtin__.set
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            elif module in _compat_pickle.IMPORT_MAPPING:
+                module = _compat_pickle.IMPORT_MAPPING[module]
+            key = f"{module}.{name}"
+            if key in allowed:
+                return allowed[key]
+            if key.startswith(_KNOWN_UNSUPPORTED_PREFIXES):
+                hint = (
+                    "this YOLOv5 class is not one nostride's YOLOv5 implements (supported layers: "
+                    "Conv, C3, Bottleneck, SPPF, SPP, Focus, Concat, nn.Upsample, space_to_depth, Detect)"
                 )
-            return found
+            else:
+                hint = (
+                    "a YOLOv5 checkpoint only references its model classes (models.yolo, models.common), "
+                    "torch.nn layers, tensors and plain data"
+                )
+            raise UnsafePickleError(f"{source}: refused to load `{key}` from the pickle: {hint}. Nothing from the file was run.")
 
     def _no_legacy_load(*args: Any, **kwargs: Any) -> Any:  # torch's pre-zip format path
         raise ValueError(f"{source}: legacy (pre torch 1.6) checkpoint format is not supported")
