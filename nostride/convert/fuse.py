@@ -48,7 +48,7 @@ def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 
     ``w' = w * g / sqrt(var + eps)`` per output channel and ``b' = (b - mean) * g / sqrt(var + eps)
     + beta``, with ``g = 1, beta = 0`` for a BatchNorm without affine parameters. Computed in
-    float64 and cast back to the convolution's dtype. The inputs are not modified.
+    float64 (float32 on MPS) and cast back to the convolution's dtype. The inputs are not modified.
 
     Raises:
         ValueError: if ``bn`` keeps no running statistics or its size does not match ``conv``.
@@ -60,19 +60,21 @@ def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
             f"fold_bn: BatchNorm has {bn.num_features} features but the conv has {conv.out_channels} outputs"
         )
     weight = conv.weight.detach()
-    dtype, device = weight.dtype, weight.device
-    var = bn.running_var.detach().double()
-    mean = bn.running_mean.detach().double()
-    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(var)
-    beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(var)
-    bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(var)
+    dtype = weight.dtype
+    # float64 keeps the folded weights as exact as the dtype allows (MPS has no float64)
+    wide = torch.float32 if weight.device.type == "mps" else torch.float64
+    var = bn.running_var.detach().to(wide)
+    mean = bn.running_mean.detach().to(wide)
+    gamma = bn.weight.detach().to(wide) if bn.weight is not None else torch.ones_like(var)
+    beta = bn.bias.detach().to(wide) if bn.bias is not None else torch.zeros_like(var)
+    bias = conv.bias.detach().to(wide) if conv.bias is not None else torch.zeros_like(var)
 
     factor = gamma / torch.sqrt(var + bn.eps)
     fused = _conv_like(conv, bias=True)
     with torch.no_grad():
-        fused.weight.copy_((weight.double() * factor.view(-1, 1, 1, 1)).to(dtype))
+        fused.weight.copy_((weight.to(wide) * factor.view(-1, 1, 1, 1)).to(dtype))
         fused.bias.copy_(((bias - mean) * factor + beta).to(dtype))
-    return fused.to(device)
+    return fused
 
 
 def spd_conv_to_strided(conv: nn.Conv2d, scale: int) -> FusedSPDConv:
