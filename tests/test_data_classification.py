@@ -24,6 +24,7 @@ from nostride.data.classification import (
     eval_transform,
     extract_subset,
     stratified_split,
+    train_transform,
 )
 
 CIFAR_NAMES = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
@@ -293,40 +294,53 @@ def test_stratified_split():
         stratified_split(labels, 1.0)
 
 
-def test_crop_flip_normalize_draws_exactly_the_v2_augmentation():
-    from torchvision.transforms.v2 import functional as TF
+def _v2_normalise(mean, std):
+    from torchvision.transforms import v2
 
-    from nostride.data.classification import CropFlipNormalize, train_transform
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+
+
+def test_train_transform_draws_exactly_the_v2_augmentation():
+    from torchvision.transforms.v2 import functional as TF
 
     img = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8)
     mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
-    normalise = eval_transform(16, mean, std, resize=False)
-    p = 2  # crop_padding(16)
-    outcomes = {}
+    p = 2  # crop_padding(16): v2.RandomCrop(16, padding=2) + v2.RandomHorizontalFlip()
+    outcomes = {}  # uint8 result of every (top, left, flip) the v2 transforms can draw
     for top in range(2 * p + 1):
         for left in range(2 * p + 1):
             crop = TF.crop(TF.pad(img, [p]), top, left, 16, 16)
             for flip in (0, 1):
-                outcomes[(top, left, flip)] = normalise(TF.horizontal_flip(crop) if flip else crop)
-    fast = CropFlipNormalize(16, mean, std)
+                outcomes[(TF.horizontal_flip(crop) if flip else crop).numpy().tobytes()] = (top, left, flip)
+    transform = train_transform(16, mean, std)
     seen = set()
     for _ in range(600):
-        out = fast(img)
+        out = transform(img)
         assert out.dtype == torch.float32 and out.shape == (3, 16, 16)
-        match = [k for k, ref in outcomes.items() if torch.allclose(out, ref, atol=1e-5)]
-        assert match, "fast augmentation produced an image v2 RandomCrop+Flip cannot"
-        seen.add(match[0])
-    assert seen == set(outcomes)  # every crop offset and flip occurs
-    assert sum(k[2] for k in seen) == len(outcomes) // 2
-    torch.testing.assert_close(CropFlipNormalize(16, mean, std, augment=False)(img), normalise(img))
-    assert len(train_transform(16, mean, std, resize=False).transforms) == 4  # the v2 pipeline it mirrors
+        pixels = _unnormalise(out, mean, std)
+        assert (pixels - pixels.round()).abs().max() < 1e-3  # an exact normalised uint8 image
+        key = pixels.round().to(torch.uint8).numpy().tobytes()
+        assert key in outcomes, "the augmentation produced an image v2 RandomCrop + flip cannot"
+        seen.add(outcomes[key])
+    assert seen == set(outcomes.values())  # every crop offset and flip occurs
+    torch.testing.assert_close(eval_transform(16, mean, std)(img), _v2_normalise(mean, std)(img))
 
 
-def test_eval_transform_single_image():
-    img = torch.full((3, 50, 70), 128, dtype=torch.uint8)
-    out = eval_transform(32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))(img)
+def test_eval_transform_resizes_like_v2():
+    from torchvision.transforms import v2
+
+    img = torch.randint(0, 256, (3, 50, 70), dtype=torch.uint8)
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    out = eval_transform(32, mean, std)(img)
+    ref = v2.Compose([v2.Resize(32, antialias=True), v2.CenterCrop(32), _v2_normalise(mean, std)])(img)
     assert out.shape == (3, 32, 32) and out.dtype == torch.float32
-    torch.testing.assert_close(out, torch.full_like(out, (128 / 255 - 0.5) / 0.25))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    flat = eval_transform(32, mean, std)(torch.full((3, 40, 32), 128, dtype=torch.uint8))
+    torch.testing.assert_close(flat, torch.full_like(flat, (128 / 255 - 0.5) / 0.25))
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        eval_transform(32, mean, std)(img.float())
+    with pytest.raises(ValueError, match="resize=False"):
+        train_transform(32, mean, std, resize=False)(img)
 
 
 # ---------------------------------------------------------------- the real archives in ../shared/data

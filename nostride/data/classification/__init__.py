@@ -10,21 +10,22 @@ from .datasets import BadFileLog, ImageFileDataset, TensorImageDataset
 from .detect import FORMATS, detect_format, resolve_dataset
 from .extract import extract_subset
 from .split import first_per_class, stratified_split
-from .transforms import (CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, CropFlipNormalize, eval_transform,
-                         train_transform)
+from .transforms import (CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, ClassificationTransform,
+                         crop_padding, eval_transform, train_transform)
 
 __all__ = [
     "BadFileLog",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "ClassificationData",
-    "CropFlipNormalize",
+    "ClassificationTransform",
     "FORMATS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ImageFileDataset",
     "TensorImageDataset",
     "build_classification_data",
+    "crop_padding",
     "detect_format",
     "estimate_mean_std",
     "eval_transform",

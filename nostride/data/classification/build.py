@@ -19,8 +19,7 @@ from .detect import resolve_dataset
 from .image_folder import load_image_folder
 from .split import first_per_class, stratified_split
 from .tiny_imagenet import load_tiny_imagenet
-from .transforms import (CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, CropFlipNormalize, eval_transform,
-                         train_transform)
+from .transforms import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 
 __all__ = ["ClassificationData", "build_classification_data", "estimate_mean_std"]
 
@@ -171,9 +170,8 @@ def build_classification_data(
         if size != 32:
             tr_x, te_x = _resize_array(tr_x, size), _resize_array(te_x, size)
         stats = (CIFAR10_MEAN, CIFAR10_STD)
-        # images are already size x size in memory: the fast crop/flip/normalise path
-        train_tf = CropFlipNormalize(size, *_stats(stats, mean, std), augment=augment)
-        eval_tf = CropFlipNormalize(size, *_stats(stats, mean, std), augment=False)
+        train_tf = train_transform(size, *_stats(stats, mean, std), resize=False, augment=augment)
+        eval_tf = eval_transform(size, *_stats(stats, mean, std), resize=False)
         tr_idx, va_idx = stratified_split(tr_y.tolist(), val_fraction, seed)
         train = TensorImageDataset(tr_x, tr_y, train_tf, tr_idx)
         val = TensorImageDataset(tr_x, tr_y, eval_tf, va_idx) if va_idx else None
