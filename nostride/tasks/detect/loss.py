@@ -141,6 +141,11 @@ class YOLOv5Loss:
 
     gr = 1.0  # objectness target = (1 - gr) + gr * iou
 
+    @property
+    def anchors(self) -> Tensor:
+        """The head's anchors (nl, na, 2) in grid units, read at each call (autoanchor, ``.to()``)."""
+        return self.det.anchors
+
     def __init__(
         self,
         model_or_detect: nn.Module,
@@ -155,8 +160,8 @@ class YOLOv5Loss:
         self.nc = int(num_classes if num_classes is not None else det.nc)
         self.nl = int(det.nl)
         self.na = int(det.na)
-        self.anchors: Tensor = det.anchors  # (nl, na, 2), grid units; a live view of the buffer
-        self.device = self.anchors.device
+        self.det = det
+        self.device = det.anchors.device
 
         h = dict(LOSS_HYP_DEFAULTS)
         if hyp is not None:
@@ -192,6 +197,10 @@ class YOLOv5Loss:
         if targets.ndim != 2 or targets.shape[1] != 6:
             raise ValueError(f"targets must be (nt, 6) [image, class, x, y, w, h], got {tuple(targets.shape)}")
         device = preds[0].device
+        if device != self.device:  # the model moved after the loss was built: move pos_weight too
+            self.bce_cls.to(device)
+            self.bce_obj.to(device)
+            self.device = device
         targets = targets.to(device=device, dtype=torch.float32)
         lcls = torch.zeros(1, device=device)
         lbox = torch.zeros(1, device=device)
