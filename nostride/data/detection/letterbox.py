@@ -16,7 +16,6 @@ differ slightly, geometry is identical).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
