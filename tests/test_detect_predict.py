@@ -160,6 +160,15 @@ def test_increment_run_dir(tmp_path):
 # ------------------------------------------------------------------------- real model and the CLI
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # small convolutions on a busy 2-core machine run several times faster on one thread
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def yolo_ckpt(tmp_path_factory) -> Path:
     from nostride.checkpoint import make_checkpoint, save_checkpoint
