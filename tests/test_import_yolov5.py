@@ -130,9 +130,11 @@ def test_v5_focus_era_file_with_anchor_grid_buffer(tmp_path):
     """v5.x layout (Focus stem, SPP) whose Detect registered anchor_grid as a buffer."""
     ref = build_reference_model(v5_cfg(nc=2), anchor_grid_buffer=True, seed=4)
     assert "model.24.anchor_grid" in ref.state_dict()
+    ref.model[-1].inplace = False  # carried over (through the definition, so checkpoints keep it)
     model = nostride.load_yolov5(write_yolov5_checkpoint(tmp_path / "v5.pt", ref))
     _assert_same_outputs(ref, model, torch.randn(1, 3, 64, 64))
     assert "model.24.anchor_grid" not in model.state_dict()  # derived from anchors * stride
+    assert model.model[-1].inplace is False and model.model_kwargs["cfg"]["inplace"] is False
     with torch.no_grad():
         ref.model[-1].anchor_grid.mul_(2)  # inconsistent with anchors: outputs would differ
     with pytest.raises(ValueError, match=r"bad\.pt: Detect's anchor_grid buffer .* disagrees"):
