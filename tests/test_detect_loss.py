@@ -29,7 +29,8 @@ class StandInDetect(nn.Module):
         self.nc, self.no, self.nl, self.na = nc, nc + 5, len(anchors_px), len(anchors_px[0]) // 2
         stride = torch.tensor(strides, dtype=torch.float32)
         self.register_buffer("stride", stride)
-        self.register_buffer("anchors", torch.tensor(anchors_px, dtype=torch.float32).view(self.nl, -1, 2) / stride.view(-1, 1, 1))
+        anchors = torch.tensor(anchors_px, dtype=torch.float32).view(self.nl, -1, 2)
+        self.register_buffer("anchors", anchors / stride.view(-1, 1, 1))
 
 
 def yolo_head(nc: int = 3) -> StandInDetect:

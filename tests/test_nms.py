@@ -70,7 +70,8 @@ def test_confidence_threshold_on_objectness_and_on_product():
 
 
 def test_classes_filter_and_max_det_and_sorting():
-    rows = [[i * 20, 0, i * 20 + 10, 10, 0.3 + 0.05 * i] + ([0.9, 0.05] if i % 2 == 0 else [0.05, 0.9]) for i in range(10)]
+    probs = ([0.9, 0.05], [0.05, 0.9])  # even boxes class 0, odd boxes class 1
+    rows = [[i * 20, 0, i * 20 + 10, 10, 0.3 + 0.05 * i] + probs[i % 2] for i in range(10)]
     det = non_max_suppression(pred_from(rows), 0.1, classes=[1])[0]
     assert set(det[:, 5].tolist()) == {1.0} and len(det) == 5
     det = non_max_suppression(pred_from(rows), 0.1, max_det=3)[0]

@@ -278,9 +278,9 @@ class YOLOv5Loss:
                 t = t[j]
                 gxy = t[:, 2:4]
                 gxi = gain[[2, 3]] - gxy  # distance to the right / bottom edge
-                j, k = ((gxy % 1 < _G) & (gxy > 1)).T
-                l, m = ((gxi % 1 < _G) & (gxi > 1)).T
-                j = torch.stack((torch.ones_like(j), j, k, l, m))
+                left, up = ((gxy % 1 < _G) & (gxy > 1)).T
+                right, down = ((gxi % 1 < _G) & (gxi > 1)).T
+                j = torch.stack((torch.ones_like(left), left, up, right, down))
                 t = t.repeat((5, 1, 1))[j]
                 offsets = (torch.zeros_like(gxy)[None] + off[:, None])[j]
             else:

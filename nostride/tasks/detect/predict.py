@@ -398,7 +398,8 @@ def run_cli(args: argparse.Namespace, ckpt: dict[str, Any]) -> int:
             log(f"image {done}/{n_total}: skipped, {err}")
             continue
         rel = _relative(Path(det.path), source)
-        line = f"image {done}/{n_total} {rel}: {det.image_size[1]}x{det.image_size[0]} {det.summary()} ({dt * 1e3:.1f} ms)"
+        h, w = det.image_size
+        line = f"image {done}/{n_total} {rel}: {w}x{h} {det.summary()} ({dt * 1e3:.1f} ms)"
         if not args.no_save:
             out = _save_image(draw_detections(img0, det), save_dir / rel)
             det.extra["saved_to"] = str(out)
