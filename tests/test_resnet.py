@@ -17,6 +17,15 @@ REDUCTION = {"resnet18": 32, "resnet50": 32, "resnet18_spd": 16, "resnet50_spd":
              "resnet18_cifar": 8, "resnet50_cifar": 8}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny tensors: intra-op threads only add contention on the shared 2-core CI machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_registered_as_classifiers():
     assert set(ALL) <= set(list_models(task="classify"))
     assert list_models("resnet*_spd") == ["resnet18_spd", "resnet50_spd"]
@@ -136,6 +145,14 @@ def test_resnet50_spd_parameters_are_baseline_plus_spd_layers():
     # stage blocks have the same shapes as the baseline's: their weights transfer
     stage_keys = {k: v.shape for k, v in base.state_dict().items() if k.startswith("layer")}
     assert {k: v.shape for k, v in spd.state_dict().items() if k.startswith("layer")} == stage_keys
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50_cifar"])
+def test_baselines_are_scriptable(name):
+    model = create_model(name, num_classes=3, width=8).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.script(model)(x), model(x))
 
 
 def test_cifar_stem():

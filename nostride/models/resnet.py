@@ -203,16 +203,14 @@ class ResNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image batch (N, in_chans, H, W) -> last feature map (N, num_features, H/r, W/r)."""
-        if self.stem_type == "spd":
-            x = self.spd1(x)
-        else:
-            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer1(x)
-        if self.stem_type == "spd":
+        # hasattr (not self.stem_type) keeps the baselines scriptable: TorchScript resolves it while compiling
+        if hasattr(self, "spd1"):
+            x = self.layer1(self.spd1(x))
             x = self.layer2(self.spd2(x))
             x = self.layer3(self.spd3(x))
             x = self.layer4(self.spd4(x))
         else:
+            x = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
             x = self.layer4(self.layer3(self.layer2(x)))
         return x
 
