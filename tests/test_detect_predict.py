@@ -204,6 +204,17 @@ def test_predict_from_checkpoint_path_on_real_images(yolo_ckpt, images_dir):
         assert len(r.names) == 80 and r.names[0] == "person"
 
 
+def test_predict_with_decoding_workers_matches_and_skips_unreadable(yolo_ckpt, images_dir):
+    (images_dir / "zz_broken.png").write_bytes(b"not a png")
+    with pytest.warns(RuntimeWarning, match="zz_broken.png"):
+        inline = predict(yolo_ckpt, images_dir, conf=1e-5, max_det=4, device="cpu", batch_size=2, workers=0)
+    with pytest.warns(RuntimeWarning, match="zz_broken.png"):
+        pooled = predict(yolo_ckpt, images_dir, conf=1e-5, max_det=4, device="cpu", batch_size=1, workers=2)
+    assert [r.path for r in inline] == [r.path for r in pooled] and len(inline) == 2
+    for a, b in zip(inline, pooled):
+        assert torch.allclose(a.boxes, b.boxes, atol=1e-3) and torch.equal(a.classes, b.classes)
+
+
 def run_predict_cli(*argv: str) -> int:
     from nostride.cli import main
 

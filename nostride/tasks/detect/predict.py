@@ -21,6 +21,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
 from ...data.detection.letterbox import letterbox, scale_boxes
 from ...data.io import IMAGE_EXTENSIONS, ImageDecodeError, is_image_file, read_image_rgb
@@ -197,6 +198,32 @@ def _image_items(source: Any) -> list[tuple[str | None, Path | Tensor]]:
     return [(str(p), p) for p in list_images(source)]
 
 
+class _LetterboxedImages(Dataset):
+    """Items ``(name, original, letterboxed, ratio, pad, error)``; an unreadable file gives an error, not a raise."""
+
+    def __init__(self, items: list[tuple[str | None, Path | Tensor]], size: int, stride: int) -> None:
+        self.items, self.size, self.stride = items, size, stride
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        name, item = self.items[i]
+        if isinstance(item, Tensor):
+            img0 = item
+        else:
+            try:
+                img0 = read_image_rgb(item)
+            except (ImageDecodeError, OSError) as e:
+                return name, None, None, None, None, str(e)
+        img, ratio, pad = letterbox(img0, self.size, auto=False, stride=self.stride)
+        return name, img0, img, ratio, pad, None
+
+
+def _as_list(batch: list) -> list:
+    return batch  # images of different sizes: the caller stacks the letterboxed ones
+
+
 @torch.inference_mode()
 def iter_detections(
     model: nn.Module,
@@ -211,10 +238,13 @@ def iter_detections(
     batch_size: int = 1,
     names: Sequence[str] | None = None,
     progress: bool = False,
+    workers: int | None = None,
 ) -> Iterator[tuple[Detections | None, Tensor | None, str | None, float]]:
-    """Yield ``(detections, original uint8 image, error, seconds per image)`` for each input.
+    """Yield ``(detections, original uint8 image, error, seconds per image)`` for each input, in order.
 
-    An unreadable file yields ``(None, None, message, 0)`` and the run goes on.
+    An unreadable file yields ``(None, None, message, 0)`` and the run goes on. Images are decoded
+    and letterboxed by ``workers`` DataLoader processes (default: none for a few images or for
+    tensors, else up to 4).
     """
     from tqdm import tqdm
 
@@ -223,25 +253,25 @@ def iter_detections(
     items = _image_items(source)
     dev = _resolve_device(device)
     model = model.to(dev).eval()
-    size = check_img_size(int(img_size), _model_stride(model))
+    stride = _model_stride(model)
+    size = check_img_size(int(img_size), stride)
     class_names = _class_names(model, names)
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    if workers is None:  # worker start-up costs more than it saves on a few images
+        from_files = not any(isinstance(item, Tensor) for _, item in items)
+        workers = min(4, os.cpu_count() or 1) if from_files and len(items) > 4 * batch_size else 0
+    loader = DataLoader(_LetterboxedImages(items, size, stride), batch_size=batch_size, num_workers=workers,
+                        collate_fn=_as_list)
 
     bar = tqdm(total=len(items), desc="predict", unit="img", disable=not progress, leave=False, dynamic_ncols=True)
-    for start in range(0, len(items), batch_size):
+    for loaded in loader:
         batch = []  # (name, original, letterboxed, ratio, pad)
-        for name, item in items[start : start + batch_size]:
-            if isinstance(item, Tensor):
-                img0 = item
+        for name, img0, img, ratio, pad, err in loaded:
+            if err is not None:
+                bar.update(1)
+                yield None, None, err, 0.0
             else:
-                try:
-                    img0 = read_image_rgb(item)
-                except (ImageDecodeError, OSError) as e:
-                    bar.update(1)
-                    yield None, None, str(e), 0.0
-                    continue
-            img, ratio, pad = letterbox(img0, size, auto=False, stride=_model_stride(model))
-            batch.append((name, img0, img, ratio, pad))
+                batch.append((name, img0, img, ratio, pad))
         if not batch:
             continue
         t0 = time.perf_counter()
@@ -249,9 +279,9 @@ def iter_detections(
         out = model(x)
         pred = out[0] if isinstance(out, (tuple, list)) else out
         dets = non_max_suppression(pred, conf, iou, classes=classes, agnostic=agnostic, max_det=max_det)
+        dets = [d.float().cpu() for d in dets]  # (also waits for the device, for the timing)
         dt = (time.perf_counter() - t0) / len(batch)
         for (name, img0, img, ratio, pad), d in zip(batch, dets):
-            d = d.float().cpu()
             boxes = scale_boxes(img.shape[1:], d[:, :4].clone(), img0.shape[1:], (ratio, pad))
             result = Detections(
                 path=name,
@@ -279,6 +309,7 @@ def predict(
     batch_size: int = 1,
     names: Sequence[str] | None = None,
     progress: bool = False,
+    workers: int | None = None,
 ) -> list[Detections]:
     """Detect objects in images.
 
@@ -294,6 +325,7 @@ def predict(
         batch_size: images per forward pass.
         names: class names (default: the model's / checkpoint's).
         progress: show a progress bar.
+        workers: image-decoding processes (default: 0 for a few images, else up to 4).
 
     Returns:
         One :class:`Detections` per readable image, in input order, boxes in original-image
@@ -304,7 +336,7 @@ def predict(
         img_size = default_img_size(ckpt)
     results = []
     for det, _, err, _ in iter_detections(model, source, img_size, conf, iou, max_det, agnostic, classes, device,
-                                          batch_size, names, progress):
+                                          batch_size, names, progress, workers):
         if err is not None:
             warnings.warn(f"skipping unreadable image: {err}", RuntimeWarning, stacklevel=2)
         else:
