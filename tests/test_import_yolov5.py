@@ -141,6 +141,24 @@ def test_v5_focus_era_file_with_anchor_grid_buffer(tmp_path):
         nostride.load_yolov5(write_yolov5_checkpoint(tmp_path / "bad.pt", ref))
 
 
+def test_anchor_count_definition_with_autoanchor_buffer(tmp_path):
+    """yaml `anchors: 3` (placeholders; autoanchor fills the buffer): import and checkpoint round trip."""
+    cfg = v6_cfg(nc=2)
+    cfg["anchors"] = 3
+    ref = build_reference_model(cfg, seed=5)
+    det = ref.model[-1]
+    with torch.no_grad():  # what check_anchors writes: pixel anchors / stride
+        px = torch.tensor([[12, 15, 20, 33, 35, 28], [40, 60, 70, 50, 64, 120], [120, 95, 160, 200, 380, 330]])
+        det.anchors.copy_((px.float().view(3, 3, 2) / det.stride.view(-1, 1, 1)).half().float())
+    model = nostride.load_yolov5(write_yolov5_checkpoint(tmp_path / "a3.pt", ref))
+    x = torch.randn(1, 3, 64, 64)
+    _assert_same_outputs(ref, model, x)
+    assert model.model_kwargs["cfg"]["anchors"] == 3
+    out = tmp_path / "a3-nostride.pt"
+    assert cli_main(["import", str(tmp_path / "a3.pt"), str(out), "--fp32"]) == 0
+    _assert_same_outputs(ref, model_from_checkpoint(out), x)
+
+
 def test_use_ema_true_requires_ema(v6_file):
     with pytest.raises(ValueError, match="no EMA weights"):
         nostride.load_yolov5(v6_file[0], use_ema=True)

@@ -326,6 +326,8 @@ def _parse_model(d: dict, ch: list[int]) -> tuple[nn.Sequential, list[int]]:
             c2 = sum(ch[x] for x in f)
         elif m is Detect:
             args.append([ch[x] for x in f])
+            if isinstance(args[1], int):  # anchors given as a count: placeholders until autoanchor
+                args[1] = [list(range(args[1] * 2))] * len(f)
         elif m is space_to_depth:
             c2 = 4 * ch[f]
         else:
