@@ -352,6 +352,55 @@ def test_eval_transform_resizes_like_v2():
         train_transform(32, mean, std, resize=False)(img)
 
 
+def _add(tar, name: str, data: bytes) -> None:
+    import io
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def test_extract_subset_image_folder_archive(tmp_path):
+    import tarfile
+
+    jpg = encode_jpeg(torch.zeros(3, 8, 8, dtype=torch.uint8)).numpy().tobytes()
+    archive = tmp_path / "ds.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        _add(tar, "./README.md", b"hello")
+        _add(tar, "../escape.txt", b"x")
+        _add(tar, "/abs/train/a/0.jpg", jpg)
+        for split, n in (("train", 5), ("test", 3)):
+            for cls in ("a", "b"):
+                for i in range(n):
+                    _add(tar, f"./{split}/{cls}/{i}.jpg", jpg)
+        _add(tar, "./train/a/notes.txt", b"skip me")
+    root = extract_subset(archive, tmp_path / "out", per_class=2)
+    assert root == tmp_path / "out"
+    files = sorted(str(f.relative_to(root)) for f in root.rglob("*") if f.is_file())
+    assert files == ["README.md", "test/a/0.jpg", "test/a/1.jpg", "test/b/0.jpg", "test/b/1.jpg",
+                     "train/a/0.jpg", "train/a/1.jpg", "train/b/0.jpg", "train/b/1.jpg"]
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "abs").exists()
+    only_train = extract_subset(archive, tmp_path / "out2", per_class=1, splits=("train",))
+    assert sorted(d.name for d in only_train.iterdir() if d.is_dir()) == ["train"]
+
+
+def test_extract_subset_tiny_imagenet_archive(tmp_path, tiny_root):
+    import tarfile
+
+    archive = tmp_path / "tiny.tar"
+    with tarfile.open(archive, "w") as tar:  # annotations after the val images, as in the real archive
+        for f in sorted(tiny_root.rglob("*"), key=lambda f: ("val_annotations" in f.name, str(f))):
+            if f.is_file():
+                _add(tar, str(f.relative_to(tiny_root.parent)), f.read_bytes())
+    root = extract_subset(archive, tmp_path / "out", per_class=1)
+    assert root == tmp_path / "out" / "tiny-imagenet-200"
+    ann = (root / "val" / "val_annotations.txt").read_text().splitlines()
+    assert [line.split("\t")[1] for line in ann] == WNIDS[:3]  # first val image of each class
+    data = build_classification_data(root, val_fraction=0.0)
+    assert len(data.train) == 3 and data.test.targets == [0, 1, 2] and data.class_ids == WNIDS
+
+
 # ---------------------------------------------------------------- the real archives in ../shared/data
 
 @pytest.mark.data
