@@ -174,6 +174,9 @@ def test_cifar_malformed_batches(cifar_root):
         pickle.dump({b"labels": [0], b"data": np.zeros((1, 100), np.uint8)}, f, protocol=2)
     with pytest.raises(ValueError, match=r"data_batch_3.*\(N, 3072\)"):
         build_classification_data(cifar_root)
+    (cifar_root / "data_batch_3").write_bytes((cifar_root / "data_batch_2").read_bytes()[:5000])  # truncated
+    with pytest.raises(ValueError, match="data_batch_3: not a readable CIFAR python batch"):
+        build_classification_data(cifar_root)
     os.remove(cifar_root / "data_batch_3")
     with pytest.raises(FileNotFoundError, match="data_batch_3"):
         build_classification_data(cifar_root)

@@ -147,6 +147,7 @@ def test_resnet50_spd_parameters_are_baseline_plus_spd_layers():
     assert {k: v.shape for k, v in spd.state_dict().items() if k.startswith("layer")} == stage_keys
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 @pytest.mark.parametrize("name", ["resnet18", "resnet50_cifar"])
 def test_baselines_are_scriptable(name):
     model = create_model(name, num_classes=3, width=8).eval()
