@@ -48,16 +48,13 @@ def test_spd_conv_dynamic_hw_even(tmp_path):
 
 
 def test_space_to_depth_dynamic_hw(tmp_path):
-    try:
-        export_onnx(SpaceToDepth(2), tmp_path / "m.onnx", (1, 3, 16, 16), dynamic=True,
-                    check_shapes=EVEN_SHAPES + ODD_SHAPES)
-    except ExportCheckError as err:
-        # the even shapes are checked first and must pass; only the odd ones may fail
-        assert f"input {ODD_SHAPES[0]}" in str(err), err
-        pytest.xfail(
-            "space_to_depth pads with `if pad_h or pad_w:`, so the exported graph keeps the example's "
-            "parity (FusedSPDConv always emits the Pad while tracing; see docs/spd.md)"
-        )
+    # exported from an even example, the graph must still pad odd inputs
+    export_onnx(SpaceToDepth(2), tmp_path / "m.onnx", (1, 3, 16, 16), dynamic=True,
+                check_shapes=EVEN_SHAPES + ODD_SHAPES)
+
+
+def test_spd_conv_dynamic_hw_odd(tmp_path):
+    export_onnx(SPDConv(3, 8, 3), tmp_path / "m.onnx", (1, 3, 16, 16), dynamic=True, check_shapes=ODD_SHAPES)
 
 
 def test_static_export_odd_input_and_training_flag_restored(tmp_path):

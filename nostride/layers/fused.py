@@ -16,9 +16,7 @@ from torch import nn
 __all__ = ["FusedSPDConv"]
 
 
-def _tracing() -> bool:
-    """True while torch.compile / torch.export / the ONNX exporter / torch.jit.trace records a graph."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+from .space_to_depth import _tracing  # noqa: E402  (re-exported for nostride.convert)
 
 
 class FusedSPDConv(nn.Module):

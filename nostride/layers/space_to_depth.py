@@ -20,6 +20,15 @@ from torch import nn
 __all__ = ["space_to_depth", "depth_to_space", "SpaceToDepth", "DepthToSpace"]
 
 
+def _tracing() -> bool:
+    """True while torch.compile / torch.export / the ONNX exporter / torch.jit.trace records a graph.
+
+    A recorded graph must not bake in the example input's parity, so padding is then always emitted
+    (a zero-width pad is a no-op).
+    """
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
 def _check_scale(scale: int) -> int:
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 2:
         raise ValueError(f"scale must be an integer >= 2, got {scale!r}")
@@ -44,7 +53,10 @@ def space_to_depth(x: torch.Tensor, scale: int = 2, pad: bool = True) -> torch.T
         raise ValueError(f"space_to_depth expects a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
     n, ch, h, w = x.shape
     pad_h, pad_w = (-h) % scale, (-w) % scale
-    if pad_h or pad_w:
+    if pad and _tracing():
+        x = F.pad(x, (0, pad_w, 0, pad_h))
+        h, w = h + pad_h, w + pad_w
+    elif pad_h or pad_w:
         if not pad:
             raise ValueError(
                 f"space_to_depth: input of shape {tuple(x.shape)} has a height or width not divisible "
