@@ -11,7 +11,8 @@ from ...data.detection.letterbox import letterbox, scale_boxes
 from .boxes import bbox_iou, box_iou, clip_boxes, xywh2xyxy, xyxy2ltwh, xyxy2xywh
 from .loss import LOSS_HYP_DEFAULTS, FocalLoss, YOLOv5Loss, scale_loss_gains, smooth_bce
 from .nms import non_max_suppression
-from .predict import Detections, draw_detections, predict
+from .draw import draw_detections
+from .predict import Detections, predict
 
 __all__ = [
     "LOSS_HYP_DEFAULTS",

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from ...data.detection.letterbox import letterbox, scale_boxes
 from ...data.io import IMAGE_EXTENSIONS, ImageDecodeError, is_image_file, read_image_rgb
 from .boxes import xyxy2ltwh
+from .draw import draw_detections, save_image
 from .nms import non_max_suppression
 
 __all__ = [
@@ -354,28 +355,6 @@ def default_img_size(ckpt: dict | None) -> int:
     return 640
 
 
-# 20 distinct colours, cycled by class index
-_PALETTE = [
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
-    (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
-    (0, 0, 128), (128, 128, 128),
-]  # fmt: skip
-
-
-def draw_detections(img: Tensor, det: Detections) -> Tensor:
-    """The uint8 (3, H, W) image with each box drawn and labelled ``"name 0.87"``."""
-    from torchvision.utils import draw_bounding_boxes
-
-    if not len(det):
-        return img
-    h, w = img.shape[1:]
-    labels = [f"{det.class_name(int(c))} {float(s):.2f}" for c, s in zip(det.classes, det.scores)]
-    colors = [_PALETTE[int(c) % len(_PALETTE)] for c in det.classes]
-    width = max(round((h + w) / 2 * 0.003), 2)
-    return draw_bounding_boxes(img, det.boxes, labels=labels, colors=colors, width=width)
-
-
 def increment_run_dir(path: str | os.PathLike) -> Path:
     """``path`` if it does not exist, else ``path2``, ``path3``, ... (the first free one)."""
     path = Path(path)
@@ -385,18 +364,6 @@ def increment_run_dir(path: str | os.PathLike) -> Path:
     while Path(f"{path}{n}").exists():
         n += 1
     return Path(f"{path}{n}")
-
-
-def _save_image(img: Tensor, path: Path) -> Path:
-    from torchvision.io import write_jpeg, write_png
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".png":
-        write_png(img, str(path))
-        return path
-    path = path.with_suffix(".jpg") if path.suffix.lower() not in (".jpg", ".jpeg") else path
-    write_jpeg(img, str(path), quality=95)
-    return path
 
 
 def run_cli(args: argparse.Namespace, ckpt: dict[str, Any]) -> int:
@@ -433,7 +400,7 @@ def run_cli(args: argparse.Namespace, ckpt: dict[str, Any]) -> int:
         h, w = det.image_size
         line = f"image {done}/{n_total} {rel}: {w}x{h} {det.summary()} ({dt * 1e3:.1f} ms)"
         if not args.no_save:
-            out = _save_image(draw_detections(img0, det), save_dir / rel)
+            out = save_image(draw_detections(img0, det), save_dir / rel)
             det.extra["saved_to"] = str(out)
         log(line)
         records.append(det.to_json())
