@@ -1,0 +1,138 @@
+"""YOLOv5n vs YOLOv5n-SPD inference speed, unfused and fused (``model.fuse()``).
+
+Measured in one run, round-robin (one block of each model in turn, so load from other processes
+hits all of them alike), median over the repeats:
+
+* latency at batch 1, 640x640 and 320x320 (eval, no_grad, decoded output included, no NMS);
+* throughput at batch 16, 640x640 (``--quick``: batch 4, 320x320);
+
+each also as a ratio to YOLOv5n unfused. The paper reports 6.3 ms (YOLOv5n) vs 7.3 ms
+(YOLOv5n-SPD) on a GPU at batch 1. ``--spd-conv`` adds the paper's SPD -> conv order.
+
+    python benchmarks/yolo_infer.py [--device cpu|cuda] [--half] [--repeats 7] [--quick] [--spd-conv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+from nostride import create_model
+from nostride.utils import count_flops, count_parameters
+
+
+def measure(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int, min_time: float) -> dict[str, float]:
+    """Median seconds per call of each function over ``repeats`` interleaved timed blocks."""
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    numbers = {}
+    for name, fn in fns.items():  # warm-up, and calls per block so a block lasts >= min_time
+        fn()
+        numbers[name] = 1
+        if min_time > 0:
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            numbers[name] = max(1, int(min_time / max(time.perf_counter() - start, 1e-6)))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync()
+            start = time.perf_counter()
+            for _ in range(numbers[name]):
+                fn()
+            sync()
+            times[name].append((time.perf_counter() - start) / numbers[name])
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def build_models(device: torch.device, half: bool, spd_conv: bool) -> dict[str, torch.nn.Module]:
+    specs = [("yolov5n", {}), ("yolov5n_spd", {})]
+    if spd_conv:
+        specs.append(("yolov5n_spd", {"spd_order": "spd-conv"}))
+    models = {}
+    for name, kwargs in specs:
+        label = name + (" (spd-conv)" if kwargs else "")
+        model = create_model(name, **kwargs).eval()
+        models[label] = model
+        models[label + " fused"] = create_model(name, **kwargs).eval().fuse()
+    for model in models.values():
+        model.to(device)
+        if half:
+            model.half()
+    return models
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--half", action="store_true", help="float16 models and inputs (CUDA)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed blocks per measurement (median)")
+    parser.add_argument("--quick", action="store_true", help="3 repeats, throughput at batch 4 and 320x320")
+    parser.add_argument("--spd-conv", action="store_true", help="also time the paper's SPD -> conv order")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    repeats = 3 if args.quick else args.repeats
+    min_time = 0.0 if args.quick else 0.2
+    dtype = torch.float16 if args.half else torch.float32
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        machine = torch.cuda.get_device_name(device)
+    else:
+        machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    settings = [("b1 640", 1, 640), ("b1 320", 1, 320), ("b4 320", 4, 320) if args.quick else ("b16 640", 16, 640)]
+    print(f"torch {torch.__version__}, device {device} ({machine}), {dtype}, median of {repeats} interleaved blocks")
+
+    models = build_models(device, args.half, args.spd_conv)
+    base = next(iter(models))
+    info = {name: (count_parameters(m), count_flops(m.float(), (1, 3, 64, 64)) * 100 / 1e9) for name, m in models.items()}
+    if args.half:
+        for m in models.values():
+            m.half()
+    results: dict[str, dict[str, float]] = {}
+    for label, batch, size in settings:
+        x = torch.rand(batch, 3, size, size, device=device, dtype=dtype)
+
+        def step(model: torch.nn.Module) -> Callable[[], object]:
+            def run() -> object:
+                with torch.no_grad():
+                    return model(x)
+
+            return run
+
+        results[label] = measure({name: step(m) for name, m in models.items()}, device, repeats, min_time)
+
+    width = max(len(n) for n in models) + 2
+    head = f"{'model':<{width}}{'params':>11}{'GFLOPs':>8}"
+    for label, batch, _ in settings[:2]:
+        head += f"{label + ' ms':>12}{'ratio':>7}"
+    label_t, batch_t, _ = settings[2]
+    head += f"{label_t + ' img/s':>15}{'ratio':>7}"
+    print(head)
+    for name in models:
+        params, gflops = info[name]
+        row = f"{name:<{width}}{params:>11,}{gflops:>8.2f}"
+        for label, _, _ in settings[:2]:
+            t = results[label][name]
+            row += f"{t * 1e3:>12.1f}{t / results[label][base]:>7.2f}"
+        tput = batch_t / results[label_t][name]
+        row += f"{tput:>15.1f}{tput / (batch_t / results[label_t][base]):>7.2f}"
+        print(row)
+    print(f"ratios: time (or throughput) / {base}'s in this run; GFLOPs at 640x640 (conv multiply-adds x 2)")
+
+
+if __name__ == "__main__":
+    main()
