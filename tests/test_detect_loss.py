@@ -371,3 +371,31 @@ def test_overfitting_one_image_lowers_the_loss(one_thread):
     assert all(math.isfinite(v) for v in history)
     assert min(history[-5:]) < 0.5 * history[0], history
     assert items[0] < first_items[0] and items[1] < first_items[1]  # box and objectness both learn
+
+
+def test_regression_values_of_a_mixed_case():
+    """Two images, seven targets (integer coordinates, right-border clamp, shared cells, label
+    smoothing, 96 px gain scaling) on deterministic logits. The expected numbers were produced by
+    YOLOv5 v6.0's ComputeLoss on the same inputs (float32, CPU); nostride matched them bit for bit
+    there, the tolerance here only allows for other CPUs' summation order."""
+    nc = 3
+    preds = []
+    for i, g in enumerate((12, 6, 3)):
+        shape = (2, 3, g, g, nc + 5)
+        n = 2 * 3 * g * g * (nc + 5)
+        preds.append((torch.sin(torch.arange(n, dtype=torch.float32) * 0.37 + i) * 2).view(shape).requires_grad_())
+    targets = torch.tensor([
+        [0, 0, 0.30, 0.55, 0.25, 0.20],
+        [0, 2, 0.50, 0.50, 0.10, 0.30],  # 6.0, 6.0 on P3: integer coordinates
+        [0, 1, 1.00, 0.20, 0.40, 0.35],  # right border: clamp
+        [0, 1, 0.31, 0.56, 0.20, 0.22],  # shares cells with the first
+        [1, 1, 0.75, 0.25, 0.60, 0.50],
+        [1, 0, 0.05, 0.95, 0.04, 0.06],
+        [1, 2, 0.40, 0.60, 0.90, 0.85],
+    ])
+    loss = YOLOv5Loss(yolo_head(nc), dict(label_smoothing=0.1), img_size=96)
+    total, items = loss(preds, targets)
+    total.backward()
+    assert total.item() == pytest.approx(0.6013040542602539, rel=1e-6)
+    assert items.tolist() == pytest.approx([0.14124217629432678, 0.1107100397348404, 0.04869978874921799], rel=1e-6)
+    assert sum(p.grad.abs().sum().item() for p in preds) == pytest.approx(0.21824241429567337, rel=1e-5)
