@@ -16,7 +16,7 @@ Three stems/layouts share one :class:`ResNet` class:
     the stage's first block. Every block is stride 1, so no strided convolution or pooling remains
     (the shortcut projections become stride-1 1x1 convs). Total downsampling 16 (spd1-spd4).
 
-docs/models.md has the per-layer tables and parameter/FLOP counts.
+docs/models.md has the per-layer tables and parameter/FLOP counts (builder docstrings: at 1000 classes).
 """
 
 from __future__ import annotations
@@ -134,8 +134,9 @@ class ResNet(nn.Module):
         if len(layers) != 4 or any(n < 1 for n in layers):
             raise ValueError(f"layers must be 4 positive block counts, got {layers}")
         for name, value in (("num_classes", num_classes), ("in_chans", in_chans), ("width", width)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "num_classes" else 1):
-                raise ValueError(f"{name} must be a {'non-negative' if name == 'num_classes' else 'positive'} int, got {value!r}")
+            lowest = 0 if name == "num_classes" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+                raise ValueError(f"{name} must be an int >= {lowest}, got {value!r}")
         self.stem_type = stem
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -234,36 +235,42 @@ def _build(arch: tuple[Block, tuple[int, int, int, int]], stem: str, num_classes
 
 
 @register_model(task="classify")
-def resnet18(*, num_classes: int = 1000, in_chans: int = 3, width: int = 64, zero_init_residual: bool = False) -> ResNet:
-    """ResNet-18 (torchvision layout and state-dict keys): 7x7/2 stem conv + 3x3/2 max-pool."""
+def resnet18(*, num_classes: int = 1000, in_chans: int = 3, width: int = 64,
+        zero_init_residual: bool = False) -> ResNet:
+    """ResNet-18 (torchvision layout and state-dict keys), 7x7/2 conv + 3x3/2 max-pool stem, 11.69 M params."""
     return _build(_R18, "imagenet", num_classes, in_chans, width, zero_init_residual)
 
 
 @register_model(task="classify")
-def resnet50(*, num_classes: int = 1000, in_chans: int = 3, width: int = 64, zero_init_residual: bool = False) -> ResNet:
-    """ResNet-50 v1.5 (torchvision layout and state-dict keys): 7x7/2 stem conv + 3x3/2 max-pool."""
+def resnet50(*, num_classes: int = 1000, in_chans: int = 3, width: int = 64,
+        zero_init_residual: bool = False) -> ResNet:
+    """ResNet-50 v1.5 (torchvision layout and state-dict keys), 7x7/2 conv + 3x3/2 max-pool stem, 25.56 M params."""
     return _build(_R50, "imagenet", num_classes, in_chans, width, zero_init_residual)
 
 
 @register_model(task="classify")
-def resnet18_spd(*, num_classes: int = 1000, in_chans: int = 3, width: int = 64, zero_init_residual: bool = False) -> ResNet:
-    """ResNet18-SPD (paper Table 3): SPD-Conv stem and stage downsampling, no strides or pooling."""
+def resnet18_spd(*, num_classes: int = 1000, in_chans: int = 3, width: int = 64,
+        zero_init_residual: bool = False) -> ResNet:
+    """ResNet18-SPD (paper Table 3): SPD-Conv stem and stage downsampling, no strides/pooling, 14.78 M params."""
     return _build(_R18, "spd", num_classes, in_chans, width, zero_init_residual)
 
 
 @register_model(task="classify")
-def resnet50_spd(*, num_classes: int = 1000, in_chans: int = 3, width: int = 64, zero_init_residual: bool = False) -> ResNet:
-    """ResNet50-SPD (paper Table 3): SPD-Conv stem and stage downsampling, no strides or pooling."""
+def resnet50_spd(*, num_classes: int = 1000, in_chans: int = 3, width: int = 64,
+        zero_init_residual: bool = False) -> ResNet:
+    """ResNet50-SPD (paper Table 3): SPD-Conv stem and stage downsampling, no strides/pooling, 75.10 M params."""
     return _build(_R50, "spd", num_classes, in_chans, width, zero_init_residual)
 
 
 @register_model(task="classify")
-def resnet18_cifar(*, num_classes: int = 1000, in_chans: int = 3, width: int = 64, zero_init_residual: bool = False) -> ResNet:
-    """ResNet-18 for small images: 3x3 stride-1 stem conv, no max-pool (downsampling 8)."""
+def resnet18_cifar(*, num_classes: int = 1000, in_chans: int = 3, width: int = 64,
+        zero_init_residual: bool = False) -> ResNet:
+    """ResNet-18 for small images: 3x3 stride-1 stem conv, no max-pool (downsampling 8), 11.68 M params."""
     return _build(_R18, "cifar", num_classes, in_chans, width, zero_init_residual)
 
 
 @register_model(task="classify")
-def resnet50_cifar(*, num_classes: int = 1000, in_chans: int = 3, width: int = 64, zero_init_residual: bool = False) -> ResNet:
-    """ResNet-50 v1.5 for small images: 3x3 stride-1 stem conv, no max-pool (downsampling 8)."""
+def resnet50_cifar(*, num_classes: int = 1000, in_chans: int = 3, width: int = 64,
+        zero_init_residual: bool = False) -> ResNet:
+    """ResNet-50 v1.5 for small images: 3x3 stride-1 stem conv, no max-pool (downsampling 8), 25.55 M params."""
     return _build(_R50, "cifar", num_classes, in_chans, width, zero_init_residual)

@@ -110,7 +110,8 @@ def estimate_mean_std(paths: Sequence[str], img_size: int, seed: int = 0, sample
         return None
     mean = s / n
     std = (s2 / n - mean * mean).clamp_min(1e-12).sqrt()
-    return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())  # type: ignore[return-value]
+    rounded = tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
+    return rounded  # type: ignore[return-value]
 
 
 def _resize_array(images: torch.Tensor, img_size: int, chunk: int = 4096) -> torch.Tensor:
@@ -169,15 +170,13 @@ def build_classification_data(
         size = img_size or 32
         if size != 32:
             tr_x, te_x = _resize_array(tr_x, size), _resize_array(te_x, size)
-        stats = (CIFAR10_MEAN, CIFAR10_STD)
-        train_tf = train_transform(size, *_stats(stats, mean, std), resize=False, augment=augment)
-        eval_tf = eval_transform(size, *_stats(stats, mean, std), resize=False)
+        m, s = _stats((CIFAR10_MEAN, CIFAR10_STD), mean, std)
+        eval_tf = eval_transform(size, m, s, resize=False)
         tr_idx, va_idx = stratified_split(tr_y.tolist(), val_fraction, seed)
-        train = TensorImageDataset(tr_x, tr_y, train_tf, tr_idx)
+        train = TensorImageDataset(tr_x, tr_y, train_transform(size, m, s, resize=False, augment=augment), tr_idx)
         val = TensorImageDataset(tr_x, tr_y, eval_tf, va_idx) if va_idx else None
         test = TensorImageDataset(te_x, te_y, eval_tf)
-        mean_std = _stats(stats, mean, std)
-        return ClassificationData(train, val, test, classes, size, *mean_std, format=fmt, root=root)
+        return ClassificationData(train, val, test, classes, size, m, s, format=fmt, root=root)
 
     if fmt == "tiny-imagenet":
         tiny = load_tiny_imagenet(root)
@@ -214,4 +213,6 @@ def build_classification_data(
 
 def _stats(default: tuple[Sequence[float], Sequence[float]], mean: Sequence[float] | None,
            std: Sequence[float] | None) -> tuple[Stats, Stats]:
-    return _tuple3(mean if mean is not None else default[0], "mean"), _tuple3(std if std is not None else default[1], "std")
+    chosen_mean = mean if mean is not None else default[0]
+    chosen_std = std if std is not None else default[1]
+    return _tuple3(chosen_mean, "mean"), _tuple3(chosen_std, "std")

@@ -11,7 +11,7 @@ import os
 import warnings
 from pathlib import Path
 
-from ..io import is_image_file
+from ..io import IMAGE_EXTENSIONS, is_image_file
 
 __all__ = ["TEST_SPLIT_NAMES", "find_test_dir", "load_image_folder"]
 
@@ -55,7 +55,7 @@ def load_image_folder(root: Path) -> tuple[list[tuple[str, int]], list[tuple[str
         raise ValueError(f"{train_dir}: no class folders (expected train/<class>/<image files>)")
     train = _scan(train_dir, classes)
     if not train:
-        raise ValueError(f"{train_dir}: no image files ({', '.join(e for e in ('.jpg', '.png', '...'))}) in its class folders")
+        raise ValueError(f"{train_dir}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in its class folders")
     test = None
     test_dir = find_test_dir(root)
     if test_dir is not None:
