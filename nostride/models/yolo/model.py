@@ -153,7 +153,8 @@ class YOLOv5(nn.Module):
         Each layer is fused on its own (layers are never merged, so indices, ``from`` links and
         the Detect head stay as they are). Focus and SPDConv (space-to-depth then a stride-1
         conv) become one strided conv with the same parameter count. The released YOLOv5-SPD
-        order, a conv *then* space-to-depth, has no single-conv equivalent and stays two layers.
+        order, a stride-1 conv *then* space-to-depth, stays two layers: as one conv it would be
+        a 4x4 stride-2 conv with 4x the outputs (mostly zero weights, 16/9 of the work).
         The model keeps its train/eval mode; the result is only meant for inference.
 
         Returns:
