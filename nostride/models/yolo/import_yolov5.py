@@ -231,6 +231,8 @@ def read_yolov5_checkpoint(path: str | os.PathLike, *, use_ema: bool | str = "au
     missing = [k for k in ("nc", "depth_multiple", "width_multiple", "anchors", "backbone", "head") if k not in cfg]
     if missing:
         raise ValueError(f"{path}: the model definition (model.yaml) lacks {missing}")
+    if not isinstance(cfg["backbone"], list) or not isinstance(cfg["head"], list):
+        raise ValueError(f"{path}: the model definition's 'backbone' and 'head' must be lists of rows")
 
     seq = _children(root).get("model")
     layers = list(_children(seq).values()) if isinstance(seq, PickledObject) else []
