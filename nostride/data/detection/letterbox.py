@@ -97,24 +97,23 @@ def scale_boxes(
         img1_shape: ``(height, width)`` of the letterboxed image the boxes refer to.
         boxes: (n, >=4) tensor, columns 0-3 xyxy in ``img1_shape`` pixels (modified in place).
         img0_shape: ``(height, width)`` of the original image.
-        ratio_pad: ``(ratio, pad)`` as returned by :func:`letterbox`; if ``None`` they are derived
-            from the two shapes as YOLOv5 does (a centred, aspect-preserving letterbox).
-            With ``ratio_pad``, x and y are divided by their own ratio (equal unless
-            ``scale_fill``).
+        ratio_pad: ``(ratio, pad)`` as returned by :func:`letterbox` (or a dataset's
+            ``((h / h0, w / w0), (padw, padh))``); as in YOLOv5, ``ratio[0]`` is the one gain for
+            both axes (a letterbox keeps the aspect ratio; ``scale_fill`` output is not
+            invertible this way). If ``None``, gain and padding are derived from the two shapes
+            as YOLOv5 does (a centred, aspect-preserving letterbox).
 
     Returns:
         ``boxes``, now in original-image pixels, clipped to it.
     """
     if ratio_pad is None:
         gain = min(img1_shape[0] / img0_shape[0], img1_shape[1] / img0_shape[1])
-        gx = gy = gain
         pad = ((img1_shape[1] - img0_shape[1] * gain) / 2, (img1_shape[0] - img0_shape[0] * gain) / 2)
     else:
-        (gx, gy), pad = ratio_pad
+        gain, pad = ratio_pad[0][0], ratio_pad[1]
     boxes[:, [0, 2]] -= pad[0]
     boxes[:, [1, 3]] -= pad[1]
-    boxes[:, [0, 2]] /= gx
-    boxes[:, [1, 3]] /= gy
+    boxes[:, :4] /= gain
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clamp(0, img0_shape[1])
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clamp(0, img0_shape[0])
     return boxes
