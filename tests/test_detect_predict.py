@@ -78,6 +78,9 @@ def test_scale_boxes_inverts_the_letterbox_mapping():
     back = scale_boxes((320, 320), lb.clone(), img0_shape, (ratio, pad))
     assert torch.allclose(back, orig)
     assert torch.allclose(scale_boxes((320, 320), lb.clone(), img0_shape), orig)  # derived ratio/pad
+    # a dataset's ((h/h0, w/w0), pad): as in YOLOv5 the first ratio is the gain for both axes
+    ds = scale_boxes((320, 320), lb.clone(), img0_shape, ((0.5, 0.5004), (0.0, 40.0)))
+    assert torch.allclose(ds, orig)
     # outside the image -> clipped to it
     clipped = scale_boxes((320, 320), torch.tensor([[-10.0, 20.0, 400.0, 300.0]]), img0_shape)
     assert clipped.tolist() == [[0.0, 0.0, 640.0, 480.0]]
