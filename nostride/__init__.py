@@ -12,6 +12,14 @@ from .layers import DepthToSpace, SPDConv, SpaceToDepth, depth_to_space, space_t
 from .models import create_model, list_models
 from .models.yolo.import_yolov5 import load_yolov5
 
+
+def train(model=None, data=None, **options):
+    """Train a model (see :func:`nostride.engine.train`; imported lazily to keep ``import nostride`` light)."""
+    from .engine import train as _train
+
+    return _train(model, data, **options)
+
+
 __all__ = [
     "DepthToSpace",
     "SPDConv",
@@ -27,4 +35,5 @@ __all__ = [
     "save_checkpoint",
     "space_to_depth",
     "spdify",
+    "train",
 ]

@@ -3,7 +3,7 @@
 A hook gets the trainer at six points: ``before_train``, ``before_epoch``, ``before_step``,
 ``after_step``, ``after_epoch``, ``after_train``. The trainer runs its default hooks in this order
 (LR schedule, EMA, validation, checkpointing, results), then the task's, then the caller's. State a
-hook may read: ``trainer.epoch``, ``trainer.iter`` (global batch index), ``trainer.batch_index``,
+hook may read: ``trainer.epoch``, ``trainer.iter`` (global batch index), ``trainer.batch_index``, ``trainer.batch`` (the loader's batch),
 ``trainer.stepped`` (whether the last batch ended with an optimizer step), ``trainer.metrics``,
 ``trainer.fitness``, ``trainer.best_fitness``, ``trainer.train_items`` (epoch means).
 """

@@ -90,6 +90,7 @@ class Trainer:
         cfg = self.cfg
         self.info = D.dist_info()
         self.device = D.select_device(cfg.device, self.info.local_rank)
+        self._owns_process_group = self.info.distributed and not D.is_dist()
         D.setup_distributed(self.info, self.device)
         if cfg.batch_size % self.info.world_size:
             raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the {self.info.world_size} processes "
@@ -127,7 +128,11 @@ class Trainer:
         self.optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, wd, cfg.nesterov,
                                          cfg.decay_norm_bias)
         if cfg.sync_bn and self.info.distributed:
-            model = self.model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # parameters are shared
+            if self.device.type == "cuda":
+                model = self.model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # parameters are shared
+            else:
+                self.log(f"sync_bn: SyncBatchNorm needs CUDA; keeping per-process BatchNorm on {self.device}",
+                         always=True)
         self.ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau) if cfg.ema else None
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
 
@@ -232,6 +237,7 @@ class Trainer:
                 self.log(self._epoch_line())
             self._call("after_train")
             self.final_metrics = self.final_evaluation()
+            D.barrier()  # no rank leaves (and tears the group down) while another still works
             return self.final_metrics
         except KeyboardInterrupt:
             self.log(f"\ninterrupted during epoch {self.epoch + 1}: {self.last_path} holds {self._saved_state()}; "
@@ -240,6 +246,8 @@ class Trainer:
         finally:
             if self.results is not None:
                 self.results.close()
+            if getattr(self, "_owns_process_group", False):
+                D.cleanup_distributed()
 
     def _saved_state(self) -> str:
         e = self.last_saved_epoch
@@ -255,6 +263,7 @@ class Trainer:
         bar = self._progress(self.train_loader, nb)
         for self.batch_index, batch in enumerate(bar):
             self.iter = self.epoch * nb + self.batch_index
+            self.batch = batch  # as the loader gave it (hooks may inspect it)
             self._call("before_step")
             items = self.run_step(batch, last=self.batch_index == nb - 1)
             for k, v in items.items():
