@@ -404,3 +404,31 @@ def test_missing_yaml_file_and_bad_yaml(tmp_path):
         create_model("yolov5", cfg=str(bad))
     with pytest.raises(ValueError, match="spd_order"):
         create_model("yolov5n_spd", spd_order="spd-then-conv")
+
+
+def test_docs_example_definition_builds(tmp_path):
+    """docs/yolo-config.md's example file gives the numbers printed there."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "examples" / "yolov5n-spd-backbone.yaml"
+    model = create_model("yolov5", cfg=str(path))
+    assert count_parameters(model) == 2_943_016 and model.nc == 3
+    assert count_parameters(model.fuse()) == 2_938_264
+
+
+def test_conv_then_spd_equals_one_wide_4x4_strided_conv():
+    """Why fuse() leaves the released conv -> SPD pairs alone (docs/models.md): their one-conv form
+    is a 4x4 stride-2 conv with 4x the outputs, the 3x3 kernel shifted to each block offset."""
+    c1, c2 = 3, 5
+    conv = nn.Conv2d(c1, c2, 3, 1, 1, bias=False)
+    x = torch.randn(2, c1, 8, 12)
+    expected = SpaceToDepth(2)(conv(x))
+    wide = nn.Conv2d(c1, 4 * c2, 4, 2, 1, bias=False)
+    with torch.no_grad():
+        wide.weight.zero_()
+        for r in range(2):
+            for c in range(2):
+                block = (r + 2 * c) * c2
+                wide.weight[block : block + c2, :, r : r + 3, c : c + 3] = conv.weight
+    torch.testing.assert_close(wide(x), expected, rtol=1e-5, atol=1e-5)
+    assert wide.weight.numel() == 64 * c1 * c2 and conv.weight.numel() == 9 * c1 * c2
