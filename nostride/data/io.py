@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
-from torchvision.io import ImageReadMode, decode_image, read_file
+from torchvision.io import ImageReadMode, decode_image
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageDecodeError", "read_image_rgb", "is_image_file"]
 
@@ -35,10 +36,15 @@ def read_image_rgb(path: str | os.PathLike) -> torch.Tensor:
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     try:
-        data = read_file(str(path))
-        if data.numel() == 0:
+        raw = path.read_bytes()
+        if not raw:
             raise RuntimeError("empty file")
-        img = decode_image(data, mode=ImageReadMode.RGB)
-    except (RuntimeError, ValueError) as e:
+        data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+        with warnings.catch_warnings():
+            # torchvision 0.29 deprecates its decoders in favour of torchcodec (not a dependency
+            # here); they still work, and the warning would fire once per image.
+            warnings.filterwarnings("ignore", message=".*image decoding and encoding", category=DeprecationWarning)
+            img = decode_image(data, mode=ImageReadMode.RGB)
+    except (OSError, RuntimeError, ValueError) as e:
         raise ImageDecodeError(f"{path}: cannot decode image ({e})") from None
     return img
