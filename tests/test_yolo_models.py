@@ -432,3 +432,21 @@ def test_conv_then_spd_equals_one_wide_4x4_strided_conv():
                 wide.weight[block : block + c2, :, r : r + 3, c : c + 3] = conv.weight
     torch.testing.assert_close(wide(x), expected, rtol=1e-5, atol=1e-5)
     assert wide.weight.numel() == 64 * c1 * c2 and conv.weight.numel() == 9 * c1 * c2
+
+
+def test_onnx_export_with_dynamic_size():
+    """The decode grid is rebuilt from the traced shapes, so one export serves every input size."""
+    import io
+
+    ort = pytest.importorskip("onnxruntime")
+    model = YOLOv5(tiny_cfg("yolov5-spd.yaml")).eval().fuse()
+    f = io.BytesIO()
+    torch.onnx.export(model, (torch.rand(1, 3, 64, 96),), f, input_names=["images"], output_names=["decoded"],
+                      dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}}, dynamo=False)
+    session = ort.InferenceSession(f.getvalue())
+    for shape in [(1, 3, 64, 96), (2, 3, 128, 64)]:
+        x = torch.rand(*shape)
+        with torch.no_grad():
+            expected = model(x)[0]
+        got = session.run(["decoded"], {"images": x.numpy()})[0]
+        torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-4, atol=1e-3)
