@@ -148,3 +148,48 @@ def test_distributed_evaluate_sums_counts_over_ranks(tmp_path):
         assert result["top1"] == pytest.approx(ref["top1"])
         assert result["top2"] == pytest.approx(ref["top2"])
         assert result["loss"] == pytest.approx(ref["loss"], rel=1e-9)
+
+
+# ---- evaluate_classifier and plots ----------------------------------------------------------
+
+def test_evaluate_classifier_equals_direct_computation_and_restores_mode():
+    from torch.utils.data import TensorDataset
+
+    from nostride.tasks.classify import evaluate_classifier
+
+    torch.manual_seed(3)
+    x, y = torch.randn(50, 6), torch.randint(0, 4, (50,))
+    model = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.BatchNorm1d(4)).train()
+    m = evaluate_classifier(model, TensorDataset(x, y), batch_size=16, device="cpu", workers=0,
+                            class_names=list("wxyz"), progress=False)
+    assert model.training  # restored
+    with torch.no_grad():
+        logits = model.eval()(x)  # eval mode: BatchNorm uses running statistics, as during evaluation
+    assert m["count"] == 50 and m["class_names"] == list("wxyz")
+    assert m["top1"] == pytest.approx(100 * (logits.argmax(1) == y).float().mean().item())
+    assert m["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="CUDA"):  # a device that is not there: a clear error
+        evaluate_classifier(model, TensorDataset(x, y), device=f"cuda:{torch.cuda.device_count()}")
+
+
+def _png_size(path) -> tuple[int, int]:
+    blob = path.read_bytes()
+    assert blob[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(blob[16:20], "big"), int.from_bytes(blob[20:24], "big")
+
+
+def test_plots_for_10_and_200_classes(tmp_path):
+    from nostride.tasks.classify.plots import plot_confusion_matrix, plot_per_class_accuracy
+
+    cm = torch.randint(0, 5, (10, 10)) + 50 * torch.eye(10, dtype=torch.int64)
+    cm[3] = 0  # a class without samples must not divide by zero
+    w, h = _png_size(plot_confusion_matrix(cm, tmp_path / "cm10.png", [f"class{i}" for i in range(10)]))
+    assert 500 <= w <= 1200 and 500 <= h <= 1200
+    big = torch.randint(0, 3, (200, 200)) + 30 * torch.eye(200, dtype=torch.int64)
+    w, h = _png_size(plot_confusion_matrix(big, tmp_path / "cm200.png"))
+    assert w <= 1000 and h <= 1000  # a plain heat map, not a poster
+    acc = (big.diag() / big.sum(1) * 100).tolist()
+    acc[5] = None
+    _png_size(plot_per_class_accuracy(acc, tmp_path / "pc200.png"))
+    with pytest.raises(ValueError, match="square"):
+        plot_confusion_matrix(torch.zeros(2, 3), tmp_path / "bad.png")
