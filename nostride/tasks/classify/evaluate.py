@@ -201,6 +201,7 @@ def run_cli(args: Any, ckpt: dict[str, Any]) -> int:
     mean, std = _stats(_recorded(ckpt, "mean")), _stats(_recorded(ckpt, "std"))
     img_size = args.img_size or _recorded(ckpt, "img_size")
     val_fraction = float(config.get("val_fraction", 0.1))
+
     def build(split: str | None):
         # the training max_per_class decides which images the validation split was carved from;
         # the test split is the dataset's own, complete unless --max-per-class limits it below
