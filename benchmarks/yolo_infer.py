@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--half", action="store_true", help="float16 models and inputs (CUDA)")
     parser.add_argument("--repeats", type=int, default=7, help="timed blocks per measurement (median)")
-    parser.add_argument("--quick", action="store_true", help="3 repeats, throughput at batch 4 and 320x320")
+    parser.add_argument("--quick", action="store_true", help="5 repeats of one call each, throughput at batch 4 and 320x320")
     parser.add_argument("--spd-conv", action="store_true", help="also time the paper's SPD -> conv order")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
@@ -85,7 +85,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
-    repeats = 3 if args.quick else args.repeats
+    repeats = 5 if args.quick else args.repeats
     min_time = 0.0 if args.quick else 0.2
     dtype = torch.float16 if args.half else torch.float32
     if device.type == "cuda":

@@ -434,6 +434,7 @@ def test_conv_then_spd_equals_one_wide_4x4_strided_conv():
     assert wide.weight.numel() == 64 * c1 * c2 and conv.weight.numel() == 9 * c1 * c2
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript-based exporter
 def test_onnx_export_with_dynamic_size():
     """The decode grid is rebuilt from the traced shapes, so one export serves every input size."""
     import io
