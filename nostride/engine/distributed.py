@@ -14,7 +14,7 @@ from torch.utils.data import Sampler
 
 __all__ = [
     "DistInfo", "dist_info", "setup_distributed", "cleanup_distributed", "select_device", "ShardSampler",
-    "all_reduce_sum", "barrier", "broadcast_state", "is_dist", "seed_everything", "configure_determinism", "worker_init_fn",
+    "all_gather_object", "all_reduce_sum", "barrier", "broadcast_state", "is_dist", "seed_everything", "configure_determinism", "worker_init_fn",
 ]
 
 
@@ -114,6 +114,15 @@ def barrier() -> None:
     """Wait for every rank (no-op without a process group)."""
     if is_dist():
         dist.barrier()
+
+
+def all_gather_object(obj: object) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` (``[obj]`` without a process group)."""
+    if not is_dist():
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

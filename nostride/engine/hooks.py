@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from nostride.checkpoint import save_checkpoint
 
-from .distributed import broadcast_state
+from .checkpointer import capture_rng_state
+from .distributed import all_gather_object, broadcast_state
 
 if TYPE_CHECKING:  # pragma: no cover
     from .trainer import Trainer
@@ -85,9 +86,10 @@ class CheckpointHook(Hook):
             trainer.best_fitness = f
             trainer.best_epoch = trainer.epoch
         trainer.last_saved_epoch = trainer.epoch
+        rng_ranks = all_gather_object(capture_rng_state())  # each rank's RNG, for an exact DDP resume
         if not trainer.info.is_main:
             return
-        ckpt = trainer.checkpoint(trainer.epoch)
+        ckpt = trainer.checkpoint(trainer.epoch, rng_ranks)
         save_checkpoint(ckpt, trainer.last_path)
         if is_best:
             # best.pt is for evaluation and deployment: no optimizer state (half the size)

@@ -197,7 +197,11 @@ class Trainer:
         self.best_fitness = ckpt.get("best_fitness")
         self.best_epoch = int(ckpt.get("best_epoch", -1))
         self.metrics = dict(ckpt.get("metrics") or {})
-        self._resume_rng = ckpt.get("rng")
+        ranks = ckpt.get("rng_ranks") or []
+        if len(ranks) == self.info.world_size:
+            self._resume_rng = ranks[self.info.rank]
+        else:  # another world size: rank 0 continues the saved stream, the others keep seed + rank
+            self._resume_rng = ckpt.get("rng") if self.info.is_main else None
         if self.start_epoch >= self.cfg.epochs:
             self.log(f"resume: {self.cfg.resume} already finished {self.start_epoch} of {self.cfg.epochs} epochs; "
                      "pass a larger --epochs to train longer", always=True)
@@ -205,8 +209,11 @@ class Trainer:
             self.log(f"resuming {self.cfg.resume} from epoch {self.start_epoch + 1}/{self.cfg.epochs}")
 
     # --------------------------------------------------------------- checkpoints
-    def checkpoint(self, epoch: int) -> dict[str, Any]:
-        """The full training state after epoch ``epoch`` (0-based; -1 = before training) as a plain dict."""
+    def checkpoint(self, epoch: int, rng_ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The full training state after epoch ``epoch`` (0-based; -1 = before training) as a plain dict.
+
+        ``rng_ranks``: every DDP rank's RNG state (rank order), so each rank resumes its own stream.
+        """
         return make_checkpoint(
             self.model, self.task.names, epoch=epoch,
             ema=self.ema.state_dict() if self.ema is not None else None,
@@ -214,7 +221,7 @@ class Trainer:
             optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
             scaler=self.scaler.state_dict(), best_fitness=self.best_fitness, best_epoch=self.best_epoch,
             metrics=to_plain({k: v for k, v in self.metrics.items() if _is_scalar(v)}),
-            config=self.cfg.to_dict(), rng=capture_rng_state(),
+            config=self.cfg.to_dict(), rng=capture_rng_state(), rng_ranks=rng_ranks or [],
             **dict(getattr(self.task, "checkpoint_extra", lambda: {})()),
         )
 
