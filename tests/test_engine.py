@@ -239,3 +239,61 @@ def test_run_dir_increments(tmp_path):
     assert increment_path(tmp_path / "exp") == tmp_path / "exp2"
     assert increment_path(tmp_path / "exp") == tmp_path / "exp3"
     assert increment_path(tmp_path / "exp", exist_ok=True) == tmp_path / "exp"
+
+
+# ------------------------------------------------------- resume paths, devices, tensorboard
+def test_resume_path_forms(tmp_path):
+    import os
+    import time
+
+    from nostride.engine.checkpointer import resolve_resume_path
+
+    for name in ("a", "b"):
+        save_checkpoint({"format": "nostride"}, tmp_path / name / "weights" / "last.pt")
+        time.sleep(0.01)
+    os.utime(tmp_path / "a" / "weights" / "last.pt")  # newest
+    assert resolve_resume_path(str(tmp_path / "b"), str(tmp_path), "x") == tmp_path / "b" / "weights" / "last.pt"
+    assert resolve_resume_path(True, str(tmp_path), "b") == tmp_path / "b" / "weights" / "last.pt"  # own run
+    assert resolve_resume_path(True, str(tmp_path), "exp") == tmp_path / "a" / "weights" / "last.pt"  # newest
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        resolve_resume_path(str(tmp_path / "nope.pt"), str(tmp_path), "x")
+
+
+def test_device_selection_errors():
+    from nostride.engine.distributed import select_device
+
+    assert select_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert select_device("") == torch.device("cpu") or select_device("").type == "mps"
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            select_device("cuda:0")
+    with pytest.raises(ValueError, match="unknown device"):
+        select_device("tpu")
+
+
+def test_results_writer_csv_resume_truncation_and_missing_tensorboard(tmp_path, capsys, monkeypatch):
+    import builtins
+    import csv as _csv
+
+    from nostride.engine.results import ResultsWriter
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *a, **k):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    w = ResultsWriter(tmp_path, tensorboard=True)
+    assert "tensorboard: not installed" in capsys.readouterr().out
+    monkeypatch.undo()
+    for e in range(3):
+        w.write({"epoch": e, "lr": 0.1 / (e + 1), "train/loss": 2.0 - e})
+    w.close()
+    assert (tmp_path / "results.png").stat().st_size > 0
+    # resuming from epoch 1's checkpoint drops the later row, then appends
+    w = ResultsWriter(tmp_path, resume_epoch=1, plot_interval=1e9)
+    w.write({"epoch": 2, "lr": 0.01, "train/loss": 0.5})
+    rows = list(_csv.DictReader(open(tmp_path / "results.csv")))
+    assert [(r["epoch"], r["train/loss"]) for r in rows] == [("0", "2"), ("1", "1"), ("2", "0.5")]
