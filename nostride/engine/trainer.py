@@ -106,15 +106,14 @@ class Trainer:
         if cfg.resume:
             cfg.resume = str(resolve_resume_path(cfg.resume, cfg.project, cfg.name))
             resume_ckpt = load_checkpoint(cfg.resume)
-            self.run_dir = Path(cfg.resume).resolve().parent.parent
-        else:
-            self.run_dir = self._make_run_dir()
-        self.weights_dir = self.run_dir / "weights"
-        self.last_path, self.best_path = self.weights_dir / "last.pt", self.weights_dir / "best.pt"
 
         splits = self.task.build_datasets()
         self.splits = splits
         model = self.task.build_model().to(self.device)
+        # the run folder only now, so bad data or model options leave no empty folder behind
+        self.run_dir = Path(cfg.resume).resolve().parent.parent if cfg.resume else self._make_run_dir()
+        self.weights_dir = self.run_dir / "weights"
+        self.last_path, self.best_path = self.weights_dir / "last.pt", self.weights_dir / "best.pt"
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model  # the unwrapped model (checkpoints, EMA); self.train_model may be DDP
