@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 __all__ = ["AxisGeometry"]
 
 
@@ -43,11 +45,17 @@ class AxisGeometry:
         span = size + 2 * p - self.dilation * (self.kernel - 1) - 1
         if not self.ceil_mode:
             return span // s + 1
-        out = -((-span) // s) + 1
-        # PyTorch: the last pooling window must start inside the input or the left padding
-        if (out - 1) * s >= size + p:
-            out = out - 1
-        return out
+        # ceil division written without negative operands: exported graphs (ONNX) may
+        # truncate integer division toward zero instead of flooring it
+        out = (span + s - 1) // s + 1
+        # PyTorch: the last window must start inside the input or the left padding, i.e.
+        # (out - 1) * s < size + p. Written as a min (it removes at most one, as PyTorch's
+        # "if ...: out -= 1" does, since p <= k/2) so a symbolic size needs no branch.
+        return torch.sym_min(out, (size + p - 1) // s + 1)
+
+    def same_size(self) -> bool:
+        """True when the output size is ``ceil(size / stride)`` for every size (padding 2p == d*(k-1))."""
+        return not self.ceil_mode and 2 * self.padding == self.dilation * (self.kernel - 1)
 
     def taps(self) -> list[tuple[int, int, int]]:
         """``(u, a, r)`` for each tap ``u``: it reads row ``i + a`` of space-to-depth sub-map ``r``."""

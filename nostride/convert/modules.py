@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.fused import _tracing
-from ..layers.space_to_depth import SpaceToDepth
 from .geometry import AxisGeometry
 
 __all__ = ["GroupedSpaceToDepth", "SPDDownsample", "grouped_space_to_depth"]
@@ -35,15 +34,21 @@ def grouped_space_to_depth(x: torch.Tensor, scale: tuple[int, int], groups: int 
         (N, sh*sw*C, ceil(H/sh), ceil(W/sw)).
     """
     sh, sw = scale
-    n, ch, h, w = x.shape
-    pad_h, pad_w = (-h) % sh, (-w) % sw
+    h, w = x.shape[-2], x.shape[-1]
+    # padded size written as sh * ceil(h / sh): a symbolic H (torch.export, ONNX) is then known to
+    # give sub-maps of equal size (h + (-h % sh) is not simplified that far)
+    pad_h, pad_w = sh * ((h + sh - 1) // sh) - h, sw * ((w + sw - 1) // sw) - w
     # while a graph is recorded always pad (a zero pad keeps H/W symbolic), else only when needed
     if _tracing() or pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h))
-    ho, wo = (h + pad_h) // sh, (w + pad_w) // sw
-    # (N, G, Cg, Ho, r, Wo, c) -> (N, G, c, r, Cg, Ho, Wo)
-    x = x.reshape(n, groups, ch // groups, ho, sh, wo, sw).permute(0, 1, 6, 4, 2, 3, 5)
-    return x.reshape(n, ch * sh * sw, ho, wo)
+    # strided slices, block index r + sh*c (column offset c slowest): slicing, unlike reshaping
+    # H into (H/sh, sh), needs no divisibility facts about a symbolic H (torch.export, ONNX)
+    blocks = [x[:, :, r::sh, c::sw] for c in range(sw) for r in range(sh)]
+    if groups == 1:
+        return torch.cat(blocks, 1)
+    # (N, B, C, Ho, Wo) -> (N, B, G, Cg, Ho, Wo) -> (N, G, B, Cg, Ho, Wo): group-major
+    y = torch.stack(blocks, 1).unflatten(2, (groups, x.shape[1] // groups)).transpose(1, 2)
+    return y.flatten(1, 3)
 
 
 class GroupedSpaceToDepth(nn.Module):
@@ -99,8 +104,8 @@ class SPDDownsample(nn.Module):
         device: device of the convolution.
         dtype: dtype of the convolution.
 
-    Children: ``spd`` (:class:`~nostride.layers.SpaceToDepth`, or :class:`GroupedSpaceToDepth`
-    for grouped or non-square cases) and ``conv`` (stride-1 ``nn.Conv2d``).
+    Children: ``spd`` (:class:`GroupedSpaceToDepth`, the paper's channel order, group-major for
+    grouped convolutions) and ``conv`` (stride-1 ``nn.Conv2d``).
     """
 
     def __init__(
@@ -135,13 +140,16 @@ class SPDDownsample(nn.Module):
         self.padding_mode = padding_mode
         self.avg_divisor = avg_divisor
         self.replaces = replaces
-        # zero rows below the SPD map are needed only when the strided op pads more than a
-        # "same" convolution would (2p > d*(k-1)) or rounds up (ceil_mode): decided here, once
+        # The stride-1 conv yields ceil(H/s) rows: exactly the strided op's output size when its
+        # padding is "same" (2p == d*(k-1)). Otherwise rows are cropped or zero rows appended.
+        # Decided here, once, so "same" layers carry no shape logic into compiled/exported graphs.
+        self._exact_size = gh.same_size() and gw.same_size()
+        # per axis: zero rows may be appended below the SPD map (more padding than "same", or
+        # ceil_mode); nostride.fuse leaves such blocks unfused
         self._extend = tuple(g.ceil_mode or 2 * g.padding > g.dilation * (g.kernel - 1) for g in (gh, gw))
-        if groups == 1 and gh.stride == gw.stride:
-            self.spd = SpaceToDepth(gh.stride)
-        else:
-            self.spd = GroupedSpaceToDepth(self.scale, groups)
+        # the generalised SPD (equal to nostride.SpaceToDepth for groups=1 and a square block)
+        # also pads while a graph is recorded, so an ONNX export stays valid for odd H/W
+        self.spd = GroupedSpaceToDepth(self.scale, groups)
         self.conv = nn.Conv2d(
             in_channels * gh.stride * gw.stride,
             out_channels,
@@ -162,13 +170,18 @@ class SPDDownsample(nn.Module):
         h, w = x.shape[-2], x.shape[-1]
         out_h, out_w = gh.output_size(h), gw.output_size(w)
         y = self.spd(x)
-        if self._extend[0] or self._extend[1]:
-            extra_h = torch.sym_max(out_h - y.shape[-2], 0)
-            extra_w = torch.sym_max(out_w - y.shape[-1], 0)
-            y = F.pad(y, (0, extra_w, 0, extra_h))
-        # "same" conv: output row i reads SPD rows i - K//2 .. i + K//2, i.e. the strided op's
-        # output i; rows past the strided op's output size are cropped
-        z = self.conv(y)[..., :out_h, :out_w]
+        if self._exact_size:
+            z = self.conv(y)
+        else:
+            # zero rows when the strided op's padding reaches past the last SPD cell
+            if self._extend[0] or self._extend[1]:
+                extra_h = torch.sym_max(out_h - y.shape[-2], 0)
+                extra_w = torch.sym_max(out_w - y.shape[-1], 0)
+                if _tracing() or extra_h or extra_w:
+                    y = F.pad(y, (0, extra_w, 0, extra_h))
+            # "same" conv: output row i reads SPD rows i - K//2 .. i + K//2, i.e. the strided op's
+            # output i; rows past the strided op's output size are cropped
+            z = _crop(self.conv(y), out_h, out_w)
         if self.avg_divisor is not None:
             z = z * self._border_scale(h, w, out_h, out_w, z)
         return z
@@ -212,3 +225,12 @@ def _window_counts(g: AxisGeometry, size, out_size, include_pad: bool, device: t
     rows = g.stride * torch.arange(out_size, device=device)[:, None] - g.padding
     rows = rows + g.dilation * torch.arange(g.kernel, device=device)[None, :]
     return ((rows >= lo) & (rows < hi)).sum(1)
+
+
+def _crop(z: torch.Tensor, out_h, out_w) -> torch.Tensor:
+    """``z[..., :out_h, :out_w]``; while a graph is recorded an index_select, which (unlike a
+    slice) needs no proof that ``out_h <= z.shape[-2]`` for a symbolic size (torch.export, ONNX)."""
+    if not _tracing():
+        return z[..., :out_h, :out_w]
+    z = z.index_select(-2, torch.arange(out_h, device=z.device))
+    return z.index_select(-1, torch.arange(out_w, device=z.device))
