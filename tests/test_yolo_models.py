@@ -288,6 +288,24 @@ def test_fuse_keeps_outputs(name, order):
         assert sum(isinstance(m, FusedSPDConv) for m in fused.modules()) == 7
 
 
+@pytest.mark.parametrize("name,order", [("yolov5n_spd", None), ("yolov5n_spd", "spd-conv")])
+def test_nostride_fuse_on_whole_model(name, order):
+    # nostride.fuse() must fuse a YOLOv5 through its hook, never with generic Sequential rules
+    # (layers are routed by `f`, not chained)
+    import nostride
+
+    kwargs = {"spd_order": order} if order else {}
+    model = create_model(name, num_classes=4, **kwargs)
+    randomize_bn(model)
+    model.eval()
+    x = torch.rand(1, 3, 96, 128)
+    fused = nostride.fuse(model)
+    assert fused is not model and any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x)[0], model(x)[0], rtol=1e-4, atol=1e-3)
+
+
 def test_fuse_in_training_mode_keeps_mode():
     model = create_model("yolov5n", num_classes=2).fuse()
     assert model.training

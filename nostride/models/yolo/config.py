@@ -108,7 +108,7 @@ def _resolve_arg(a: Any, nc: int, anchors: Any) -> Any:
     return a
 
 
-def parse_model(cfg: dict, ch: int) -> tuple[nn.Sequential, list[int]]:
+def parse_model(cfg: dict, ch: int) -> tuple[nn.ModuleList, list[int]]:
     """Build the layers of a definition.
 
     Args:
@@ -116,7 +116,9 @@ def parse_model(cfg: dict, ch: int) -> tuple[nn.Sequential, list[int]]:
         ch: input image channels.
 
     Returns:
-        ``(layers, save)``: an ``nn.Sequential`` whose layers carry ``i`` (index), ``f`` (from),
+        ``(layers, save)``: an ``nn.ModuleList`` (not a Sequential: layers are routed by ``f``, not
+        chained, so generic Sequential rewrites such as :func:`nostride.fuse`'s must not apply;
+        state-dict keys ``model.<i>...`` are the same) whose layers carry ``i`` (index), ``f`` (from),
         ``type`` (class path) and ``np`` (parameter count), and the sorted indices of layers whose
         outputs later layers read.
 
@@ -152,7 +154,7 @@ def parse_model(cfg: dict, ch: int) -> tuple[nn.Sequential, list[int]]:
         chs.append(c2)
     if not isinstance(layers[-1], Detect):
         raise ValueError(f"model definition: the last head row must be Detect, got {rows[-1][2]!r}")
-    return nn.Sequential(*layers), sorted(set(save))
+    return nn.ModuleList(layers), sorted(set(save))
 
 
 def _build_layer(i: int, row: Any, chs: list[int], nc: int, gd: float, gw: float, anchors: Any, no: int):

@@ -39,7 +39,7 @@ def check_anchor_order(m: Detect) -> bool:
     return False
 
 
-def _run_layers(layers: nn.Sequential, save: list[int], x: torch.Tensor) -> Any:
+def _run_layers(layers: nn.ModuleList, save: list[int], x: torch.Tensor) -> Any:
     """Run the layers in order; a layer reads the previous output or the saved ones its ``f`` names."""
     y: list[Any] = []
     for m in layers:
@@ -51,7 +51,7 @@ def _run_layers(layers: nn.Sequential, save: list[int], x: torch.Tensor) -> Any:
 
 
 class YOLOv5(nn.Module):
-    """YOLOv5 detector: ``model`` (an ``nn.Sequential`` of layers) and a :class:`Detect` head.
+    """YOLOv5 detector: ``model`` (an ``nn.ModuleList`` of layers routed by ``f``) and a :class:`Detect` head.
 
     State-dict keys, forward outputs, initialisation and parameter counts are those of YOLOv5
     v6.0's ``models.yolo.Model`` (and of the YOLOv5-SPD fork for its definitions), so a YOLOv5
@@ -170,6 +170,10 @@ class YOLOv5(nn.Module):
             fused.np = sum(p.numel() for p in fused.parameters())
         self.train(was_training)
         return self
+
+    def fuse_module(self) -> "YOLOv5":
+        """Hook of :func:`nostride.fuse`: fuse layer by layer, keeping the routing attributes."""
+        return self.fuse()
 
     # create_model() records the kwargs a model was built with so checkpoints can rebuild it;
     # a cfg given as a path would tie the checkpoint to that file, so record the dict instead.
