@@ -227,3 +227,13 @@ def test_accumulated_step_equals_big_batch(tmp_path):
         states.append([p.detach().clone() for p in trainer.model.parameters()])
     for a, b in zip(*states):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_dataloader_workers_are_seeded_reproducibly(tmp_path):
+    """With worker processes (random noise drawn inside them), two runs with one seed are identical."""
+    states = []
+    for i in range(2):
+        cfg = _cfg(tmp_path, f"w{i}", epochs=1, workers=2, ema=False)
+        Trainer(cfg, task=SynthTask(cfg)).train()
+        states.append(load_checkpoint(tmp_path / f"w{i}" / "weights" / "last.pt")["model"])
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

@@ -60,4 +60,6 @@ def train(model: str | None = None, data: str | None = None, *, config: str | No
     cfg = resolve_config(config, **options)
     if not cfg.model and task is None:
         raise ValueError("no model given (model=... / --model NAME)")
+    if not cfg.data and task is None:
+        raise ValueError("no dataset given (data=... / --data PATH)")
     return Trainer(cfg, task=task, hooks=hooks).train()
