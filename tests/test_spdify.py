@@ -344,6 +344,22 @@ def test_root_module_can_be_a_strided_conv():
     assert_close(converted(x), conv(x), rel=1e-5)
 
 
+def test_shared_conv_is_replaced_everywhere_by_one_module():
+    conv = nn.Conv2d(4, 4, 3, 2, 1)
+    model = nn.Sequential(conv, nn.ReLU(), conv)
+    converted, report = spdify(model)
+    assert isinstance(converted[0], SPDDownsample) and converted[0] is converted[2]
+    assert len(report) == 1 and count_parameters(converted) == report.model_params_after
+    x = torch.randn(1, 4, 13, 11)
+    assert_close(converted(x), model(x), rel=1e-5)
+
+
+def test_too_small_input_is_refused_like_the_original():
+    converted = convert_one(nn.Conv2d(3, 4, 4, 4), 3)
+    with pytest.raises(ValueError, match="too small"):
+        converted(torch.randn(1, 3, 3, 8))
+
+
 def test_unsupported_strided_layers_are_reported():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, 2, 1), nn.Flatten(2), nn.Conv1d(4, 4, 3, stride=2))
     with pytest.warns(UserWarning, match="left unchanged: 2"):

@@ -99,10 +99,13 @@ def build_model(spec: str, num_classes: int | None):
         raise ValueError(f"unknown model source {source!r} in {spec!r}: use 'torchvision:NAME' or 'nostride:NAME'")
     kwargs = {"num_classes": num_classes} if num_classes is not None else {}
     tv_names = torchvision.models.list_models()
-    if source in ("", "torchvision") and name in tv_names:
-        return torchvision.models.get_model(name, weights=None, **kwargs), "torchvision", name
-    if source in ("", "nostride") and name in list_models():
-        return create_model(name, **kwargs), "nostride", name
+    try:
+        if source in ("", "torchvision") and name in tv_names:
+            return torchvision.models.get_model(name, weights=None, **kwargs), "torchvision", name
+        if source in ("", "nostride") and name in list_models():
+            return create_model(name, **kwargs), "nostride", name
+    except TypeError as e:  # e.g. --num-classes for a builder without that argument
+        raise ValueError(f"cannot build {spec!r} with {kwargs}: {e}") from None
     import difflib
 
     close = difflib.get_close_matches(name, sorted(set(tv_names) | set(list_models())), n=5)

@@ -169,6 +169,12 @@ class SPDDownsample(nn.Module):
         gh, gw = self.geometry
         h, w = x.shape[-2], x.shape[-1]
         out_h, out_w = gh.output_size(h), gw.output_size(w)
+        if not _tracing() and (out_h < 1 or out_w < 1):
+            # the replaced layer would have refused this input too
+            raise ValueError(
+                f"SPDDownsample (replacing {self.replaces or 'a strided layer'}): input of size {h}x{w} "
+                f"is too small, the output would be {out_h}x{out_w}"
+            )
         y = self.spd(x)
         if self._exact_size:
             z = self.conv(y)
