@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import pytest
 import torch
@@ -237,3 +238,21 @@ def test_dataloader_workers_are_seeded_reproducibly(tmp_path):
         Trainer(cfg, task=SynthTask(cfg)).train()
         states.append(load_checkpoint(tmp_path / f"w{i}" / "weights" / "last.pt")["model"])
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+@pytest.mark.parametrize("opts", [
+    dict(optimizer="adamw", lr=1e-3, schedule="linear", lrf=0.1, clip_grad=1.0, channels_last=True, amp=True),
+    dict(optimizer="sgd", nesterov=True, schedule="cosine", schedule_unit="epoch", nominal_batch_size=64,
+         warmup_iters=3, label_smoothing=0.1, decay_norm_bias=True),
+], ids=["adamw-linear-clip-channels_last", "sgd-nesterov-cosine-nbs"])
+def test_option_combinations_train(tmp_path, capsys, opts):
+    cfg = _cfg(tmp_path, "combo", epochs=1, deterministic=False, **opts)
+    trainer = Trainer(cfg, task=SynthTask(cfg))
+    result = trainer.train()
+    assert result["test"]["count"] == 13 and all(math.isfinite(v) for v in trainer.train_items.values())
+    if opts.get("amp"):
+        assert "mixed precision needs CUDA" in capsys.readouterr().out or trainer.device.type == "cuda"
+    if opts.get("nominal_batch_size"):
+        # YOLOv5 rule: accumulate = round(64 / 16) = 4, weight decay scaled by 16 * 4 / 64 = 1
+        assert trainer.accumulate == 4 and trainer.accumulate_at(0) == 1
+        assert [g["weight_decay"] for g in trainer.optimizer.param_groups] == [cfg.weight_decay] * 3

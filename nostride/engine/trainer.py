@@ -100,7 +100,7 @@ class Trainer:
         D.seed_everything(cfg.seed + self.info.rank)  # per-rank seeds: different augmentations per rank
         self.amp = self.device.type == "cuda" and cfg.amp is not False
         if cfg.amp and self.device.type != "cuda":
-            self.log(f"amp: mixed precision needs CUDA; training in float32 on {self.device}")
+            self.log(f"amp: mixed precision needs CUDA; training in float32 on {self.device}", always=True)
 
         resume_ckpt = None
         if cfg.resume:
