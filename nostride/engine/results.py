@@ -94,7 +94,8 @@ def _fmt(v: Any) -> Any:
 
 
 def plot_results(csv_path: str | Path, png_path: str | Path | None = None) -> Path | None:
-    """One small panel per results.csv column (against epoch); returns the PNG path."""
+    """One small panel per results.csv column (against the 1-based epoch; sample counts and time are
+    left out); returns the PNG path."""
     csv_path = Path(csv_path)
     png_path = Path(png_path) if png_path else csv_path.with_suffix(".png")
     with open(csv_path, newline="") as f:
@@ -105,8 +106,9 @@ def plot_results(csv_path: str | Path, png_path: str | Path | None = None) -> Pa
 
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    keys = [k for k in rows[0] if k not in ("epoch", "time")]
+    keys = [k for k in rows[0] if k not in ("epoch", "time") and not k.endswith("/count")]
     epochs = [int(r["epoch"]) + 1 for r in rows]
     ncol = min(5, max(len(keys), 1))
     nrow = math.ceil(len(keys) / ncol) or 1
@@ -117,6 +119,7 @@ def plot_results(csv_path: str | Path, png_path: str | Path | None = None) -> Pa
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
