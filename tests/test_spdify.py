@@ -117,9 +117,9 @@ def test_automatic_kernel_sizes():
 
 def test_preserve_zeroes_taps_the_strided_conv_never_read():
     conv = nn.Conv2d(1, 1, 3, 2, 1, bias=False)
-    w = converted_weight = convert_one(conv, 1)[0].conv.weight.detach()
+    w = convert_one(conv, 1)[0].conv.weight.detach()
     # 3x3 s2 p1 reads offsets a in {-1, 0}: the last row/column of the 3x3 kernel is never used
-    assert converted_weight.shape == (1, 4, 3, 3)
+    assert w.shape == (1, 4, 3, 3)
     assert torch.count_nonzero(w[..., 2, :]) == 0 and torch.count_nonzero(w[..., :, 2]) == 0
     assert torch.count_nonzero(w) == 9
 
@@ -401,7 +401,7 @@ def test_onnx_export_with_dynamic_height_and_width(tmp_path):
 
 # --- torchvision models ------------------------------------------------------------------------------
 
-# (name, has max-pool, odd input size it accepts)
+# (name, has strided max-pooling)
 TORCHVISION = [
     ("resnet18", True),
     ("resnet50", True),
