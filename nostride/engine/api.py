@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from nostride.checkpoint import load_checkpoint
@@ -27,7 +28,7 @@ def resolve_config(config: str | None = None, **options: Any) -> TrainConfig:
     if not saved:
         raise ValueError(f"{path}: not a training checkpoint (no 'config'); cannot resume from it")
     ignored = sorted(k for k in options if k not in RESUME_OVERRIDABLE + ("resume",) and options[k] != saved.get(k))
-    if ignored:
+    if ignored and int(os.environ.get("RANK", 0)) == 0:
         print(f"resume: keeping the run's own {', '.join(ignored)} (only {', '.join(RESUME_OVERRIDABLE)} can change)")
     saved.update({k: options[k] for k in RESUME_OVERRIDABLE if k in options})
     saved["resume"] = str(path)
