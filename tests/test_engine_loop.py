@@ -256,3 +256,17 @@ def test_option_combinations_train(tmp_path, capsys, opts):
         # YOLOv5 rule: accumulate = round(64 / 16) = 4, weight decay scaled by 16 * 4 / 64 = 1
         assert trainer.accumulate == 4 and trainer.accumulate_at(0) == 1
         assert [g["weight_decay"] for g in trainer.optimizer.param_groups] == [cfg.weight_decay] * 3
+
+
+class NoValTask(SynthTask):
+    def build_datasets(self) -> DatasetSplits:
+        splits = super().build_datasets()
+        return DatasetSplits(splits.train, None, splits.test)
+
+
+def test_without_validation_split_best_is_last(tmp_path):
+    cfg = _cfg(tmp_path, "noval", epochs=2, ema=False)
+    result = Trainer(cfg, task=NoValTask(cfg)).train()
+    assert result["best_epoch"] == 1 and result["best_fitness"] is None and result["test"]["count"] == 13
+    rows = list(csv.DictReader(open(tmp_path / "noval" / "results.csv")))
+    assert len(rows) == 2 and not any(k.startswith("val/") for k in rows[0])
