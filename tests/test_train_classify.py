@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -87,7 +88,8 @@ def test_val_command_on_trained_checkpoint(trained_run, tmp_path, capsys):
 
 
 def test_recipe_file_with_overrides(cifar_subset, tmp_path):
-    rc = main(["train", "--config", "configs/resnet18_spd_cifar10.yaml", "--data", str(cifar_subset),
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "resnet18_spd_cifar10.yaml"
+    rc = main(["train", "--config", str(recipe), "--data", str(cifar_subset),
                "--width", "8", "--epochs", "1", "--batch-size", "64", "--max-per-class", "10", "--workers", "0",
                "--device", "cpu", "--project", str(tmp_path), "--name", "recipe", "--quiet", "--ema"])
     assert rc == 0
