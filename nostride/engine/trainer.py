@@ -22,7 +22,9 @@ completed); the partial epoch is discarded and resuming repeats it exactly.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -299,7 +301,7 @@ class Trainer:
         self._since_step += 1
         will_step = self._since_step >= acc or last
         sync = will_step or not self.info.distributed
-        ctx = self.train_model.no_sync() if not sync else _nullcontext()
+        ctx = self.train_model.no_sync() if not sync else contextlib.nullcontext()
         with ctx:
             with torch.autocast(self.device.type, enabled=self.amp):
                 loss, items = self.task.loss(self.train_model, batch)
@@ -388,8 +390,6 @@ class Trainer:
         return result
 
     def _progress(self, loader, total: int):
-        import sys
-
         if self.cfg.quiet or not self.info.is_main or not sys.stderr.isatty():
             return loader
         from tqdm import tqdm
@@ -400,9 +400,3 @@ class Trainer:
 
 def _is_scalar(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-class _nullcontext:
-    def __enter__(self) -> None: ...
-
-    def __exit__(self, *exc: Any) -> None: ...
