@@ -41,8 +41,13 @@ def grouped_space_to_depth(x: torch.Tensor, scale: tuple[int, int], groups: int 
     # while a graph is recorded always pad (a zero pad keeps H/W symbolic), else only when needed
     if _tracing() or pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h))
-    # strided slices, block index r + sh*c (column offset c slowest): slicing, unlike reshaping
-    # H into (H/sh, sh), needs no divisibility facts about a symbolic H (torch.export, ONNX)
+    if not _tracing():
+        # one reshape/permute copy: (N, G, Cg, Ho, r, Wo, c) -> (N, G, c, r, Cg, Ho, Wo)
+        n, ch, hp, wp = x.shape
+        x = x.reshape(n, groups, ch // groups, hp // sh, sh, wp // sw, sw).permute(0, 1, 6, 4, 2, 3, 5)
+        return x.reshape(n, ch * sh * sw, hp // sh, wp // sw)
+    # while tracing: strided slices, block index r + sh*c (column offset c slowest). Slicing,
+    # unlike reshaping H into (H/sh, sh), needs no divisibility facts about a symbolic H
     blocks = [x[:, :, r::sh, c::sw] for c in range(sw) for r in range(sh)]
     if groups == 1:
         return torch.cat(blocks, 1)
