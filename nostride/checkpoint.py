@@ -14,6 +14,10 @@ task             ``"classify"`` or ``"detect"``
 model            model ``state_dict``
 ema              EMA ``state_dict`` or ``None``
 names            class names (list of str) or ``None``
+spdify           for models converted with :func:`nostride.spdify`: the list of option dicts
+                 it was applied with (re-applied before loading the weights), else absent
+source           ``"nostride"`` (default: ``model_name`` is a registry name) or
+                 ``"torchvision"`` (``source_model`` is a ``torchvision.models`` name)
 epoch            last finished epoch (-1 for exported/imported weights)
 ...              trainer state (optimizer, scheduler, rng, config, metrics) where present
 ===============  ============================================================================
@@ -29,7 +33,14 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["CHECKPOINT_VERSION", "save_checkpoint", "load_checkpoint", "model_from_checkpoint", "make_checkpoint"]
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "build_model_from_checkpoint",
+    "load_checkpoint",
+    "make_checkpoint",
+    "model_from_checkpoint",
+    "save_checkpoint",
+]
 
 CHECKPOINT_VERSION = 1
 
@@ -93,6 +104,8 @@ def make_checkpoint(model: nn.Module, names: list[str] | None = None, **extra: A
     name = getattr(model, "model_name", None)
     if name is None:
         raise ValueError("the model has no 'model_name': build it with nostride.create_model()")
+    if getattr(model, "spdify_options", None):
+        extra.setdefault("spdify", list(model.spdify_options))
     ckpt = {
         "format": "nostride",
         "version": CHECKPOINT_VERSION,
@@ -108,6 +121,38 @@ def make_checkpoint(model: nn.Module, names: list[str] | None = None, **extra: A
     return ckpt
 
 
+def build_model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
+    """The model a checkpoint describes, freshly initialised (no weights loaded).
+
+    Builds the registry model (or the torchvision model for ``source == "torchvision"``) with
+    the recorded keyword arguments, then re-applies every recorded :func:`nostride.spdify`
+    conversion (with random init: the weights are loaded afterwards).
+    """
+    from nostride.models import create_model
+
+    kwargs = dict(ckpt.get("model_kwargs") or {})
+    source = ckpt.get("source", "nostride")
+    if source == "torchvision":
+        import torchvision
+
+        model = torchvision.models.get_model(ckpt["source_model"], weights=None, **kwargs)
+    elif source == "nostride" or source is None:
+        if not ckpt.get("model_name"):
+            raise ValueError("checkpoint names no model ('model_name' is empty)")
+        model = create_model(ckpt["model_name"], **kwargs)
+    else:
+        raise ValueError(f"checkpoint has an unknown model source {source!r}")
+    conversions = ckpt.get("spdify") or []
+    if isinstance(conversions, dict):  # a single conversion
+        conversions = [conversions]
+    if conversions:
+        from nostride.convert import spdify
+
+        for options in conversions:
+            model, _ = spdify(model, **{**options, "init": "random", "inplace": True})
+    return model
+
+
 def model_from_checkpoint(ckpt: dict[str, Any] | str | os.PathLike, use_ema: bool = True) -> nn.Module:
     """Rebuild the model a checkpoint describes and load its weights (the EMA ones if present).
 
@@ -118,11 +163,9 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | os.PathLike, use_ema: boo
     Returns:
         The model in eval mode, with ``names`` set to the class names when the checkpoint has them.
     """
-    from nostride.models import create_model
-
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
-    model = create_model(ckpt["model_name"], **ckpt.get("model_kwargs", {}))
+    model = build_model_from_checkpoint(ckpt)
     state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
     model.load_state_dict(state)
     if ckpt.get("names") is not None:

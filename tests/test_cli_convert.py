@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nostride import spdify
-from nostride.checkpoint import load_checkpoint
+from nostride.checkpoint import load_checkpoint, model_from_checkpoint
 from nostride.cli import main
 from nostride.utils import count_flops, count_parameters
 
@@ -44,9 +44,8 @@ def test_convert_prints_report_counts_and_exact_check(capsys, tmp_path):
     # the checkpoint rebuilds: torchvision model + spdify with the saved options + the weights
     ckpt = load_checkpoint(out_file)
     assert (ckpt["source"], ckpt["source_model"]) == ("torchvision", MODEL)
-    rebuilt = torchvision.models.get_model(MODEL, weights=None, **ckpt["model_kwargs"])
-    rebuilt, _ = spdify(rebuilt, example_input=(1, 3, 64, 64), **ckpt["spdify"])
-    rebuilt.load_state_dict(ckpt["model"])  # strict: same architecture
+    rebuilt = model_from_checkpoint(out_file)  # strict load: same architecture
+    assert all(torch.equal(v, ckpt["model"][k]) for k, v in rebuilt.state_dict().items())
     # saved weights are the preserve-init ones: 9 of the 4 blocks x 3x3 taps per filter are used
     w = rebuilt.features[0].conv.weight
     assert w.shape == (64, 12, 3, 3) and torch.count_nonzero(w) == 64 * 3 * 9

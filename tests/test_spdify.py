@@ -451,3 +451,21 @@ def test_torchvision_model(name, has_max_pool):
         x = torch.randn(1, 3, *sizes[1])
         assert output_shapes(full, names, x) == output_shapes(model, names, x)
     assert report.count_action("converted") == len(report)
+
+
+def test_converted_registry_model_round_trips_through_a_checkpoint(tmp_path):
+    from nostride import create_model
+    from nostride.checkpoint import make_checkpoint, model_from_checkpoint, save_checkpoint
+
+    model = create_model("resnet18_cifar", num_classes=4, width=8)
+    converted, _ = spdify(model, example_input=(1, 3, 32, 32), exclude=["layer4*"])
+    converted, _ = spdify(converted, exclude=[])  # a second conversion is recorded too
+    assert len(converted.spdify_options) == 2 and converted.spdify_options[0]["exclude"] == ["layer4*"]
+    for m in converted.modules():  # non-default BN statistics, so a wrong rebuild shows
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+    save_checkpoint(make_checkpoint(converted.eval()), tmp_path / "spd.pt")
+    rebuilt = model_from_checkpoint(tmp_path / "spd.pt")
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(rebuilt(x), converted(x))
+    assert not strided_layers(rebuilt)

@@ -152,12 +152,12 @@ def _save(converted, args: argparse.Namespace, source: str, name: str, options: 
     ckpt = {
         "format": "nostride",
         "version": CHECKPOINT_VERSION,
-        # not a registry model as such: rebuild with `source`/`source_model` + spdify(**spdify)
-        "model_name": None,
+        # nostride.model_from_checkpoint rebuilds `source_model` (or `model_name`) and re-applies spdify
+        "model_name": name if source == "nostride" else None,
         "model_kwargs": {"num_classes": args.num_classes} if args.num_classes is not None else {},
         "source": source,
         "source_model": name,
-        "spdify": options,
+        "spdify": list(converted.spdify_options),
         "task": getattr(converted, "task", None) or "classify",
         "model": {k: v.detach().cpu() for k, v in converted.state_dict().items()},
         "ema": None,

@@ -160,6 +160,20 @@ def spdify(
                 parent_name, _, attr = name.rpartition(".")
                 setattr(model.get_submodule(parent_name), attr, replacement[id(module)])
     report = ConversionReport(entries, params_before, _num_params(model))
+    # Record how the model was made (plain data), so a checkpoint of it can be rebuilt:
+    # nostride.checkpoint stores this and model_from_checkpoint re-applies spdify before loading.
+    if isinstance(example_input, torch.Tensor):
+        example_shape = list(example_input.shape)
+    else:
+        example_shape = list(example_input) if example_input is not None else None
+    options = {
+        "kernel_size": list(kernel) if kernel else None,
+        "pool": {"max": policy["maxpool"], "avg": policy["avgpool"]},
+        "exclude": patterns,
+        "pool_conv": pool_conv,
+        "example_input": example_shape,
+    }
+    model.spdify_options = [*getattr(model, "spdify_options", []), options]
     return model, report
 
 
