@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torchvision.io import ImageReadMode, decode_image
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageDecodeError", "read_image_rgb", "is_image_file"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageDecodeError", "read_image_rgb", "is_image_file", "list_images"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -21,6 +22,33 @@ class ImageDecodeError(ValueError):
 def is_image_file(path: str | os.PathLike) -> bool:
     """True if the file name has a known image extension (case-insensitive)."""
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """Image files of ``source``: one file, a folder (searched recursively, sorted by path) or a list of files.
+
+    A single file or an explicit list is taken as given (whatever its extension); a folder
+    contributes only files with an image extension (:data:`IMAGE_EXTENSIONS`).
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+        ValueError: a folder holds no file with an image extension.
+    """
+    if isinstance(source, (list, tuple)):
+        files = [Path(p) for p in source]
+        for f in files:
+            if not f.is_file():
+                raise FileNotFoundError(f"image not found: {f}")
+        return files
+    path = Path(source).expanduser()
+    if path.is_file():
+        return [path]
+    if not path.exists():
+        raise FileNotFoundError(f"source not found: {path}")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+    if not files:
+        raise ValueError(f"no images in {path} (extensions: {', '.join(IMAGE_EXTENSIONS)})")
+    return files
 
 
 def read_image_rgb(path: str | os.PathLike) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ...data.io import IMAGE_EXTENSIONS, ImageDecodeError, is_image_file, read_image_rgb
+from ...data.io import ImageDecodeError, list_images, read_image_rgb
 from .evaluate import resolve_device
 
 __all__ = ["Preprocessing", "preprocessing_from_checkpoint", "list_images", "predict_classes", "run_cli"]
@@ -103,29 +103,6 @@ def preprocessing_from_checkpoint(ckpt: dict[str, Any], img_size: int | None = N
         sources.append("mean/std from the checkpoint")
     return Preprocessing(size, mean, std, "; ".join(sources))
 
-
-def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
-    """Image files of ``source``: a file, a folder (searched recursively, sorted) or a list of files.
-
-    Raises:
-        FileNotFoundError: a path does not exist.
-        ValueError: a folder holds no file with an image extension.
-    """
-    if isinstance(source, (list, tuple)):
-        files = [Path(p) for p in source]
-        for f in files:
-            if not f.is_file():
-                raise FileNotFoundError(f"image not found: {f}")
-        return files
-    path = Path(source).expanduser()
-    if path.is_file():
-        return [path]
-    if not path.exists():
-        raise FileNotFoundError(f"source not found: {path}")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
-    if not files:
-        raise ValueError(f"no images in {path} (extensions: {', '.join(IMAGE_EXTENSIONS)})")
-    return files
 
 
 class _ImageFiles(Dataset):

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ...data.detection.letterbox import letterbox, scale_boxes
-from ...data.io import IMAGE_EXTENSIONS, ImageDecodeError, is_image_file, read_image_rgb
+from ...data.io import ImageDecodeError, list_images, read_image_rgb
 from .boxes import xyxy2ltwh
 from .draw import draw_detections, save_image
 from .nms import non_max_suppression
@@ -109,29 +109,6 @@ def check_img_size(img_size: int, stride: int) -> int:
         warnings.warn(f"img_size {img_size} is not a multiple of the model stride {stride}; using {new}", stacklevel=3)
     return new
 
-
-def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
-    """Image files of ``source``: one file, a folder (recursive, sorted by path) or a list of files.
-
-    Raises:
-        FileNotFoundError: a path does not exist.
-        ValueError: a folder holds no file with an image extension.
-    """
-    if isinstance(source, (list, tuple)):
-        files = [Path(p) for p in source]
-        for f in files:
-            if not f.is_file():
-                raise FileNotFoundError(f"image not found: {f}")
-        return files
-    path = Path(source).expanduser()
-    if path.is_file():
-        return [path]
-    if not path.exists():
-        raise FileNotFoundError(f"source not found: {path}")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
-    if not files:
-        raise ValueError(f"no images in {path} (extensions: {', '.join(IMAGE_EXTENSIONS)})")
-    return files
 
 
 def _model_stride(model: nn.Module) -> int:
