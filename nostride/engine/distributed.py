@@ -12,6 +12,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from ..utils.device import select_device as _select_device
+
 __all__ = [
     "DistInfo", "dist_info", "setup_distributed", "cleanup_distributed", "select_device", "ShardSampler",
     "all_gather_object", "all_reduce_sum", "barrier", "broadcast_state", "is_dist", "seed_everything", "configure_determinism", "worker_init_fn",
@@ -41,36 +43,18 @@ def dist_info() -> DistInfo:
                     int(os.environ.get("WORLD_SIZE", 1)))
 
 
-def select_device(device: str = "", local_rank: int = 0) -> torch.device:
-    """``""`` = cuda (this rank's GPU) if available, else mps, else cpu; ``cuda`` becomes ``cuda:LOCAL_RANK``.
+def select_device(device: str | torch.device | None = "", local_rank: int = 0) -> torch.device:
+    """This process's device: :func:`nostride.utils.select_device` with ``cuda`` meaning ``cuda:LOCAL_RANK``.
+
+    A CUDA device is also made the current one (``torch.cuda.set_device``), as NCCL and
+    ``torch.cuda`` calls without an index expect under ``torchrun``.
 
     Raises ``ValueError`` when the requested device does not exist here.
     """
-    device = (device or "").strip().lower()
-    if device in ("", "auto"):
-        if torch.cuda.is_available():
-            device = "cuda"
-        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            device = "mps"
-        else:
-            device = "cpu"
-    if device.isdigit():
-        device = f"cuda:{device}"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available (use --device cpu)")
-        index = int(device.split(":")[1]) if ":" in device else local_rank
-        if index >= torch.cuda.device_count():
-            raise ValueError(f"device cuda:{index} requested but only {torch.cuda.device_count()} GPU(s) visible")
-        torch.cuda.set_device(index)
-        return torch.device("cuda", index)
-    if device == "mps":
-        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-            raise ValueError("device 'mps' requested but MPS is not available")
-        return torch.device("mps")
-    if device == "cpu":
-        return torch.device("cpu")
-    raise ValueError(f"unknown device {device!r} (cpu, cuda, cuda:N or mps)")
+    dev = _select_device(device, local_rank=local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return dev
 
 
 def setup_distributed(info: DistInfo, device: torch.device) -> None:

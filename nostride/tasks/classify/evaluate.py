@@ -12,39 +12,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ...utils.device import select_device
 from .metrics import ClassificationEvaluator
 
 __all__ = ["evaluate_classifier", "resolve_device"]
 
+resolve_device = select_device  # the earlier name, kept for existing imports
 
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/``""`` -> CUDA if available, else MPS, else CPU; otherwise the device named.
-
-    Raises:
-        ValueError: CUDA/MPS is requested but not available.
-    """
-    if isinstance(device, torch.device):
-        return device
-    name = (device or "").strip().lower()
-    if not name:
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.isdigit():  # YOLOv5-style "--device 0"
-        name = f"cuda:{name}"
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {device!r} (use cpu, cuda, cuda:N or mps)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"device {device!r} requested but MPS is not available")
-    return dev
 
 
 def _num_outputs(model: nn.Module) -> int | None:
@@ -87,7 +61,7 @@ def evaluate_classifier(
     """
     from tqdm import tqdm
 
-    dev = resolve_device(device)
+    dev = select_device(device)
     if amp is None:
         amp = dev.type == "cuda"
     if class_names is None:

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ...data.io import ImageDecodeError, list_images, read_image_rgb
-from .evaluate import resolve_device
+from ...utils.device import select_device
 
 __all__ = ["Preprocessing", "preprocessing_from_checkpoint", "list_images", "predict_classes", "run_cli"]
 
@@ -173,7 +173,7 @@ def _predict(
     names = list(class_names) if class_names is not None else getattr(model, "names", None)
 
     files = list_images(source)
-    dev = resolve_device(device)
+    dev = select_device(device)
     if workers is None:  # worker start-up costs more than it saves on a few images
         workers = 0 if len(files) <= 4 * batch_size else min(4, os.cpu_count() or 1)
     loader = DataLoader(_ImageFiles(files, eval_transform(prep.img_size, prep.mean, prep.std)),

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ...data.detection.letterbox import letterbox, scale_boxes
 from ...data.io import ImageDecodeError, list_images, read_image_rgb
+from ...utils.device import select_device
 from .boxes import xyxy2ltwh
 from .draw import draw_detections, save_image
 from .nms import non_max_suppression
@@ -130,23 +131,6 @@ def _class_names(model: nn.Module, names: Sequence[str] | None) -> list[str]:
     return [str(i) for i in range(nc or 0)]
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` / ``""`` -> CUDA if available else CPU; ``"0"`` -> ``cuda:0``; else the device named."""
-    if isinstance(device, torch.device):
-        return device
-    name = (device or "").strip().lower()
-    if not name:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.isdigit():  # YOLOv5-style "--device 0"
-        name = f"cuda:{name}"
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {device!r} (use cpu, cuda, cuda:N or mps)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return dev
-
 
 def _load_model(model_or_weights: nn.Module | dict | str | os.PathLike) -> tuple[nn.Module, dict | None]:
     from ...checkpoint import load_checkpoint, model_from_checkpoint
@@ -229,7 +213,7 @@ def iter_detections(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     items = _image_items(source)
-    dev = _resolve_device(device)
+    dev = select_device(device)
     model = model.to(dev).eval()
     stride = _model_stride(model)
     size = check_img_size(int(img_size), stride)

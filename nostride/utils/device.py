@@ -1,0 +1,60 @@
+"""Choosing the torch device from a user string: one place for the rules and the error messages.
+
+Used by training (``nostride.engine``), evaluation and prediction, so that ``--device`` means the
+same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["select_device"]
+
+_SUPPORTED = "cpu, cuda, cuda:N, N (= cuda:N) or mps"
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)  # absent in some builds
+    return mps is not None and mps.is_available()
+
+
+def select_device(device: str | torch.device | None = None, local_rank: int | None = None) -> torch.device:
+    """The ``torch.device`` named by ``device``, checked to exist on this machine.
+
+    Args:
+        device: ``None``, ``""`` or ``"auto"`` = CUDA if available, else MPS, else CPU;
+            ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``; a bare index ``"N"`` means ``cuda:N``
+            (YOLOv5's ``--device 0``); a ``torch.device`` is checked the same way.
+            Case and surrounding spaces are ignored.
+        local_rank: the process's GPU under ``torchrun``: a CUDA device given without an index
+            (``"cuda"`` or auto) becomes ``cuda:local_rank``. ``None`` leaves it as ``cuda``
+            (the current CUDA device).
+
+    Raises:
+        ValueError: the name is not a supported device, or the device is not available here
+            (no CUDA, a CUDA index beyond the visible GPUs, no MPS).
+    """
+    name = str(device) if isinstance(device, torch.device) else (device or "").strip().lower()
+    if name in ("", "auto"):
+        name = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
+    if name.isdigit():
+        name = f"cuda:{name}"
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r} (use {_SUPPORTED})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available (use 'cpu')")
+        if dev.index is None and local_rank is not None:
+            dev = torch.device("cuda", local_rank)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device cuda:{dev.index} requested but only {torch.cuda.device_count()} CUDA device(s) are visible")
+        return dev
+    if dev.type == "mps":
+        if not _mps_available():
+            raise ValueError(f"device {device!r} requested but MPS is not available")
+        return dev
+    if dev.type == "cpu":
+        return dev
+    raise ValueError(f"unknown device {device!r} (use {_SUPPORTED})")

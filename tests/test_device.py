@@ -1,0 +1,53 @@
+"""nostride.utils.select_device: one set of rules for --device (train, val, predict)."""
+
+import pytest
+import torch
+
+from nostride.utils import select_device
+
+
+def test_cpu_names_and_errors():
+    assert select_device("cpu") == torch.device("cpu")
+    assert select_device(" CPU ") == torch.device("cpu")
+    assert select_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        select_device("tpu")
+    with pytest.raises(ValueError, match="unknown device 'meta'"):
+        select_device("meta")  # a torch device type, but not one to run on
+
+
+def test_auto_prefers_cuda_then_mps_then_cpu(monkeypatch):
+    import nostride.utils.device as D
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(D, "_mps_available", lambda: False)
+    assert select_device(None) == select_device("") == select_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        select_device("0")
+    with pytest.raises(ValueError, match="MPS is not available"):
+        select_device("mps")
+    monkeypatch.setattr(D, "_mps_available", lambda: True)
+    assert select_device("") == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert select_device("") == torch.device("cuda")
+    assert select_device("", local_rank=1) == torch.device("cuda", 1)  # torchrun: this rank's GPU
+    assert select_device("cuda", local_rank=1) == torch.device("cuda", 1)
+    assert select_device("cuda:0", local_rank=1) == torch.device("cuda", 0)  # an explicit index wins
+    assert select_device("1") == torch.device("cuda", 1)  # YOLOv5-style index
+    with pytest.raises(ValueError, match="cuda:2 requested but only 2 CUDA device"):
+        select_device("2")
+    with pytest.raises(ValueError, match="cuda:2 requested but only 2"):
+        select_device(torch.device("cuda", 2))
+
+
+def test_callers_share_it():
+    import importlib
+
+    from nostride.engine import distributed
+    from nostride.tasks.classify import evaluate
+
+    assert evaluate.resolve_device is select_device
+    assert importlib.import_module("nostride.tasks.detect.predict").select_device is select_device
+    with pytest.raises(ValueError, match="unknown device"):
+        distributed.select_device("tpu")
