@@ -1,0 +1,199 @@
+"""The documentation's Python examples run, and its relative links point at existing files.
+
+Every ```python block of README.md and docs/*.md is executed: one test per file, the file's blocks in
+order sharing one namespace (later examples use what earlier ones defined, as a reader would), in a
+temporary working directory so examples that write files leave nothing in the repository.
+
+A block opts out only with an HTML comment on the line right before its fence, giving the reason:
+
+    <!-- docs-test: skip (needs a CUDA GPU) -->
+
+Use it only for what a test machine cannot have (a GPU, torchrun on several GPUs, full-size datasets,
+a real downloaded YOLOv5 .pt), never to hide a broken example. Blocks in other languages (bash, yaml,
+text) are not executed; the CLI has its own tests. A block written as an interactive session
+(``>>>`` prompts) runs as a doctest, so the outputs it shows must be what the code prints.
+
+Examples run from a directory laid out like a checkout: docs/ and configs/ are there, and the real
+datasets are at ../shared/data (a file whose examples need them is skipped when they are absent).
+"""
+
+from __future__ import annotations
+
+import doctest
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, SHARED_DATA
+
+DOC_FILES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+_FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)")
+_SKIP = re.compile(r"^\s*<!--\s*docs-test:\s*skip\s*\((?P<reason>[^)]+)\)\s*-->\s*$")
+_SKIP_LOOSE = re.compile(r"docs-test\s*:", re.I)  # any marker, well-formed or not
+_LINK = re.compile(r"(?<!!)\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+
+
+@dataclass
+class CodeBlock:
+    lang: str
+    code: str
+    line: int  # 1-based line of the first code line in the markdown file
+    skip_reason: str | None
+
+
+def _relative(path: Path) -> str:
+    return path.relative_to(REPO_ROOT).as_posix()
+
+
+def parse_markdown(text: str, name: str = "<markdown>") -> tuple[list[CodeBlock], list[tuple[int, str]]]:
+    """Split markdown into fenced code blocks and the (line, text) of prose lines outside them.
+
+    Raises ValueError for a skip marker that is malformed, lacks a reason or is not right before a
+    fence, and for an unclosed fence: a marker that silently does nothing would hide an example.
+    """
+    lines = text.splitlines()
+    blocks: list[CodeBlock] = []
+    prose: list[tuple[int, str]] = []
+    i = 0
+    while i < len(lines):
+        opening = _FENCE.match(lines[i])
+        if not opening:
+            if _SKIP_LOOSE.search(lines[i]):
+                match = _SKIP.match(lines[i])
+                if not match or not match["reason"].strip():
+                    raise ValueError(f"{name}:{i + 1}: malformed skip marker, expected "
+                                     "'<!-- docs-test: skip (reason) -->'")
+                if i + 1 >= len(lines) or not _FENCE.match(lines[i + 1]):
+                    raise ValueError(f"{name}:{i + 1}: skip marker must be on the line right "
+                                     "before a code fence")
+            else:
+                prose.append((i + 1, lines[i]))
+            i += 1
+            continue
+        indent, fence, lang = opening.groups()
+        previous = _SKIP.match(lines[i - 1]) if i > 0 else None
+        start = i + 1
+        end = start
+        while end < len(lines) and not lines[end].strip().startswith(fence):
+            end += 1
+        if end >= len(lines):
+            raise ValueError(f"{name}:{i + 1}: code fence never closed")
+        body = [line[len(indent):] if line.startswith(indent) else line for line in lines[start:end]]
+        blocks.append(CodeBlock(lang.lower(), "\n".join(body) + "\n", start + 1,
+                                previous["reason"].strip() if previous else None))
+        i = end + 1
+    return blocks, prose
+
+
+def _python_blocks(path: Path) -> list[CodeBlock]:
+    blocks, _ = parse_markdown(path.read_text(encoding="utf-8"), _relative(path))
+    return [block for block in blocks if block.lang in ("python", "py")]
+
+
+FILES_WITH_PYTHON = [path for path in DOC_FILES if _python_blocks(path)]
+# repository folders examples may read (the docs say "run from the repository root")
+_REPO_ENTRIES = ("docs", "configs")
+
+
+def _reader_checkout(tmp_path: Path) -> Path:
+    """A working directory laid out like a checkout: <tmp>/repo (docs/, configs/ linked read-only
+    from the real repository) beside <tmp>/shared/data (the real datasets, when present), so the
+    examples' paths work as written while everything they write stays in tmp_path."""
+    work = tmp_path / "repo"
+    work.mkdir()
+    for name in _REPO_ENTRIES:
+        if (REPO_ROOT / name).exists():
+            (work / name).symlink_to(REPO_ROOT / name, target_is_directory=True)
+    if SHARED_DATA.is_dir():
+        (tmp_path / "shared").mkdir()
+        (tmp_path / "shared" / "data").symlink_to(SHARED_DATA, target_is_directory=True)
+    return work
+
+
+def _run_doctest(block: CodeBlock, doc: Path, namespace: dict) -> None:
+    """Run a ``>>>`` block as a doctest: the shown outputs must be what the code prints."""
+    test = doctest.DocTestParser().get_doctest(block.code, namespace, _relative(doc), str(doc),
+                                               block.line - 1)
+    report: list[str] = []
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    runner.run(test, out=report.append, clear_globs=False)
+    if runner.failures:
+        raise AssertionError("".join(report))
+
+
+@pytest.mark.parametrize("doc", FILES_WITH_PYTHON, ids=_relative)
+def test_python_examples_run(doc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(_reader_checkout(tmp_path))
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # examples that plot must not need a display
+    namespace: dict = {"__name__": "__main__"}
+    ran = 0
+    for block in _python_blocks(doc):
+        if block.skip_reason is not None:
+            continue
+        if "../shared/data" in block.code and not SHARED_DATA.is_dir():
+            pytest.skip(f"{_relative(doc)}:{block.line} and later examples need the real data "
+                        f"(not found at {SHARED_DATA})")
+        try:
+            if block.code.lstrip().startswith(">>>"):
+                _run_doctest(block, doc, namespace)
+            else:
+                # pad with newlines so a traceback names the markdown file and its line number
+                exec(compile("\n" * (block.line - 1) + block.code, str(doc), "exec"), namespace)
+        except Exception as error:
+            raise AssertionError(f"example at {_relative(doc)}:{block.line} failed: "
+                                 f"{type(error).__name__}: {error}") from error
+        ran += 1
+    if ran == 0:
+        pytest.skip(f"every Python example of {_relative(doc)} is marked skip")
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub-style heading anchors of a markdown file."""
+    _, prose = parse_markdown(path.read_text(encoding="utf-8"), _relative(path))
+    anchors: set[str] = set()
+    for _, line in prose:
+        heading = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if heading:
+            slug = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower()).replace(" ", "-")
+            anchors.add(slug)
+    return anchors
+
+
+@pytest.mark.parametrize("doc", DOC_FILES, ids=_relative)
+def test_relative_links_exist(doc: Path) -> None:
+    _, prose = parse_markdown(doc.read_text(encoding="utf-8"), _relative(doc))
+    broken = []
+    for number, line in prose:
+        line = re.sub(r"`[^`]*`", "", line)  # inline code is not a link
+        for target in _LINK.findall(line):
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):  # http:, https:, mailto:, ...
+                continue
+            file_part, _, anchor = target.partition("#")
+            linked = (doc.parent / file_part).resolve() if file_part else doc
+            if not linked.exists():
+                broken.append(f"{_relative(doc)}:{number}: {target} (no such file)")
+            elif anchor and linked.suffix == ".md" and anchor.lower() not in _anchors(linked):
+                broken.append(f"{_relative(doc)}:{number}: {target} (no such heading)")
+    assert not broken, "broken relative links:\n" + "\n".join(broken)
+
+
+def test_parser_reads_fences_and_skip_markers() -> None:
+    text = ("# T\n\n```python\nx = 1\n```\n\n<!-- docs-test: skip (needs a GPU) -->\n"
+            "```python\ny = x.cuda()\n```\n\n```bash\nls\n```\n")
+    blocks, _ = parse_markdown(text)
+    assert [(b.lang, b.code, b.line, b.skip_reason) for b in blocks] == [
+        ("python", "x = 1\n", 4, None), ("python", "y = x.cuda()\n", 9, "needs a GPU"),
+        ("bash", "ls\n", 13, None)]
+
+
+@pytest.mark.parametrize("text", [
+    "<!-- docs-test: skip -->\n```python\nx\n```\n",          # no reason
+    "<!-- docs-test: skip () -->\n```python\nx\n```\n",        # empty reason
+    "<!-- docs-test: skip (gpu) -->\n\n```python\nx\n```\n",   # not right before the fence
+    "```python\nx\n",                                          # never closed
+])
+def test_parser_rejects_markers_that_would_silently_do_nothing(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_markdown(text)
