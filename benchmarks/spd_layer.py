@@ -18,13 +18,11 @@ Targets: (a) the view/permute SPD is <= 10 % of SPD-Conv's forward + backward ti
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
-import time
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from _common import add_device_args, apply_threads, describe_device, measure
 
 from nostride import fuse
 from nostride.layers import ConvBnAct, SPDConv, space_to_depth
@@ -56,37 +54,6 @@ SPD_IMPLEMENTATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "unshuffle+reorder": spd_pixel_unshuffle,
 }
 
-
-def measure(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int, min_time: float = 0.05):
-    """Seconds per call of each function: (median, min) over ``repeats`` timed blocks.
-
-    The functions are timed round-robin (block 1 of each, then block 2 of each, ...) so that
-    load from other processes hits all of them alike and their ratios stay meaningful.
-    """
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    numbers = {}
-    for name, fn in fns.items():
-        for _ in range(2):  # warm-up (allocator, oneDNN primitive caches, cuDNN autotune)
-            fn()
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        numbers[name] = max(1, int(min_time / max(time.perf_counter() - start, 1e-9)))
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            sync()
-            start = time.perf_counter()
-            for _ in range(numbers[name]):
-                fn()
-            sync()
-            times[name].append((time.perf_counter() - start) / numbers[name])
-    return {name: (statistics.median(t), min(t)) for name, t in times.items()}
 
 
 def forward_backward(module_or_fn, x: torch.Tensor) -> Callable[[], None]:
@@ -139,21 +106,15 @@ def bench_shape(shape, device: torch.device, repeats: int) -> dict[str, tuple[fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device_args(parser)
     parser.add_argument("--repeats", type=int, default=7, help="timed blocks per measurement (median)")
     parser.add_argument("--quick", action="store_true", help="smaller batches and 3 repeats")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     device = torch.device(args.device)
     repeats = 3 if args.quick else args.repeats
     shapes = QUICK_SHAPES if args.quick else SHAPES
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        machine = torch.cuda.get_device_name(device)
-    else:
-        machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    machine = describe_device(device)
     print(f"torch {torch.__version__}, device {device} ({machine}), median of {repeats} interleaved blocks, times in ms")
 
     header = (

@@ -24,8 +24,6 @@ time. Both are printed.
 from __future__ import annotations
 
 import argparse
-import platform
-import resource
 import sys
 import tempfile
 import time
@@ -33,6 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import cpu_seconds, describe_device, sync
 from torch.utils.data import DataLoader
 
 from nostride.data.classification import (CIFAR10_MEAN, CIFAR10_STD, TensorImageDataset, build_classification_data,
@@ -42,17 +41,6 @@ from nostride.utils import count_flops
 
 BASELINE = "resnet18"
 MODELS = ["resnet18", "resnet18_spd", "resnet18_cifar", "resnet50_cifar", "resnet50", "resnet50_spd"]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _cpu_seconds() -> float:
-    """CPU time of this process (all threads) and of its finished children (DataLoader workers)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def model_step_images_per_s(name: str, size: int, batch: int, steps: int, device: torch.device,
@@ -78,12 +66,12 @@ def model_step_images_per_s(name: str, size: int, batch: int, steps: int, device
 
     for _ in range(warmup):  # allocator, cuDNN autotuning, oneDNN primitive creation
         step()
-    _sync(device)
-    t0, c0 = time.perf_counter(), _cpu_seconds()
+    sync(device)
+    t0, c0 = time.perf_counter(), cpu_seconds()
     for _ in range(steps):
         step()
-    _sync(device)
-    return steps * batch / (time.perf_counter() - t0), steps * batch / (_cpu_seconds() - c0), gflops
+    sync(device)
+    return steps * batch / (time.perf_counter() - t0), steps * batch / (cpu_seconds() - c0), gflops
 
 
 def loader_images_per_s(dataset, batch: int, workers: int, images: int) -> tuple[float, float]:
@@ -94,7 +82,7 @@ def loader_images_per_s(dataset, batch: int, workers: int, images: int) -> tuple
     """
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
                         persistent_workers=False)
-    c0 = _cpu_seconds()
+    c0 = cpu_seconds()
     seen, total, t0, t1 = 0, 0, None, None
     while t1 is None:  # several epochs if the dataset is smaller than `images`
         it = iter(loader)
@@ -108,7 +96,7 @@ def loader_images_per_s(dataset, batch: int, workers: int, images: int) -> tuple
                 t1 = time.perf_counter()
                 break
         del it  # shuts the workers down, so their CPU time is counted in RUSAGE_CHILDREN
-    return seen / (t1 - t0), total / (_cpu_seconds() - c0)
+    return seen / (t1 - t0), total / (cpu_seconds() - c0)
 
 
 def build_loaders(sizes: list[int], n_memory: int, shared: Path | None, per_class_real: dict[int, int],
@@ -168,8 +156,8 @@ def main() -> None:
     if args.threads or by_cpu:
         torch.set_num_threads(args.threads or 1)
     basis = "img/CPU-s" if by_cpu else "img/s"
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu'}), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads; model-step batch {batch}, {warmup} warm-up + "
+    print(f"device {device} ({describe_device(device)}), "
+          f"torch {torch.__version__}; model-step batch {batch}, {warmup} warm-up + "
           f"{steps} timed steps; loader batch {args.loader_batch}, {args.workers} workers; ratios by {basis}")
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,44 +15,14 @@ each also as a ratio to YOLOv5n unfused. The paper reports 6.3 ms (YOLOv5n) vs 7
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
-import time
 from typing import Callable
 
 import torch
+from _common import add_device_args, apply_threads, describe_device, measure
 
 from nostride import create_model
 from nostride.utils import count_flops, count_parameters
 
-
-def measure(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int, min_time: float) -> dict[str, float]:
-    """Median seconds per call of each function over ``repeats`` interleaved timed blocks."""
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    numbers = {}
-    for name, fn in fns.items():  # warm-up, and calls per block so a block lasts >= min_time
-        fn()
-        numbers[name] = 1
-        if min_time > 0:
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            numbers[name] = max(1, int(min_time / max(time.perf_counter() - start, 1e-6)))
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            sync()
-            start = time.perf_counter()
-            for _ in range(numbers[name]):
-                fn()
-            sync()
-            times[name].append((time.perf_counter() - start) / numbers[name])
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def build_models(device: torch.device, half: bool, spd_conv: bool) -> dict[str, torch.nn.Module]:
@@ -74,25 +44,19 @@ def build_models(device: torch.device, half: bool, spd_conv: bool) -> dict[str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device_args(parser)
     parser.add_argument("--half", action="store_true", help="float16 models and inputs (CUDA)")
     parser.add_argument("--repeats", type=int, default=7, help="timed blocks per measurement (median)")
     parser.add_argument("--quick", action="store_true", help="5 repeats of one call each, throughput at batch 4 and 320x320")
     parser.add_argument("--spd-conv", action="store_true", help="also time the paper's SPD -> conv order")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
     repeats = 5 if args.quick else args.repeats
     min_time = 0.0 if args.quick else 0.2
     dtype = torch.float16 if args.half else torch.float32
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        machine = torch.cuda.get_device_name(device)
-    else:
-        machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    machine = describe_device(device)
     settings = [("b1 640", 1, 640), ("b1 320", 1, 320), ("b4 320", 4, 320) if args.quick else ("b16 640", 16, 640)]
     print(f"torch {torch.__version__}, device {device} ({machine}), {dtype}, median of {repeats} interleaved blocks")
 
@@ -113,7 +77,8 @@ def main() -> None:
 
             return run
 
-        results[label] = measure({name: step(m) for name, m in models.items()}, device, repeats, min_time)
+        timed = measure({name: step(m) for name, m in models.items()}, device, repeats, min_time, warmup=1)
+        results[label] = {name: median for name, (median, _) in timed.items()}
 
     width = max(len(n) for n in models) + 2
     head = f"{'model':<{width}}{'params':>11}{'GFLOPs':>8}"
