@@ -11,7 +11,9 @@ A block opts out only with an HTML comment on the line right before its fence, g
 Use it only for what a test machine cannot have (a GPU, torchrun on several GPUs, full-size datasets,
 a real downloaded YOLOv5 .pt), never to hide a broken example. Blocks in other languages (bash, yaml,
 text) are not executed; the CLI has its own tests. A block written as an interactive session
-(``>>>`` prompts) runs as a doctest, so the outputs it shows must be what the code prints.
+(``>>>`` prompts) runs as a doctest, so the outputs it shows must be what the code prints; so must
+the plain/``text`` block that follows a python block directly or after a lead-in line "prints" /
+"Output ...:" (``...`` matches anything; a lead-in saying the output "varies" exempts the block).
 
 Examples run from a directory laid out like a checkout: docs/ and configs/ are there, and the real
 datasets are at ../shared/data (a file whose examples need them is skipped when they are absent).
@@ -19,7 +21,9 @@ datasets are at ../shared/data (a file whose examples need them is skipped when 
 
 from __future__ import annotations
 
+import contextlib
 import doctest
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +45,8 @@ class CodeBlock:
     code: str
     line: int  # 1-based line of the first code line in the markdown file
     skip_reason: str | None
+    end_line: int = 0  # 1-based line of the closing fence
+    expected_output: str | None = None  # the output block shown right after a python block
 
 
 def _relative(path: Path) -> str:
@@ -82,9 +88,25 @@ def parse_markdown(text: str, name: str = "<markdown>") -> tuple[list[CodeBlock]
             raise ValueError(f"{name}:{i + 1}: code fence never closed")
         body = [line[len(indent):] if line.startswith(indent) else line for line in lines[start:end]]
         blocks.append(CodeBlock(lang.lower(), "\n".join(body) + "\n", start + 1,
-                                previous["reason"].strip() if previous else None))
+                                previous["reason"].strip() if previous else None, end + 1))
         i = end + 1
+    _attach_outputs(blocks, lines)
     return blocks, prose
+
+
+def _attach_outputs(blocks: list[CodeBlock], lines: list[str]) -> None:
+    """A python block followed by a plain or ``text`` block, with nothing between them or only a
+    lead-in line such as "prints" / "Output (...):", shows what it prints. A lead-in that says the
+    output varies ("varies from run to run") exempts it."""
+    for block, following in zip(blocks, blocks[1:]):
+        if block.lang not in ("python", "py") or following.lang not in ("", "text"):
+            continue
+        between = [line.strip() for line in lines[block.end_line:following.line - 2] if line.strip()]
+        if len(between) > 1 or (between and not re.match(r"^(prints|output)\b", between[0], re.I)):
+            continue
+        if between and "varies" in between[0].lower():
+            continue
+        block.expected_output = following.code
 
 
 def _python_blocks(path: Path) -> list[CodeBlock]:
@@ -123,6 +145,16 @@ def _run_doctest(block: CodeBlock, doc: Path, namespace: dict) -> None:
         raise AssertionError("".join(report))
 
 
+def _check_output(block: CodeBlock, printed: str) -> None:
+    """The output the docs show after a block is what it printed (``...`` matches anything)."""
+    if block.expected_output is None:
+        return
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    if not doctest.OutputChecker().check_output(block.expected_output, printed, flags):
+        raise AssertionError(f"the output shown after the block differs from what it prints:\n"
+                             f"--- shown\n{block.expected_output}--- printed\n{printed}")
+
+
 @pytest.mark.parametrize("doc", FILES_WITH_PYTHON, ids=_relative)
 def test_python_examples_run(doc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(_reader_checkout(tmp_path))
@@ -140,7 +172,10 @@ def test_python_examples_run(doc: Path, tmp_path: Path, monkeypatch: pytest.Monk
                 _run_doctest(block, doc, namespace)
             else:
                 # pad with newlines so a traceback names the markdown file and its line number
-                exec(compile("\n" * (block.line - 1) + block.code, str(doc), "exec"), namespace)
+                printed = io.StringIO()
+                with contextlib.redirect_stdout(printed):
+                    exec(compile("\n" * (block.line - 1) + block.code, str(doc), "exec"), namespace)
+                _check_output(block, printed.getvalue())
         except Exception as error:
             raise AssertionError(f"example at {_relative(doc)}:{block.line} failed: "
                                  f"{type(error).__name__}: {error}") from error
@@ -186,6 +221,14 @@ def test_parser_reads_fences_and_skip_markers() -> None:
     assert [(b.lang, b.code, b.line, b.skip_reason) for b in blocks] == [
         ("python", "x = 1\n", 4, None), ("python", "y = x.cuda()\n", 9, "needs a GPU"),
         ("bash", "ls\n", 13, None)]
+
+
+def test_parser_attaches_shown_outputs() -> None:
+    text = ("```python\nprint(1)\n```\n\nprints\n\n```text\n1\n```\n"
+            "```python\nprint(2)\n```\nprints (varies from run to run)\n```\n2\n```\n"
+            "```python\nprint(3)\n```\nSome explanation.\n```\n3\n```\n")
+    blocks, _ = parse_markdown(text)
+    assert [b.expected_output for b in blocks if b.lang == "python"] == ["1\n", None, None]
 
 
 @pytest.mark.parametrize("text", [
