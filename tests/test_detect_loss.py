@@ -342,15 +342,6 @@ def test_real_model_head_contract_and_loss():
     assert torch.isfinite(total).all() and items.shape == (3,)
 
 
-@pytest.fixture
-def one_thread():
-    # a small net on a busy 2-core machine runs several times faster on one thread
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_overfitting_one_image_lowers_the_loss(one_thread):
     """yolov5n at 128x128, one image with two boxes: 40 Adam steps must cut the loss sharply."""
     model = _real_yolov5n(2).train()

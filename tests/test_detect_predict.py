@@ -15,6 +15,8 @@ from nostride.data.detection import letterbox, scale_boxes
 from nostride.tasks.detect import Detections, predict
 from nostride.tasks.detect.predict import check_img_size, increment_run_dir
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # --------------------------------------------------------------------------------------- letterbox
 
 
@@ -161,15 +163,6 @@ def test_increment_run_dir(tmp_path):
 
 
 # ------------------------------------------------------------------------- real model and the CLI
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # small convolutions on a busy 2-core machine run several times faster on one thread
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

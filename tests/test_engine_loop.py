@@ -15,14 +15,7 @@ from nostride.engine import Hook, NonFiniteLossError, Trainer, build_config, res
 from nostride.tasks.base import DatasetSplits
 from nostride.tasks.classify.task import ClassificationTask
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: OpenMP threads only spin on a shared 2-core machine (8x slower under load)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 class NoisyBlobs(Dataset):

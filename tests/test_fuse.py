@@ -11,18 +11,7 @@ from nostride import fuse
 from nostride.convert.fuse import fold_bn, spd_conv_to_strided
 from nostride.layers import ConvBnAct, FusedSPDConv, SPDConv, SpaceToDepth
 
-
-def randomize_bn(model: nn.Module) -> nn.Module:
-    """Non-trivial running statistics and affine parameters in every BatchNorm."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.5)
-                m.running_var.uniform_(0.3, 3.0)
-                if m.affine:
-                    m.weight.normal_(1, 0.5)
-                    m.bias.normal_(0, 0.5)
-    return model
+from helpers import randomize_bn
 
 
 def assert_same_function(original: nn.Module, fused: nn.Module, shapes, atol=1e-10):

@@ -36,6 +36,8 @@ from yolov5_fixture import (  # noqa: E402
     write_yolov5_checkpoint,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread_module")
+
 HYP = {"lr0": 0.01, "box": 0.05, "cls": 0.5, "obj": 1.0, "anchor_t": 4.0}
 
 
@@ -52,15 +54,6 @@ def _assert_same_outputs(ref: nn.Module, model: nn.Module, x: torch.Tensor, atol
     torch.testing.assert_close(dec.float(), ref_dec, atol=atol, rtol=1e-5)
     for a, b in zip(raw, ref_raw):
         torch.testing.assert_close(a.float(), b, atol=atol, rtol=1e-5)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # these models are tiny: intra-op threads only add overhead (a lot on a busy 2-core machine)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------ fixture files (built once)

@@ -12,18 +12,13 @@ from nostride.models import create_model, list_models, model_info
 from nostride.models.resnet import ResNet
 from nostride.utils import count_parameters
 
+from helpers import randomize_bn
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ALL = ["resnet18", "resnet50", "resnet18_spd", "resnet50_spd", "resnet18_cifar", "resnet50_cifar"]
 REDUCTION = {"resnet18": 32, "resnet50": 32, "resnet18_spd": 16, "resnet50_spd": 16,
              "resnet18_cifar": 8, "resnet50_cifar": 8}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: intra-op threads only add contention on the shared 2-core CI machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_registered_as_classifiers():
@@ -83,23 +78,12 @@ def test_baselines_do_downsample_with_strides():
     assert "conv1" not in cifar and "maxpool" not in cifar and "layer2.0.conv2" in cifar
 
 
-def _randomise_bn_stats(model: nn.Module) -> None:
-    # identical outputs must not rely on the trivial running stats (0 mean / 1 var)
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-
-
 @pytest.mark.parametrize("name,expected", [("resnet18", 11_689_512), ("resnet50", 25_557_032)])
 def test_torchvision_parity(name, expected):
     ours = create_model(name)
     theirs = getattr(torchvision.models, name)()  # random init, no download
     assert count_parameters(ours) == count_parameters(theirs) == expected
-    _randomise_bn_stats(theirs)
+    randomize_bn(theirs, seed=1)  # equal outputs must not rely on the initial running stats
     ours.load_state_dict(theirs.state_dict(), strict=True)
     ours.eval(), theirs.eval()
     x = torch.randn(2, 3, 64, 64)

@@ -13,16 +13,7 @@ import yaml
 from nostride.checkpoint import load_checkpoint
 from nostride.cli import main
 
-pytestmark = [pytest.mark.slow, pytest.mark.data]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small models on a shared 2-core machine: OpenMP threads only spin
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.usefixtures("one_thread_module"), pytest.mark.slow, pytest.mark.data]
 
 
 @pytest.fixture(scope="module")

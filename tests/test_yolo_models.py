@@ -23,6 +23,8 @@ from nostride.models.yolo import (
 )
 from nostride.utils import count_parameters
 
+from helpers import randomize_bn
+
 ANCHORS_PX = [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]]
 
 # (params at nc=80, params after fuse()) -- yolov5-reference.md sections 1 and 8
@@ -44,18 +46,6 @@ def tiny_cfg(base: str = "yolov5.yaml", nc: int = 3) -> dict:
     cfg = load_cfg(base)
     cfg.update(nc=nc, depth_multiple=0.33, width_multiple=0.125)
     return cfg
-
-
-def randomize_bn(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial BatchNorm statistics and affine parameters, so folding them is really tested."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
 
 
 # ------------------------------------------------------------------------------------ counts
