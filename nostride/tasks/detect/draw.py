@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from .predict import Detections
+    from .detections import Detections
 
 __all__ = ["draw_detections", "save_image"]
 

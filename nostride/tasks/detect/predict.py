@@ -15,20 +15,20 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from ...data.detection.letterbox import letterbox, scale_boxes
-from ...data.io import ImageDecodeError, list_images, read_image_rgb
+from ...data.detection.letterbox import scale_boxes
+from ...data.io import list_images
 from ...utils.device import select_device
-from .boxes import xyxy2ltwh
+from .detections import Detections
 from .draw import draw_detections, save_image
 from .nms import non_max_suppression
+from .sources import LetterboxedImages, collate_list, image_items
 
 __all__ = [
     "Detections",
@@ -42,64 +42,6 @@ __all__ = [
     "run_cli",
 ]
 
-@dataclass
-class Detections:
-    """The detections of one image, in original-image pixels.
-
-    Attributes:
-        path: the image file (``None`` for a tensor input).
-        boxes: (n, 4) float ``[x1, y1, x2, y2]``.
-        scores: (n,) confidences (objectness x class probability), decreasing.
-        classes: (n,) int64 class indices.
-        names: class names, indexed by class.
-        image_size: ``(height, width)`` of the original image.
-    """
-
-    path: str | None
-    boxes: Tensor
-    scores: Tensor
-    classes: Tensor
-    names: list[str]
-    image_size: tuple[int, int]
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.boxes.shape[0])
-
-    def class_name(self, c: int) -> str:
-        return self.names[c] if 0 <= c < len(self.names) else str(c)
-
-    def summary(self) -> str:
-        """``"2 persons, 1 car"`` style counts (``"no detections"`` when empty)."""
-        if not len(self):
-            return "no detections"
-        counts: dict[int, int] = {}
-        for c in self.classes.tolist():
-            counts[c] = counts.get(c, 0) + 1
-        parts = []
-        for c in sorted(counts):
-            n, name = counts[c], self.class_name(c)
-            parts.append(f"{n} {name}{'s' if n > 1 else ''}")
-        return ", ".join(parts)
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain-data form: path, size and a list of detections with xyxy and COCO ``[l, t, w, h]`` boxes."""
-        ltwh = xyxy2ltwh(self.boxes) if len(self) else self.boxes
-        dets = []
-        for box, wh, s, c in zip(self.boxes.tolist(), ltwh.tolist(), self.scores.tolist(), self.classes.tolist()):
-            dets.append(
-                {
-                    "class_id": int(c),
-                    "class_name": self.class_name(int(c)),
-                    "score": round(float(s), 5),
-                    "box_xyxy": [round(v, 3) for v in box],
-                    "box_xywh": [round(v, 3) for v in wh],
-                }
-            )
-        out = {"path": self.path, "height": self.image_size[0], "width": self.image_size[1], "detections": dets}
-        out.update(self.extra)
-        return out
-
 
 def check_img_size(img_size: int, stride: int) -> int:
     """``img_size`` rounded up to a multiple of ``stride`` (with a warning when it changes)."""
@@ -109,7 +51,6 @@ def check_img_size(img_size: int, stride: int) -> int:
     if new != img_size:
         warnings.warn(f"img_size {img_size} is not a multiple of the model stride {stride}; using {new}", stacklevel=3)
     return new
-
 
 
 def _model_stride(model: nn.Module) -> int:
@@ -131,7 +72,6 @@ def _class_names(model: nn.Module, names: Sequence[str] | None) -> list[str]:
     return [str(i) for i in range(nc or 0)]
 
 
-
 def _load_model(model_or_weights: nn.Module | dict | str | os.PathLike) -> tuple[nn.Module, dict | None]:
     from ...checkpoint import load_checkpoint, model_from_checkpoint
 
@@ -141,49 +81,6 @@ def _load_model(model_or_weights: nn.Module | dict | str | os.PathLike) -> tuple
     if ckpt.get("task") not in (None, "detect"):
         raise ValueError(f"detection predict needs a detection checkpoint, this one is {ckpt.get('task')!r}")
     return model_from_checkpoint(ckpt), ckpt
-
-
-def _image_items(source: Any) -> list[tuple[str | None, Path | Tensor]]:
-    """(name, file or tensor) pairs; tensors are (3, H, W) uint8 or a (B, 3, H, W) batch."""
-    if isinstance(source, Tensor):
-        if source.ndim == 3:
-            source = [source]
-        elif source.ndim == 4:
-            source = list(source)
-        else:
-            raise ValueError(f"an image tensor must be (3, H, W) or (B, 3, H, W), got {tuple(source.shape)}")
-    if isinstance(source, (list, tuple)) and source and all(isinstance(s, Tensor) for s in source):
-        for s in source:
-            if s.ndim != 3 or s.shape[0] != 3 or s.dtype != torch.uint8:
-                raise ValueError(f"image tensors must be uint8 (3, H, W), got {s.dtype} {tuple(s.shape)}")
-        return [(None, s) for s in source]
-    return [(str(p), p) for p in list_images(source)]
-
-
-class _LetterboxedImages(Dataset):
-    """Items ``(name, original, letterboxed, ratio, pad, error)``; an unreadable file gives an error, not a raise."""
-
-    def __init__(self, items: list[tuple[str | None, Path | Tensor]], size: int, stride: int) -> None:
-        self.items, self.size, self.stride = items, size, stride
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int):
-        name, item = self.items[i]
-        if isinstance(item, Tensor):
-            img0 = item
-        else:
-            try:
-                img0 = read_image_rgb(item)
-            except (ImageDecodeError, OSError) as e:
-                return name, None, None, None, None, str(e)
-        img, ratio, pad = letterbox(img0, self.size, auto=False, stride=self.stride)
-        return name, img0, img, ratio, pad, None
-
-
-def _as_list(batch: list) -> list:
-    return batch  # images of different sizes: the caller stacks the letterboxed ones
 
 
 @torch.inference_mode()
@@ -212,7 +109,7 @@ def iter_detections(
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    items = _image_items(source)
+    items = image_items(source)
     dev = select_device(device)
     model = model.to(dev).eval()
     stride = _model_stride(model)
@@ -222,8 +119,8 @@ def iter_detections(
     if workers is None:  # worker start-up costs more than it saves on a few images
         from_files = not any(isinstance(item, Tensor) for _, item in items)
         workers = min(4, os.cpu_count() or 1) if from_files and len(items) > 4 * batch_size else 0
-    loader = DataLoader(_LetterboxedImages(items, size, stride), batch_size=batch_size, num_workers=workers,
-                        collate_fn=_as_list)
+    loader = DataLoader(LetterboxedImages(items, size, stride), batch_size=batch_size, num_workers=workers,
+                        collate_fn=collate_list)
 
     bar = tqdm(total=len(items), desc="predict", unit="img", disable=not progress, leave=False, dynamic_ncols=True)
     for loaded in loader:
