@@ -13,7 +13,7 @@ import sys
 __all__ = ["main", "build_parser"]
 
 # sub-command modules, in the order `nostride --help` lists them
-_COMMANDS = ["convert", "train", "val", "predict", "import_yolov5", "models"]
+_COMMANDS = ["convert", "train", "val", "predict", "export", "import_yolov5", "models"]
 
 
 def build_parser() -> argparse.ArgumentParser:
