@@ -39,6 +39,7 @@ __all__ = [
     "load_checkpoint",
     "make_checkpoint",
     "model_from_checkpoint",
+    "model_or_checkpoint",
     "save_checkpoint",
 ]
 
@@ -171,3 +172,27 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | os.PathLike, use_ema: boo
     if ckpt.get("names") is not None:
         model.names = list(ckpt["names"])
     return model.eval()
+
+
+_TASK_NOUNS = {"classify": "classification", "detect": "detection"}
+
+
+def model_or_checkpoint(
+    source: nn.Module | dict[str, Any] | str | os.PathLike, task: str | None = None, caller: str = "this"
+) -> tuple[nn.Module, dict[str, Any] | None]:
+    """``(model, checkpoint)`` from a model (returned as is, checkpoint ``None``), a checkpoint dict or a path.
+
+    Args:
+        source: what a predict/evaluate function was given.
+        task: the task the checkpoint must be for (a checkpoint that records none is accepted).
+        caller: names the caller in the error message.
+
+    Raises:
+        ValueError: the checkpoint is for another task.
+    """
+    if isinstance(source, nn.Module):
+        return source, None
+    ckpt = source if isinstance(source, dict) else load_checkpoint(source)
+    if task is not None and ckpt.get("task") not in (None, task):
+        raise ValueError(f"{caller} needs a {_TASK_NOUNS.get(task, task)} checkpoint, this one is {ckpt.get('task')!r}")
+    return model_from_checkpoint(ckpt), ckpt

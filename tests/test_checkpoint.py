@@ -101,3 +101,16 @@ def test_newer_format_version_is_refused(tmp_path):
     torch.save({"format": "nostride", "version": 99}, tmp_path / "new.pt")
     with pytest.raises(ValueError, match="version 99"):
         load_checkpoint(tmp_path / "new.pt")
+
+
+def test_model_or_checkpoint_checks_the_task(tmp_path, tiny_model_name):
+    from nostride import create_model
+    from nostride.checkpoint import model_or_checkpoint
+
+    model = create_model(tiny_model_name, num_classes=2)
+    assert model_or_checkpoint(model, "detect") == (model, None)  # a model is taken as given
+    path = save_checkpoint(make_checkpoint(model, names=["a", "b"]), tmp_path / "m.pt")
+    rebuilt, ckpt = model_or_checkpoint(path, "classify")
+    assert ckpt["task"] == "classify" and rebuilt.names == ["a", "b"] and not rebuilt.training
+    with pytest.raises(ValueError, match="detection predict needs a detection checkpoint, this one is 'classify'"):
+        model_or_checkpoint(str(path), "detect", "detection predict")

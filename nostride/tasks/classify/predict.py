@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ...checkpoint import model_or_checkpoint
 from ...data.io import ImageDecodeError, list_images, read_image_rgb
 from ...utils.device import select_device
 
@@ -104,7 +105,6 @@ def preprocessing_from_checkpoint(ckpt: dict[str, Any], img_size: int | None = N
     return Preprocessing(size, mean, std, "; ".join(sources))
 
 
-
 class _ImageFiles(Dataset):
     """Items ``(index, tensor or None, error or None)``: an unreadable file is reported, not raised."""
 
@@ -124,17 +124,6 @@ class _ImageFiles(Dataset):
 
 def _collate(items):
     return items  # images stacked by the caller after dropping unreadable ones
-
-
-def _load_model(model_or_ckpt: nn.Module | dict | str | os.PathLike) -> tuple[nn.Module, dict | None]:
-    from ...checkpoint import load_checkpoint, model_from_checkpoint
-
-    if isinstance(model_or_ckpt, nn.Module):
-        return model_or_ckpt, None
-    ckpt = model_or_ckpt if isinstance(model_or_ckpt, dict) else load_checkpoint(model_or_ckpt)
-    if ckpt.get("task") not in (None, "classify"):
-        raise ValueError(f"predict_classes needs a classification checkpoint, this one is {ckpt.get('task')!r}")
-    return model_from_checkpoint(ckpt), ckpt
 
 
 @torch.inference_mode()
@@ -159,7 +148,7 @@ def _predict(
         raise ValueError(f"topk must be >= 1, got {topk}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    model, ckpt = _load_model(model_or_ckpt)
+    model, ckpt = model_or_checkpoint(model_or_ckpt, "classify", "predict_classes")
     if ckpt is not None:
         prep = preprocessing_from_checkpoint(ckpt, img_size)
     else:

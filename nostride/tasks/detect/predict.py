@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from ...checkpoint import model_from_checkpoint, model_or_checkpoint
 from ...data.detection.letterbox import scale_boxes
 from ...data.io import list_images
 from ...utils.device import select_device
@@ -70,17 +71,6 @@ def _class_names(model: nn.Module, names: Sequence[str] | None) -> list[str]:
         return list(model_names)
     nc = getattr(getattr(model, "model", [None])[-1], "nc", None) if hasattr(model, "model") else None
     return [str(i) for i in range(nc or 0)]
-
-
-def _load_model(model_or_weights: nn.Module | dict | str | os.PathLike) -> tuple[nn.Module, dict | None]:
-    from ...checkpoint import load_checkpoint, model_from_checkpoint
-
-    if isinstance(model_or_weights, nn.Module):
-        return model_or_weights, None
-    ckpt = model_or_weights if isinstance(model_or_weights, dict) else load_checkpoint(model_or_weights)
-    if ckpt.get("task") not in (None, "detect"):
-        raise ValueError(f"detection predict needs a detection checkpoint, this one is {ckpt.get('task')!r}")
-    return model_from_checkpoint(ckpt), ckpt
 
 
 @torch.inference_mode()
@@ -190,7 +180,7 @@ def predict(
         One :class:`Detections` per readable image, in input order, boxes in original-image
         pixels. Unreadable files are skipped with a ``RuntimeWarning`` naming each.
     """
-    model, ckpt = _load_model(model_or_weights)
+    model, ckpt = model_or_checkpoint(model_or_weights, "detect", "detection predict")
     if img_size is None:
         img_size = default_img_size(ckpt)
     results = []
@@ -230,8 +220,6 @@ def run_cli(args: argparse.Namespace, ckpt: dict[str, Any]) -> int:
     Writes ``<project>/<name>[N]/``: the annotated images (unless ``--no-save``) and
     ``predictions.json``; prints one line per image. Returns 0, or 1 if no image was readable.
     """
-    from ...checkpoint import model_from_checkpoint
-
     model = model_from_checkpoint(ckpt)
     img_size = args.img_size or default_img_size(ckpt)
     source = Path(args.source)
