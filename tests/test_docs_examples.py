@@ -186,7 +186,7 @@ def test_python_examples_run(doc: Path, tmp_path: Path, monkeypatch: pytest.Monk
 
 def _anchors(path: Path) -> set[str]:
     """GitHub-style heading anchors of a markdown file."""
-    _, prose = parse_markdown(path.read_text(encoding="utf-8"), _relative(path))
+    _, prose = parse_markdown(path.read_text(encoding="utf-8"), path.name)
     anchors: set[str] = set()
     for _, line in prose:
         heading = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
@@ -196,9 +196,9 @@ def _anchors(path: Path) -> set[str]:
     return anchors
 
 
-@pytest.mark.parametrize("doc", DOC_FILES, ids=_relative)
-def test_relative_links_exist(doc: Path) -> None:
-    _, prose = parse_markdown(doc.read_text(encoding="utf-8"), _relative(doc))
+def broken_links(doc: Path) -> list[str]:
+    """Relative links of a markdown file whose file (or ``#heading`` anchor) does not exist."""
+    _, prose = parse_markdown(doc.read_text(encoding="utf-8"), doc.name)
     broken = []
     for number, line in prose:
         line = re.sub(r"`[^`]*`", "", line)  # inline code is not a link
@@ -208,10 +208,26 @@ def test_relative_links_exist(doc: Path) -> None:
             file_part, _, anchor = target.partition("#")
             linked = (doc.parent / file_part).resolve() if file_part else doc
             if not linked.exists():
-                broken.append(f"{_relative(doc)}:{number}: {target} (no such file)")
+                broken.append(f"{doc.name}:{number}: {target} (no such file)")
             elif anchor and linked.suffix == ".md" and anchor.lower() not in _anchors(linked):
-                broken.append(f"{_relative(doc)}:{number}: {target} (no such heading)")
+                broken.append(f"{doc.name}:{number}: {target} (no such heading)")
+    return broken
+
+
+@pytest.mark.parametrize("doc", DOC_FILES, ids=_relative)
+def test_relative_links_exist(doc: Path) -> None:
+    broken = broken_links(doc)
     assert not broken, "broken relative links:\n" + "\n".join(broken)
+
+
+def test_link_checker_finds_missing_files_and_headings(tmp_path: Path) -> None:
+    (tmp_path / "other.md").write_text("# Other\n\n## Export to ONNX\n")
+    doc = tmp_path / "doc.md"
+    doc.write_text("# Doc\n[ok](other.md) [ok](other.md#export-to-onnx) [ok](#doc) [web](https://x.org/y)\n"
+                   "[gone](missing.md) [bad anchor](other.md#nope) `[code](not-a-link.md)`\n"
+                   "```text\n[in a block](also-not-a-link.md)\n```\n")
+    assert broken_links(doc) == ["doc.md:3: missing.md (no such file)",
+                                 "doc.md:3: other.md#nope (no such heading)"]
 
 
 def test_parser_reads_fences_and_skip_markers() -> None:
