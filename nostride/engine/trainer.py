@@ -34,6 +34,7 @@ from torch import nn
 
 from nostride.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint
 
+from ..utils.paths import increment_path
 from . import distributed as D
 from .checkpointer import capture_rng_state, resolve_resume_path, restore_rng_state, to_plain
 from .config import TrainConfig
@@ -42,7 +43,6 @@ from .hooks import CheckpointHook, EMAHook, EvalHook, Hook, LRScheduleHook, Resu
 from .loaders import eval_loader, set_loader_epoch, train_loader
 from .optim import build_optimizer
 from .results import ResultsWriter
-from .rundir import increment_path
 from .schedule import LRSchedule
 
 __all__ = ["Trainer", "NonFiniteLossError"]

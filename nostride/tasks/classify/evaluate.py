@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ...utils.device import select_device
+from ...utils.paths import increment_path
 from .metrics import ClassificationEvaluator
 
 __all__ = ["evaluate_classifier", "resolve_device"]
@@ -122,16 +123,6 @@ def _split_subset(dataset: Dataset, max_per_class: int | None) -> Dataset:
     return Subset(dataset, first_per_class(list(dataset.targets), max_per_class))
 
 
-def _increment_dir(project: str | os.PathLike, name: str, exist_ok: bool = False) -> Path:
-    """``project/name``, or ``project/name2``, ``name3``, ... if it exists (unless ``exist_ok``)."""
-    path = Path(project) / name
-    n = 2
-    while path.exists() and not exist_ok:
-        path = Path(project) / f"{name}{n}"
-        n += 1
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
 
 def format_per_class_table(metrics: dict[str, Any], max_rows: int = 30) -> str:
     """Per-class accuracy as a text table; with more than ``max_rows`` classes only the 10 worst and 10 best."""
@@ -224,7 +215,7 @@ def run_cli(args: Any, ckpt: dict[str, Any]) -> int:
     if skipped:
         print(f"warning: {skipped} unreadable image(s) skipped (each replaced by the next readable one)", file=sys.stderr)
 
-    out = _increment_dir(args.project, args.name, getattr(args, "exist_ok", False))
+    out = increment_path(Path(args.project) / args.name, getattr(args, "exist_ok", False))
     plot_confusion_matrix(metrics["confusion"], out / "confusion_matrix.png", names,
                           title=f"{ckpt['model_name']}: {split} confusion (row-normalised)")
     plot_per_class_accuracy(metrics["per_class"], out / "per_class_accuracy.png", names)

@@ -26,6 +26,7 @@ from ...checkpoint import model_from_checkpoint, model_or_checkpoint
 from ...data.detection.letterbox import scale_boxes
 from ...data.io import list_images
 from ...utils.device import select_device
+from ...utils.paths import increment_path
 from .detections import Detections
 from .draw import draw_detections, save_image
 from .nms import non_max_suppression
@@ -204,14 +205,11 @@ def default_img_size(ckpt: dict | None) -> int:
 
 
 def increment_run_dir(path: str | os.PathLike) -> Path:
-    """``path`` if it does not exist, else ``path2``, ``path3``, ... (the first free one)."""
-    path = Path(path)
-    if not path.exists():
-        return path
-    n = 2
-    while Path(f"{path}{n}").exists():
-        n += 1
-    return Path(f"{path}{n}")
+    """``path`` if it does not exist, else ``path2``, ``path3``, ... (the first free one); not created.
+
+    :func:`nostride.utils.increment_path` with ``mkdir=False``.
+    """
+    return increment_path(path, mkdir=False)
 
 
 def run_cli(args: argparse.Namespace, ckpt: dict[str, Any]) -> int:
@@ -224,8 +222,7 @@ def run_cli(args: argparse.Namespace, ckpt: dict[str, Any]) -> int:
     img_size = args.img_size or default_img_size(ckpt)
     source = Path(args.source)
     files = list_images(source)  # FileNotFoundError / ValueError -> one clean CLI error line
-    save_dir = increment_run_dir(Path(args.project) / args.name)
-    save_dir.mkdir(parents=True, exist_ok=True)
+    save_dir = increment_path(Path(args.project) / args.name)
     names = ckpt.get("names")
 
     records, skipped = [], []
