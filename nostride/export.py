@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .convert.fuse import fuse as fuse_model
+from .utils.outputs import output_tensors
 
 __all__ = ["EXPORT_FORMATS", "ExportCheckError", "ExportFormat", "export", "export_onnx", "export_torchscript"]
 
@@ -87,7 +88,7 @@ def export_onnx(
         device = _device_of(net)
         example = inputs.to(device)
         with torch.no_grad():
-            output_names = [f"output{i}" for i in range(len(_flat_outputs(net(example))))]
+            output_names = [f"output{i}" for i in range(len(output_tensors(net(example))))]
         # The torch.export-based exporter is the one PyTorch maintains (the TorchScript-based one
         # is deprecated since torch 2.9 and warns that it will be removed) and writes a cleaner
         # graph (fused SPD-Conv: 14 nodes vs 48). It is slower (ResNet18: 4-9 s vs 1.5 s on the
@@ -165,7 +166,7 @@ def export_torchscript(
                 loaded = torch.jit.load(str(path), map_location=device)
                 for shape in [tuple(input_shape), *(check_shapes or [])]:
                     x = torch.randn(*shape, device=device)
-                    _compare(_flat_outputs(net(x)), _flat_outputs(loaded(x)), shape, atol, rtol, "TorchScript")
+                    _compare(output_tensors(net(x)), output_tensors(loaded(x)), shape, atol, rtol, "TorchScript")
     return path
 
 
@@ -241,16 +242,6 @@ def _device_of(model: nn.Module) -> torch.device:
     return tensor.device if tensor is not None else torch.device("cpu")
 
 
-def _flat_outputs(out) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        out = list(out.values())
-    if isinstance(out, (list, tuple)):
-        return [t for item in out for t in _flat_outputs(item)]
-    raise TypeError(f"cannot export a model that returns {type(out).__name__}")
-
-
 def _check_shapes(input_shape: Shape, dynamic: bool, check_shapes: Sequence[Shape] | None) -> list[tuple]:
     if check_shapes is not None:
         return [tuple(s) for s in check_shapes]
@@ -271,7 +262,7 @@ def _check_onnx(net: nn.Module, path: Path, shapes: list[tuple], atol: float, rt
     for shape in shapes:
         x = torch.randn(*shape)
         with torch.no_grad():
-            expected = _flat_outputs(net(x.to(device)))
+            expected = output_tensors(net(x.to(device)))
         try:
             got = [torch.from_numpy(a) for a in session.run(None, {name: x.numpy()})]
         except Exception as err:  # onnxruntime raises its own exception types

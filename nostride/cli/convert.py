@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from nostride.convert import spdify
-    from nostride.utils import count_flops, count_parameters
+    from nostride.utils import count_flops, count_parameters, output_tensors
 
     model, source, name = build_model(args.model, args.num_classes)
     model.eval()
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if args.init == "preserve":
         x = torch.randn(shape)
         with torch.no_grad():
-            ref, out = _tensors(model(x)), _tensors(converted(x))
+            ref, out = output_tensors(model(x), strict=False), output_tensors(converted(x), strict=False)
         diff = max((a - b).abs().max().item() for a, b in zip(ref, out))
         scale = max(a.abs().max().item() for a in ref)
         inexact = [e.name for e in report if e.action in ("converted", "dropped") and not e.exact]
@@ -122,19 +122,6 @@ def _in_channels(model) -> int:
 
     conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     return conv.in_channels if conv is not None else 3
-
-
-def _tensors(out) -> list:
-    """All tensors in a model output (tensor, tuple/list, dict), in order."""
-    import torch
-
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        out = list(out.values())
-    if isinstance(out, (list, tuple)):
-        return [t for o in out for t in _tensors(o)]
-    return []
 
 
 def _change(before: int, after: int) -> str:

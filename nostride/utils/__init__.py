@@ -1,7 +1,8 @@
-"""Small utilities shared across the package (profiling, device selection, output folders)."""
+"""Small utilities shared across the package (profiling, device selection, output folders, model outputs)."""
 
 from .device import select_device
+from .outputs import output_tensors
 from .paths import increment_path
 from .profile import count_flops, count_parameters
 
-__all__ = ["count_flops", "count_parameters", "increment_path", "select_device"]
+__all__ = ["count_flops", "count_parameters", "increment_path", "output_tensors", "select_device"]

@@ -1,4 +1,4 @@
-"""nostride.utils.select_device: one set of rules for --device (train, val, predict)."""
+"""Shared utilities: select_device (one set of rules for --device: train, val, predict), output_tensors."""
 
 import pytest
 import torch
@@ -51,3 +51,14 @@ def test_callers_share_it():
     assert importlib.import_module("nostride.tasks.detect.predict").select_device is select_device
     with pytest.raises(ValueError, match="unknown device"):
         distributed.select_device("tpu")
+
+
+def test_output_tensors_flattens_in_order():
+    from nostride.utils import output_tensors
+
+    a, b, c = torch.zeros(1), torch.ones(2), torch.full((3,), 2.0)
+    got = output_tensors((a, {"x": b, "y": [c]}))
+    assert [t.shape for t in got] == [(1,), (2,), (3,)] and got[0] is a and got[2] is c
+    assert output_tensors([a, None], strict=False) == [a]
+    with pytest.raises(TypeError, match="NoneType"):
+        output_tensors([a, None])
