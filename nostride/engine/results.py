@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..utils.figures import new_figure, save_figure
+
 __all__ = ["ResultsWriter", "plot_results"]
 
 
@@ -102,17 +104,14 @@ def plot_results(csv_path: str | Path, png_path: str | Path | None = None) -> Pa
         rows = list(csv.DictReader(f))
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     keys = [k for k in rows[0] if k not in ("epoch", "time") and not k.endswith("/count")]
     epochs = [int(r["epoch"]) + 1 for r in rows]
     ncol = min(5, max(len(keys), 1))
     nrow = math.ceil(len(keys) / ncol) or 1
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), squeeze=False)
+    fig = new_figure(3.2 * ncol, 2.6 * nrow)  # no pyplot: the user's matplotlib backend is left alone
+    axes = fig.subplots(nrow, ncol, squeeze=False)
     for ax, key in zip(axes.flat, keys):
         ys = [float(r[key]) if r[key] not in ("", None) else math.nan for r in rows]
         ax.plot(epochs, ys, marker=".", linewidth=1.5)
@@ -123,7 +122,4 @@ def plot_results(csv_path: str | Path, png_path: str | Path | None = None) -> Pa
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
-    return png_path
+    return save_figure(fig, png_path)

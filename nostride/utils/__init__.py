@@ -1,4 +1,4 @@
-"""Small utilities shared across the package (profiling, device selection, output folders, model outputs)."""
+"""Small utilities shared across the package (profiling, devices, output folders and figures, model outputs)."""
 
 from .device import select_device
 from .outputs import output_tensors

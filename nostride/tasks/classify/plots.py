@@ -1,7 +1,8 @@
 """Classification plots: a row-normalised confusion matrix and per-class accuracy bars (PNG).
 
-Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot global state, no
-display needed), so plotting is safe in worker threads and on headless machines.
+Figures are drawn with matplotlib's object API on the Agg canvas (:mod:`nostride.utils.figures`:
+no pyplot global state, no display needed), so plotting is safe in worker threads and on headless
+machines.
 """
 
 from __future__ import annotations
@@ -12,20 +13,13 @@ from typing import Sequence
 
 import torch
 
+from ...utils.figures import new_figure, save_figure
+
 __all__ = ["plot_confusion_matrix", "plot_per_class_accuracy"]
 
 # Above these class counts the text would overlap: cell values and then tick labels are dropped.
 _MAX_CELL_TEXT = 30
 _MAX_TICK_LABELS = 60
-
-
-def _new_figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def _short(name: str, n: int = 18) -> str:
@@ -62,7 +56,7 @@ def plot_confusion_matrix(
 
     # grows with the class count while names/values are drawn; a plain heat map needs no more
     size = min(max(6.0, 0.45 * c + 2.5), 20.0 if c <= _MAX_TICK_LABELS else 10.0)
-    fig = _new_figure(size, size * 0.9)
+    fig = new_figure(size, size * 0.9)
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
@@ -82,11 +76,7 @@ def plot_confusion_matrix(
                 if value >= 0.005 or i == j:
                     ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=fontsize,
                             color="white" if value > 0.5 else "black")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_per_class_accuracy(
@@ -116,7 +106,7 @@ def plot_per_class_accuracy(
     if many:
         pairs.sort(key=lambda p: -p[1])
     width = min(max(6.0, 0.35 * len(pairs) + 2.0), 10.0 if many else 16.0)
-    fig = _new_figure(width, 4.5)
+    fig = new_figure(width, 4.5)
     ax = fig.add_subplot(1, 1, 1)
     values = [a for _, a in pairs]
     ax.bar(range(len(pairs)), values, color="tab:blue", width=1.0 if many else 0.8)
@@ -134,8 +124,4 @@ def plot_per_class_accuracy(
         ax.set_xticks(range(len(pairs)), labels, rotation=90 if long_names else 0,
                       fontsize=8 if len(pairs) > 15 else 10)
     ax.set_title(title or f"Per-class accuracy (dashed: mean of classes, {mean:.1f}%)")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
