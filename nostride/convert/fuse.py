@@ -40,7 +40,7 @@ from ..layers.space_to_depth import SpaceToDepth
 from ..layers.spd_conv import SPDConv
 from .modules import GroupedSpaceToDepth, SPDDownsample
 
-__all__ = ["fuse", "fold_bn", "spd_conv_to_strided"]
+__all__ = ["fuse", "fold_bn", "fold_norm", "spd_conv_to_strided"]
 
 
 def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -189,11 +189,18 @@ def _fuse(module: nn.Module, use_hook: bool = True) -> nn.Module:
     return module
 
 
+def fold_norm(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d | None:
+    """``conv`` followed by a conv block's ``norm`` as one conv: BatchNorm folded (:func:`fold_bn`),
+    ``conv`` itself after ``nn.Identity``, ``None`` for a norm that cannot be folded (other norm
+    layers, BatchNorm without running statistics)."""
+    if isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats:
+        return fold_bn(conv, norm)
+    return conv if isinstance(norm, nn.Identity) else None
+
+
 def _fuse_spd_conv(block: SPDConv) -> nn.Module:
-    conv = block.conv
-    if isinstance(block.bn, nn.BatchNorm2d) and block.bn.track_running_stats:
-        conv = fold_bn(conv, block.bn)
-    elif not isinstance(block.bn, nn.Identity):
+    conv = fold_norm(block.conv, block.bn)
+    if conv is None:
         return block  # an unusual norm we cannot fold: keep the block as it is
     fused = spd_conv_to_strided(conv, block.spd.scale)
     fused.act = block.act
@@ -202,9 +209,9 @@ def _fuse_spd_conv(block: SPDConv) -> nn.Module:
 
 
 def _fuse_conv_bn_act(block: ConvBnAct) -> nn.Module:
-    if isinstance(block.bn, nn.BatchNorm2d) and block.bn.track_running_stats:
-        block.conv = fold_bn(block.conv, block.bn)
-        block.bn = nn.Identity()
+    conv = fold_norm(block.conv, block.bn)
+    if conv is not None:
+        block.conv, block.bn = conv, nn.Identity()
     return block
 
 

@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ...convert.fuse import fold_bn, spd_conv_to_strided
+from ...convert.fuse import fold_norm, spd_conv_to_strided
 from ...layers.activations import ActLike
 from ...layers.conv import ConvBnAct
 from ...layers.space_to_depth import space_to_depth
@@ -130,10 +130,8 @@ class Focus(nn.Module):
         grouped or dilated (then no single strided conv equals it).
         """
         block = self.conv
-        conv = block.conv
-        if isinstance(block.bn, nn.BatchNorm2d) and block.bn.track_running_stats:
-            conv = fold_bn(conv, block.bn)
-        elif not isinstance(block.bn, nn.Identity):
+        conv = fold_norm(block.conv, block.bn)
+        if conv is None:
             return self
         try:
             fused = spd_conv_to_strided(conv, 2)
