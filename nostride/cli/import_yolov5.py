@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     from nostride.checkpoint import make_checkpoint, save_checkpoint
     from nostride.models.yolo.import_yolov5 import build_yolov5, read_yolov5_checkpoint
+    from nostride.utils import count_parameters
 
     use_ema = {"auto": "auto", "ema": True, "model": False}[args.weights]
     src, out = Path(args.source), Path(args.output)
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     imported_from = {"file": src.name, "weights": meta.weights, **meta.info}
     ckpt = make_checkpoint(model, names=model.names, hyp=meta.hyp, imported_from=imported_from)
     save_checkpoint(ckpt, out)
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = count_parameters(model)
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")
     layout = f"YOLOv5 {meta.info['layout']}" + (" (SPD fork)" if meta.info["spd"] else "")
     print(

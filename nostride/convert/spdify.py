@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import _pair
 
+from ..utils.profile import count_parameters
 from .modules import SPDDownsample
 from .replace import replace_conv, replace_pool, spd_weight_from_strided
 from .report import ConversionEntry, ConversionReport
@@ -98,7 +99,7 @@ def spdify(
         raise ValueError(f"pool_conv must be one of {_POOL_CONVS}, got {pool_conv!r}")
     patterns = [exclude] if isinstance(exclude, str) else list(exclude)
 
-    params_before = _num_params(model)
+    params_before = count_parameters(model)
     if not inplace:
         model = copy.deepcopy(model)
     named = list(model.named_modules(remove_duplicate=False))
@@ -122,7 +123,7 @@ def spdify(
     unsupported = []
     for name, kind, module in plan.values():
         old = repr(module)
-        before = _num_params(module)
+        before = count_parameters(module)
         if _excluded(name, patterns):
             entries.append(ConversionEntry(name, kind, "excluded", old, old, before, before, True))
             continue
@@ -147,7 +148,7 @@ def spdify(
         new.train(module.training)
         replacement[id(module)] = new
         desc = new.describe() if isinstance(new, SPDDownsample) else repr(new)
-        entries.append(ConversionEntry(name, kind, action, old, desc, before, _num_params(new), exact))
+        entries.append(ConversionEntry(name, kind, action, old, desc, before, count_parameters(new), exact))
     if unsupported:
         warnings.warn(
             f"spdify: strided layers of a kind it does not convert were left unchanged: {', '.join(unsupported)}",
@@ -161,7 +162,7 @@ def spdify(
             else:
                 parent_name, _, attr = name.rpartition(".")
                 setattr(model.get_submodule(parent_name), attr, replacement[id(module)])
-    report = ConversionReport(entries, params_before, _num_params(model))
+    report = ConversionReport(entries, params_before, count_parameters(model))
     # Record how the model was made (plain data), so a checkpoint of it can be rebuilt:
     # nostride.checkpoint stores this and model_from_checkpoint re-applies spdify before loading.
     if isinstance(example_input, torch.Tensor):
@@ -240,9 +241,6 @@ def _strided_kind(module: nn.Module) -> str | None:
         return "other" if any(s > 1 for s in stride) else None
     return None
 
-
-def _num_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 # --- pooling ------------------------------------------------------------------------------------

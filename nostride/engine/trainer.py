@@ -35,6 +35,7 @@ from torch import nn
 from nostride.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint
 
 from ..utils.paths import increment_path
+from ..utils.profile import count_parameters
 from . import distributed as D
 from .checkpointer import capture_rng_state, resolve_resume_path, restore_rng_state, to_plain
 from .config import TrainConfig
@@ -163,7 +164,7 @@ class Trainer:
             self.results = ResultsWriter(self.run_dir, cfg.tensorboard,
                                          resume_epoch=self.start_epoch - 1 if resume_ckpt is not None else None)
         n_val = len(splits.val) if splits.val is not None else 0
-        self.log(f"{cfg.model}: {sum(p.numel() for p in model.parameters()):,} parameters on {self.device}"
+        self.log(f"{cfg.model}: {count_parameters(model):,} parameters on {self.device}"
                  f"{f' x {self.info.world_size} processes' if self.info.distributed else ''}; "
                  f"{len(splits.train)} train / {n_val} val images"
                  f"{f' ({splits.skipped} unreadable files skipped)' if splits.skipped else ''}; run dir {self.run_dir}")

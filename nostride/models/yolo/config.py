@@ -24,6 +24,7 @@ from torch import nn
 
 from ...layers.space_to_depth import SpaceToDepth
 from ...layers.spd_conv import SPDConv
+from ...utils.profile import count_parameters
 from .blocks import BN_EPS, BN_MOMENTUM, C3, SPP, SPPF, Bottleneck, Concat, Conv, Focus
 from .detect import Detect
 
@@ -219,5 +220,5 @@ def _build_layer(i: int, row: Any, chs: list[int], nc: int, gd: float, gw: float
     cls = type(module[0] if n > 1 else module)
     module.i, module.f = i, f
     module.type = f"{cls.__module__}.{cls.__qualname__}"
-    module.np = sum(p.numel() for p in module.parameters())
+    module.np = count_parameters(module)
     return module, c2, f

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ...convert.fuse import fuse as fuse_module
+from ...utils.profile import count_parameters
 from .blocks import BN_EPS, BN_MOMENTUM
 from .config import load_cfg, parse_model
 from .detect import Detect
@@ -167,7 +168,7 @@ class YOLOv5(nn.Module):
                 for attr in ("i", "f", "type"):
                     setattr(fused, attr, getattr(layer, attr))
                 self.model[idx] = fused
-            fused.np = sum(p.numel() for p in fused.parameters())
+            fused.np = count_parameters(fused)
         self.train(was_training)
         return self
 
