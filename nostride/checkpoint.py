@@ -40,6 +40,7 @@ __all__ = [
     "make_checkpoint",
     "model_from_checkpoint",
     "model_or_checkpoint",
+    "recorded_option",
     "save_checkpoint",
 ]
 
@@ -196,3 +197,17 @@ def model_or_checkpoint(
     if task is not None and ckpt.get("task") not in (None, task):
         raise ValueError(f"{caller} needs a {_TASK_NOUNS.get(task, task)} checkpoint, this one is {ckpt.get('task')!r}")
     return model_from_checkpoint(ckpt), ckpt
+
+
+def recorded_option(ckpt: dict[str, Any] | None, key: str) -> Any:
+    """``key`` as the checkpoint records it, else ``None``.
+
+    Looked up, first found (not ``None``) wins: the training options (``ckpt["config"]``), the
+    checkpoint's top level (``make_checkpoint(..., key=...)``), its ``data`` record.
+    """
+    if not ckpt:
+        return None
+    for d in (ckpt.get("config"), ckpt, ckpt.get("data")):
+        if isinstance(d, dict) and d.get(key) is not None:
+            return d[key]
+    return None

@@ -114,3 +114,13 @@ def test_model_or_checkpoint_checks_the_task(tmp_path, tiny_model_name):
     assert ckpt["task"] == "classify" and rebuilt.names == ["a", "b"] and not rebuilt.training
     with pytest.raises(ValueError, match="detection predict needs a detection checkpoint, this one is 'classify'"):
         model_or_checkpoint(str(path), "detect", "detection predict")
+
+
+def test_recorded_option_precedence():
+    from nostride.checkpoint import recorded_option
+
+    ckpt = {"config": {"img_size": 64, "mean": None}, "img_size": 32, "mean": [0.5] * 3, "data": {"std": [0.2] * 3}}
+    assert recorded_option(ckpt, "img_size") == 64  # the training options win
+    assert recorded_option(ckpt, "mean") == [0.5] * 3  # None there: the top level
+    assert recorded_option(ckpt, "std") == [0.2] * 3  # then the data record
+    assert recorded_option(ckpt, "seed") is None and recorded_option(None, "img_size") is None

@@ -27,8 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _default_size(ckpt: dict) -> int:
-    config = ckpt.get("config") or {}
-    size = ckpt.get("img_size") or config.get("img_size")
+    from nostride.checkpoint import recorded_option
+
+    size = recorded_option(ckpt, "img_size")
     if size:
         return int(size)
     return 640 if ckpt.get("task") == "detect" else 224

@@ -157,14 +157,15 @@ def run_cli(args: Any, ckpt: dict[str, Any]) -> int:
     from ...checkpoint import model_from_checkpoint
     from ...data.classification import build_classification_data
     from .plots import plot_confusion_matrix, plot_per_class_accuracy
-    from .predict import _recorded, _stats
+    from ...checkpoint import recorded_option
+    from .predict import _stats
 
     config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
     data_path = args.data or config.get("data")
     if not data_path:
         raise ValueError("no --data given and the checkpoint does not record its training data")
-    mean, std = _stats(_recorded(ckpt, "mean")), _stats(_recorded(ckpt, "std"))
-    img_size = args.img_size or _recorded(ckpt, "img_size")
+    mean, std = _stats(recorded_option(ckpt, "mean")), _stats(recorded_option(ckpt, "std"))
+    img_size = args.img_size or recorded_option(ckpt, "img_size")
     val_fraction = float(config.get("val_fraction", 0.1))
 
     def build(split: str | None):

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ...checkpoint import model_or_checkpoint
+from ...checkpoint import model_or_checkpoint, recorded_option
 from ...data.io import ImageDecodeError, list_images, read_image_rgb
 from ...utils.device import select_device
 
@@ -59,14 +59,6 @@ def _stats(value: Any) -> tuple[float, float, float] | None:
     return None
 
 
-def _recorded(ckpt: dict[str, Any], key: str) -> Any:
-    """``key`` from the checkpoint's training options, its top level, or its ``data`` record."""
-    for d in (ckpt.get("config"), ckpt, ckpt.get("data")):
-        if isinstance(d, dict) and d.get(key) is not None:
-            return d[key]
-    return None
-
-
 def preprocessing_from_checkpoint(ckpt: dict[str, Any], img_size: int | None = None) -> Preprocessing:
     """The preprocessing a classification checkpoint was trained with.
 
@@ -84,19 +76,19 @@ def preprocessing_from_checkpoint(ckpt: dict[str, Any], img_size: int | None = N
     ``img_size`` stays ``None`` when none of these gives one.
     """
     config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
-    recorded_fmt = _recorded(ckpt, "data_format")
+    recorded_fmt = recorded_option(ckpt, "data_format")
     fmt, fmt_size, fmt_mean, fmt_std = _format_defaults(config.get("data"), recorded_fmt if isinstance(recorded_fmt, str) else None)
     sources = []
     size = img_size
     if size is None:
-        recorded = _recorded(ckpt, "img_size")
+        recorded = recorded_option(ckpt, "img_size")
         if isinstance(recorded, int) and recorded > 0:
             size = recorded
             sources.append("img_size from the checkpoint")
         elif fmt_size is not None:
             size = fmt_size
             sources.append(f"img_size = the {fmt} default")
-    mean, std = _stats(_recorded(ckpt, "mean")), _stats(_recorded(ckpt, "std"))
+    mean, std = _stats(recorded_option(ckpt, "mean")), _stats(recorded_option(ckpt, "std"))
     if mean is None or std is None:
         mean, std = tuple(fmt_mean), tuple(fmt_std)
         sources.append(f"mean/std = the {fmt if fmt_size else 'ImageNet'} default (none recorded)")

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ...checkpoint import model_from_checkpoint, model_or_checkpoint
+from ...checkpoint import model_from_checkpoint, model_or_checkpoint, recorded_option
 from ...data.detection.letterbox import scale_boxes
 from ...data.io import list_images
 from ...utils.device import select_device
@@ -195,13 +195,9 @@ def predict(
 
 
 def default_img_size(ckpt: dict | None) -> int:
-    """The training image size a checkpoint records (``config.img_size`` or ``img_size``), else 640."""
-    if ckpt:
-        config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
-        for d in (config, ckpt):
-            if isinstance(d.get("img_size"), int) and d["img_size"] > 0:
-                return d["img_size"]
-    return 640
+    """The training image size a checkpoint records (:func:`~nostride.checkpoint.recorded_option`), else 640."""
+    size = recorded_option(ckpt, "img_size")
+    return size if isinstance(size, int) and size > 0 else 640
 
 
 def increment_run_dir(path: str | os.PathLike) -> Path:
