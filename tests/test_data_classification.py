@@ -276,6 +276,27 @@ def test_corrupt_image_is_skipped_counted_and_named(folder_root):
     assert data.skipped == 1
 
 
+def test_corrupt_image_in_an_evaluation_split_counts_nowhere(folder_root):
+    from nostride.data.classification import IGNORE_LABEL
+    from nostride.tasks.classify.metrics import ClassificationEvaluator
+
+    bad = folder_root / "test" / "cat" / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    data = build_classification_data(folder_root, val_fraction=0.0, mean=(0.5,) * 3, std=(0.5,) * 3)
+    with pytest.warns(RuntimeWarning, match="broken.png"):
+        items = [data.test[i] for i in range(len(data.test))]
+    labels = [y for _, y in items]
+    assert len(items) == 5 and labels.count(IGNORE_LABEL) == 1
+    good = [data.test.labels[j] for j in data.test.indices if data.test.paths[j] != str(bad)]
+    assert [y for y in labels if y != IGNORE_LABEL] == good  # the 4 readable files keep their labels
+    assert all(x.shape == (3, 32, 32) for x, _ in items)  # shapes stay batchable
+    evaluator = ClassificationEvaluator(len(data.classes))
+    evaluator.process(torch.randn(len(items), len(data.classes)), torch.tensor(labels))
+    assert evaluator.evaluate()["count"] == 4 and data.test.skipped == 1
+    # training views still replace a bad file by the next readable sample, label included
+    assert all(y != IGNORE_LABEL for _, y in (data.train[i] for i in range(len(data.train))))
+
+
 def test_corrupt_image_counted_across_dataloader_workers(folder_root):
     (folder_root / "train" / "cat" / "empty.png").write_bytes(b"")
     data = build_classification_data(folder_root, val_fraction=0.0, mean=(0.5,) * 3, std=(0.5,) * 3)

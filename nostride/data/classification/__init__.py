@@ -6,7 +6,7 @@ items are ``(normalised float (3, S, S) tensor, int label)``. See docs/data.md.
 """
 
 from .build import ClassificationData, build_classification_data, estimate_mean_std
-from .datasets import BadFileLog, ImageFileDataset, TensorImageDataset
+from .datasets import IGNORE_LABEL, BadFileLog, ImageFileDataset, TensorImageDataset
 from .detect import FORMATS, detect_format, resolve_dataset
 from .extract import extract_subset
 from .split import first_per_class, stratified_split
@@ -22,6 +22,7 @@ __all__ = [
     "FORMATS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "IGNORE_LABEL",
     "ImageFileDataset",
     "TensorImageDataset",
     "build_classification_data",

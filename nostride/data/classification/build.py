@@ -202,10 +202,10 @@ def build_classification_data(
     eval_tf = eval_transform(size, m, s, resize=resize)
     tr_idx, va_idx = stratified_split(labels, val_fraction, seed)
     train = ImageFileDataset(paths, labels, train_transform(size, m, s, resize=resize, augment=augment), tr_idx, bad)
-    val = ImageFileDataset(paths, labels, eval_tf, va_idx, bad) if va_idx else None
+    val = ImageFileDataset(paths, labels, eval_tf, va_idx, bad, on_bad="exclude") if va_idx else None
     test = None
     if test_samples:
-        test = ImageFileDataset([p for p, _ in test_samples], [y for _, y in test_samples], eval_tf)
+        test = ImageFileDataset([p for p, _ in test_samples], [y for _, y in test_samples], eval_tf, on_bad="exclude")
     elif test_samples is not None:
         warnings.warn(f"{root}: the test split has no images", RuntimeWarning, stacklevel=2)
     return ClassificationData(train, val, test, classes, size, m, s, format=fmt, root=root, class_ids=class_ids)

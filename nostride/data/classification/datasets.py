@@ -14,7 +14,11 @@ from torch.utils.data import Dataset
 
 from ..io import ImageDecodeError, read_image_rgb
 
-__all__ = ["BadFileLog", "TensorImageDataset", "ImageFileDataset"]
+__all__ = ["IGNORE_LABEL", "BadFileLog", "TensorImageDataset", "ImageFileDataset"]
+
+# Label of an evaluation item whose file could not be read: F.cross_entropy's default
+# ignore_index, and skipped by ClassificationEvaluator, so such files count nowhere.
+IGNORE_LABEL = -100
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -89,6 +93,9 @@ class ImageFileDataset(Dataset):
     A file that cannot be read or decoded is reported once (``RuntimeWarning`` naming it), counted
     in ``skipped`` / :class:`BadFileLog`, and replaced by the next readable sample of the same
     view, so training continues on the remaining files. Lengths never change during an epoch.
+    With ``on_bad="exclude"`` (evaluation views) the replacement carries the label
+    :data:`IGNORE_LABEL`, so metrics and losses leave the unreadable file out instead of
+    counting another image twice.
 
     Args:
         paths: image file paths (all samples of the split, shared by its views).
@@ -96,12 +103,18 @@ class ImageFileDataset(Dataset):
         transform: applied to each decoded uint8 (3, H, W) image.
         indices: the samples this view exposes (default: all).
         bad: the :class:`BadFileLog` shared with the split's other views (default: a new one).
+        on_bad: ``"replace"`` (training: the next readable sample, with its label) or
+            ``"exclude"`` (evaluation: the next readable image with label :data:`IGNORE_LABEL`).
     """
 
     def __init__(self, paths: Sequence[str], labels: Sequence[int], transform: Transform,
-                 indices: Sequence[int] | None = None, bad: BadFileLog | None = None) -> None:
+                 indices: Sequence[int] | None = None, bad: BadFileLog | None = None,
+                 on_bad: str = "replace") -> None:
         if len(paths) != len(labels):
             raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
+        if on_bad not in ("replace", "exclude"):
+            raise ValueError(f"on_bad must be 'replace' or 'exclude', got {on_bad!r}")
+        self.on_bad = on_bad
         self.paths = list(paths)
         self.labels = list(labels)
         self.transform = transform
@@ -122,7 +135,8 @@ class ImageFileDataset(Dataset):
             except (ImageDecodeError, OSError) as e:
                 self.bad.mark(j, e)
                 continue
-            return self.transform(img), self.labels[j]
+            label = IGNORE_LABEL if step and self.on_bad == "exclude" else self.labels[j]
+            return self.transform(img), label
         raise RuntimeError(f"none of the {n} images of this dataset could be read (e.g. {self.paths[self.indices[0]]})")
 
     @property

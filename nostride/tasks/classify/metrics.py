@@ -20,6 +20,8 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from nostride.data.classification.datasets import IGNORE_LABEL
+
 __all__ = ["ClassificationEvaluator", "target_rank"]
 
 
@@ -89,7 +91,9 @@ class ClassificationEvaluator:
 
         Args:
             logits: ``(N, C)`` raw scores (any float dtype; computed in float32).
-            targets: ``(N,)`` integer class indices.
+            targets: ``(N,)`` integer class indices; entries equal to
+                ``nostride.data.classification.IGNORE_LABEL`` (-100: items whose image file could
+                not be read) are left out of every count.
         """
         if logits.ndim != 2 or logits.shape[1] != self.num_classes:
             raise ValueError(f"logits must have shape (N, {self.num_classes}), got {tuple(logits.shape)}")
@@ -97,6 +101,9 @@ class ClassificationEvaluator:
             raise ValueError(f"targets must have shape ({logits.shape[0]},), got {tuple(targets.shape)}")
         if targets.dtype.is_floating_point or targets.dtype == torch.bool:
             raise ValueError(f"targets must be integer class indices, got dtype {targets.dtype}")
+        keep = targets != IGNORE_LABEL
+        if not bool(keep.all()):
+            logits, targets = logits[keep.to(logits.device)], targets[keep]
         if logits.shape[0] == 0:
             return
         targets = targets.to(device=logits.device, dtype=torch.int64)
