@@ -62,3 +62,17 @@ def test_output_tensors_flattens_in_order():
     assert output_tensors([a, None], strict=False) == [a]
     with pytest.raises(TypeError, match="NoneType"):
         output_tensors([a, None])
+
+
+def test_write_image_round_trips_and_picks_the_format(tmp_path):
+    import warnings
+
+    from nostride.data import read_image_rgb, write_image
+
+    img = torch.randint(0, 256, (3, 9, 7), dtype=torch.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # the codec deprecation is silenced
+        png = write_image(img, tmp_path / "sub" / "a.png")
+        jpg = write_image(img, tmp_path / "b.bmp")
+        assert torch.equal(read_image_rgb(png), img)  # PNG is lossless
+        assert jpg.name == "b.jpg" and read_image_rgb(jpg).shape == (3, 9, 7)

@@ -2,21 +2,47 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torchvision.io import ImageReadMode, decode_image
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageDecodeError", "read_image_rgb", "is_image_file", "list_images"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageDecodeError", "is_image_file", "list_images", "read_image_rgb", "write_image"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 class ImageDecodeError(ValueError):
     """An image file could not be read or decoded; the message names the file."""
+
+
+@contextlib.contextmanager
+def _quiet_torchvision_io() -> Iterator[None]:
+    # torchvision 0.29 deprecates its image codecs in favour of torchcodec (not a dependency
+    # here); they still work, and the warning would fire once per image.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*image decoding and encoding", category=DeprecationWarning)
+        yield
+
+
+def write_image(img: torch.Tensor, path: str | os.PathLike, quality: int = 95) -> Path:
+    """Write a uint8 (3, H, W) image: PNG for a ``.png`` path, else JPEG (suffix ``.jpg`` unless
+    ``.jpg``/``.jpeg`` is given). Creates the folder; returns the path written."""
+    from torchvision.io import write_jpeg, write_png
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _quiet_torchvision_io():
+        if path.suffix.lower() == ".png":
+            write_png(img, str(path))
+            return path
+        path = path.with_suffix(".jpg") if path.suffix.lower() not in (".jpg", ".jpeg") else path
+        write_jpeg(img, str(path), quality=quality)
+    return path
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -68,10 +94,7 @@ def read_image_rgb(path: str | os.PathLike) -> torch.Tensor:
         if not raw:
             raise RuntimeError("empty file")
         data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
-        with warnings.catch_warnings():
-            # torchvision 0.29 deprecates its decoders in favour of torchcodec (not a dependency
-            # here); they still work, and the warning would fire once per image.
-            warnings.filterwarnings("ignore", message=".*image decoding and encoding", category=DeprecationWarning)
+        with _quiet_torchvision_io():
             img = decode_image(data, mode=ImageReadMode.RGB)
     except (OSError, RuntimeError, ValueError) as e:
         raise ImageDecodeError(f"{path}: cannot decode image ({e})") from None

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
+from nostride.data.io import write_image
+
 if TYPE_CHECKING:
     from .detections import Detections
 
@@ -36,12 +38,4 @@ def draw_detections(img: Tensor, det: Detections) -> Tensor:
 
 def save_image(img: Tensor, path: Path) -> Path:
     """Write a uint8 (3, H, W) image: PNG for ``.png``, else JPEG (quality 95, suffix ``.jpg``)."""
-    from torchvision.io import write_jpeg, write_png
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".png":
-        write_png(img, str(path))
-        return path
-    path = path.with_suffix(".jpg") if path.suffix.lower() not in (".jpg", ".jpeg") else path
-    write_jpeg(img, str(path), quality=95)
-    return path
+    return write_image(img, path, quality=95)
