@@ -2,15 +2,54 @@
 
 Layers (:class:`SpaceToDepth`, :class:`SPDConv`), conversion of any CNN (:func:`spdify`), the
 deployment form (:func:`fuse`), and the paper's models through :func:`create_model`.
+
+The public names are imported on first use (PEP 562), so ``import nostride`` and the ``nostride``
+command's ``--help``/``--version`` do not pay for importing PyTorch.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from .convert import fuse, spdify
-from .layers import DepthToSpace, SPDConv, SpaceToDepth, depth_to_space, space_to_depth
-from .models import create_model, list_models
-from .models.yolo.import_yolov5 import load_yolov5
+# public name -> module that defines it
+_LAZY = {
+    "load_checkpoint": ".checkpoint",
+    "model_from_checkpoint": ".checkpoint",
+    "save_checkpoint": ".checkpoint",
+    "fuse": ".convert",
+    "spdify": ".convert",
+    "DepthToSpace": ".layers",
+    "SPDConv": ".layers",
+    "SpaceToDepth": ".layers",
+    "depth_to_space": ".layers",
+    "space_to_depth": ".layers",
+    "create_model": ".models",
+    "list_models": ".models",
+    "load_yolov5": ".models.yolo.import_yolov5",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+    from .convert import fuse, spdify
+    from .layers import DepthToSpace, SPDConv, SpaceToDepth, depth_to_space, space_to_depth
+    from .models import create_model, list_models
+    from .models.yolo.import_yolov5 import load_yolov5
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nostride' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def train(model=None, data=None, **options):

@@ -50,3 +50,100 @@ def test_bad_input_is_one_clean_error_line(capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2
     assert "nope.pt" in err and "Traceback" not in err
+
+
+# --- start-up, help texts, option spelling -------------------------------------------------
+
+
+def test_help_and_version_start_fast_without_torch():
+    """--help/--version import neither torch, torchvision nor matplotlib, and answer well under a second."""
+    import time
+
+    code = (
+        "import sys\n"
+        "from nostride.cli import main\n"
+        "for argv in (['--help'], ['--version'], ['train', '--help'], ['convert', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = [m for m in ('torch', 'torchvision', 'matplotlib', 'numpy') if m in sys.modules]\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in proc.stderr
+    best = float("inf")
+    for _ in range(3):  # the machine is shared: the best of three, with a generous bound
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "nostride", "--help"], capture_output=True, check=True)
+        best = min(best, time.perf_counter() - t0)
+    assert best < 1.0, f"nostride --help took {best:.2f} s"
+
+
+def _option_actions():
+    import argparse
+
+    from nostride.cli import _FLAG_ACTIONS, build_parser
+
+    for name, sub in build_parser().subcommands.items():
+        for action in sub._actions:
+            if action.option_strings and not isinstance(action, _FLAG_ACTIONS) and not action.required:
+                yield name, sub, action
+
+
+def test_every_option_help_states_its_default():
+    from nostride.cli import HelpFormatter
+
+    missing = [
+        f"{name} {action.option_strings[0]}"
+        for name, _, action in _option_actions()
+        if "default" not in HelpFormatter(name)._get_help_string(action).lower()
+    ]
+    assert not missing, f"help without a default: {missing}"
+
+
+def test_train_help_defaults_match_the_config():
+    """`nostride train --help` states the defaults of TrainConfig (its options default to 'not given')."""
+    import re
+
+    from nostride.engine.config import TrainConfig
+
+    cfg = TrainConfig()
+    checked = 0
+    for name, _, action in _option_actions():
+        if name != "train":
+            continue
+        m = re.search(r"default:? ([-\w./]+)", action.help)
+        value = getattr(cfg, action.dest, None)
+        if not m or not isinstance(value, (int, float, str)) or isinstance(value, bool) or value == "":
+            continue
+        stated = m.group(1)
+        expected = type(value)(stated) if not isinstance(value, str) else stated
+        assert expected == value, f"train {action.option_strings[0]}: help says {stated}, TrainConfig has {value!r}"
+        checked += 1
+    assert checked >= 15
+
+
+@pytest.mark.parametrize(
+    "argv, wrong, right",
+    [
+        (["train", "--batchsize", "8"], "--batchsize", "--batch-size"),
+        (["train", "--epoch", "3"], "--epoch", "--epochs"),  # an abbreviation is not silently taken
+        (["val", "--weights", "w.pt", "--workrs", "2"], "--workrs", "--workers"),
+        (["convert", "resnet18", "--img", "64"], "--img", "--img-size"),
+    ],
+)
+def test_mistyped_option_gets_usage_and_suggestion(capsys, argv, wrong, right):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: nostride {argv[0]}")  # the sub-command's usage, not the top level's
+    assert f"{wrong}: did you mean {right}?" in err
+
+
+def test_abbreviations_are_refused():
+    from nostride.cli import build_parser
+
+    for sub in build_parser().subcommands.values():
+        assert sub.allow_abbrev is False

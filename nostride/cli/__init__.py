@@ -1,31 +1,68 @@
 """The ``nostride`` command: a thin layer over the library.
 
 Each sub-command lives in its own module here with ``add_parser(subparsers)`` (which sets
-``func``) and imports heavy modules only when it runs, so ``nostride --help`` stays fast.
+``func``) and imports heavy modules (torch, torchvision, matplotlib) only when it runs, so
+``nostride --help`` and ``--version`` answer without importing PyTorch.
+
+Every parser here is a :class:`Parser`: no abbreviated options (``--epoch`` is not taken for
+``--epochs``), defaults shown in every help text, and a "did you mean" for a mistyped option.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "Parser", "HelpFormatter"]
 
 # sub-command modules, in the order `nostride --help` lists them
 _COMMANDS = ["convert", "train", "val", "predict", "export", "import_yolov5", "models"]
 
+_FLAG_ACTIONS = (
+    argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction,
+    argparse._HelpAction, argparse._VersionAction, argparse._CountAction,
+)
 
-def build_parser() -> argparse.ArgumentParser:
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Adds ``(default: X)`` to an option's help unless the text already states its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            action.option_strings
+            and not isinstance(action, _FLAG_ACTIONS)
+            and "default" not in text.lower()
+            and action.default not in (None, argparse.SUPPRESS, False, [], ())
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` with ``allow_abbrev=False`` and :class:`HelpFormatter` by default."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def option_names(self) -> list[str]:
+        return [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+
+
+def build_parser() -> Parser:
     """The full argument parser (all sub-commands registered)."""
     from nostride import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="nostride",
         description="SPD-Conv for PyTorch: convert CNNs, train and evaluate ResNet-SPD and YOLOv5-SPD.",
     )
     parser.add_argument("--version", action="version", version=f"nostride {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in _COMMANDS:
         try:
             module = importlib.import_module(f"nostride.cli.{name}")
@@ -34,13 +71,47 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not part of this build
             raise
         module.add_parser(sub)
+    parser.subcommands = sub.choices  # name -> sub-command parser
     return parser
+
+
+def suggest_option(unknown: str, known: list[str]) -> str | None:
+    """The known option closest to a mistyped one (``--batchsize`` -> ``--batch-size``), or ``None``."""
+    name = unknown.split("=", 1)[0]
+    if not name.startswith("-"):
+        return None
+    squash = {k.replace("-", "").replace("_", ""): k for k in known}
+    if name.replace("-", "").replace("_", "") in squash:
+        return squash[name.replace("-", "").replace("_", "")]
+    prefixed = [k for k in known if k.startswith(name)]  # an abbreviation: --epoch for --epochs
+    if len(prefixed) == 1:
+        return prefixed[0]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _reject_unknown(parser: Parser, args: argparse.Namespace, extras: list[str]) -> None:
+    """Exit with the sub-command's usage, naming the unknown arguments and the closest known options."""
+    command = getattr(args, "command", None)
+    target = parser.subcommands[command] if command else parser
+    known = target.option_names()
+    hints = []
+    for arg in extras:
+        guess = suggest_option(arg, known)
+        if guess:
+            hints.append(f"{arg.split('=', 1)[0]}: did you mean {guess}?")
+    text = f"unrecognized arguments: {' '.join(extras)}"
+    if hints:
+        text += " (" + "; ".join(hints) + ")"
+    target.error(text)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nostride`` console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _reject_unknown(parser, args, extras)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

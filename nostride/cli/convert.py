@@ -28,9 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--pool-conv", choices=["full", "depthwise"], default="full", help="conv replacing a pool: all channels or per channel"
     )
     p.add_argument("--init", choices=["preserve", "random"], default="preserve", help="weights of the new convs")
-    p.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN", help="module names to leave alone (fnmatch)")
-    p.add_argument("--num-classes", type=int, default=None, help="build the model with this many classes")
-    p.add_argument("--output", default=None, metavar="FILE.pt", help="save the converted weights (nostride checkpoint)")
+    p.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN", help="module names to leave alone (fnmatch; default: none)")
+    p.add_argument("--num-classes", type=int, default=None, help="build the model with this many classes (default: the model's own)")
+    p.add_argument("--output", default=None, metavar="FILE.pt", help="save the converted weights as a nostride checkpoint (default: not saved)")
     p.set_defaults(func=run)
 
 

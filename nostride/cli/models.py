@@ -8,7 +8,7 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the models nostride can build", description="List registered models.")
     p.add_argument("pattern", nargs="?", default=None, help="glob pattern, e.g. 'resnet*'")
-    p.add_argument("--task", choices=["classify", "detect"], default=None, help="only models of this task")
+    p.add_argument("--task", choices=["classify", "detect"], default=None, help="only models of this task (default: all)")
     p.set_defaults(func=run)
 
 

@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--img-size", type=int, default=None, help="evaluation size (default: the training size)")
     p.add_argument("--device", default="", help="cpu, cuda, cuda:N or mps (default: cuda if available)")
     p.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
-    p.add_argument("--max-per-class", type=int, default=None, help="evaluate only the first N images of each class")
+    p.add_argument("--max-per-class", type=int, default=None, help="evaluate only the first N images of each class (default: all)")
     p.add_argument("--project", default="runs/val", help="output folder root")
     p.add_argument("--name", default="exp", help="run name: results go to PROJECT/NAME (NAME2, ... if it exists)")
     p.add_argument("--exist-ok", action="store_true", help="reuse PROJECT/NAME if it exists")
