@@ -7,7 +7,7 @@ modules or classes), so it always loads with ``torch.load(..., weights_only=True
 key              value
 ===============  ============================================================================
 format           ``"nostride"``
-version          checkpoint format version (``1``)
+version          checkpoint format version (``2``)
 model_name       registry name (:func:`nostride.create_model`)
 model_kwargs     keyword arguments the model was built with (plain data)
 task             ``"classify"`` or ``"detect"``
@@ -18,7 +18,9 @@ spdify           for models converted with :func:`nostride.spdify`: the list of 
                  it was applied with (re-applied before loading the weights), else absent
 source           ``"nostride"`` (default: ``model_name`` is a registry name) or
                  ``"torchvision"`` (``source_model`` is a ``torchvision.models`` name)
-epoch            last finished epoch (-1 for exported/imported weights)
+epoch            epochs finished: the 1-based number of the last one (0: untrained, converted
+                 or imported weights); ``best_epoch`` likewise (format version 1 counted from 0
+                 and is read as version 2)
 ...              trainer state (optimizer, scheduler, rng, config, metrics) where present
 ===============  ============================================================================
 """
@@ -44,7 +46,7 @@ __all__ = [
     "save_checkpoint",
 ]
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -93,6 +95,20 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"{path}: checkpoint format version {ckpt['version']} is newer than this nostride "
             f"understands ({CHECKPOINT_VERSION}); upgrade nostride"
         )
+    return upgrade_checkpoint(ckpt)
+
+
+def upgrade_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint of an older format version in the current one (in place; returned).
+
+    Version 1 numbered epochs from 0 (-1: none); version 2 numbers them from 1 (0: none), as the
+    console, results.csv and the metrics files do.
+    """
+    if ckpt.get("version") == 1:
+        for key in ("epoch", "best_epoch"):
+            if isinstance(ckpt.get(key), int):
+                ckpt[key] += 1
+        ckpt["version"] = 2
     return ckpt
 
 
@@ -117,7 +133,7 @@ def make_checkpoint(model: nn.Module, names: list[str] | None = None, **extra: A
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "ema": None,
         "names": list(names) if names is not None else None,
-        "epoch": -1,
+        "epoch": 0,
     }
     ckpt.update(extra)
     return ckpt

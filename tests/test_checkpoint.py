@@ -124,3 +124,13 @@ def test_recorded_option_precedence():
     assert recorded_option(ckpt, "mean") == [0.5] * 3  # None there: the top level
     assert recorded_option(ckpt, "std") == [0.2] * 3  # then the data record
     assert recorded_option(ckpt, "seed") is None and recorded_option(None, "img_size") is None
+
+
+def test_version_1_checkpoints_are_read_with_epochs_from_1(tmp_path):
+    """Format version 1 counted epochs from 0 (-1: none); they load numbered from 1 like everything else."""
+    path = tmp_path / "v1.pt"
+    torch.save({"format": "nostride", "version": 1, "epoch": 4, "best_epoch": 3}, path)
+    ckpt = load_checkpoint(path)
+    assert (ckpt["version"], ckpt["epoch"], ckpt["best_epoch"]) == (2, 5, 4)
+    torch.save({"format": "nostride", "version": 1, "epoch": -1}, path)
+    assert load_checkpoint(path)["epoch"] == 0

@@ -102,7 +102,7 @@ def test_outputs_of_a_run(straight):
     for f in ("weights/last.pt", "weights/best.pt", "results.csv", "results.png", "args.yaml", "final_metrics.json"):
         assert (run / f).is_file(), f
     rows = list(csv.DictReader(open(run / "results.csv")))
-    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert [r["epoch"] for r in rows] == ["1", "2"]  # epochs are numbered from 1 everywhere
     assert {"lr", "train/loss", "val/top1", "val/count", "fitness", "time"} <= set(rows[0])
     assert rows[0]["val/count"] == "21"
     final = json.loads((run / "final_metrics.json").read_text())
@@ -112,7 +112,8 @@ def test_outputs_of_a_run(straight):
     assert ckpt["model_kwargs"] == {"num_classes": 4, "width": 8}
     assert ckpt["config"]["epochs"] == 2 and isinstance(ckpt["rng"]["python"][1], list)
     best = load_checkpoint(run / "weights" / "best.pt")
-    assert "optimizer" not in best and best["epoch"] == result["best_epoch"]
+    assert "optimizer" not in best and best["epoch"] == result["best_epoch"] in (1, 2)
+    assert load_checkpoint(run / "weights" / "last.pt")["epoch"] == 2  # epochs finished
     # validation/best selection use the EMA: best.pt's fitness is the EMA model's top-1
     model = model_from_checkpoint(best)
     assert all(torch.equal(v, best["ema"][k]) for k, v in model.state_dict().items())
@@ -123,14 +124,14 @@ def test_resume_is_exact(straight, tmp_path):
     cfg = _cfg(tmp_path, "split", epochs=1)
     Trainer(cfg, task=SynthTask(cfg)).train()
     first = load_checkpoint(tmp_path / "split" / "weights" / "last.pt")
-    assert first["epoch"] == 0
+    assert first["epoch"] == 1
     cfg2 = resolve_config(resume=str(tmp_path / "split"), epochs=2)
     assert cfg2.resume.endswith("last.pt") and cfg2.epochs == 2 and cfg2.ema_tau == 5
     Trainer(cfg2, task=SynthTask(cfg2)).train()
     _assert_same_state(load_checkpoint(run / "weights" / "last.pt"),
                        load_checkpoint(tmp_path / "split" / "weights" / "last.pt"))
     rows = list(csv.DictReader(open(tmp_path / "split" / "results.csv")))
-    assert [r["epoch"] for r in rows] == ["0", "1"]  # appended, not restarted
+    assert [r["epoch"] for r in rows] == ["1", "2"]  # appended, not restarted
     straight_rows = list(csv.DictReader(open(run / "results.csv")))
     assert rows[1]["train/loss"] == straight_rows[1]["train/loss"]
 
@@ -142,7 +143,7 @@ def test_ctrl_c_leaves_resumable_checkpoint(straight, tmp_path, capsys):
         Trainer(cfg, task=SynthTask(cfg), hooks=[InterruptAt(epoch=1, batch=2)]).train()
     assert "nostride train --resume" in capsys.readouterr().out
     last = tmp_path / "intr" / "weights" / "last.pt"
-    assert load_checkpoint(last)["epoch"] == 0  # state after the last completed epoch
+    assert load_checkpoint(last)["epoch"] == 1  # state after the last completed epoch
     cfg2 = resolve_config(resume=str(last))
     Trainer(cfg2, task=SynthTask(cfg2)).train()
     _assert_same_state(load_checkpoint(run / "weights" / "last.pt"), load_checkpoint(last))
@@ -153,7 +154,7 @@ def test_ctrl_c_in_first_epoch_leaves_initial_state(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         Trainer(cfg, task=SynthTask(cfg), hooks=[InterruptAt(epoch=0, batch=1)]).train()
     ckpt = load_checkpoint(tmp_path / "intr0" / "weights" / "last.pt")
-    assert ckpt["epoch"] == -1 and ckpt["optimizer"]["state"] == {}
+    assert ckpt["epoch"] == 0 and ckpt["optimizer"]["state"] == {}
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
@@ -161,10 +162,10 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"epoch 2/3, iteration 2/5"):
         Trainer(cfg, task=NaNTask(cfg)).train()
     last = load_checkpoint(tmp_path / "nan" / "weights" / "last.pt")
-    assert last["epoch"] == 0
+    assert last["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
     rows = list(csv.DictReader(open(tmp_path / "nan" / "results.csv")))
-    assert [r["epoch"] for r in rows] == ["0"]
+    assert [r["epoch"] for r in rows] == ["1"]
 
 
 class _GradLog(Hook):
@@ -260,6 +261,6 @@ class NoValTask(SynthTask):
 def test_without_validation_split_best_is_last(tmp_path):
     cfg = _cfg(tmp_path, "noval", epochs=2, ema=False)
     result = Trainer(cfg, task=NoValTask(cfg)).train()
-    assert result["best_epoch"] == 1 and result["best_fitness"] is None and result["test"]["count"] == 13
+    assert result["best_epoch"] == 2 and result["best_fitness"] is None and result["test"]["count"] == 13
     rows = list(csv.DictReader(open(tmp_path / "noval" / "results.csv")))
     assert len(rows) == 2 and not any(k.startswith("val/") for k in rows[0])

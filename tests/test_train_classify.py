@@ -45,7 +45,7 @@ def test_cli_training_learns_and_writes_outputs(trained_run):
     run, after_5 = trained_run
     for f in ("weights/last.pt", "weights/best.pt", "results.csv", "results.png", "args.yaml", "final_metrics.json"):
         assert (run / f).is_file(), f
-    assert [int(r["epoch"]) for r in after_5] == [0, 1, 2, 3, 4]
+    assert [int(r["epoch"]) for r in after_5] == [1, 2, 3, 4, 5]  # numbered from 1, as on the console
     final = json.loads((run / "final_metrics.json").read_text())
     # 10 classes: chance is 10 %; over seeds 0-3 this setup reached 28-37 % test top-1 (1,500 images)
     assert final["test"]["count"] == 1500 and final["test"]["top1"] > 22.0, final["test"]
@@ -58,9 +58,9 @@ def test_cli_training_learns_and_writes_outputs(trained_run):
 def test_resume_continues_epoch_count(trained_run):
     run, after_5 = trained_run
     rows = list(csv.DictReader(open(run / "results.csv")))
-    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3, 4, 5]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
     assert rows[:5] == after_5  # appended, earlier rows untouched
-    assert load_checkpoint(run / "weights" / "last.pt")["epoch"] == 5
+    assert load_checkpoint(run / "weights" / "last.pt")["epoch"] == 6
     args = yaml.safe_load((run / "args.yaml").read_text())
     assert args["epochs"] == 6 and args["resume"].endswith("last.pt") and args["width"] == 16
     assert not (run.parent / "c102").exists()  # resume reuses the run folder

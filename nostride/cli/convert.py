@@ -149,6 +149,6 @@ def _save(converted, args: argparse.Namespace, source: str, name: str, options: 
         "model": {k: v.detach().cpu() for k, v in converted.state_dict().items()},
         "ema": None,
         "names": None,
-        "epoch": -1,
+        "epoch": 0,
     }
     return save_checkpoint(ckpt, args.output)

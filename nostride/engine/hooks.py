@@ -1,5 +1,9 @@
 """Hooks: the pieces of a training run that are not the step itself (detectron2-style).
 
+Epochs: ``trainer.epoch`` is the 0-based loop index; everything written or shown (console,
+checkpoints' ``epoch``/``best_epoch``, ``trainer.best_epoch``, results.csv, metrics JSON, plots)
+numbers epochs from 1.
+
 A hook gets the trainer at six points: ``before_train``, ``before_epoch``, ``before_step``,
 ``after_step``, ``after_epoch``, ``after_train``. The trainer runs its default hooks in this order
 (LR schedule, EMA, validation, checkpointing, results), then the task's, then the caller's. State a
@@ -77,19 +81,19 @@ class CheckpointHook(Hook):
 
     def before_train(self, trainer: "Trainer") -> None:
         if trainer.info.is_main and trainer.start_epoch == 0:
-            save_checkpoint(trainer.checkpoint(-1), trainer.last_path)
+            save_checkpoint(trainer.checkpoint(0), trainer.last_path)
 
     def after_epoch(self, trainer: "Trainer") -> None:
         f = trainer.fitness
         is_best = f is None or trainer.best_fitness is None or f >= trainer.best_fitness
         if is_best:
             trainer.best_fitness = f
-            trainer.best_epoch = trainer.epoch
-        trainer.last_saved_epoch = trainer.epoch
+            trainer.best_epoch = trainer.epoch + 1
+        trainer.last_saved_epoch = trainer.epoch + 1
         rng_ranks = all_gather_object(capture_rng_state())  # each rank's RNG, for an exact DDP resume
         if not trainer.info.is_main:
             return
-        ckpt = trainer.checkpoint(trainer.epoch, rng_ranks)
+        ckpt = trainer.checkpoint(trainer.epoch + 1, rng_ranks)
         save_checkpoint(ckpt, trainer.last_path)
         if is_best:
             # best.pt is for evaluation and deployment: no optimizer state (half the size)

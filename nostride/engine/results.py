@@ -58,7 +58,7 @@ class ResultsWriter:
             w.writerows(rows)
 
     def write(self, row: dict[str, Any]) -> None:
-        """Append a row (scalars only; epoch is 0-based as in checkpoints) and redraw the plot."""
+        """Append a row (scalars only; epoch numbered from 1, as in checkpoints) and redraw the plot."""
         if self.columns is None:
             self.columns = list(row)
         new_file = not self.csv_path.exists()
@@ -96,7 +96,7 @@ def _fmt(v: Any) -> Any:
 
 
 def plot_results(csv_path: str | Path, png_path: str | Path | None = None) -> Path | None:
-    """One small panel per results.csv column (against the 1-based epoch; sample counts and time are
+    """One small panel per results.csv column (against the epoch, numbered from 1; sample counts and time are
     left out); returns the PNG path."""
     csv_path = Path(csv_path)
     png_path = Path(png_path) if png_path else csv_path.with_suffix(".png")
@@ -107,7 +107,7 @@ def plot_results(csv_path: str | Path, png_path: str | Path | None = None) -> Pa
     from matplotlib.ticker import MaxNLocator
 
     keys = [k for k in rows[0] if k not in ("epoch", "time") and not k.endswith("/count")]
-    epochs = [int(r["epoch"]) + 1 for r in rows]
+    epochs = [int(r["epoch"]) for r in rows]
     ncol = min(5, max(len(keys), 1))
     nrow = math.ceil(len(keys) / ncol) or 1
     fig = new_figure(3.2 * ncol, 2.6 * nrow)  # no pyplot: the user's matplotlib backend is left alone

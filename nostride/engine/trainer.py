@@ -17,7 +17,10 @@
 Failure behaviour: a NaN/inf loss raises :class:`NonFiniteLossError` before anything of that epoch is
 saved, so ``weights/last.pt`` keeps the last good state. Ctrl-C (``KeyboardInterrupt``) also leaves
 ``weights/last.pt`` at the end of the last completed epoch (or the initial state, epoch -1, when none
-completed); the partial epoch is discarded and resuming repeats it exactly.
+completed, epoch 0); the partial epoch is discarded and resuming repeats it exactly.
+
+Epochs are numbered from 1 in everything a user sees (console, checkpoints, results.csv, metrics
+JSON, plots); ``self.epoch`` is the 0-based loop index.
 """
 
 from __future__ import annotations
@@ -77,8 +80,8 @@ class Trainer:
         self.metrics: dict[str, Any] = {}
         self.fitness: float | None = None
         self.best_fitness: float | None = None
-        self.best_epoch = -1
-        self.last_saved_epoch = -1  # epoch whose end state weights/last.pt holds
+        self.best_epoch = 0  # 1-based; 0 = none yet
+        self.last_saved_epoch = 0  # epochs finished in the state weights/last.pt holds
         self.train_items: dict[str, float] = {}
         self.results: ResultsWriter | None = None
         self.final_metrics: dict[str, Any] = {}
@@ -162,7 +165,7 @@ class Trainer:
 
             save_config(cfg, self.run_dir / "args.yaml")
             self.results = ResultsWriter(self.run_dir, cfg.tensorboard,
-                                         resume_epoch=self.start_epoch - 1 if resume_ckpt is not None else None)
+                                         resume_epoch=self.start_epoch if resume_ckpt is not None else None)
         n_val = len(splits.val) if splits.val is not None else 0
         self.log(f"{cfg.model}: {count_parameters(model):,} parameters on {self.device}"
                  f"{f' x {self.info.world_size} processes' if self.info.distributed else ''}; "
@@ -194,10 +197,10 @@ class Trainer:
             if ckpt.get("ema") is None:
                 raise ValueError(f"{self.cfg.resume}: checkpoint has no EMA weights but the run uses --ema")
             self.ema.load_state_dict(ckpt["ema"], ckpt.get("ema_updates", 0))
-        self.start_epoch = int(ckpt["epoch"]) + 1
-        self.last_saved_epoch = self.start_epoch - 1
+        self.start_epoch = int(ckpt["epoch"])  # epochs finished = 0-based index of the next one
+        self.last_saved_epoch = self.start_epoch
         self.best_fitness = ckpt.get("best_fitness")
-        self.best_epoch = int(ckpt.get("best_epoch", -1))
+        self.best_epoch = int(ckpt.get("best_epoch", 0))
         self.metrics = dict(ckpt.get("metrics") or {})
         ranks = ckpt.get("rng_ranks") or []
         if len(ranks) == self.info.world_size:
@@ -212,7 +215,7 @@ class Trainer:
 
     # --------------------------------------------------------------- checkpoints
     def checkpoint(self, epoch: int, rng_ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        """The full training state after epoch ``epoch`` (0-based; -1 = before training) as a plain dict.
+        """The full training state after ``epoch`` finished epochs (1-based; 0 = before training) as a plain dict.
 
         ``rng_ranks``: every DDP rank's RNG state (rank order), so each rank resumes its own stream.
         """
@@ -260,7 +263,7 @@ class Trainer:
 
     def _saved_state(self) -> str:
         e = self.last_saved_epoch
-        return f"the state after epoch {e + 1}" if e >= 0 else "the initial state (no epoch completed)"
+        return f"the state after epoch {e}" if e >= 1 else "the initial state (no epoch completed)"
 
     def train_one_epoch(self) -> None:
         self.train_model.train()
@@ -358,7 +361,7 @@ class Trainer:
 
     def results_row(self) -> dict[str, Any]:
         lrs = {g.get("group", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
-        row: dict[str, Any] = {"epoch": self.epoch, "lr": lrs.get("decay", next(iter(lrs.values())))}
+        row: dict[str, Any] = {"epoch": self.epoch + 1, "lr": lrs.get("decay", next(iter(lrs.values())))}
         row.update({f"train/{k}": v for k, v in self.train_items.items()})
         row.update({f"val/{k}": float(v) for k, v in self.metrics.items() if _is_scalar(v)})
         if self.fitness is not None:
@@ -382,11 +385,11 @@ class Trainer:
                 result["val"] = to_plain(self.evaluate(self.val_loader, best))
             if self.test_loader is not None:
                 result["test"] = to_plain(self.evaluate(self.test_loader, best))
-                self.log(f"test (best.pt, epoch {self.best_epoch + 1}): {self.task.summary(result['test'])}",
+                self.log(f"test (best.pt, epoch {self.best_epoch}): {self.task.summary(result['test'])}",
                          always=True)
         if self.info.is_main:
             (self.run_dir / "final_metrics.json").write_text(json.dumps(result, indent=2))
-            self.log(f"done: {self.run_dir} (best.pt from epoch {self.best_epoch + 1}"
+            self.log(f"done: {self.run_dir} (best.pt from epoch {self.best_epoch}"
                      f"{f', fitness {self.best_fitness:.4g}' if self.best_fitness is not None else ''})", always=True)
         return result
 

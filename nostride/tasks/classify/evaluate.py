@@ -202,8 +202,8 @@ def run_cli(args: Any, ckpt: dict[str, Any]) -> int:
         raise ValueError(f"{data_path} has no {split} split ({data.format}); use --split {other}")
     dataset = _split_subset(dataset, args.max_per_class)
 
-    epoch = ckpt.get("epoch", -1)
-    print(f"{ckpt['model_name']} ({args.weights}{f', after epoch {epoch + 1}' if isinstance(epoch, int) and epoch >= 0 else ''}) "
+    epoch = ckpt.get("epoch", 0)  # 1-based: epochs finished
+    print(f"{ckpt['model_name']} ({args.weights}{f', after epoch {epoch}' if isinstance(epoch, int) and epoch >= 1 else ''}) "
           f"on {data_path} [{data.format}, {split} split, {len(dataset)} images, {data.img_size}x{data.img_size}]")
     metrics = evaluate_classifier(model, dataset, batch_size=args.batch_size, device=args.device or None,
                                   workers=args.workers, class_names=names, desc=f"val ({split})")
