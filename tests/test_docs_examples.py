@@ -17,12 +17,15 @@ the plain/``text`` block that follows a python block directly or after a lead-in
 
 Examples run from a directory laid out like a checkout: docs/ and configs/ are there, and the real
 datasets are at ../shared/data (a file whose examples need them is skipped when they are absent).
+A file whose examples import an optional package (an extra: timm, keras, ultralytics...) that is not
+installed is skipped from that example on, as tests of an extra are.
 """
 
 from __future__ import annotations
 
 import contextlib
 import doctest
+import importlib.util
 import io
 import re
 from dataclasses import dataclass
@@ -36,6 +39,9 @@ DOC_FILES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))
 _FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)")
 _SKIP = re.compile(r"^\s*<!--\s*docs-test:\s*skip\s*\((?P<reason>[^)]+)\)\s*-->\s*$")
 _SKIP_LOOSE = re.compile(r"docs-test\s*:", re.I)  # any marker, well-formed or not
+_IMPORT = re.compile(r"^\s*(?:import|from)\s+([A-Za-z_]\w*)", re.M)
+# packages of extras (pyproject.toml optional-dependencies), not of the core install
+_OPTIONAL_PACKAGES = {"timm", "keras", "ultralytics", "onnx", "onnxruntime", "onnxscript", "openvino", "tensorboard"}
 _LINK = re.compile(r"\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 
 
@@ -167,6 +173,11 @@ def test_python_examples_run(doc: Path, tmp_path: Path, monkeypatch: pytest.Monk
         if "../shared/data" in block.code and not SHARED_DATA.is_dir():
             pytest.skip(f"{_relative(doc)}:{block.line} and later examples need the real data "
                         f"(not found at {SHARED_DATA})")
+        missing = [m for m in _IMPORT.findall(block.code)
+                   if m in _OPTIONAL_PACKAGES and importlib.util.find_spec(m) is None]
+        if missing:
+            pytest.skip(f"{_relative(doc)}:{block.line} and later examples need {', '.join(missing)} "
+                        "(an optional extra, not installed)")
         try:
             if block.code.lstrip().startswith(">>>"):
                 _run_doctest(block, doc, namespace)

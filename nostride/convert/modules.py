@@ -99,7 +99,10 @@ class SPDDownsample(nn.Module):
         groups: groups of the convolution; space-to-depth then orders channels group-major.
         bias: give the convolution a bias.
         input_padding: (height, width) padding applied with ``padding_mode`` before space-to-depth
-            (for convolutions with ``padding_mode`` other than ``"zeros"``).
+            (for convolutions with ``padding_mode`` other than ``"zeros"``), or ``"same"``: zero
+            padding computed from the input size as TensorFlow's "SAME" does (total
+            ``max((ceil(H/s) - 1)*s + d*(k-1) + 1 - H, 0)``, the smaller half on top/left; timm's
+            ``Conv2dSame``), so the output is ``ceil(H/s)`` for every ``H``.
         padding_mode: ``F.pad`` mode for ``input_padding``: reflect, replicate or circular.
         avg_divisor: for an average pool whose divisor varies at the border (``ceil_mode``, or
             ``count_include_pad=False`` with padding): ``"include_pad"`` or ``"exclude_pad"``
@@ -121,7 +124,7 @@ class SPDDownsample(nn.Module):
         kernel_size: tuple[int, int],
         groups: int = 1,
         bias: bool = True,
-        input_padding: tuple[int, int] | None = None,
+        input_padding: tuple[int, int] | str | None = None,
         padding_mode: str = "zeros",
         avg_divisor: str | None = None,
         replaces: str = "",
@@ -137,11 +140,15 @@ class SPDDownsample(nn.Module):
             raise ValueError(f"avg_divisor must be None, 'include_pad' or 'exclude_pad', got {avg_divisor!r}")
         if input_padding is not None and (gh.padding or gw.padding):
             raise ValueError("with input_padding the geometry's own padding must be 0")
+        if isinstance(input_padding, str) and input_padding != "same":
+            raise ValueError(f"input_padding must be a (height, width) pair, 'same' or None, got {input_padding!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.geometry = (gh, gw)
         self.scale = (gh.stride, gw.stride)
-        self.input_padding = tuple(input_padding) if input_padding is not None else None
+        self.input_padding = (
+            tuple(input_padding) if input_padding is not None and not isinstance(input_padding, str) else input_padding
+        )
         self.padding_mode = padding_mode
         self.avg_divisor = avg_divisor
         self.replaces = replaces
@@ -168,7 +175,9 @@ class SPDDownsample(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_padding is not None:
+        if self.input_padding == "same":
+            x = F.pad(x, _tf_same_padding(x.shape[-2], x.shape[-1], self.geometry))
+        elif self.input_padding is not None:
             ph, pw = self.input_padding
             x = F.pad(x, (pw, pw, ph, ph), mode=self.padding_mode)
         gh, gw = self.geometry
@@ -212,7 +221,9 @@ class SPDDownsample(nn.Module):
         s = self.scale[0] if self.scale[0] == self.scale[1] else self.scale
         groups = f", groups={self.conv.groups}" if self.conv.groups > 1 else ""
         extra = ""
-        if self.input_padding is not None:
+        if self.input_padding == "same":
+            extra += ", TF-SAME pad"
+        elif self.input_padding is not None:
             extra += f", {self.padding_mode} pad {self.input_padding}"
         if self.avg_divisor is not None:
             extra += f", border divisor {self.avg_divisor}"
@@ -221,13 +232,25 @@ class SPDDownsample(nn.Module):
     def extra_repr(self) -> str:
         s = self.scale[0] if self.scale[0] == self.scale[1] else self.scale
         parts = [f"scale={s}"]
-        if self.input_padding is not None:
+        if self.input_padding == "same":
+            parts.append("input_padding='same'")
+        elif self.input_padding is not None:
             parts.append(f"input_padding={self.input_padding}, padding_mode={self.padding_mode!r}")
         if self.avg_divisor is not None:
             parts.append(f"avg_divisor={self.avg_divisor!r}")
         if self.replaces:
             parts.append(f"replaces={self.replaces}")
         return ", ".join(parts)
+
+
+def _tf_same_padding(h, w, geometry: tuple[AxisGeometry, AxisGeometry]) -> tuple:
+    """(left, right, top, bottom) zero padding of TensorFlow's "SAME" for an input of size h x w."""
+    pads = []
+    for size, g in ((w, geometry[1]), (h, geometry[0])):
+        s = g.stride
+        total = torch.sym_max(((size + s - 1) // s - 1) * s + g.dilation * (g.kernel - 1) + 1 - size, 0)
+        pads += [total // 2, total - total // 2]
+    return tuple(pads)
 
 
 def _window_counts(g: AxisGeometry, size, out_size, include_pad: bool, device: torch.device) -> torch.Tensor:

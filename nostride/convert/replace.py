@@ -16,14 +16,26 @@ from torch.nn.utils import parametrize
 
 from .geometry import AxisGeometry
 from .modules import SPDDownsample
+from .thirdparty import StridedEquivalent, strided_equivalent
 
 __all__ = ["replace_conv", "replace_pool", "spd_weight_from_strided"]
 
 
 def replace_conv(name: str, conv: nn.Conv2d, kernel: tuple[int, int] | None, init: str) -> SPDDownsample:
-    """SPD + stride-1 conv in place of the strided ``conv``; exact with ``init="preserve"``."""
+    """SPD + stride-1 conv in place of the strided ``conv``; exact with ``init="preserve"``.
+
+    ``conv`` may also be a foreign strided layer that :mod:`nostride.convert.thirdparty` knows
+    (timm ``Conv2dSame``, ``BlurPool2d``): its plain-conv equivalent is converted.
+    """
     where = f"spdify: layer {name!r} ({conv!r})"
-    if type(conv).forward is not nn.Conv2d.forward or type(conv)._conv_forward is not nn.Conv2d._conv_forward:
+    replaces = repr(conv)
+    tf_same = False
+    foreign = strided_equivalent(conv)
+    if isinstance(foreign, str):
+        raise ValueError(f"{where}: {foreign}; exclude it (exclude=[...])")
+    if isinstance(foreign, StridedEquivalent):
+        conv, tf_same = foreign.conv, foreign.tf_same
+    elif type(conv).forward is not nn.Conv2d.forward or type(conv)._conv_forward is not nn.Conv2d._conv_forward:
         raise ValueError(
             f"{where}: {type(conv).__name__} overrides Conv2d's forward, so what it computes is unknown; "
             "exclude it (exclude=[...])"
@@ -40,7 +52,9 @@ def replace_conv(name: str, conv: nn.Conv2d, kernel: tuple[int, int] | None, ini
         padding = tuple(int(p) for p in conv.padding)
     mode = conv.padding_mode
     # a non-zero padding mode is applied to the input first; the geometry then has no padding
-    pre_pad = padding if mode != "zeros" and any(padding) else None
+    pre_pad: tuple[int, int] | str | None = padding if mode != "zeros" and any(padding) else None
+    if tf_same:
+        pre_pad, padding = "same", (0, 0)
     geo_padding = (0, 0) if pre_pad else padding
     geometry = tuple(
         AxisGeometry(conv.kernel_size[i], conv.stride[i], geo_padding[i], conv.dilation[i]) for i in (0, 1)
@@ -55,8 +69,8 @@ def replace_conv(name: str, conv: nn.Conv2d, kernel: tuple[int, int] | None, ini
         groups=conv.groups,
         bias=conv.bias is not None,
         input_padding=pre_pad,
-        padding_mode=mode if pre_pad else "zeros",
-        replaces=repr(conv),
+        padding_mode=mode if isinstance(pre_pad, tuple) else "zeros",
+        replaces=replaces,
         device=weight.device,
         dtype=weight.dtype,
     )
@@ -125,6 +139,11 @@ def replace_pool(
 ) -> SPDDownsample:
     """SPD + channel-preserving conv in place of a strided max- or average-pool."""
     where = f"spdify: layer {name!r} ({pool!r})"
+    if type(pool).forward not in (nn.MaxPool2d.forward, nn.AvgPool2d.forward):
+        raise ValueError(
+            f"{where}: {type(pool).__name__} overrides the pooling layer's forward, so what it computes is "
+            "unknown; exclude it (exclude=[...]) or keep pools (pool='keep')"
+        )
     if getattr(pool, "return_indices", False):
         raise ValueError(f"{where}: returns indices (for MaxUnpool); exclude it or keep pools (pool='keep')")
     ks = _pair(pool.kernel_size)

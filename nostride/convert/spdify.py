@@ -26,6 +26,7 @@ from ..utils.profile import count_parameters
 from .modules import SPDDownsample
 from .replace import replace_conv, replace_pool, spd_weight_from_strided
 from .report import ConversionEntry, ConversionReport
+from .thirdparty import StridedEquivalent, strided_equivalent
 
 __all__ = ["spdify", "spd_weight_from_strided"]  # the latter re-exported from .replace
 
@@ -228,6 +229,9 @@ def _warn_unused_patterns(patterns: list[str], names: list[str]) -> None:
 
 def _strided_kind(module: nn.Module) -> str | None:
     """``"conv"``, ``"maxpool"``, ``"avgpool"``, ``"other"`` for a strided layer, else None."""
+    foreign = strided_equivalent(module)  # timm's Conv2dSame, BlurPool2d (a fixed depthwise conv)
+    if foreign is not None:
+        return "conv" if isinstance(foreign, StridedEquivalent) else "other"
     if isinstance(module, nn.Conv2d):
         return "conv" if any(s > 1 for s in module.stride) else None
     if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
