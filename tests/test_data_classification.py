@@ -253,9 +253,10 @@ def test_image_folder_val_as_test_and_both(folder_root):
     assert len(data.test) == 4 and data.mean == IMAGENET_MEAN
     (folder_root / "test" / "cat").mkdir(parents=True)
     write_png(torch.zeros(3, 32, 32, dtype=torch.uint8), str(folder_root / "test" / "cat" / "a.png"))
-    with pytest.warns(RuntimeWarning, match="both test/ and val/"):
-        data = build_classification_data(folder_root)
-    assert len(data.test) == 1
+    data = build_classification_data(folder_root, val_fraction=0.5)  # val/ validates, test/ tests
+    assert len(data.test) == 1 and len(data.val) == 4
+    assert len(data.train) == 12  # nothing carved from train: val_fraction is not used
+    assert sorted(data.val.targets) == [0, 0, 1, 1] and all("/val/" in p for p in data.val.paths)
     (folder_root / "test" / "bird").mkdir()
     with pytest.raises(ValueError, match=r"test.*\['bird'\] do not exist"):
         build_classification_data(folder_root)

@@ -30,6 +30,8 @@ class TrainConfig:
     data: str = ""  # dataset folder / archive / yaml, as the task understands it
     task: str = ""  # "classify" or "detect"; "" = inferred from the model name
     width: int | None = None  # model width (ResNet stem channels); None = the model's default
+    model_options: dict[str, Any] = field(default_factory=dict)  # more keyword arguments of the model builder
+    spdify: bool = False  # convert the built model with nostride.spdify (every strided layer -> SPD-Conv)
     img_size: int | None = None  # training/validation image size; None = the dataset's native size
 
     # length and batch

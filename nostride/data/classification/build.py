@@ -16,7 +16,7 @@ from ..io import ImageDecodeError, read_image_rgb
 from .cifar import load_cifar10_python
 from .datasets import BadFileLog, ImageFileDataset, TensorImageDataset
 from .detect import resolve_dataset
-from .image_folder import load_image_folder
+from .image_folder import load_image_folder_splits
 from .split import first_per_class, stratified_split
 from .tiny_imagenet import load_tiny_imagenet
 from .transforms import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
@@ -142,11 +142,13 @@ def build_classification_data(
     """Read a classification dataset (layout detected, see docs/data.md) into train / val / test datasets.
 
     Args:
-        path: dataset root, or a folder holding exactly one dataset.
+        path: dataset root, or a folder holding exactly one dataset, or a built-in dataset
+            ``"builtin:lowres"`` (generated into the cache folder on first use).
         img_size: side S of the square images served; default the dataset's own size (CIFAR 32,
             Tiny ImageNet 64, image folder: shorter side of its first training image). Other
             sizes resize every image (e.g. Tiny ImageNet at 32 to study low resolution).
-        val_fraction: fraction of each training class held out as the validation split.
+        val_fraction: fraction of each training class held out as the validation split (not used
+            for an image folder with both ``val/`` and ``test/``: its ``val/`` is the validation split).
         seed: seed of the validation split (and of the image-folder statistics sample).
         augment: random crop with padding + horizontal flip on train; ``False`` for none.
         max_per_class: keep only the first N training and test samples of each class.
@@ -161,6 +163,10 @@ def build_classification_data(
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if img_size is not None and img_size < 1:
         raise ValueError(f"img_size must be positive, got {img_size}")
+    from ..builtin import is_builtin, resolve_builtin
+
+    if is_builtin(path):
+        path = resolve_builtin(str(path))
     fmt, root = resolve_dataset(path)
     class_ids = None
     if fmt == "cifar10-python":
@@ -181,13 +187,16 @@ def build_classification_data(
     if fmt == "tiny-imagenet":
         tiny = load_tiny_imagenet(root)
         train_samples, test_samples, classes, class_ids = tiny.train, tiny.test or None, tiny.classes, tiny.class_ids
+        val_samples = None
         native = 64
     else:
-        train_samples, test_samples, classes = load_image_folder(root)
+        train_samples, val_samples, test_samples, classes = load_image_folder_splits(root)
         native = None
     train_samples = [train_samples[i] for i in first_per_class([y for _, y in train_samples], max_per_class)]
     if test_samples is not None:
         test_samples = [test_samples[i] for i in first_per_class([y for _, y in test_samples], max_per_class)]
+    if val_samples is not None:
+        val_samples = [val_samples[i] for i in first_per_class([y for _, y in val_samples], max_per_class)]
     paths, labels = [p for p, _ in train_samples], [y for _, y in train_samples]
     bad = BadFileLog(paths)
     size = img_size or native or _first_image_size(paths)
@@ -200,9 +209,14 @@ def build_classification_data(
         stats = estimate_mean_std(paths, size, seed=seed, bad=bad) or (IMAGENET_MEAN, IMAGENET_STD)
     m, s = _stats(stats, mean, std)
     eval_tf = eval_transform(size, m, s, resize=resize)
-    tr_idx, va_idx = stratified_split(labels, val_fraction, seed)
+    if val_samples is not None:  # the folder's own val/ split (next to test/)
+        tr_idx, va_idx = list(range(len(paths))), []
+    else:
+        tr_idx, va_idx = stratified_split(labels, val_fraction, seed)
     train = ImageFileDataset(paths, labels, train_transform(size, m, s, resize=resize, augment=augment), tr_idx, bad)
     val = ImageFileDataset(paths, labels, eval_tf, va_idx, bad, on_bad="exclude") if va_idx else None
+    if val_samples:
+        val = ImageFileDataset([p for p, _ in val_samples], [y for _, y in val_samples], eval_tf, on_bad="exclude")
     test = None
     if test_samples:
         test = ImageFileDataset([p for p, _ in test_samples], [y for _, y in test_samples], eval_tf, on_bad="exclude")

@@ -16,8 +16,8 @@ __all__ = ["ClassificationTask"]
 class ClassificationTask(Task):
     """Trains a classifier from the registry on a classification dataset.
 
-    Uses from the options: ``model``, ``data``, ``img_size``, ``width``, ``val_fraction``, ``seed``,
-    ``augment``, ``max_per_class``, ``label_smoothing``. Fitness is top-1 validation accuracy.
+    Uses from the options: ``model``, ``width``, ``model_options``, ``spdify``, ``data``, ``img_size``,
+    ``val_fraction``, ``seed``, ``augment``, ``max_per_class``, ``label_smoothing``. Fitness is top-1 validation accuracy.
     The loss is the batch-mean cross-entropy (``loss_reduction = "mean"``).
     """
 
@@ -42,7 +42,17 @@ class ClassificationTask(Task):
 
         if self.names is None:
             raise RuntimeError("build_datasets() must run before build_model() (the class count comes from the data)")
-        return create_model(self.cfg.model, num_classes=len(self.names), width=self.cfg.width)
+        cfg = self.cfg
+        options = {**dict(getattr(cfg, "model_options", None) or {}), "num_classes": len(self.names)}
+        if cfg.width is not None:
+            options["width"] = cfg.width
+        model = create_model(cfg.model, **options)
+        if getattr(cfg, "spdify", False):
+            from nostride.convert import spdify
+
+            size = int(self.data.img_size) if self.data is not None else 32
+            model, _ = spdify(model, init="random", example_input=(1, 3, size, size), inplace=True)
+        return model
 
     def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         images, targets = batch[0], batch[1]

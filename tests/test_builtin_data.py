@@ -1,0 +1,105 @@
+"""Built-in generated datasets: deterministic per seed, standard layouts, ``builtin:`` sources."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from nostride.data.builtin import builtin_options, make_builtin, resolve_builtin
+from nostride.data.builtin.lowres import LOWRES_CLASSES, lowres_image, sample_generator
+from nostride.data.classification import build_classification_data
+from nostride.data.io import read_image_rgb
+
+
+def _digest(root):
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.png")):
+        h.update(str(p.relative_to(root)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NOSTRIDE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_lowres_is_deterministic_per_seed_and_laid_out_as_an_image_folder(tmp_path):
+    a = make_builtin("lowres", tmp_path / "a", quiet=True, train=2, val=1, test=1, seed=3)
+    b = make_builtin("lowres", tmp_path / "b", quiet=True, train=2, val=1, test=1, seed=3)
+    c = make_builtin("lowres", tmp_path / "c", quiet=True, train=2, val=1, test=1, seed=4)
+    assert _digest(a) == _digest(b) != _digest(c)
+    for split, n in (("train", 2), ("val", 1), ("test", 1)):
+        assert sorted(p.name for p in (a / split).iterdir()) == list(LOWRES_CLASSES)
+        assert all(len(list((a / split / k).glob("*.png"))) == n for k in LOWRES_CLASSES)
+    img = read_image_rgb(a / "train" / "7" / "00001.png")
+    assert img.shape == (3, 32, 32) and img.dtype == torch.uint8
+    card = json.loads((a / "builtin.json").read_text())
+    assert card["name"] == "lowres" and card["options"]["seed"] == 3 and card["task"] == "classify"
+    # an image does not depend on how many others were made
+    d = make_builtin("lowres", tmp_path / "d", quiet=True, train=3, val=1, test=1, seed=3)
+    assert (d / "test" / "5" / "00000.png").read_bytes() == (a / "test" / "5" / "00000.png").read_bytes()
+
+
+def test_lowres_digit_is_drawn_pixel_exact():
+    # no clutter: the image is background plus exactly one glyph, so the glyph's pixels share one colour
+    img = lowres_image(8, sample_generator(0, "t"), difficulty=0.0, small=1.0).int()
+    ref = lowres_image(8, sample_generator(0, "t"), difficulty=0.0, small=1.0).int()
+    assert torch.equal(img, ref)
+    # find the 3x5 window whose "ink" pixels (font 8: all but two) are one colour, different from the holes
+    from nostride.data.builtin.draw import glyph_mask
+
+    mask = glyph_mask("8").bool()
+    found = []
+    for y in range(32 - 5 + 1):
+        for x in range(32 - 3 + 1):
+            win = img[:, y:y + 5, x:x + 3]
+            ink = win[:, mask]
+            if (ink == ink[:, :1]).all() and (win[:, ~mask] - ink[:, :1]).abs().sum(0).min() > 30:
+                found.append((x, y))
+    assert len(found) == 1
+
+
+def test_builtin_source_is_generated_once_into_the_cache(cache, capsys):
+    src = "builtin:lowres@train=3,val=2,test=1"
+    data = build_classification_data(src)
+    assert data.classes == list(LOWRES_CLASSES) and data.img_size == 32
+    assert len(data.train) == 30 and len(data.val) == 20 and len(data.test) == 10  # val/ is used as is
+    first = resolve_builtin(src)
+    assert first.parent == cache / "builtin" and "generating" in capsys.readouterr().out
+    mtime = (first / "builtin.json").stat().st_mtime_ns
+    assert resolve_builtin(src) == first and (first / "builtin.json").stat().st_mtime_ns == mtime
+    assert "generating" not in capsys.readouterr().out
+    assert resolve_builtin("builtin:lowres@train=3,val=2,test=1,seed=1") != first
+
+
+def test_bad_builtin_names_and_options_get_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown built-in dataset 'nope'; available: lowres"):
+        builtin_options("nope")
+    with pytest.raises(ValueError, match="has no option 'colour'.*options: img_size"):
+        builtin_options("lowres", colour=1)
+    with pytest.raises(ValueError, match="option train must be int"):
+        builtin_options("lowres", train="many")
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "f").write_text("")
+    with pytest.raises(ValueError, match="not empty"):
+        make_builtin("lowres", tmp_path / "x")
+
+
+@pytest.mark.slow
+def test_spdify_option_trains_a_converted_model(cache, tmp_path):
+    import nostride
+    from nostride.checkpoint import load_checkpoint, model_from_checkpoint
+    from nostride.layers import SPDConv  # noqa: F401
+
+    out = nostride.train("resnet18", "builtin:lowres@train=4,val=2,test=2", spdify=True, width=8, epochs=1,
+                         batch_size=16, workers=0, project=str(tmp_path), name="r", quiet=True)
+    ckpt = load_checkpoint(tmp_path / "r" / "weights" / "best.pt")
+    assert ckpt["model_name"] == "resnet18" and ckpt["spdify"] and ckpt["config"]["spdify"] is True
+    model = model_from_checkpoint(ckpt)
+    strided = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and m.stride != (1, 1)]
+    assert strided == [] and "test" in out
