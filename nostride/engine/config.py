@@ -33,6 +33,8 @@ class TrainConfig:
     model_options: dict[str, Any] = field(default_factory=dict)  # more keyword arguments of the model builder
     spdify: bool = False  # convert the built model with nostride.spdify (every strided layer -> SPD-Conv)
     img_size: int | None = None  # training/validation image size; None = the dataset's native size
+    weights: str = ""  # initial weights: a nostride checkpoint or an imported model file ("" = from scratch)
+    hyp: str = ""  # detection: hyperparameter file, a shipped name (scratch, scratch-low, ...) or a YAML path
 
     # length and batch
     epochs: int = 100
@@ -59,12 +61,14 @@ class TrainConfig:
     warmup_iters: int | None = None  # overrides warmup_epochs when set
     warmup_momentum: float | None = None  # None: momentum not warmed up
     warmup_bias_lr: float | None = None  # None: bias lr warms up from 0 like the others
+    warmup_min_iters: int = 0  # warm-up lasts at least this many batches (YOLOv5: 1000)
 
     # regularisation and averaging
     label_smoothing: float = 0.0
     ema: bool = False
     ema_decay: float = 0.9999
     ema_tau: float = 2000.0
+    patience: int | None = None  # stop after this many epochs without a better fitness; None = never
 
     # data
     workers: int = 4
@@ -88,7 +92,8 @@ class TrainConfig:
     tensorboard: bool = False
     quiet: bool = False
 
-    # options a task validates itself (e.g. detection hyper-parameters)
+    # options a task validates itself (e.g. detection hyper-parameters); a config file or the
+    # command line may also give them at the top level (``mosaic: 0.5``), see task_option_keys()
     task_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -113,6 +118,8 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1 (or null for none), got {self.patience}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data copy (for args.yaml and checkpoints)."""
@@ -165,14 +172,29 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     raise ValueError(f"{where}: option {key!r} must be {names}, got {value!r} ({type(value).__name__})")
 
 
+def _task_option_keys() -> dict[str, Any]:
+    from nostride.tasks import task_option_keys
+
+    return task_option_keys()
+
+
 def _normalise(options: dict[str, Any], where: str) -> dict[str, Any]:
-    """Hyphens to underscores, unknown keys rejected with suggestions, values type-checked."""
+    """Hyphens to underscores, unknown keys rejected with suggestions, values type-checked.
+
+    Keys that are options of a task (e.g. detection's ``mosaic``) go into ``task_options``."""
     keys = config_keys()
-    out = {}
+    out: dict[str, Any] = {}
+    task_keys = _task_option_keys()
     for raw_key, value in options.items():
         key = str(raw_key).replace("-", "_")
+        if key not in keys and key in task_keys:
+            out.setdefault("task_options", {})[key] = value
+            continue
+        if key == "task_options" and isinstance(value, dict):
+            out.setdefault("task_options", {}).update(value)
+            continue
         if key not in keys:
-            close = difflib.get_close_matches(key, keys, n=3)
+            close = difflib.get_close_matches(key, keys + list(task_keys), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise ValueError(f"{where}: unknown option {raw_key!r}{hint}")
         out[key] = _coerce(key, value, where)
@@ -203,9 +225,23 @@ def build_config(config_file: str | os.PathLike | None = None, **overrides: Any)
     """
     merged: dict[str, Any] = {}
     if config_file:
-        merged.update(load_config_file(config_file))
-    merged.update(_normalise(overrides, "options"))
-    return TrainConfig(**merged)
+        _merge(merged, load_config_file(config_file))
+    _merge(merged, _normalise(overrides, "options"))
+    # the task's own defaults (e.g. a detector's hyperparameter file) sit between ours and the user's
+    from nostride.tasks import task_default_options
+
+    defaults = _normalise(task_default_options(merged), "task defaults")
+    return TrainConfig(**_merge(defaults, merged))
+
+
+def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated with ``new`` in place; ``task_options`` merged key by key."""
+    for k, v in new.items():
+        if k == "task_options":
+            base["task_options"] = {**base.get("task_options", {}), **v}
+        else:
+            base[k] = v
+    return base
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> Path:

@@ -148,7 +148,8 @@ class Trainer:
         self.val_loader = self._eval_loader(splits.val)
         self.test_loader = self._eval_loader(splits.test)
         nb = len(self.train_loader)
-        warmup = cfg.warmup_iters if cfg.warmup_iters is not None else round(cfg.warmup_epochs * nb)
+        warmup = cfg.warmup_iters if cfg.warmup_iters is not None else \
+            max(round(cfg.warmup_epochs * nb), cfg.warmup_min_iters if cfg.warmup_epochs > 0 else 0)
         self.scheduler = LRSchedule(
             self.optimizer, lr=cfg.lr, momentum=cfg.momentum, iters_per_epoch=nb, epochs=cfg.epochs,
             kind=cfg.schedule, unit=cfg.schedule_unit, lrf=cfg.lrf, milestones=cfg.milestones, gamma=cfg.gamma,
@@ -247,6 +248,8 @@ class Trainer:
                 self.train_one_epoch()
                 self._call("after_epoch")
                 self.log(self._epoch_line())
+                if self._patience_exceeded():
+                    break
             self._call("after_train")
             self.final_metrics = self.final_evaluation()
             D.barrier()  # no rank leaves (and tears the group down) while another still works
@@ -260,6 +263,15 @@ class Trainer:
                 self.results.close()
             if getattr(self, "_owns_process_group", False):
                 D.cleanup_distributed()
+
+    def _patience_exceeded(self) -> bool:
+        """Early stop: ``patience`` epochs passed since the best fitness (same answer on every rank)."""
+        p = self.cfg.patience
+        if p is None or self.best_fitness is None or self.epoch + 1 - self.best_epoch < p:
+            return False
+        self.log(f"early stop: no better fitness for {p} epochs (best {self.best_fitness:.4g} at epoch "
+                 f"{self.best_epoch}); best.pt holds it", always=True)
+        return True
 
     def _saved_state(self) -> str:
         e = self.last_saved_epoch

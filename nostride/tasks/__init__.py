@@ -8,12 +8,44 @@ from typing import Any
 
 from .base import DatasetSplits, Evaluator, Task
 
-__all__ = ["DatasetSplits", "Evaluator", "Task", "TASKS", "build_task", "task_of_model"]
+__all__ = ["DatasetSplits", "Evaluator", "Task", "TASKS", "build_task", "task_of_model", "task_default_options",
+           "task_option_keys"]
 
 # task name -> "module:class", imported only when used
 TASKS: dict[str, str] = {
     "classify": "nostride.tasks.classify.task:ClassificationTask",
 }
+
+# task name -> "module:function" giving (options -> the task's default options), and the module
+# whose OPTION_KEYS names the task's own options (both light: no torch import)
+TASK_DEFAULTS: dict[str, str] = {
+    "detect": "nostride.tasks.detect.hyp:default_options",
+}
+TASK_OPTION_MODULES: tuple[str, ...] = ("nostride.tasks.detect.hyp",)
+
+
+def task_option_keys() -> dict[str, str]:
+    """Every task-specific option name -> its task (options a config file may give at the top level)."""
+    out: dict[str, str] = {}
+    for mod in TASK_OPTION_MODULES:
+        m = importlib.import_module(mod)
+        out.update({k: m.TASK for k in m.OPTION_KEYS})
+    return out
+
+
+def task_default_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The defaults the task of ``options`` (its ``task``, or the one its ``model`` serves) puts
+    between the engine's defaults and the user's options; ``{}`` for tasks without any."""
+    name = options.get("task") or ""
+    if not name and options.get("model"):
+        try:
+            name = task_of_model(options["model"])
+        except (KeyError, ValueError):
+            return {}  # an unknown model is reported where it is built
+    if name not in TASK_DEFAULTS:
+        return {}
+    module, fn = TASK_DEFAULTS[name].split(":")
+    return getattr(importlib.import_module(module), fn)(options)
 
 
 def task_of_model(model: str) -> str:
