@@ -16,8 +16,9 @@ ema              EMA ``state_dict`` or ``None``
 names            class names (list of str) or ``None``
 spdify           for models converted with :func:`nostride.spdify`: the list of option dicts
                  it was applied with (re-applied before loading the weights), else absent
-source           ``"nostride"`` (default: ``model_name`` is a registry name) or
-                 ``"torchvision"`` (``source_model`` is a ``torchvision.models`` name)
+source           ``"nostride"`` (default: ``model_name`` is a registry name),
+                 ``"torchvision"`` (``source_model`` is a ``torchvision.models`` name) or
+                 ``"timm"`` (``source_model`` is a ``timm.create_model`` name)
 epoch            epochs finished: the 1-based number of the last one (0: untrained, converted
                  or imported weights); ``best_epoch`` likewise (format version 1 counted from 0
                  and is read as version 2)
@@ -120,16 +121,21 @@ def make_checkpoint(model: nn.Module, names: list[str] | None = None, **extra: A
     from nostride.models import model_info
 
     name = getattr(model, "model_name", None)
-    if name is None:
-        raise ValueError("the model has no 'model_name': build it with nostride.create_model()")
+    source = getattr(model, "source", None)
+    if name is None and source not in ("torchvision", "timm"):
+        raise ValueError("the model has no 'model_name': build it with nostride.create_model() "
+                         "(or nostride.models.external.build_named_model for torchvision/timm models)")
     if getattr(model, "spdify_options", None):
         extra.setdefault("spdify", list(model.spdify_options))
+    if name is None:  # a torchvision or timm model: rebuilt from its source
+        extra.setdefault("source", source)
+        extra.setdefault("source_model", model.source_model)
     ckpt = {
         "format": "nostride",
         "version": CHECKPOINT_VERSION,
         "model_name": name,
         "model_kwargs": dict(getattr(model, "model_kwargs", {})),
-        "task": getattr(model, "task", None) or model_info(name).task,
+        "task": getattr(model, "task", None) or (model_info(name).task if name else "classify"),
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "ema": None,
         "names": list(names) if names is not None else None,
@@ -154,6 +160,10 @@ def build_model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
         import torchvision
 
         model = torchvision.models.get_model(ckpt["source_model"], weights=None, **kwargs)
+    elif source == "timm":
+        from nostride.models.external import build_named_model
+
+        model, _, _ = build_named_model(f"timm:{ckpt['source_model']}", **kwargs)
     elif source == "nostride" or source is None:
         if not ckpt.get("model_name"):
             raise ValueError("checkpoint names no model ('model_name' is empty)")

@@ -17,9 +17,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "model",
-        help="torchvision model name (torchvision.models.list_models()) or nostride model name "
-        "(`nostride models`); prefix 'torchvision:' or 'nostride:' to choose when both have it",
+        help="torchvision model name (torchvision.models.list_models()), nostride model name "
+        "(`nostride models`) or timm:NAME (needs timm); prefix 'torchvision:' or 'nostride:' to choose when "
+        "both have it (default: torchvision)",
     )
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help="weights to convert and check: a torchvision/timm state dict (.pth), a training "
+                   "checkpoint holding one, or a nostride checkpoint (default: random initialisation); "
+                   "the class count is taken from the file unless --num-classes is given"),
     p.add_argument("--img-size", type=int, default=224, help="square input size for FLOPs and the check (default 224)")
     p.add_argument("--kernel-size", type=int, default=None, help="odd kernel of the new convs (default: per layer)")
     p.add_argument("--pool", choices=_POLICIES, default="convert", help="what to do with strided pooling")
@@ -38,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from nostride.convert import spdify
-    from nostride.utils import count_flops, count_parameters, output_tensors
+    from nostride.utils import count_flops, count_parameters
 
-    model, source, name = build_model(args.model, args.num_classes)
+    model, source, name, weights_note = build_model(args.model, args.num_classes, args.weights)
     model.eval()
     shape = (1, _in_channels(model), args.img_size, args.img_size)
     pool = {"avg": args.pool, "max": args.max_pool or args.pool}
@@ -51,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     converted.eval()
 
     print(f"{source} model {name!r} -> SPD-Conv (init={args.init}, pool={_policy_text(pool)}, pool_conv={args.pool_conv})")
+    print(weights_note)
     print()
     print(report)
     print()
@@ -67,54 +73,124 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}")
 
+    print()
     if args.init == "preserve":
-        x = torch.randn(shape)
-        with torch.no_grad():
-            ref, out = output_tensors(model(x), strict=False), output_tensors(converted(x), strict=False)
-        diff = max((a - b).abs().max().item() for a, b in zip(ref, out))
-        scale = max(a.abs().max().item() for a in ref)
-        inexact = [e.name for e in report if e.action in ("converted", "dropped") and not e.exact]
-        print()
-        print(f"check: max |SPD-Conv - original| = {diff:.3g} on a random {'x'.join(map(str, shape))} input (outputs up to {scale:.3g})")
-        if inexact:
-            print(
-                f"  not an exact conversion: {len(inexact)} layer(s) have no exact equivalent "
-                "(max-pools start as window averages, dropped pools are gone); "
-                "--max-pool keep converts the rest exactly"
-            )
+        torch.manual_seed(0)
+        x = torch.randn((_CHECK_BATCH, *shape[1:]))
+        exact_only = None
+        inexact = [e for e in report if e.action in ("converted", "dropped") and not e.exact]
+        if inexact and any(e.exact and e.action == "converted" for e in report):
+            # the exact layers alone: the same conversion with the approximate layers left out
+            skip = list(args.exclude) + [e.name for e in inexact]
+            exact_only, _ = spdify(model, example_input=shape, **{**options, "exclude": skip})
+            exact_only.eval()
+        for line in conversion_check(model, converted, report, x, exact_only, args.output):
+            print(line)
+    else:
+        print("result: not a conversion of the function (--init random: the new convolutions start from "
+              "random weights, for training from scratch)")
     if args.output:
         path = _save(converted, args, source, name, options)
         print(f"\nsaved the converted weights to {path}")
     return 0
 
 
-def build_model(spec: str, num_classes: int | None):
-    """``(model, source, name)`` for a torchvision or nostride model name (optionally prefixed)."""
-    import torchvision
+_CHECK_BATCH = 2
+EXACT_TOLERANCE = 1e-4  # largest difference relative to the output scale still called exact (float32 rounding)
 
-    from nostride.models import create_model, list_models
 
-    source, _, name = spec.rpartition(":")
-    if source not in ("", "torchvision", "nostride"):
-        raise ValueError(f"unknown model source {source!r} in {spec!r}: use 'torchvision:NAME' or 'nostride:NAME'")
-    kwargs = {"num_classes": num_classes} if num_classes is not None else {}
-    tv_names = torchvision.models.list_models()
-    try:
-        if source in ("", "torchvision") and name in tv_names:
-            return torchvision.models.get_model(name, weights=None, **kwargs), "torchvision", name
-        if source in ("", "nostride") and name in list_models():
-            return create_model(name, **kwargs), "nostride", name
-    except TypeError as e:  # e.g. --num-classes for a builder without that argument
-        raise ValueError(f"cannot build {spec!r} with {kwargs}: {e}") from None
-    import difflib
+def _relative_difference(reference: list, other: list) -> tuple[float, float, float]:
+    """``(max |difference|, output scale = max |reference|, their ratio)`` over all outputs."""
+    diff = max((a - b).abs().max().item() for a, b in zip(reference, other))
+    scale = max(a.abs().max().item() for a in reference)
+    return diff, scale, diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
 
-    close = difflib.get_close_matches(name, sorted(set(tv_names) | set(list_models())), n=5)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise ValueError(
-        f"unknown model {spec!r}: not a torchvision model (list them with "
-        f"python -c \"import torchvision; print(torchvision.models.list_models())\") nor a nostride model "
-        f"(`nostride models`).{hint}"
-    )
+
+def _share(rel: float) -> str:
+    """A relative difference in words: ``75%`` or ``3.8e-07``."""
+    return f"{rel:.0%}" if rel >= 0.01 else f"{rel:.2g}"
+
+
+def _layers(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def conversion_check(model, converted, report, x, exact_only=None, output: str | None = None) -> list[str]:
+    """The check's lines: the converted model against the original on ``x``, in words.
+
+    ``exact_only``: the model with only the exactly converted layers converted (when some are
+    approximate), so the exact part is checked on its own. ``output``: where the converted weights go.
+    """
+    import torch
+
+    from nostride.utils import output_tensors
+
+    def run(m):
+        with torch.no_grad():
+            return output_tensors(m(x), strict=False)
+
+    ref = run(model)
+    converted_layers = [e for e in report if e.action in ("converted", "dropped")]
+    exact = [e for e in converted_layers if e.exact]
+    approx = [e for e in converted_layers if not e.exact]
+    diff, scale, rel = _relative_difference(ref, run(converted))
+    inputs = f"{x.shape[0]} random {'x'.join(map(str, x.shape[1:]))} inputs"
+    lines = [f"check on {inputs}: difference relative to the output scale (max |original output|)"]
+    if not converted_layers:
+        return lines + ["result: nothing converted: the model has no strided convolution or pooling to replace"]
+    if not approx:
+        verdict = "exact" if rel <= EXACT_TOLERANCE else "NOT exact (unexpected: please report it)"
+        lines.append(f"  whole model: {_share(rel)} of the output scale (max |difference| {diff:.3g}, outputs up to {scale:.3g})")
+        what = (f"all {len(exact)} converted layers compute what the original layers computed" if len(exact) > 1
+                else "the 1 converted layer computes what the original layer computed")
+        same = ", so the converted model is the same function up to float32 rounding" if verdict == "exact" else ""
+        lines.append(f"result: {verdict}: {what}{same}")
+        return lines
+    if exact_only is not None:
+        d, s, r = _relative_difference(ref, run(exact_only))
+        state = "exact" if r <= EXACT_TOLERANCE else "NOT exact (unexpected: please report it)"
+        lines.append(f"  the {_layers(len(exact), 'exact layer')} alone (approximate ones left unconverted): "
+                     f"{_share(r)} of the output scale (max |difference| {d:.3g}): {state}")
+    lines.append(f"  whole model: {_share(rel)} of the output scale (max |difference| {diff:.3g}, outputs up to {scale:.3g})")
+    reasons = []
+    maxpools = [e.name for e in approx if e.kind == "maxpool" and e.action == "converted"]
+    dropped = [e.name for e in approx if e.action == "dropped"]
+    others = [e.name for e in approx if e.name not in maxpools + dropped]
+    if maxpools:
+        reasons.append(f"{_layers(len(maxpools), 'max-pool')} ({', '.join(maxpools)}): a maximum is not linear, "
+                       "so no convolution equals it; the new convolution starts as the average of the window")
+    if dropped:
+        reasons.append(f"{_layers(len(dropped), 'dropped pool')} ({', '.join(dropped)}): removed, the spatial size changes")
+    if others:
+        reasons.append(f"{', '.join(others)}: no exact equivalent")
+    lines.append(f"result: approximate: {len(exact)} of {_layers(len(converted_layers), 'converted layer')} exact; "
+                 f"approximate: " + "; ".join(reasons) + ".")
+    lines.append(f"  next: fine-tune the converted model (nostride train --weights {output or 'OUT.pt'} ...), or keep "
+                 "max-pools (--max-pool keep) for an exact conversion")
+    return lines
+
+
+def build_model(spec: str, num_classes: int | None, weights: str | None = None):
+    """``(model, source, name, note)``: the named model (torchvision first for a bare name), with
+    ``weights`` loaded when given; ``note`` says in words which weights it has."""
+    from nostride.models.external import build_named_model
+
+    if not weights:
+        model, source, name = build_named_model(spec, num_classes, prefer="torchvision")
+        return model, source, name, ("weights: random initialisation (pass --weights FILE to convert and check "
+                                     "trained weights)")
+    from nostride.weights import head_mismatch, load_pretrained, read_weights
+
+    file = read_weights(weights)
+    model, source, name = build_named_model(spec, num_classes, prefer="torchvision")
+    head, classes = head_mismatch(model, file.state)
+    inferred = ""
+    if head and classes is not None and num_classes is None:
+        # the file's own class count: conversion keeps the function, so the head is kept too
+        model, source, name = build_named_model(spec, classes[0], prefer="torchvision")
+        inferred = f", {classes[0]} classes as in the file"
+    load_pretrained(model, file, reinit_head=False)
+    return model, source, name, f"weights: {weights} ({file.kind}, {len(file.state)} tensors{inferred})"
 
 
 def _in_channels(model) -> int:
@@ -141,7 +217,7 @@ def _save(converted, args: argparse.Namespace, source: str, name: str, options: 
         "version": CHECKPOINT_VERSION,
         # nostride.model_from_checkpoint rebuilds `source_model` (or `model_name`) and re-applies spdify
         "model_name": name if source == "nostride" else None,
-        "model_kwargs": {"num_classes": args.num_classes} if args.num_classes is not None else {},
+        "model_kwargs": dict(getattr(converted, "model_kwargs", None) or {}),  # num_classes included when chosen
         "source": source,
         "source_model": name,
         "spdify": list(converted.spdify_options),
@@ -150,5 +226,6 @@ def _save(converted, args: argparse.Namespace, source: str, name: str, options: 
         "ema": None,
         "names": None,
         "epoch": 0,
+        "converted_from": str(args.weights) if args.weights else None,  # None: random initial weights
     }
     return save_checkpoint(ckpt, args.output)

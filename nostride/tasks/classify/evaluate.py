@@ -23,8 +23,17 @@ resolve_device = select_device  # the earlier name, kept for existing imports
 
 
 def _num_outputs(model: nn.Module) -> int | None:
+    """The class count: the model's ``num_classes`` (nostride, timm), else the outputs of its last
+    linear or convolution layer (torchvision models, converted or not)."""
     n = getattr(model, "num_classes", None)
-    return int(n) if isinstance(n, int) and n > 0 else None
+    if isinstance(n, int) and n > 0:
+        return n
+    last = None
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            last = m
+    n = getattr(last, "out_features", None) or getattr(last, "out_channels", None)
+    return int(n) if n else None
 
 
 @torch.inference_mode()
@@ -108,7 +117,8 @@ def _checkpoint_classes(ckpt: dict[str, Any], model: nn.Module) -> int:
         return len(ckpt["names"])
     n = (ckpt.get("model_kwargs") or {}).get("num_classes") or _num_outputs(model)
     if not n:
-        raise ValueError("the checkpoint's model has no classifier (num_classes=0); nothing to evaluate")
+        raise ValueError("the checkpoint's model has no classifier (no class count recorded and no final "
+                         "linear or convolution layer); nothing to evaluate")
     return int(n)
 
 
