@@ -1,5 +1,25 @@
 """Datasets, augmentation and image reading for classification and detection."""
 
-from .io import IMAGE_EXTENSIONS, ImageDecodeError, is_image_file, list_images, read_image_rgb, write_image
+from .io import (
+    IMAGE_EXTENSIONS,
+    ImageDecodeError,
+    ImageTooLargeError,
+    is_image_file,
+    list_images,
+    max_image_pixels,
+    read_image_rgb,
+    walk_image_files,
+    write_image,
+)
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageDecodeError", "is_image_file", "list_images", "read_image_rgb", "write_image"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageDecodeError",
+    "ImageTooLargeError",
+    "is_image_file",
+    "list_images",
+    "max_image_pixels",
+    "read_image_rgb",
+    "walk_image_files",
+    "write_image",
+]

@@ -1,23 +1,63 @@
-"""Reading images: one place that decodes files and names the file when it cannot."""
+"""Reading images: one decoder for every image kind, one folder walk, errors that name the file.
+
+:func:`read_image_rgb` turns any image file into a uint8 RGB tensor (3, H, W):
+
+* JPEG is decoded by torchvision; everything else (PNG, GIF, BMP, TIFF, WebP, ...) by Pillow;
+* the first frame of an animation (GIF, APNG, multi-page TIFF);
+* 16-bit samples keep their high byte (``v >> 8``, what OpenCV's ``imread`` gives YOLOv5);
+* palette, greyscale, 1-bit, LA, RGBA and CMYK images become RGB (alpha dropped);
+* the EXIF orientation is applied (as OpenCV's ``imread`` does for YOLOv5, whose labels refer to
+  the upright image);
+* the pixel count declared in the header is checked *before* decoding: an image larger than
+  :func:`max_image_pixels` (Pillow's decompression-bomb limit by default) is refused.
+
+:func:`walk_image_files` lists the images under a folder without ever entering a folder twice: a
+link to a folder inside the walked tree (or to one of its ancestors) would duplicate or loop and is
+skipped with a warning; links to files and to folders outside the tree are followed.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_image
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageDecodeError", "is_image_file", "list_images", "read_image_rgb", "write_image"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageDecodeError",
+    "ImageTooLargeError",
+    "is_image_file",
+    "list_images",
+    "max_image_pixels",
+    "read_image_rgb",
+    "walk_image_files",
+    "write_image",
+]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+MAX_PIXELS_ENV = "NOSTRIDE_MAX_IMAGE_PIXELS"
+# torchvision (libjpeg-turbo) decodes JPEG fastest and applies its EXIF orientation; its PNG decoder
+# crashes the process (segfault) on a PNG whose image data ends early, so PNG goes to Pillow
+_TORCHVISION_FORMATS = {"JPEG"}
+_PIL_LOCK = threading.Lock()
+_DEFAULT_LIMIT = object()  # read_image_rgb: use max_image_pixels()
 
 
 class ImageDecodeError(ValueError):
     """An image file could not be read or decoded; the message names the file."""
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """An image's header declares more pixels than :func:`max_image_pixels` allows (not decoded)."""
 
 
 @contextlib.contextmanager
@@ -50,11 +90,83 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
+# ----------------------------------------------------------------------------- folder walk
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def walk_image_files(folder: str | os.PathLike, tree: str | os.PathLike | None = None,
+                     warn: bool = True) -> list[Path]:
+    """Image files under ``folder`` (recursively; sorted by folder, then name), each folder entered once.
+
+    Links to files are followed. A link to a folder is followed only when its target lies outside
+    ``tree`` (default: ``folder``) and does not contain it, and the target was not entered before:
+    anything else would list files twice, give them another folder's label, or loop forever.
+    Skipped links and broken links are reported in one ``RuntimeWarning`` (with ``warn``).
+
+    Args:
+        folder: where to start.
+        tree: the whole dataset the walk is part of (e.g. the dataset root when walking one class
+            folder), so that a link from one class folder into another is recognised.
+        warn: emit the warning about skipped links.
+    """
+    folder = Path(folder)
+    tree_real = os.path.realpath(tree if tree is not None else folder)
+    visited: set[str] = set()
+    skipped: list[str] = []
+    broken: list[str] = []
+    files: list[Path] = []
+
+    def walk(path: str) -> None:
+        real = os.path.realpath(path)
+        if real in visited:
+            return
+        visited.add(real)
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except OSError as e:
+            skipped.append(f"{path} (cannot be listed: {e.strerror})")
+            return
+        subdirs = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()  # follows links
+                is_file = not is_dir and entry.is_file()
+            except OSError:
+                is_dir = is_file = False
+            if is_dir:
+                if entry.is_symlink():
+                    target = os.path.realpath(entry.path)
+                    if _inside(target, tree_real) or _inside(tree_real, target) or target in visited:
+                        skipped.append(f"{entry.path} -> {os.readlink(entry.path)}")
+                        continue
+                subdirs.append(entry.path)
+            elif is_file:
+                if is_image_file(entry.name):
+                    files.append(Path(entry.path))
+            elif entry.is_symlink():
+                broken.append(entry.path)
+        for d in subdirs:
+            walk(d)
+
+    walk(str(folder))
+    if warn and (skipped or broken):
+        parts = []
+        if skipped:
+            parts.append(f"skipped {len(skipped)} linked folders that lie inside the dataset or contain it "
+                         f"(they would repeat or mislabel files, or loop), e.g. {skipped[0]}")
+        if broken:
+            parts.append(f"skipped {len(broken)} broken links, e.g. {broken[0]}")
+        warnings.warn(f"{folder}: " + "; ".join(parts), RuntimeWarning, stacklevel=2)
+    return files
+
+
 def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
     """Image files of ``source``: one file, a folder (searched recursively, sorted by path) or a list of files.
 
     A single file or an explicit list is taken as given (whatever its extension); a folder
-    contributes only files with an image extension (:data:`IMAGE_EXTENSIONS`).
+    contributes only files with an image extension (:data:`IMAGE_EXTENSIONS`), walked with
+    :func:`walk_image_files` (no folder twice, link loops skipped with a warning).
 
     Raises:
         FileNotFoundError: a path does not exist.
@@ -71,31 +183,133 @@ def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list
         return [path]
     if not path.exists():
         raise FileNotFoundError(f"source not found: {path}")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+    files = sorted(walk_image_files(path))
     if not files:
         raise ValueError(f"no images in {path} (extensions: {', '.join(IMAGE_EXTENSIONS)})")
     return files
 
 
-def read_image_rgb(path: str | os.PathLike) -> torch.Tensor:
-    """Decode an image file to a uint8 RGB tensor of shape (3, H, W).
+# ----------------------------------------------------------------------------- decoding
+def max_image_pixels() -> int | None:
+    """The largest pixel count (width x height) :func:`read_image_rgb` decodes; ``None``: no limit.
 
-    Greyscale and palette images are converted to RGB; an alpha channel is dropped.
+    ``NOSTRIDE_MAX_IMAGE_PIXELS`` (an integer; ``0`` or ``none`` for no limit) when set, else
+    Pillow's ``PIL.Image.MAX_IMAGE_PIXELS`` (89,478,485 unless changed: the usual convention for
+    decompression bombs). The environment variable also reaches DataLoader worker processes.
+    """
+    env = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if env:
+        if env.lower() in ("0", "none", "off"):
+            return None
+        try:
+            return int(float(env))
+        except ValueError:
+            raise ValueError(f"{MAX_PIXELS_ENV}={env!r}: expected a pixel count (or 0 / none for no limit)") from None
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    return int(limit) if limit else None
+
+
+def _open_header(raw: bytes):
+    """Pillow image object with only the header read (Pillow's own bomb check deferred to ours)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DecompressionBombWarning: our limit decides
+        try:
+            return Image.open(io.BytesIO(raw))
+        except Image.DecompressionBombError:
+            # Pillow refuses to even open it; read the header without Pillow's check (nothing is
+            # decoded here) so that our limit decides and the message states the size
+            with _PIL_LOCK:
+                saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+                try:
+                    return Image.open(io.BytesIO(raw))
+                finally:
+                    Image.MAX_IMAGE_PIXELS = saved
+
+
+def _pil_to_rgb(im) -> torch.Tensor:
+    from PIL import ImageOps
+
+    im.seek(0)  # the first frame of an animation / the first page
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # palette-with-transparency notes
+        im = ImageOps.exif_transpose(im)
+        mode = im.mode
+        if mode.startswith("I;16") or mode == "I" or mode == "F":
+            a = np.asarray(im)
+            if mode == "F":
+                a = np.clip(a, 0, 255).astype(np.uint8)
+            else:  # 16-bit samples: keep the high byte
+                a = (np.clip(a.astype(np.int64), 0, 65535) >> 8).astype(np.uint8)
+            a = np.repeat(a[..., None], 3, axis=2)
+        else:
+            if mode in ("P", "PA") and "transparency" in im.info:
+                im = im.convert("RGBA")
+            a = np.asarray(im.convert("RGB"))
+    return torch.from_numpy(np.array(a, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+
+
+def _torchvision_to_rgb(raw: bytes) -> torch.Tensor:
+    data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+    with _quiet_torchvision_io():
+        img = decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+    if img.ndim == 4:  # an animation: its first frame
+        img = img[0]
+    if img.dtype != torch.uint8:  # 12/16-bit samples: keep the high byte
+        img = (img.to(torch.int32) >> 8).to(torch.uint8)
+    return img
+
+
+def read_image_rgb(path: str | os.PathLike, max_pixels: int | None = _DEFAULT_LIMIT) -> torch.Tensor:  # type: ignore[assignment]
+    """Decode an image file of any kind to a uint8 RGB tensor of shape (3, H, W).
+
+    First frame of an animation, 16-bit samples scaled to 8 (high byte), palette / greyscale /
+    1-bit / LA / RGBA / CMYK converted to RGB (alpha dropped), EXIF orientation applied.
+
+    Args:
+        path: the image file.
+        max_pixels: refuse images whose header declares more pixels than this (``None``: no
+            limit); by default :func:`max_image_pixels`.
 
     Raises:
         FileNotFoundError: the file does not exist.
+        ImageTooLargeError: the header declares more than ``max_pixels`` pixels (nothing decoded).
         ImageDecodeError: the file exists but is not a decodable image.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
+    limit = max_image_pixels() if max_pixels is _DEFAULT_LIMIT else max_pixels
     try:
         raw = path.read_bytes()
-        if not raw:
-            raise RuntimeError("empty file")
-        data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
-        with _quiet_torchvision_io():
-            img = decode_image(data, mode=ImageReadMode.RGB)
-    except (OSError, RuntimeError, ValueError) as e:
-        raise ImageDecodeError(f"{path}: cannot decode image ({e})") from None
+    except OSError as e:
+        raise ImageDecodeError(f"{path}: cannot read file ({e.strerror or e})") from None
+    if not raw:
+        raise ImageDecodeError(f"{path}: cannot decode image (empty file)")
+    try:
+        im = _open_header(raw)
+    except Exception as e:  # UnidentifiedImageError, DecompressionBombError, truncated headers
+        name = type(e).__name__
+        if name == "DecompressionBombError":
+            raise ImageTooLargeError(f"{path}: image too large to decode ({e})") from None
+        raise ImageDecodeError(f"{path}: cannot decode image (not an image file of a known format: {e})") from None
+    w, h = im.size
+    if limit is not None and w * h > limit:
+        raise ImageTooLargeError(
+            f"{path}: image declares {w}x{h} = {w * h:,} pixels, more than the limit of {limit:,} "
+            f"(a decompression bomb?); raise it with {MAX_PIXELS_ENV} or PIL.Image.MAX_IMAGE_PIXELS")
+    if w < 1 or h < 1:
+        raise ImageDecodeError(f"{path}: cannot decode image (size {w}x{h})")
+    try:
+        if im.format in _TORCHVISION_FORMATS:
+            img = _torchvision_to_rgb(raw)
+        else:
+            img = _pil_to_rgb(im)
+    except (OSError, RuntimeError, ValueError, SyntaxError, EOFError) as e:
+        raise ImageDecodeError(f"{path}: cannot decode image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if img.dtype != torch.uint8 or img.ndim != 3 or img.shape[0] != 3:  # pragma: no cover - decoder contract
+        raise ImageDecodeError(f"{path}: decoded to {img.dtype} {tuple(img.shape)}, expected uint8 (3, H, W)")
     return img

@@ -4,7 +4,8 @@ A letterbox resizes an image to fit inside ``new_shape`` keeping its aspect rati
 rest with grey (114). Sizes and paddings follow YOLOv5's ``letterbox`` exactly:
 
 * ``r = min(new_h / h, new_w / w)`` (at most 1 with ``scaleup=False``);
-* resized size ``(round(w r), round(h r))`` (Python's round: halves to even);
+* resized size ``(round(w r), round(h r))`` (Python's round: halves to even), at least 1 pixel
+  per side (YOLOv5 would ask OpenCV for a 0-pixel side and fail on extreme aspect ratios);
 * padding ``dw = new_w - round(w r)`` (modulo ``stride`` with ``auto``), halved, and split as
   ``left = round(dw / 2 - 0.1)``, ``right = round(dw / 2 + 0.1)`` (same for top / bottom), so an
   odd padding puts the extra pixel on the right / bottom;
@@ -61,7 +62,8 @@ def letterbox(
     if not scaleup:
         r = min(r, 1.0)
     ratio = (r, r)
-    new_unpad = (int(round(w0 * r)), int(round(h0 * r)))  # (w, h)
+    # at least one pixel per side: a 1x5000 image would otherwise round to a 0-pixel side
+    new_unpad = (max(1, int(round(w0 * r))), max(1, int(round(h0 * r))))  # (w, h)
     dw, dh = new_w - new_unpad[0], new_h - new_unpad[1]
     if auto:
         dw, dh = dw % stride, dh % stride
