@@ -26,7 +26,7 @@ from ..utils.profile import count_parameters
 from .modules import SPDDownsample
 from .replace import replace_conv, replace_pool, spd_weight_from_strided
 from .report import ConversionEntry, ConversionReport
-from .thirdparty import StridedEquivalent, strided_equivalent
+from .thirdparty import StridedEquivalent, after_spdify, strided_equivalent
 
 __all__ = ["spdify", "spd_weight_from_strided"]  # the latter re-exported from .replace
 
@@ -163,6 +163,7 @@ def spdify(
             else:
                 parent_name, _, attr = name.rpartition(".")
                 setattr(model.get_submodule(parent_name), attr, replacement[id(module)])
+    after_spdify(model)  # e.g. ultralytics: converted Conv layers become its SPDConv, named in the YAML
     report = ConversionReport(entries, params_before, count_parameters(model))
     # Record how the model was made (plain data), so a checkpoint of it can be rebuilt:
     # nostride.checkpoint stores this and model_from_checkpoint re-applies spdify before loading.

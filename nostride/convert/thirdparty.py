@@ -10,6 +10,10 @@ that subclass them with a forward of their own. spdify converts those whose func
   depthwise filter with stride, after reflect padding. It is a depthwise strided convolution, so
   it becomes SPD + a depthwise convolution initialised to the filter (exact, and trainable).
 
+After conversion, :func:`after_spdify` hands ultralytics models to
+:mod:`nostride.integrations.ultralytics`, which turns converted ``Conv`` layers into its ``SPDConv``
+(so ultralytics' own ``fuse()`` and its YAML-rebuilding trainer keep working).
+
 Everything here is looked up lazily from ``sys.modules``: a model holding timm modules has
 imported timm, and nostride never imports it itself.
 """
@@ -17,12 +21,13 @@ imported timm, and nostride never imports it itself.
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["StridedEquivalent", "strided_equivalent"]
+__all__ = ["StridedEquivalent", "after_spdify", "strided_equivalent"]
 
 
 @dataclass
@@ -102,3 +107,21 @@ def _plain_conv_like(conv: nn.Conv2d, padding) -> nn.Conv2d:
     plain.weight = conv.weight
     plain.bias = conv.bias
     return plain
+
+
+def after_spdify(model: nn.Module) -> None:
+    """Library-specific finishing of a converted model (ultralytics: see module docstring)."""
+    if "ultralytics.nn.tasks" not in sys.modules:
+        return
+    if not any(type(m).__module__.startswith("ultralytics.") for m in model.modules()):
+        return
+    # imported lazily (an integration above convert): only a model holding ultralytics modules gets here
+    from ..integrations.ultralytics import adopt_spdified
+
+    missing = adopt_spdified(model)
+    if missing:
+        warnings.warn(
+            f"spdify: converted layers {missing} are not named in the model's YAML (they sit inside other "
+            "modules); ultralytics' trainer rebuilds models from their YAML and would drop them",
+            stacklevel=3,
+        )
