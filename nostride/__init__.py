@@ -59,11 +59,20 @@ def train(model=None, data=None, **options):
     return _train(model, data, **options)
 
 
+def compare(models=None, data=None, **options):
+    """Compare SPD models against strided baselines on the same data and seeds (see
+    :func:`nostride.comparison.compare`; imported lazily)."""
+    from .comparison import compare as _compare
+
+    return _compare(models, data, **options)
+
+
 __all__ = [
     "DepthToSpace",
     "SPDConv",
     "SpaceToDepth",
     "__version__",
+    "compare",
     "create_model",
     "depth_to_space",
     "fuse",

@@ -73,6 +73,7 @@ class TrainConfig:
     # data
     workers: int = 4
     val_fraction: float = 0.1  # part of train held out when the dataset has no val split
+    split_seed: int | None = None  # seed of that held-out part; None = seed (compare fixes it across seeds)
     max_per_class: int | None = None  # cap images per class (quick runs)
     augment: bool = True
 

@@ -17,7 +17,8 @@ class ClassificationTask(Task):
     """Trains a classifier from the registry on a classification dataset.
 
     Uses from the options: ``model``, ``width``, ``model_options``, ``spdify``, ``data``, ``img_size``,
-    ``val_fraction``, ``seed``, ``augment``, ``max_per_class``, ``label_smoothing``. Fitness is top-1 validation accuracy.
+    ``val_fraction``, ``seed``, ``split_seed``, ``augment``, ``max_per_class``, ``label_smoothing``.
+    Fitness is top-1 validation accuracy.
     The loss is the batch-mean cross-entropy (``loss_reduction = "mean"``).
     """
 
@@ -32,8 +33,9 @@ class ClassificationTask(Task):
         from nostride.data.classification import build_classification_data
 
         cfg = self.cfg
+        split_seed = getattr(cfg, "split_seed", None)
         self.data = build_classification_data(cfg.data, img_size=cfg.img_size, val_fraction=cfg.val_fraction,
-                                              seed=cfg.seed, augment=cfg.augment, max_per_class=cfg.max_per_class)
+                                              seed=cfg.seed if split_seed is None else split_seed, augment=cfg.augment, max_per_class=cfg.max_per_class)
         self.names = list(self.data.classes)
         return DatasetSplits(self.data.train, self.data.val, self.data.test, skipped=int(self.data.skipped or 0))
 

@@ -1,0 +1,81 @@
+"""``nostride compare``: SPD models against strided baselines on the same data, schedule and seeds."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _option(text: str) -> tuple[str, object]:
+    import yaml
+
+    key, eq, value = text.partition("=")
+    if not eq or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.replace("-", "_"), yaml.safe_load(value)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from nostride.comparison.defaults import DEFAULT_DATA, DEFAULT_MODELS, DEFAULT_SEEDS
+
+    p = sub.add_parser(
+        "compare", help="does SPD help on this data? SPD vs strided, same data and seeds, mean ± std, cost",
+        description="Train SPD models and strided baselines alike (same data, splits, schedule, augmentation, "
+        "budget and seeds) and report, per image size, mean ± std over seeds of the task metric, parameters, "
+        "GFLOPs, batch-1 latency and training time, plus the paired difference of every SPD model against every "
+        "strided one with a 95% interval. Writes report.md, summary.csv, differences.csv, runs.csv and charts "
+        "into runs/compare/NAME; running the same study again continues it (finished runs are not trained again).",
+    )
+    p.add_argument("--models", default=DEFAULT_MODELS,
+                   help=f"comma-separated model specs: NAME, NAME@width=32 (builder options), spdify:NAME "
+                   f"(converted) (default: {DEFAULT_MODELS})")
+    p.add_argument("--data", default=DEFAULT_DATA,
+                   help=f"dataset (any the train command reads) or builtin:lowres / builtin:small-objects "
+                   f"(default: {DEFAULT_DATA})")
+    p.add_argument("--epochs", type=int, help="epochs per run (default 10)")
+    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
+                   help=f"seeds per model (0, 1, ...; default {DEFAULT_SEEDS})")
+    p.add_argument("--img-sizes", type=_ints, help="repeat the study at these image sizes, e.g. 32,16 "
+                   "(default: the dataset's own size)")
+    p.add_argument("--match", choices=["flops", "params"],
+                   help="add each SPD model's strided baseline widened to the SPD model's FLOPs or parameters "
+                   "(default: none)")
+    p.add_argument("--recipe", help="YAML file of training options for every run (see nostride train --help; default: none)")
+    p.add_argument("--batch-size", type=int, help="batch size (default 64)")
+    p.add_argument("--lr", type=float, help="learning rate (default 0.05)")
+    p.add_argument("--max-per-class", type=int, help="use at most N images per class (quick studies; default: all)")
+    p.add_argument("--workers", type=int, help="DataLoader workers per run (default 0 on CPU, 4 on GPU)")
+    p.add_argument("--set", dest="overrides", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="any other training option for every run, e.g. --set label_smoothing=0.1 (repeatable; "
+                   "default: none)")
+    p.add_argument("--device", default="", help="cpu, cuda, cuda:N, or several (cuda:0,cuda:1) for parallel jobs")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at the same time, each in its own process")
+    p.add_argument("--nproc-per-run", type=int, default=1, help="processes per run (torchrun, e.g. GPUs per run)")
+    p.add_argument("--project", default="runs/compare", help="studies root (default runs/compare)")
+    p.add_argument("--name", default="exp", help="study name; the same study again continues in its folder")
+    p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
+    p.add_argument("--quiet", action="store_true", help="only the final table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nostride.comparison import compare
+
+    options = dict(args.overrides)
+    for key in ("batch_size", "lr", "max_per_class", "workers"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    result = compare(args.models, args.data, epochs=args.epochs, seeds=args.seeds, img_sizes=args.img_sizes,
+                     match=args.match, recipe=args.recipe, device=args.device, project=args.project,
+                     name=args.name, jobs=args.jobs, nproc_per_run=args.nproc_per_run,
+                     latency=not args.no_latency, quiet=args.quiet, **options)
+    if args.quiet:
+        print(result.markdown)
+    return 1 if result.failed and len(result.failed) == sum(r.summary(result.metric).n + len(r.failed)
+                                                             for r in result.rows) else 0

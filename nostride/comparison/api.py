@@ -1,0 +1,282 @@
+"""``nostride.compare(...)``: SPD models against strided baselines, trained alike, over several seeds."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..utils.paths import increment_path
+from .matching import build_spec_model, match_baseline, model_cost
+from .report import DifferenceRow, ModelRow, build_differences, build_rows, markdown_report, write_csvs
+from .specs import ModelSpec, parse_model_list, parse_model_spec
+from .study import RunResult, execute_runs, plan_runs
+from .tasks import study_task
+
+__all__ = ["compare", "StudyResult", "DEFAULT_MODELS", "DEFAULT_DATA", "STUDY_VERSION"]
+
+from .defaults import DEFAULT_DATA, DEFAULT_MODELS, DEFAULT_SEEDS
+STUDY_VERSION = 1
+_NOT_COMMON = ("model", "width", "model_options", "spdify", "img_size", "seed", "project", "name", "exist_ok",
+               "resume", "quiet")
+
+
+@dataclass
+class StudyResult:
+    """What :func:`compare` found.
+
+    Attributes:
+        dir: the study folder (``report.md``, CSVs, charts, ``runs/``).
+        rows: per image size and model: metric over seeds, parameters, FLOPs, latency, training time.
+        differences: every SPD model against every strided model per image size (paired over seeds).
+        markdown: the report's tables.
+        files: every file written.
+        failed: runs that failed (their seeds are left out of the statistics).
+    """
+
+    dir: Path
+    task: str
+    metric: str
+    rows: list[ModelRow]
+    differences: list[DifferenceRow]
+    markdown: str
+    files: list[Path] = field(default_factory=list)
+    failed: list[RunResult] = field(default_factory=list)
+
+    def row(self, model: str, img_size: int | None = None) -> ModelRow:
+        """The row of ``model`` (spec text) at ``img_size`` (default: the only / largest size)."""
+        rows = [r for r in self.rows if r.spec.text == model and (img_size is None or r.img_size == img_size)]
+        if not rows:
+            raise KeyError(f"no row for {model!r}{f' at {img_size} px' if img_size else ''}")
+        return max(rows, key=lambda r: r.img_size)
+
+
+def _own_baseline(spec: ModelSpec) -> ModelSpec | None:
+    """The strided model an SPD model replaces: ``X`` for ``X_spd`` and for ``spdify:X`` (same options)."""
+    if spec.spdify:
+        return ModelSpec(spec.name, dict(spec.options))
+    if spec.name.endswith("_spd"):
+        try:
+            return parse_model_spec(spec.name[: -len("_spd")]).with_options(**spec.options)
+        except KeyError:
+            return None
+    return None
+
+
+def _task_of(specs: list[ModelSpec]) -> str:
+    from nostride.models import model_info
+
+    tasks = {model_info(s.name).task for s in specs}
+    if len(tasks) > 1:
+        raise ValueError(f"the models mix tasks ({', '.join(sorted(tasks))}); compare models of one task")
+    return tasks.pop()
+
+
+def _open_study(project: str | Path, name: str, identity: dict[str, Any]) -> tuple[Path, bool]:
+    """The study folder: PROJECT/NAME continued when it holds the same study, else a new NAME2, NAME3..."""
+    path = Path(project) / name
+    candidates = [path] + [Path(f"{path}{k}") for k in range(2, 10000)]
+    for p in candidates:
+        card = p / "study.json"
+        if not p.exists():
+            break
+        if card.is_file():
+            try:
+                if json.loads(card.read_text()).get("identity") == identity:
+                    return p, True
+            except ValueError:
+                pass
+    p = increment_path(path, exist_ok=False)
+    (p / "study.json").write_text(json.dumps({"identity": identity, "version": STUDY_VERSION}, indent=2))
+    return p, False
+
+
+def compare(
+    models: str | Sequence[str] | None = None,
+    data: str | None = None,
+    *,
+    epochs: int | None = None,
+    seeds: int | Sequence[int] = DEFAULT_SEEDS,
+    img_sizes: int | Sequence[int] | None = None,
+    match: str | None = None,
+    recipe: str | None = None,
+    device: str = "",
+    project: str | Path = "runs/compare",
+    name: str = "exp",
+    jobs: int = 1,
+    nproc_per_run: int = 1,
+    latency: bool = True,
+    quiet: bool = False,
+    **options: Any,
+) -> StudyResult:
+    """Train SPD models and strided baselines alike and compare them, fairly, over several seeds.
+
+    Every run gets the same data, splits (the validation split is drawn with seed 0 for all runs),
+    schedule, augmentation and budget; the seed changes the model's initialisation and the data
+    order and pairs the runs of different models. Each run's test split (or validation split when
+    the dataset has none) is scored once, with the run's best checkpoint.
+
+    Args:
+        models: model specs, comma-separated or a list: registry names (``resnet18_spd``), with
+            builder options (``resnet18@width=32``), or converted (``spdify:resnet18@width=32``).
+            Default: ``resnet18@width=16,resnet18_spd@width=16``.
+        data: any dataset the training command reads, or ``builtin:lowres`` (the default) /
+            ``builtin:small-objects``.
+        epochs: epochs per run (default 10).
+        seeds: number of seeds (0, 1, ...) or the seeds themselves (default 3).
+        img_sizes: image sizes to repeat the study at (images resized to S x S, e.g. ``[32, 16]``);
+            default the dataset's own size.
+        match: ``"flops"`` or ``"params"``: add, for each SPD model, its strided baseline widened until
+            its FLOPs (parameters) at each image size are within 5 % of the SPD model's.
+        recipe: a YAML file of training options applied to every run (``options`` override it).
+        device: ``cpu``, ``cuda``, ``cuda:N``, or several comma-separated for parallel jobs.
+        project, name: the study folder PROJECT/NAME; the same study started again continues there
+            (finished runs are never trained again, interrupted ones resume); a different one goes to
+            NAME2, NAME3, ...
+        jobs: runs trained at the same time (worker processes); 1 trains in this process.
+        nproc_per_run: processes per run (a torchrun group, e.g. one per GPU).
+        latency: measure batch-1 latency on the study's device.
+        quiet: no progress output.
+        **options: any training option (``batch_size=128``, ``lr=0.05``, ``max_per_class=500``...).
+
+    Returns:
+        A :class:`StudyResult`; the study folder holds ``report.md``, ``summary.csv``,
+        ``differences.csv``, ``runs.csv``, ``metric_vs_gflops.png`` and, with several image sizes,
+        ``metric_vs_img_size.png``.
+    """
+    from nostride.engine.config import build_config, load_config_file
+
+    specs = parse_model_list(models if models is not None else DEFAULT_MODELS)
+    data = data or DEFAULT_DATA
+    task = study_task(_task_of(specs))
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list:
+        raise ValueError("seeds must be at least 1")
+    if jobs < 1 or nproc_per_run < 1:
+        raise ValueError("jobs and nproc_per_run must be >= 1")
+    devices = [d.strip() for d in str(device).split(",") if d.strip()]
+    if len(devices) > 1 and nproc_per_run > 1:
+        raise ValueError("give either several devices (one run per device) or nproc_per_run > 1, not both")
+
+    # common training options: task defaults < recipe < options; checked as the engine checks them
+    common: dict[str, Any] = dict(task.defaults)
+    if recipe:
+        common.update(load_config_file(recipe))
+    for key in options:
+        if key in _NOT_COMMON:
+            raise ValueError(f"option {key!r} is set per run by compare (use models, seeds, img_sizes, name)")
+    common.update({k.replace("-", "_"): v for k, v in options.items() if v is not None})
+    if epochs is not None:
+        common["epochs"] = epochs
+    common.update({"data": data, "device": devices[0] if len(devices) == 1 else ""})
+    common.setdefault("split_seed", 0)
+    if "workers" not in common:
+        common["workers"] = 0 if _on_cpu(devices) else 4
+    for k in _NOT_COMMON:
+        common.pop(k, None)
+    build_config(**{**common, "model": specs[0].name})  # unknown / bad options fail before any training
+
+    # the data (a builtin: source is generated here, once), its class count and native size
+    sizes = [img_sizes] if isinstance(img_sizes, int) else list(img_sizes or [])
+    num_classes, native = task.describe(data, None)
+    sizes = sizes or [native]
+    per_size: dict[int, list[ModelSpec]] = {}
+    for size in sizes:
+        size_specs = list(specs)
+        if match:
+            for spd in [s for s in specs if s.is_spd]:
+                base = _own_baseline(spd)
+                if base is None:
+                    raise ValueError(f"{spd.text}: no strided baseline to widen (expected X for X_spd or spdify:X)")
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    matched, _ = match_baseline(base, spd, match, num_classes, size)
+                for w in caught:
+                    if quiet:
+                        warnings.warn(w.message, w.category, stacklevel=2)
+                    else:
+                        print(f"compare: note: {w.message}", flush=True)
+                if matched not in size_specs:
+                    size_specs.append(matched)
+        per_size[size] = size_specs
+
+    identity = {"task": task.name, "common": {k: common[k] for k in sorted(common) if k not in ("device", "workers")}}
+    study_dir, continued = _open_study(project, name, identity)
+    runs = plan_runs(study_dir, per_size, sizes, seed_list, common)
+    if not quiet:
+        n_models = len({r.model.text for r in runs})
+        print(f"compare: {_n(n_models, 'model')} x {_n(len(sizes), 'image size')} x {_n(len(seed_list), 'seed')} = "
+              f"{_n(len(runs), 'run')} of {_n(common['epochs'], 'epoch')} on {data}; study folder {study_dir}"
+              f"{' (continuing)' if continued else ''}", flush=True)
+    results = execute_runs(runs, task.metrics[0], jobs=jobs, nproc_per_run=nproc_per_run, devices=devices,
+                           quiet=quiet)
+    for r in results:
+        if not r.error:
+            r.scores = task.scores(r.final)
+
+    # cost, latency, tables, charts
+    costs = {(r.model.text, r.img_size): model_cost(r.model, num_classes, r.img_size) for r in runs}
+    dev_name, latencies = _latencies(runs, num_classes, devices, latency)
+    metrics = [k for k, _ in task.metrics]
+    labels = dict(task.metrics)
+    rows = build_rows(results, costs, latencies, metrics)
+    diffs = build_differences(rows, metrics)
+    header = (f"{task.name} on `{data}`, {_n(common['epochs'], 'epoch')}, seeds {', '.join(map(str, seed_list))}: "
+              f"{labels[metrics[0]]} of the test split (best checkpoint), mean ± std over seeds.\n")
+    md = markdown_report(rows, diffs, labels, dev_name, header)
+    files = write_csvs(study_dir, results, rows, diffs, metrics)
+    report = study_dir / "report.md"
+    report.write_text(md)
+    files.append(report)
+    files += _charts(study_dir, rows, metrics[0], labels[metrics[0]], len(sizes) > 1)
+    failed = [r for r in results if r.error]
+    if not quiet:
+        print("\n" + md, flush=True)
+        if failed:
+            print(f"{len(failed)} runs failed (left out of the statistics); first: {failed[0].run.title}: "
+                  f"{failed[0].error}")
+        print(f"results: {report}, {', '.join(p.name for p in files if p != report)}", flush=True)
+    return StudyResult(study_dir, task.name, metrics[0], rows, diffs, md, files, failed)
+
+
+def _n(k: int, noun: str) -> str:
+    return f"{k} {noun}{'' if k == 1 else 's'}"
+
+
+def _on_cpu(devices: list[str]) -> bool:
+    import torch
+
+    if devices:
+        return all(d == "cpu" for d in devices)
+    return not torch.cuda.is_available()
+
+
+def _latencies(runs, num_classes: int, devices: list[str], enabled: bool) -> tuple[str, dict[tuple[str, int], float]]:
+    from nostride.utils.device import select_device
+
+    from .measure import measure_latency
+
+    device = select_device(devices[0] if devices else "")
+    if not enabled:
+        return str(device), {}
+    out = {}
+    for key in dict.fromkeys((r.model.text, r.img_size) for r in runs):
+        spec = next(r.model for r in runs if (r.model.text, r.img_size) == key)
+        out[key] = measure_latency(build_spec_model(spec, num_classes, key[1]), key[1], device)
+    return str(device), out
+
+
+def _charts(folder: Path, rows: list[ModelRow], metric: str, label: str, by_size: bool) -> list[Path]:
+    from .charts import plot_metric_vs_flops, plot_metric_vs_img_size
+
+    if not any(r.summary(metric).n for r in rows):
+        return []
+    files = [plot_metric_vs_flops(rows, metric, label, folder / "metric_vs_gflops.png")]
+    if by_size:
+        files.append(plot_metric_vs_img_size(rows, metric, label, folder / "metric_vs_img_size.png"))
+    return files
+
+

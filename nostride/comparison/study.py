@@ -1,0 +1,280 @@
+"""Planning and running the runs of a study: every model x image size x seed, each in its own run
+folder, skipped when finished and resumed when interrupted, in this process or in ``jobs`` worker
+processes (each optionally a torchrun group)."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..engine.hooks import Hook
+from .specs import ModelSpec
+
+__all__ = ["Run", "RunResult", "StudyProgress", "execute_runs", "plan_runs", "run_folder"]
+
+
+@dataclass
+class Run:
+    """One training run of a study."""
+
+    img_size: int
+    model: ModelSpec
+    seed: int
+    folder: Path
+    options: dict[str, Any]  # the full training options (nostride.train keywords)
+
+    @property
+    def title(self) -> str:
+        return f"{self.img_size}px {self.model.label} seed {self.seed}"
+
+
+@dataclass
+class RunResult:
+    """A finished (or failed) run: its final metrics and training time (sum of epoch times)."""
+
+    run: Run
+    final: dict[str, Any] = field(default_factory=dict)
+    train_time: float = float("nan")
+    error: str | None = None
+    reused: bool = False
+    scores: dict[str, float] = field(default_factory=dict)  # the study's metrics (filled by the caller)
+
+
+def run_folder(study_dir: Path, img_size: int, model: ModelSpec, seed: int) -> Path:
+    """``STUDY/runs/<size>px/<model slug>/seed<k>``."""
+    return study_dir / "runs" / f"{img_size}px" / model.slug / f"seed{seed}"
+
+
+def plan_runs(study_dir: Path, models: list[ModelSpec] | dict[int, list[ModelSpec]], img_sizes: list[int],
+              seeds: list[int], common: dict[str, Any]) -> list[Run]:
+    """Every (image size, model, seed), seeds innermost-but-one so early results already pair up.
+
+    ``models`` may differ per image size (a matched baseline's width depends on the size).
+    """
+    runs = []
+    for size in img_sizes:
+        size_models = models[size] if isinstance(models, dict) else models
+        for seed in seeds:
+            for spec in size_models:
+                folder = run_folder(study_dir, size, spec, seed)
+                options = {**common, **spec.train_options(), "img_size": size, "seed": seed,
+                           "project": str(folder.parent), "name": folder.name, "exist_ok": True, "quiet": True}
+                runs.append(Run(size, spec, seed, folder, options))
+    return runs
+
+
+def _train_time(folder: Path) -> float:
+    path = folder / "results.csv"
+    if not path.is_file():
+        return float("nan")
+    with open(path, newline="") as f:
+        return float(sum(float(r.get("time") or 0) for r in csv.DictReader(f)))
+
+
+def _finished(run: Run) -> RunResult | None:
+    path = run.folder / "final_metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        final = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return RunResult(run, final, _train_time(run.folder), reused=True)
+
+
+class StudyProgress:
+    """Progress over the whole study, in epochs: a bar on a terminal, a line per finished run always."""
+
+    def __init__(self, total_epochs: int, total_runs: int, quiet: bool = False) -> None:
+        self.total, self.total_runs, self.quiet = total_epochs, total_runs, quiet
+        self.done = self.runs_done = 0
+        self.start = time.monotonic()
+        self.trained = 0  # epochs trained in this session (for the time estimate)
+        self.lock = threading.Lock()
+        self.bar = None
+        if not quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_epochs, unit="epoch", desc="study", dynamic_ncols=True)
+
+    def epochs(self, n: int, trained: bool = True) -> None:
+        with self.lock:
+            self.done += n
+            self.trained += n if trained else 0
+            if self.bar is not None:
+                self.bar.update(n)
+
+    def eta(self) -> str:
+        if not self.trained:
+            return ""
+        per_epoch = (time.monotonic() - self.start) / self.trained
+        left = per_epoch * (self.total - self.done)
+        return f", about {_duration(left)} left" if left >= 1 else ""
+
+    def finished(self, result: RunResult, metric: str, label: str) -> None:
+        with self.lock:
+            self.runs_done += 1
+        if self.quiet:
+            return
+        if result.error:
+            what = f"FAILED: {result.error}"
+        else:
+            split = result.final.get("test") or result.final.get("val") or {}
+            v = split.get(metric)
+            what = f"{label} {v:.2f}" if isinstance(v, (int, float)) else "finished"
+            what += " (done before)" if result.reused else f" ({_duration(result.train_time)} training)"
+        line = f"[{self.runs_done}/{self.total_runs}] {result.run.title}: {what}{self.eta()}"
+        (self.bar.write if self.bar is not None else print)(line)
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds:  # NaN
+        return "?"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class _EpochHook(Hook):
+    """Engine hook advancing the study's progress after each epoch (runs in this process only)."""
+
+    def __init__(self, progress: StudyProgress) -> None:
+        self.progress = progress
+
+    def after_epoch(self, trainer: Any) -> None:
+        self.progress.epochs(1)
+
+
+def _run_in_process(run: Run, progress: StudyProgress) -> RunResult:
+    last = run.folder / "weights" / "last.pt"
+    hooks = [_EpochHook(progress)]
+    run.folder.mkdir(parents=True, exist_ok=True)
+    with open(run.folder / "train.log", "a") as log, contextlib.redirect_stdout(log):
+        return _train_in_process(run, last, hooks, progress)
+
+
+def _train_in_process(run: Run, last: Path, hooks: list[Hook], progress: StudyProgress) -> RunResult:
+    import nostride
+
+    try:
+        if last.is_file():
+            from nostride.checkpoint import load_checkpoint
+
+            done = int(load_checkpoint(last).get("epoch", -1)) + 1
+            progress.epochs(min(done, run.options["epochs"]), trained=False)
+            final = nostride.train(resume=str(last), quiet=True, device=run.options.get("device", ""),
+                                   workers=run.options.get("workers", 4), hooks=hooks)
+        else:
+            final = nostride.train(**run.options, hooks=hooks)
+    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
+        return RunResult(run, error=f"{type(e).__name__}: {e}".splitlines()[0])
+    return RunResult(run, final, _train_time(run.folder))
+
+
+def _train_command(run: Run, nproc: int) -> list[str]:
+    last = run.folder / "weights" / "last.pt"
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+                if nproc > 1 else [sys.executable])
+    if last.is_file():
+        args = ["--resume", str(last), "--quiet", "--workers", str(run.options.get("workers", 4))]
+        if run.options.get("device"):
+            args += ["--device", str(run.options["device"])]
+        return launcher + ["-m", "nostride", "train"] + args
+    config = run.folder / "compare_run.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    keep = {k: v for k, v in run.options.items() if k not in ("project", "name", "exist_ok")}
+    config.write_text(yaml.safe_dump(keep, sort_keys=False))
+    return launcher + ["-m", "nostride", "train", "--config", str(config), "--project", str(run.folder.parent),
+                       "--name", run.folder.name, "--exist-ok"]
+
+
+def _run_subprocess(run: Run, progress: StudyProgress, nproc: int, env: dict[str, str]) -> RunResult:
+    run.folder.mkdir(parents=True, exist_ok=True)
+    log = run.folder / "train.log"
+    with open(log, "a") as f:
+        proc = subprocess.run(_train_command(run, nproc), stdout=f, stderr=subprocess.STDOUT, env=env)
+    result = _finished(run)
+    if proc.returncode != 0 or result is None:
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        return RunResult(run, error=f"exit status {proc.returncode} ({tail[0]}; see {log})")
+    progress.epochs(run.options["epochs"])
+    result.reused = False
+    return result
+
+
+def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_per_run: int = 1,
+                 devices: list[str] | None = None, quiet: bool = False) -> list[RunResult]:
+    """Run what is not finished yet; returns one result per run, in ``runs`` order.
+
+    Args:
+        metric: (key, label) of the metric shown as runs finish.
+        jobs: runs trained at once. 1 (and ``nproc_per_run`` 1) trains in this process; more start
+            ``nostride train`` worker processes (on CPU each gets ``cpu_count // jobs`` threads).
+        nproc_per_run: processes per run (a torchrun group, e.g. one per GPU).
+        devices: devices handed out to concurrent runs in turn (``["cuda:0", "cuda:1"]``).
+    """
+    progress = StudyProgress(sum(r.options["epochs"] for r in runs), len(runs), quiet)
+    results: list[RunResult | None] = [None] * len(runs)
+    todo = []
+    for i, run in enumerate(runs):
+        done = _finished(run)
+        if done is not None:
+            results[i] = done
+            progress.epochs(run.options["epochs"], trained=False)
+            progress.finished(done, *metric)
+        else:
+            todo.append(i)
+    try:
+        if jobs <= 1 and nproc_per_run <= 1:
+            for i in todo:
+                run = runs[i]
+                if devices:
+                    run.options["device"] = devices[0]
+                results[i] = _run_in_process(run, progress)
+                progress.finished(results[i], *metric)
+        else:
+            slots = list(devices or [""])
+            free = [slots[k % len(slots)] for k in range(max(jobs, 1))]
+            lock = threading.Lock()
+            threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+
+            def work(i: int) -> None:
+                with lock:
+                    device = free.pop(0)
+                run = runs[i]
+                env = dict(os.environ)
+                if device:
+                    run.options["device"] = device
+                elif not os.environ.get("OMP_NUM_THREADS"):
+                    env["OMP_NUM_THREADS"] = str(threads)
+                try:
+                    results[i] = _run_subprocess(run, progress, nproc_per_run, env)
+                    progress.finished(results[i], *metric)
+                finally:
+                    with lock:
+                        free.append(device)
+
+            with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
+                list(pool.map(work, todo))
+    finally:
+        progress.close()
+    return [r if r is not None else RunResult(runs[i], error="not run") for i, r in enumerate(results)]

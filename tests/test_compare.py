@@ -1,0 +1,174 @@
+"""nostride compare: model specs, FLOPs/params matching, statistics, resumable studies, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+
+from nostride.comparison import paired_difference, parse_model_list, parse_model_spec, summarize
+from nostride.comparison.matching import MATCH_TOLERANCE, match_baseline, model_cost
+from nostride.comparison.stats import t_quantile_975
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY_DATA = "builtin:lowres@train=4,val=2,test=2"
+
+
+# ------------------------------------------------------------------------------------------ specs
+def test_model_specs_parse_options_and_spdify():
+    s = parse_model_spec("spdify:resnet18@width=32,zero_init_residual=true")
+    assert (s.name, s.options, s.spdify, s.is_spd) == ("resnet18", {"width": 32, "zero_init_residual": True},
+                                                       True, True)
+    assert s.text == "spdify:resnet18@width=32,zero_init_residual=true" and s.slug == \
+        "spdify-resnet18-width32-zero_init_residualtrue"
+    assert s.train_options() == {"model": "resnet18", "spdify": True, "width": 32,
+                                 "model_options": {"zero_init_residual": True}}
+    specs = parse_model_list("resnet18@width=8,zero_init_residual=true,resnet18_spd@width=8,resnet18_cifar")
+    assert [x.text for x in specs] == ["resnet18@width=8,zero_init_residual=true", "resnet18_spd@width=8",
+                                       "resnet18_cifar"]
+    assert [x.is_spd for x in specs] == [False, True, False]
+    with pytest.raises(KeyError, match="unknown model 'resnet99'"):
+        parse_model_spec("resnet99")
+    with pytest.raises(ValueError, match="expected key=value"):
+        parse_model_spec("resnet18@width")
+    with pytest.raises(ValueError, match="listed twice"):
+        parse_model_list("resnet18,resnet18")
+
+
+# --------------------------------------------------------------------------------------- matching
+@pytest.mark.parametrize("metric,size", [("flops", 32), ("flops", 16), ("params", 32)])
+def test_matched_baseline_lands_within_5_percent(metric, size):
+    base, spd = parse_model_spec("resnet18@width=16"), parse_model_spec("resnet18_spd@width=16")
+    matched, error = match_baseline(base, spd, metric, 10, size)
+    got, goal = model_cost(matched, 10, size).get(metric), model_cost(spd, 10, size).get(metric)
+    assert abs(got / goal - 1) <= MATCH_TOLERANCE and error == pytest.approx(got / goal - 1)
+    assert matched.options["width"] > 16 and matched.matched_to == "resnet18_spd@width=16"
+    # the nearest width: one step either way is no closer
+    w = matched.options["width"]
+    for other in (w - 1, w + 1):
+        assert abs(model_cost(base.with_options(width=other), 10, size).get(metric) - goal) >= abs(got - goal)
+
+
+def test_matching_a_converted_model_and_costs_of_specs():
+    spd = parse_model_spec("spdify:resnet18@width=8")
+    cost = model_cost(spd, 10, 32)
+    plain = model_cost(parse_model_spec("resnet18@width=8"), 10, 32)
+    assert cost.flops > 1.5 * plain.flops and cost.params > plain.params  # stride-1 convs on 4x the channels
+    matched, error = match_baseline(parse_model_spec("resnet18@width=8"), spd, "flops", 10, 32)
+    assert abs(error) <= MATCH_TOLERANCE
+
+
+# ------------------------------------------------------------------------------------- statistics
+def test_summary_and_paired_difference_on_hand_made_numbers():
+    s = summarize([1.0, 2.0, 3.0, math.nan])
+    assert (s.mean, s.std, s.n) == (2.0, 1.0, 3) and s.format() == "2.00 ± 1.00"
+    assert summarize([5.0]).format() == "5.00" and summarize([]).n == 0
+    # differences 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.303 -> half-width 4.303 / sqrt(3) = 2.4843
+    d = paired_difference({0: 11.0, 1: 12.0, 2: 13.0, 3: 99.0}, {0: 10.0, 1: 10.0, 2: 10.0})
+    assert d.n == 3 and d.mean == pytest.approx(2.0)
+    assert (d.low, d.high) == (pytest.approx(2 - 2.48434, abs=1e-4), pytest.approx(2 + 2.48434, abs=1e-4))
+    assert not d.significant and d.verdict() == "no significant difference"
+    # a consistent gain is significant; the verdict follows the sign
+    d = paired_difference({0: 11.0, 1: 12.1, 2: 13.0, 3: 14.0}, {0: 10.0, 1: 11.0, 2: 12.0, 3: 13.1})
+    assert d.significant and d.verdict() == "better" and d.low > 0
+    assert paired_difference({0: 1.0, 1: 1.0}, {0: 2.0, 1: 2.1}).verdict() == "worse"
+    assert paired_difference({0: 1.0}, {0: 2.0}).verdict() == "one seed: no interval"
+    assert t_quantile_975(1) == 12.706 and t_quantile_975(30) == 2.042
+    assert t_quantile_975(1000) == pytest.approx(1.962, abs=1e-3)
+
+
+# ----------------------------------------------------------------------------------- end to end
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NOSTRIDE_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.mark.slow
+def test_tiny_study_end_to_end_and_resume_runs_only_what_is_missing(cache, tmp_path, capsys, monkeypatch):
+    import nostride
+    from nostride.comparison import study
+
+    kwargs = dict(epochs=1, seeds=2, project=tmp_path / "runs", batch_size=16, latency=False)
+    # interrupt the study after its first run: a KeyboardInterrupt in the second
+    real, calls = study._train_in_process, []
+
+    def flaky(run, *a):
+        calls.append(run.title)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(run, *a)
+
+    monkeypatch.setattr(study, "_train_in_process", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        nostride.compare("resnet18@width=4,resnet18_spd@width=4", TINY_DATA, **kwargs)
+    monkeypatch.setattr(study, "_train_in_process", real)
+    trained = []
+    monkeypatch.setattr(study, "_train_in_process", lambda run, *a: trained.append(run.title) or real(run, *a))
+    result = nostride.compare("resnet18@width=4,resnet18_spd@width=4", TINY_DATA, **kwargs)
+    assert result.dir == tmp_path / "runs" / "exp"  # the same study continued, not exp2
+    assert trained == ["32px resnet18_spd@width=4 seed 0", "32px resnet18@width=4 seed 1",
+                       "32px resnet18_spd@width=4 seed 1"]
+    out = capsys.readouterr().out
+    assert "[1/4] 32px resnet18@width=4 seed 0: top-1 % " in out and "(done before)" in out
+    assert "| resnet18_spd@width=4 | resnet18@width=4 | top-1 % |" in out
+
+    # every run: its own folder, 1 epoch, the test split scored with best.pt; same split seed for all
+    runs = list(csv.DictReader(open(result.dir / "runs.csv")))
+    assert len(runs) == 4 and {r["seed"] for r in runs} == {"0", "1"}
+    for r in runs:
+        final = json.loads(open(f"{r['run_dir']}/final_metrics.json").read())
+        assert float(r["top1"]) == pytest.approx(final["test"]["top1"], rel=1e-5) and final["test"]["count"] == 20
+        args = (tmp_path / r["run_dir"] / "args.yaml").read_text()
+        assert "split_seed: 0" in args and "epochs: 1" in args
+    row = result.row("resnet18_spd@width=4")
+    assert row.summary("top1").n == 2 and row.flops == model_cost(parse_model_spec("resnet18_spd@width=4"), 10, 32).flops
+    (d,) = result.differences
+    assert d.diff.n == 2 and d.diff.mean == pytest.approx(
+        row.summary("top1").mean - result.row("resnet18@width=4").summary("top1").mean)
+    for name in ("report.md", "summary.csv", "differences.csv", "metric_vs_gflops.png"):
+        assert (result.dir / name).is_file()
+
+    # again: nothing trained; a different study (other epochs) goes to a new folder
+    trained.clear()
+    again = nostride.compare("resnet18@width=4,resnet18_spd@width=4", TINY_DATA, quiet=True, **kwargs)
+    assert trained == [] and again.markdown == result.markdown
+
+
+@pytest.mark.slow
+def test_cli_compare_with_matching_and_two_sizes(cache, tmp_path, capsys):
+    from nostride.cli import main
+
+    rc = main(["compare", "--models", "resnet18_spd@width=4", "--data", TINY_DATA, "--epochs", "1", "--seeds", "1",
+               "--img-sizes", "32,16", "--match", "flops", "--batch-size", "16", "--project", str(tmp_path),
+               "--name", "s", "--no-latency", "--set", "label_smoothing=0.1"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "### 32 x 32 pixels" in out and "### 16 x 16 pixels" in out and "(flops-matched" in out
+    summary = list(csv.DictReader(open(tmp_path / "s" / "summary.csv")))
+    assert {(r["img_size"], r["spd"]) for r in summary} == {("32", "1"), ("32", "0"), ("16", "1"), ("16", "0")}
+    assert (tmp_path / "s" / "metric_vs_img_size.png").is_file()
+    assert "label_smoothing: 0.1" in next((tmp_path / "s" / "runs").rglob("args.yaml")).read_text()
+
+
+def test_cli_compare_bad_input_gets_one_line(capsys, tmp_path):
+    from nostride.cli import main
+
+    assert main(["compare", "--models", "resnet18,yolov5n", "--project", str(tmp_path)]) == 2
+    assert "mix tasks" in capsys.readouterr().err
+    assert main(["compare", "--set", "seed=3", "--project", str(tmp_path)]) == 2
+    assert "set per run by compare" in capsys.readouterr().err
+    assert main(["compare", "--set", "lrr=3", "--project", str(tmp_path)]) == 2
+    assert "unknown option 'lrr'" in capsys.readouterr().err
+
+
+def test_cli_data_make(tmp_path, capsys):
+    from nostride.cli import main
+
+    assert main(["data", "make", "lowres", str(tmp_path / "d"), "train=1", "val=1", "test=1", "seed=2"]) == 0
+    assert len(list((tmp_path / "d").rglob("*.png"))) == 30
+    assert json.loads((tmp_path / "d" / "builtin.json").read_text())["options"]["seed"] == 2
+    assert main(["data", "make", "lowres", str(tmp_path / "e"), "colour=1"]) == 2
+    assert "has no option 'colour'" in capsys.readouterr().err
