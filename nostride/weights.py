@@ -180,3 +180,45 @@ def load_pretrained(model: nn.Module, weights: WeightsFile | dict[str, torch.Ten
     keep = {k: v for k, v in state.items() if k not in head}
     model.load_state_dict({**own, **keep})
     return PretrainedLoad(len(keep), list(head), classes if head else None)
+
+
+def model_spec_of_checkpoint(ckpt: dict[str, Any]) -> str:
+    """The model name (``resnet18_spd``, ``torchvision:resnet18``, ``timm:NAME``) a nostride checkpoint was built from."""
+    source = ckpt.get("source") or "nostride"
+    if source == "nostride":
+        if not ckpt.get("model_name"):
+            raise ValueError("checkpoint names no model ('model_name' is empty)")
+        return str(ckpt["model_name"])
+    return f"{source}:{ckpt['source_model']}"
+
+
+def initialise_model(model: nn.Module, path: str | os.PathLike, spdify: bool = False,
+                     example_input: tuple[int, ...] | None = None) -> tuple[nn.Module, str]:
+    """Start a new training run's model from the weights in ``path``; returns ``(model, message)``.
+
+    * Weights of a converted model (a nostride checkpoint recording :func:`nostride.spdify`, e.g.
+      ``nostride convert --output``): the same conversion is applied to ``model`` first, then the weights load.
+    * Weights of the unconverted model (a torchvision/timm state dict, a plain nostride checkpoint):
+      they load, then with ``spdify`` the model is converted keeping its function (``init="preserve"``).
+    * A classifier head with another class count keeps its fresh initialisation; the message says so.
+    """
+    from nostride.convert import spdify as spdify_model
+
+    file = read_weights(path)
+    recorded = (file.checkpoint or {}).get("spdify") or []
+    if isinstance(recorded, dict):
+        recorded = [recorded]
+    steps = []
+    if recorded and not getattr(model, "spdify_options", None):
+        for options in recorded:  # the file's own conversion, so its tensors fit
+            model, _ = spdify_model(model, **{**options, "init": "random", "inplace": True})
+        steps.append("converted to SPD-Conv as the file records")
+        spdify = False
+    result = load_pretrained(model, file)
+    if spdify:
+        model, report = spdify_model(model, init="preserve", example_input=example_input, inplace=True)
+        inexact = [e.name for e in report if e.action in ("converted", "dropped") and not e.exact]
+        steps.append(f"then converted to SPD-Conv ({report.count_action('converted')} layers"
+                     + (f"; approximate: {', '.join(inexact)}" if inexact else ", all exact") + ")")
+    message = result.message(f"{path} ({file.kind})")
+    return model, message + ("; " + "; ".join(steps) if steps else "")

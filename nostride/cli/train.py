@@ -25,7 +25,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         argument_default=S,
     )
     g = p.add_argument_group("what")
-    g.add_argument("--model", help="registry name, e.g. resnet18_spd (see `nostride models`; no default)")
+    g.add_argument("--model", help="registry name, e.g. resnet18_spd (see `nostride models`), torchvision:NAME or "
+                   "timm:NAME (default: the model --weights records, else none)")
+    g.add_argument("--weights", metavar="PATH",
+                   help="start a NEW run from these weights (unlike --resume): a nostride checkpoint (best.pt, "
+                   "nostride convert --output, nostride import), a torchvision/timm state dict or a training "
+                   "checkpoint holding one; a classifier head with another class count is re-initialised "
+                   "(default: random initialisation)")
+    _flag(g, "--spdify", "convert the model to SPD-Conv before training (with --weights: after loading them, "
+          "keeping their function; default off)")
     g.add_argument("--data", help="dataset folder or archive (image folder, CIFAR-10, Tiny ImageNet; no default)")
     g.add_argument("--config", help="YAML file of options (e.g. configs/resnet18_spd_tiny_imagenet.yaml; default: none)")
     g.add_argument("--width", type=int, help="model width (ResNet stem channels; small = quick runs; default: the model's own)")

@@ -35,6 +35,17 @@ def resolve_config(config: str | None = None, **options: Any) -> TrainConfig:
     return build_config(None, **saved)
 
 
+def _model_of_weights(path: str) -> str:
+    """The model a nostride checkpoint given as ``weights`` describes (so ``--model`` may be left out)."""
+    from nostride.weights import model_spec_of_checkpoint, read_weights
+
+    file = read_weights(path)
+    if file.checkpoint is None:
+        raise ValueError(f"{path} is a {file.kind} and does not say which model it is for: pass --model NAME "
+                         "(e.g. torchvision:resnet18)")
+    return model_spec_of_checkpoint(file.checkpoint)
+
+
 def train(model: str | None = None, data: str | None = None, *, config: str | None = None, task: Any = None,
           hooks: Any = (), **options: Any) -> dict[str, Any]:
     """Train a model; returns the final metrics (``run_dir``, ``best_epoch``, ``best_fitness``,
@@ -59,6 +70,8 @@ def train(model: str | None = None, data: str | None = None, *, config: str | No
     if data is not None:
         options["data"] = data
     cfg = resolve_config(config, **options)
+    if not cfg.model and cfg.weights and task is None and not cfg.resume:
+        cfg.model = _model_of_weights(cfg.weights)
     if not cfg.model and task is None:
         raise ValueError("no model given (model=... / --model NAME)")
     if not cfg.data and task is None:

@@ -49,10 +49,14 @@ def task_default_options(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def task_of_model(model: str) -> str:
-    """The task a registered model serves (``KeyError`` for an unknown model)."""
+    """The task a model serves: a registered model's own (``KeyError`` for an unknown one);
+    ``torchvision:NAME`` and ``timm:NAME`` models are classifiers."""
     from nostride.models import model_info
 
-    return model_info(model).task
+    source, _, name = model.rpartition(":")
+    if source in ("torchvision", "timm"):
+        return "classify"
+    return model_info(name if source == "nostride" else model).task
 
 
 def build_task(cfg: Any) -> Task:

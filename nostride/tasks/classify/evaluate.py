@@ -213,7 +213,8 @@ def run_cli(args: Any, ckpt: dict[str, Any]) -> int:
     dataset = _split_subset(dataset, args.max_per_class)
 
     epoch = ckpt.get("epoch", 0)  # 1-based: epochs finished
-    print(f"{ckpt['model_name']} ({args.weights}{f', after epoch {epoch}' if isinstance(epoch, int) and epoch >= 1 else ''}) "
+    model_label = ckpt.get("model_name") or f"{ckpt.get('source')}:{ckpt.get('source_model')}"
+    print(f"{model_label} ({args.weights}{f', after epoch {epoch}' if isinstance(epoch, int) and epoch >= 1 else ''}) "
           f"on {data_path} [{data.format}, {split} split, {len(dataset)} images, {data.img_size}x{data.img_size}]")
     metrics = evaluate_classifier(model, dataset, batch_size=args.batch_size, device=args.device or None,
                                   workers=args.workers, class_names=names, desc=f"val ({split})")
@@ -228,10 +229,10 @@ def run_cli(args: Any, ckpt: dict[str, Any]) -> int:
 
     out = increment_path(Path(args.project) / args.name, getattr(args, "exist_ok", False))
     plot_confusion_matrix(metrics["confusion"], out / "confusion_matrix.png", names,
-                          title=f"{ckpt['model_name']}: {split} confusion (row-normalised)")
+                          title=f"{model_label}: {split} confusion (row-normalised)")
     plot_per_class_accuracy(metrics["per_class"], out / "per_class_accuracy.png", names)
     record = {
-        "weights": str(args.weights), "model": ckpt["model_name"], "epoch": epoch, "data": str(data_path),
+        "weights": str(args.weights), "model": model_label, "epoch": epoch, "data": str(data_path),
         "format": data.format, "split": split, "img_size": data.img_size, "mean": list(data.mean),
         "std": list(data.std), "skipped": skipped,
         **{k: v for k, v in metrics.items() if k != "confusion"},

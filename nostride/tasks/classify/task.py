@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -40,7 +41,9 @@ class ClassificationTask(Task):
         return DatasetSplits(self.data.train, self.data.val, self.data.test, skipped=int(self.data.skipped or 0))
 
     def build_model(self) -> nn.Module:
-        from nostride.models import create_model
+        """The model: a registry name, or ``torchvision:NAME`` / ``timm:NAME``; with ``weights``, initialised
+        from that file (head re-initialised when the class count differs); with ``spdify``, converted."""
+        from nostride.models.external import build_named_model
 
         if self.names is None:
             raise RuntimeError("build_datasets() must run before build_model() (the class count comes from the data)")
@@ -48,11 +51,18 @@ class ClassificationTask(Task):
         options = {**dict(getattr(cfg, "model_options", None) or {}), "num_classes": len(self.names)}
         if cfg.width is not None:
             options["width"] = cfg.width
-        model = create_model(cfg.model, **options)
-        if getattr(cfg, "spdify", False):
+        model, _, _ = build_named_model(cfg.model, prefer="nostride", **options)
+        size = int(self.data.img_size) if self.data is not None else 32
+        if getattr(cfg, "weights", ""):
+            from nostride.weights import initialise_model
+
+            model, message = initialise_model(model, cfg.weights, spdify=bool(getattr(cfg, "spdify", False)),
+                                              example_input=(1, 3, size, size))
+            if int(os.environ.get("RANK", 0)) == 0:
+                print(message, flush=True)
+        elif getattr(cfg, "spdify", False):
             from nostride.convert import spdify
 
-            size = int(self.data.img_size) if self.data is not None else 32
             model, _ = spdify(model, init="random", example_input=(1, 3, size, size), inplace=True)
         return model
 
