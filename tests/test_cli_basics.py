@@ -147,3 +147,17 @@ def test_abbreviations_are_refused():
 
     for sub in build_parser().subcommands.values():
         assert sub.allow_abbrev is False
+
+
+def test_user_facing_text_does_not_speak_of_plans():
+    """Messages, help texts and docs speak of the product, never of issues, milestones or what arrives later."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    banned = re.compile(r"its own issue|-issue\b|\bissue\b.*\b(arrives|lands)|next milestone|arrives with|"
+                        r"not available yet|supports \w+ models for now", re.IGNORECASE)
+    files = [*sorted((root / "nostride").rglob("*.py")), root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    hits = [f"{p.relative_to(root)}:{i}: {line.strip()}" for p in files
+            for i, line in enumerate(p.read_text().splitlines(), 1) if banned.search(line)]
+    assert not hits, hits

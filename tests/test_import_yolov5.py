@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import nostride
-from nostride.checkpoint import load_checkpoint, model_from_checkpoint
+from nostride.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, save_checkpoint
 from nostride.cli import main as cli_main
 from nostride.models.yolo._unpickle import UnsafePickleError, read_torch_pickle
 from nostride.models.yolo.import_yolov5 import read_yolov5_checkpoint
@@ -270,6 +270,16 @@ def test_bad_files_give_clear_errors(tmp_path, v6_file):
     torch.save({"model": {"model.0.conv.weight": torch.zeros(1)}}, tmp_path / "sd.pt")
     with pytest.raises(ValueError, match="bare state dict"):
         nostride.load_yolov5(tmp_path / "sd.pt")
+    # files often given by mistake: a nostride checkpoint, a torchvision state dict (never all its keys)
+    save_checkpoint(make_checkpoint(nostride.create_model("resnet18_cifar", num_classes=3)), tmp_path / "ns.pt")
+    with pytest.raises(ValueError, match=r"ns\.pt is already a nostride checkpoint \(resnet18_cifar, task classify\): "
+                       "nothing to import"):
+        nostride.load_yolov5(tmp_path / "ns.pt")
+    torch.save({f"layer{i}.weight": torch.zeros(1) for i in range(120)}, tmp_path / "tv.pth")
+    with pytest.raises(ValueError, match=r"tv\.pth is a state dict \(120 tensors: layer0\.weight, layer1\.weight, "
+                       r"layer10\.weight, \.\.\.\), not a YOLOv5 checkpoint") as e:
+        nostride.load_yolov5(tmp_path / "tv.pth")
+    assert len(str(e.value)) < 400
     with pytest.warns(FutureWarning):  # torch.jit is deprecated, but such archives still exist
         torch.jit.save(torch.jit.script(nn.Identity()), tmp_path / "ts.pt")
     with pytest.raises(ValueError, match="TorchScript archive"):

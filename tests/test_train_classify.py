@@ -93,7 +93,7 @@ def test_recipe_file_with_overrides(cifar_subset, tmp_path):
 def test_detection_model_gets_a_clear_error(capsys, tmp_path):
     rc = main(["train", "--model", "yolov5n_spd", "--data", str(tmp_path), "--project", str(tmp_path)])
     assert rc == 2
-    assert "detection training arrives with the detection-training issue" in capsys.readouterr().err
+    assert "detection training is not available in this version" in capsys.readouterr().err
 
 
 def test_bad_options_get_a_clear_error(capsys, tmp_path):

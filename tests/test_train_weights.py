@@ -102,3 +102,21 @@ def test_timm_model_name(tmp_path):
 
     rebuilt = model_from_checkpoint(tmp_path / "t.pt")
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in rebuilt.state_dict().items())
+
+
+def test_unreadable_weights_files_are_one_line_without_unsafe_advice(tmp_path):
+    import collections
+
+    text = tmp_path / "notes.pt"
+    text.write_text("hello, these are not weights\n")
+    good = tmp_path / "good.pt"
+    torch.save(torchvision.models.resnet18().state_dict(), good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:5000])
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"model": collections.OrderedDict(a=1), "cls": collections.Counter}, pickled)
+    for path in (text, truncated, pickled):
+        with pytest.raises(ValueError) as e:
+            read_weights(path)
+        message = str(e.value)
+        assert str(path) in message and "\n" not in message and "weights_only=False" not in message, message

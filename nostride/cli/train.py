@@ -17,7 +17,7 @@ def _flag(g: argparse._ArgumentGroup, name: str, help: str) -> None:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "train", help="train a model (classification now; detection with its own issue)",
+        "train", help="train a model (a new run, from scratch or from --weights, or --resume one)",
         description="Train a registered model. Options come from the defaults, then --config FILE.yaml, then "
         "the command line. The run folder PROJECT/NAME gets weights/last.pt, weights/best.pt, results.csv, "
         "results.png, args.yaml and final_metrics.json. Multi-GPU: torchrun --nproc_per_node N -m nostride train "

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     task = ckpt.get("task")
     if task == "detect":
         raise ValueError(f"{args.weights} is a detection checkpoint ({ckpt.get('model_name')}); detection "
-                         "evaluation (mAP) is not available yet: it arrives with detection training")
+                         "evaluation (mAP) is not available in this version of nostride")
     if task != "classify":
         raise ValueError(f"{args.weights}: checkpoint has unknown task {task!r}")
     from nostride.tasks.classify.evaluate import run_cli

@@ -63,8 +63,8 @@ def build_task(cfg: Any) -> Task:
     """The training task for ``cfg`` (``cfg.task``, or inferred from ``cfg.model``)."""
     name = cfg.task or task_of_model(cfg.model)
     if name == "detect" and name not in TASKS:
-        raise ValueError(f"{cfg.model} is a detection model: detection training arrives with the "
-                         "detection-training issue (nostride train supports classification models for now)")
+        raise ValueError(f"{cfg.model} is a detection model: detection training is not available in this "
+                         "version of nostride (nostride train trains classification models)")
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r} (available: {', '.join(TASKS)})")
     module, cls = TASKS[name].split(":")

@@ -157,6 +157,23 @@ def _names(value: Any, nc: int, path: Path) -> list[str]:
     return [str(n) for n in value]
 
 
+def _some_keys(d: dict, limit: int = 8) -> str:
+    keys = sorted(map(str, d))
+    return ", ".join(keys[:limit]) + (f" ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def _refuse_other_kinds(ckpt: dict, path: Path) -> None:
+    """One line for files that are not YOLOv5 checkpoints but are often given to import by mistake."""
+    if ckpt.get("format") == "nostride":
+        model = ckpt.get("model_name") or ckpt.get("source_model") or "a model"
+        raise ValueError(f"{path} is already a nostride checkpoint ({model}, task {ckpt.get('task')}): nothing to "
+                         "import; use it directly (--weights with val, predict, export or train)")
+    if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        raise ValueError(f"{path} is a state dict ({len(ckpt)} tensors: {', '.join(sorted(map(str, ckpt))[:3])}, ...), not a YOLOv5 "
+                         "checkpoint: a torchvision/timm state dict is used with `nostride convert MODEL --weights "
+                         "FILE` or `nostride train --model MODEL --weights FILE`")
+
+
 def _pick_model(ckpt: Any, use_ema: bool | str, path: Path) -> tuple[PickledObject, str]:
     if isinstance(ckpt, PickledObject):  # torch.save(model) of a whole model
         return ckpt, "model"
@@ -164,13 +181,14 @@ def _pick_model(ckpt: Any, use_ema: bool | str, path: Path) -> tuple[PickledObje
         raise ValueError(f"{path}: expected a YOLOv5 checkpoint dict, got {type(ckpt).__name__}")
     if use_ema not in ("auto", True, False):
         raise ValueError(f"use_ema must be 'auto', True or False, got {use_ema!r}")
+    _refuse_other_kinds(ckpt, path)
     ema, model = ckpt.get("ema"), ckpt.get("model")
     if use_ema is True and ema is None:
         raise ValueError(f"{path}: use_ema=True but the checkpoint has no EMA weights ('ema' is missing or None)")
     key = "ema" if (use_ema is True or (use_ema == "auto" and ema is not None)) else "model"
     obj = ckpt.get(key)
     if obj is None:
-        raise ValueError(f"{path}: no '{key}' entry in the checkpoint (keys: {sorted(map(str, ckpt))})")
+        raise ValueError(f"{path}: no '{key}' entry in the checkpoint (keys: {_some_keys(ckpt)})")
     if isinstance(obj, dict):
         raise ValueError(
             f"{path}: '{key}' is a bare state dict without the model definition; build the model with "
