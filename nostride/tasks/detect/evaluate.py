@@ -1,0 +1,328 @@
+"""Evaluate a detector on a dataset: ``evaluate_detector`` (Python), ``validate`` (``nostride val``).
+
+One pass as YOLOv5 v6.0 ``val.py`` makes it: rectangular letterboxed batches
+(:func:`~nostride.data.detection.build_val_loader`, pad 0.5), images / 255, the eval-mode model,
+:func:`~nostride.tasks.detect.nms.non_max_suppression` (``conf 0.001``, ``iou 0.6``, multi-label,
+``max_det 300``), boxes mapped back to the original images, and the
+:class:`~nostride.tasks.detect.evaluator.DetectionEvaluator`. For COCO data the predictions are
+also scored by pycocotools (:mod:`.coco_eval`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...data.detection.dataset import DetectionDataset
+from ...data.detection.dataset_yaml import DetectionDataConfig, load_data_yaml
+from ...data.detection.val_loader import build_val_loader
+from ...utils.device import select_device
+from ...utils.paths import increment_path
+from .coco_eval import coco_summary, coco_target
+from .evaluator import DetectionEvaluator, to_original
+from .nms import non_max_suppression
+
+__all__ = ["evaluate_detector", "validate", "load_detector", "format_results", "METRICS_FILE"]
+
+METRICS_FILE = "metrics.json"
+
+
+def _stride(model: nn.Module) -> int:
+    s = getattr(model, "stride", None)
+    return int(torch.as_tensor(s).max().item()) if s is not None else 32
+
+
+def _model_nc(model: nn.Module) -> int | None:
+    nc = getattr(model, "nc", None)
+    if nc is None and hasattr(model, "model"):
+        with contextlib.suppress(Exception):
+            nc = getattr(model.model[-1], "nc", None)
+    return int(nc) if nc is not None else None
+
+
+def load_detector(weights: nn.Module | dict | str | os.PathLike) -> tuple[nn.Module, dict[str, Any] | None, str]:
+    """``(model, nostride checkpoint or None, description)`` from a model, a nostride checkpoint or a YOLOv5 ``.pt``."""
+    if isinstance(weights, nn.Module):
+        return weights, None, type(weights).__name__
+    from ...checkpoint import load_checkpoint, model_from_checkpoint
+
+    if isinstance(weights, dict):
+        ckpt = weights
+    else:
+        try:
+            ckpt = load_checkpoint(weights)
+        except ValueError as nostride_error:
+            from ...models.yolo.import_yolov5 import load_yolov5
+
+            try:
+                model = load_yolov5(weights)
+            except (ValueError, RuntimeError, KeyError):
+                raise nostride_error from None
+            return model, None, f"YOLOv5 checkpoint {weights}"
+    if ckpt.get("task") not in (None, "detect"):
+        raise ValueError(f"{weights if not isinstance(weights, dict) else 'checkpoint'} is a {ckpt.get('task')} "
+                         "checkpoint, not a detector")
+    return model_from_checkpoint(ckpt), ckpt, f"{ckpt.get('model_name')} checkpoint"
+
+
+def _dataset(data: Any, split: str, single_cls: bool, names: Sequence[str] | None, cache: bool,
+             verbose: bool) -> tuple[DetectionDataset, DetectionDataConfig | None]:
+    if isinstance(data, DetectionDataset):
+        return data, getattr(data, "config", None)
+    cfg = data if isinstance(data, DetectionDataConfig) else load_data_yaml(data)
+    ds = DetectionDataset(cfg.split(split), names=cfg.names, cache=cache, single_cls=single_cls,
+                          verbose=verbose, prefix=f"{split}: ")
+    ds.config = cfg
+    return ds, cfg
+
+
+def _dist_info() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@torch.inference_mode()
+def evaluate_detector(
+    model: nn.Module,
+    data: str | os.PathLike | dict | DetectionDataConfig | DetectionDataset,
+    split: str = "val",
+    img_size: int = 640,
+    batch_size: int = 32,
+    conf: float = 0.001,
+    iou: float = 0.6,
+    max_det: int = 300,
+    single_cls: bool = False,
+    device: str | torch.device | None = None,
+    half: bool = False,
+    workers: int = 2,
+    save_json: bool | None = None,
+    save_dir: str | os.PathLike | None = None,
+    plots: bool = True,
+    coco: bool | None = None,
+    progress: bool = True,
+    verbose: bool = True,
+    cache: bool = True,
+) -> dict[str, Any]:
+    """mAP, P, R, AP by object size (and the pycocotools summary for COCO data) of a detector.
+
+    Args:
+        model: a YOLOv5(-SPD) model (eval-mode output ``(decoded, raw)`` or ``decoded``).
+        data: a dataset YAML path / dict / :class:`DetectionDataConfig`, or a :class:`DetectionDataset`.
+        split: ``"val"``, ``"test"`` or ``"train"`` (with a YAML).
+        img_size: long side images are resized to (rounded up to a multiple of the model's stride).
+        batch_size: images per batch (it also decides the rectangular canvases, as in YOLOv5).
+        conf, iou, max_det: NMS settings (YOLOv5 validation: 0.001, 0.6, 300; multi-label NMS).
+        single_cls: one class (class-agnostic NMS, every prediction and label scored as class 0).
+        device: ``"cpu"``, ``"cuda"``, ... (default: the best available).
+        half: float16 inference (CUDA only).
+        workers: DataLoader processes.
+        save_json: write ``predictions.json`` (COCO results format) to ``save_dir``; default: on for
+            COCO data when ``save_dir`` is given.
+        save_dir: folder for ``metrics.json``, plots and the json (nothing written when ``None``).
+        plots: write PR / F1 curves, confusion matrix and AP-by-size plots into ``save_dir``.
+        coco: run pycocotools (default: when the data is COCO, see :mod:`.coco_eval`).
+        progress: progress bar; verbose: print the results table.
+        cache: use the label cache.
+
+    Returns:
+        :meth:`DetectionEvaluator.evaluate`'s dict plus ``speed_ms`` (pre-process, inference, NMS
+        per image), ``skipped`` (unreadable images), ``coco`` (pycocotools summary, when run), and
+        the options used. Under ``torch.distributed`` each rank scores a disjoint shard; every
+        rank returns the gathered result, and only rank 0 writes files.
+    """
+    from tqdm import tqdm
+
+    rank, world = _dist_info()
+    dev = select_device(device)
+    half = bool(half and dev.type == "cuda")
+    ds, cfg = _dataset(data, split, single_cls, None, cache, verbose and rank == 0)
+    names = list(ds.names) if ds.names is not None else None
+    nc = 1 if single_cls else (len(names) if names is not None else _model_nc(model))
+    model_nc = _model_nc(model)
+    if model_nc is not None and names is not None and not single_cls and model_nc != len(names):
+        raise ValueError(f"the model has {model_nc} classes but the dataset has {len(names)} "
+                         f"({getattr(cfg, 'yaml_file', None) or 'dataset'})")
+    if nc is None:
+        raise ValueError("the number of classes is unknown: give the dataset names or a model with 'nc'")
+    stride = _stride(model)
+    size = int(math.ceil(img_size / stride) * stride)
+    target = coco_target(ds) if coco is not False else None
+    if coco and target is None:
+        raise ValueError("coco=True but the dataset is not COCO data (no COCO json, not COCO's 80 classes "
+                         "with numeric file names)")
+    if save_json is None:
+        save_json = target is not None and save_dir is not None
+    json_categories = (target.category_ids if target is not None else list(range(nc))) if (save_json or target) else None
+    evaluator = DetectionEvaluator(nc, names=names if not single_cls else ["item"], single_cls=single_cls,
+                                   json_categories=json_categories)
+    loader = build_val_loader(ds, size, batch_size, stride, pad=0.5, rect=True, workers=workers,
+                              rank=rank, world_size=world, pin_memory=dev.type == "cuda")
+    items = loader.dataset
+    image_ids = target.image_ids if target is not None else [
+        int(p.stem) if p.stem.isnumeric() else p.stem for p in ds.im_files]
+
+    was_training = model.training
+    model.eval().to(dev)
+    dtype = torch.float16 if half else torch.float32
+    if half:
+        model.half()
+    t_pre = t_inf = t_nms = 0.0
+    seen = 0
+    batch_indices = iter(loader.batch_sampler)
+    try:
+        for images, targets, paths, shapes in tqdm(loader, desc=f"val ({split})", disable=not progress or rank != 0,
+                                                   unit="batch", leave=False, dynamic_ncols=True):
+            idx = next(batch_indices)
+            t0 = time.perf_counter()
+            x = images.to(dev, non_blocking=True).to(dtype) / 255
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            t1 = time.perf_counter()
+            out = model(x)
+            pred = out[0] if isinstance(out, (tuple, list)) else out
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            t2 = time.perf_counter()
+            dets = non_max_suppression(pred, conf, iou, multi_label=True, agnostic=single_cls, max_det=max_det)
+            dets = [d.float().cpu() for d in dets]
+            t3 = time.perf_counter()
+            t_pre, t_inf, t_nms = t_pre + t1 - t0, t_inf + t2 - t1, t_nms + t3 - t2
+            seen += len(paths)
+            p_orig, l_orig = to_original(dets, targets, tuple(images.shape[2:]), shapes)
+            ids = [image_ids[int(items.order[j])] for j in idx]
+            evaluator.process(p_orig, l_orig, keys=list(idx), image_ids=ids)
+    finally:
+        if half:
+            model.float()
+        model.train(was_training)
+    metrics = evaluator.evaluate()
+    speed = torch.tensor([t_pre, t_inf, t_nms, float(seen)], dtype=torch.float64)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(speed)  # gloo / nccl: sum over ranks
+    n = max(speed[3].item(), 1.0)
+    metrics["speed_ms"] = {"preprocess": speed[0].item() / n * 1e3, "inference": speed[1].item() / n * 1e3,
+                           "nms": speed[2].item() / n * 1e3}
+    metrics["skipped"] = ds.stats.skipped
+    metrics["options"] = {"split": split, "img_size": size, "batch_size": batch_size, "conf": conf, "iou": iou,
+                          "max_det": max_det, "single_cls": single_cls, "half": half, "world_size": world}
+    out_dir = Path(save_dir) if save_dir is not None else None
+    if out_dir is not None and rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = None
+    if save_json and out_dir is not None and rank == 0:
+        json_path = out_dir / "predictions.json"
+        json_path.write_text(json.dumps(evaluator.jdict))
+    if target is not None:
+        evaluated = sorted(set(image_ids))  # every image of the split (all ranks' shards)
+        metrics["coco"] = coco_summary(target.gt, evaluator.jdict, image_ids=evaluated) if rank == 0 else None
+        metrics["coco_ground_truth"] = str(target.gt) if isinstance(target.gt, Path) else "built from YOLO labels"
+    if out_dir is not None and rank == 0:
+        record = {k: v for k, v in metrics.items()}
+        (out_dir / METRICS_FILE).write_text(json.dumps(_json_safe(record), indent=1, allow_nan=False))
+        if plots:
+            from .plots import plot_all
+
+            plot_all(metrics, evaluator.curves, evaluator.confusion_matrix.matrix if evaluator.confusion else None,
+                     evaluator.names, out_dir)
+    if verbose and rank == 0:
+        print(format_results(metrics, evaluator.names))
+    return metrics
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(float(x)) else None
+    return x
+
+
+def format_results(metrics: dict[str, Any], names: Sequence[str] | None = None, max_rows: int = 100) -> str:
+    """The results table: an ``all`` row, one row per class, AP by size, pycocotools, speed."""
+    head = f"{'Class':>20}{'Images':>11}{'Instances':>11}{'P':>11}{'R':>11}{'mAP50':>11}{'mAP50-95':>11}"
+    fmt = "{:>20}{:>11}{:>11}{:>11.3f}{:>11.3f}{:>11.3f}{:>11.3f}"
+    lines = [head, fmt.format("all", metrics["images"], metrics["instances"], metrics["precision"],
+                              metrics["recall"], metrics["mAP50"], metrics["mAP50-95"])]
+    rows = metrics.get("per_class", [])
+    if 1 < len(rows) <= max_rows:
+        for r in rows:
+            lines.append(fmt.format(r["name"][:20], r["images"], r["instances"], r["precision"], r["recall"],
+                                    r["mAP50"], r["mAP50-95"]))
+    sizes = []
+    for s in ("small", "medium", "large"):
+        v = metrics.get(f"AP_{s}")
+        sizes.append(f"{s} {'n/a' if v is None else f'{v:.3f}'} ({metrics.get(f'instances_{s}', 0)} objects)")
+    lines.append("AP by object size (mAP50-95, COCO areas in original pixels): " + ", ".join(sizes))
+    if metrics.get("coco"):
+        c = metrics["coco"]
+        lines.append("pycocotools: " + "  ".join(f"{k} {c[k]:.3f}" for k in
+                                                  ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")))
+    if "speed_ms" in metrics:
+        s = metrics["speed_ms"]
+        lines.append(f"Speed: {s['preprocess']:.1f} ms pre-process, {s['inference']:.1f} ms inference, "
+                     f"{s['nms']:.1f} ms NMS per image at {metrics['options']['img_size']} "
+                     f"(batch {metrics['options']['batch_size']})")
+    if metrics.get("skipped"):
+        lines.append(f"warning: {metrics['skipped']} unreadable image(s) skipped")
+    return "\n".join(lines)
+
+
+def validate(
+    weights: nn.Module | dict | str | os.PathLike,
+    data: str | os.PathLike | dict | DetectionDataConfig | DetectionDataset,
+    project: str | os.PathLike = "runs/val",
+    name: str = "exp",
+    exist_ok: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
+    """Evaluate detector weights on a dataset and write a run folder (``nostride val`` from Python).
+
+    Args:
+        weights: a nostride checkpoint (path or dict), a YOLOv5 ``.pt`` (read by the safe importer),
+            or a model.
+        data: dataset YAML (path, dict, config) or a :class:`DetectionDataset`.
+        project, name, exist_ok: results go to ``project/name`` (``name2``, ... if it exists).
+        **options: :func:`evaluate_detector` options (``split``, ``img_size``, ``batch_size``,
+            ``conf``, ``iou``, ``max_det``, ``single_cls``, ``save_json``, ``device``, ...).
+
+    Returns:
+        The metrics dict, with ``save_dir`` (the run folder) and ``weights`` added.
+    """
+    model, ckpt, desc = load_detector(weights)
+    rank, _ = _dist_info()
+    save_dir = increment_path(Path(project) / name, exist_ok, mkdir=rank == 0)
+    if options.get("img_size") is None:
+        from ...checkpoint import recorded_option
+
+        size = recorded_option(ckpt, "img_size") if ckpt is not None else None
+        options["img_size"] = size if isinstance(size, int) and size > 0 else 640
+    metrics = evaluate_detector(model, data, save_dir=save_dir, **options)
+    metrics["save_dir"] = str(save_dir)
+    metrics["weights"] = desc if isinstance(weights, nn.Module) else str(weights)
+    if rank == 0:
+        path = save_dir / METRICS_FILE
+        if path.exists():
+            record = json.loads(path.read_text())
+            record["weights"] = metrics["weights"]
+            path.write_text(json.dumps(record, indent=1, allow_nan=False))
+        print(f"results saved to {save_dir}", file=sys.stderr)
+    return metrics
