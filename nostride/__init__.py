@@ -67,6 +67,20 @@ def compare(models=None, data=None, **options):
     return _compare(models, data, **options)
 
 
+def val(weights=None, data=None, **options):
+    """Evaluate a detector on a dataset and write a run folder; returns the metrics dict.
+
+    ``weights``: a nostride detection checkpoint (path or dict), a YOLOv5 ``.pt`` or a model;
+    ``data``: a dataset YAML. Options as ``nostride val`` (``split``, ``img_size``, ``batch_size``,
+    ``conf``, ``iou``, ``max_det``, ``single_cls``, ``save_json``, ``device``, ``project``, ``name``);
+    see :func:`nostride.tasks.detect.evaluate.validate`. Classifiers are evaluated with
+    :func:`nostride.tasks.classify.evaluate.evaluate_classifier` or ``nostride val``.
+    """
+    from .tasks.detect.evaluate import validate
+
+    return validate(weights, data, **options)
+
+
 __all__ = [
     "DepthToSpace",
     "SPDConv",
@@ -84,4 +98,5 @@ __all__ = [
     "space_to_depth",
     "spdify",
     "train",
+    "val",
 ]

@@ -127,8 +127,8 @@ def test_val_errors(setup, capsys, tmp_path):
 
     detect = save_checkpoint({"format": "nostride", "version": 1, "task": "detect", "model_name": "yolov5s_spd",
                               "model_kwargs": {}, "model": {}, "names": ["person"]}, tmp_path / "det.pt")
-    rc, _, err = _run_val({**setup, "weights": detect}, capsys)
-    assert rc == 2 and "detection checkpoint" in err
+    rc, _, err = _run_val({**setup, "weights": detect}, capsys)  # a detector needs a dataset YAML
+    assert rc == 2 and "detection checkpoint" in err and "dataset YAML" in err
 
     rc, _, err = _run_val({**setup, "data": tmp_path / "no-such-data"}, capsys)
     assert rc == 2 and "no-such-data" in err

@@ -8,17 +8,21 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "val",
-        help="evaluate a checkpoint (top-1/top-5, per-class accuracy, confusion matrix)",
-        description="Evaluate a trained checkpoint on the test split or on the validation split carved "
-        "from train at training time (same val_fraction and seed, read from the checkpoint). "
+        help="evaluate a checkpoint (classifiers: top-1/top-5; detectors: mAP, AP by object size, COCO)",
+        description="Evaluate a trained checkpoint. Classifiers: on the test split or on the validation split "
+        "carved from train at training time (same val_fraction and seed, read from the checkpoint). "
+        "Detectors (a nostride checkpoint or a YOLOv5 .pt): on a dataset YAML's val/test split, with "
+        "YOLOv5's metrics, AP by object size and, for COCO data, pycocotools. "
         "Writes metrics.json and plots to PROJECT/NAME. See docs/evaluation.md.",
     )
-    p.add_argument("--weights", required=True, help="nostride checkpoint (.pt)")
+    p.add_argument("--weights", required=True, help="nostride checkpoint (.pt), or a YOLOv5 .pt for detection")
     p.add_argument("--data", default=None, help="dataset path (default: the training data the checkpoint records)")
-    p.add_argument("--split", choices=("test", "val"), default=None,
-                   help="test: the dataset's own test split; val: the held-out part of train used during "
-                   "training (default: test if the dataset has one, else val)")
-    p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
+    p.add_argument("--split", choices=("test", "val", "train"), default=None,
+                   help="classifiers: test = the dataset's own test split, val = the held-out part of train used "
+                   "during training (default: test if the dataset has one, else val); detectors: the dataset "
+                   "YAML's split (default: val)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per forward pass (default: 128 for classifiers, 32 for detectors)")
     p.add_argument("--img-size", type=int, default=None, help="evaluation size (default: the training size)")
     p.add_argument("--device", default="", help="cpu, cuda, cuda:N or mps (default: cuda if available)")
     p.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
@@ -26,23 +30,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--project", default="runs/val", help="output folder root")
     p.add_argument("--name", default="exp", help="run name: results go to PROJECT/NAME (NAME2, ... if it exists)")
     p.add_argument("--exist-ok", action="store_true", help="reuse PROJECT/NAME if it exists")
+    g = p.add_argument_group("detection")
+    g.add_argument("--conf", type=float, default=0.001, help="confidence threshold of NMS (default: 0.001)")
+    g.add_argument("--iou", type=float, default=0.6, help="NMS IoU threshold (default: 0.6)")
+    g.add_argument("--max-det", type=int, default=300, help="most detections per image (default: 300)")
+    g.add_argument("--single-cls", action="store_true", help="score every object as one class")
+    g.add_argument("--save-json", action="store_true",
+                   help="write predictions.json in COCO results format (always on for COCO data)")
+    g.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
+    g.add_argument("--no-plots", action="store_true", help="do not write the PR / F1 / confusion / size plots")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from nostride.checkpoint import load_checkpoint
 
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.workers < 0:
         raise ValueError(f"--workers must be >= 0, got {args.workers}")
     if args.max_per_class is not None and args.max_per_class < 1:
         raise ValueError(f"--max-per-class must be >= 1, got {args.max_per_class}")
-    ckpt = load_checkpoint(args.weights)
-    task = ckpt.get("task")
+    try:
+        ckpt = load_checkpoint(args.weights)
+    except ValueError:  # maybe a YOLOv5 .pt: the detection path reads it safely, or re-raises this error
+        ckpt = None
+    task = ckpt.get("task") if ckpt is not None else "detect"
     if task == "detect":
-        raise ValueError(f"{args.weights} is a detection checkpoint ({ckpt.get('model_name')}); detection "
-                         "evaluation (mAP) is not available in this version of nostride")
+        from nostride.tasks.detect.evaluate import run_cli as run_detect
+
+        return run_detect(args, ckpt)
+    if args.batch_size is None:
+        args.batch_size = 128
+    if args.split == "train":
+        raise ValueError("--split train is for detection datasets; classifiers are evaluated on test or val")
     if task != "classify":
         raise ValueError(f"{args.weights}: checkpoint has unknown task {task!r}")
     from nostride.tasks.classify.evaluate import run_cli

@@ -32,7 +32,7 @@ from .coco_eval import coco_summary, coco_target
 from .evaluator import DetectionEvaluator, to_original
 from .nms import non_max_suppression
 
-__all__ = ["evaluate_detector", "validate", "load_detector", "format_results", "METRICS_FILE"]
+__all__ = ["evaluate_detector", "validate", "load_detector", "format_results", "run_cli", "METRICS_FILE"]
 
 METRICS_FILE = "metrics.json"
 
@@ -72,7 +72,13 @@ def load_detector(weights: nn.Module | dict | str | os.PathLike) -> tuple[nn.Mod
     if ckpt.get("task") not in (None, "detect"):
         raise ValueError(f"{weights if not isinstance(weights, dict) else 'checkpoint'} is a {ckpt.get('task')} "
                          "checkpoint, not a detector")
-    return model_from_checkpoint(ckpt), ckpt, f"{ckpt.get('model_name')} checkpoint"
+    try:
+        model = model_from_checkpoint(ckpt)
+    except RuntimeError as e:  # tensors that do not fit the recorded architecture
+        where = weights if not isinstance(weights, dict) else "checkpoint"
+        raise ValueError(f"{where}: the weights do not fit the {ckpt.get('model_name')} model it records "
+                         f"({str(e).splitlines()[0]})") from None
+    return model, ckpt, f"{ckpt.get('model_name')} checkpoint"
 
 
 def _dataset(data: Any, split: str, single_cls: bool, names: Sequence[str] | None, cache: bool,
@@ -292,6 +298,7 @@ def validate(
     project: str | os.PathLike = "runs/val",
     name: str = "exp",
     exist_ok: bool = False,
+    weights_name: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Evaluate detector weights on a dataset and write a run folder (``nostride val`` from Python).
@@ -301,6 +308,7 @@ def validate(
             or a model.
         data: dataset YAML (path, dict, config) or a :class:`DetectionDataset`.
         project, name, exist_ok: results go to ``project/name`` (``name2``, ... if it exists).
+        weights_name: how ``metrics.json`` names the weights (default: the path, or the model class).
         **options: :func:`evaluate_detector` options (``split``, ``img_size``, ``batch_size``,
             ``conf``, ``iou``, ``max_det``, ``single_cls``, ``save_json``, ``device``, ...).
 
@@ -317,7 +325,7 @@ def validate(
         options["img_size"] = size if isinstance(size, int) and size > 0 else 640
     metrics = evaluate_detector(model, data, save_dir=save_dir, **options)
     metrics["save_dir"] = str(save_dir)
-    metrics["weights"] = desc if isinstance(weights, nn.Module) else str(weights)
+    metrics["weights"] = weights_name or (str(weights) if isinstance(weights, (str, os.PathLike)) else desc)
     if rank == 0:
         path = save_dir / METRICS_FILE
         if path.exists():
@@ -326,3 +334,29 @@ def validate(
             path.write_text(json.dumps(record, indent=1, allow_nan=False))
         print(f"results saved to {save_dir}", file=sys.stderr)
     return metrics
+
+
+def run_cli(args: Any, ckpt: dict[str, Any] | None) -> int:
+    """``nostride val`` for a detector: ``ckpt`` is the nostride checkpoint, or ``None`` for a YOLOv5 ``.pt``."""
+    from ...checkpoint import recorded_option
+
+    source: Any = ckpt
+    if ckpt is None:  # not a nostride checkpoint: a YOLOv5 .pt, or the nostride error is raised here
+        source = load_detector(args.weights)[0]
+    data = args.data or (recorded_option(ckpt, "data") if ckpt is not None else None)
+    if not data:
+        raise ValueError("no --data given (a dataset YAML) and the checkpoint does not record its training data")
+    if args.max_det < 1:
+        raise ValueError(f"--max-det must be >= 1, got {args.max_det}")
+    if not isinstance(data, dict) and Path(data).is_dir():
+        what = f"a detection checkpoint ({ckpt.get('model_name')})" if ckpt is not None else "a detector"
+        raise ValueError(f"{args.weights} is {what}: --data must be a dataset YAML (path, train, val, names), "
+                         f"got the folder {data}")
+    split = args.split or "val"
+    print(f"{args.weights} on {data} ({split} split)", file=sys.stderr)
+    metrics = validate(source, data, project=args.project, name=args.name,
+                       exist_ok=args.exist_ok, weights_name=str(args.weights), split=split, img_size=args.img_size,
+                       batch_size=args.batch_size or 32, conf=args.conf, iou=args.iou, max_det=args.max_det,
+                       single_cls=args.single_cls, device=args.device or None, half=args.half, workers=args.workers,
+                       save_json=True if args.save_json else None, plots=not args.no_plots)
+    return 0 if metrics["images"] else 1

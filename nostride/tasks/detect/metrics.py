@@ -160,7 +160,8 @@ def ap_per_class(
         ``f1`` (nc,), and with ``curves``: ``px`` (1000,), ``pr`` (nc, 1000) precision at recall
         ``px``, ``p_curve``, ``r_curve``, ``f1_curve`` (nc, 1000) against confidence ``px``.
     """
-    tp = np.asarray(tp, dtype=np.float64).reshape(len(conf), -1)
+    tp = np.asarray(tp, dtype=np.float64)
+    tp = tp.reshape(len(conf), tp.shape[-1] if tp.ndim == 2 else -1)
     conf, pred_cls, target_cls = np.asarray(conf), np.asarray(pred_cls), np.asarray(target_cls)
     i = np.argsort(-conf)
     tp, conf, pred_cls = tp[i], conf[i], pred_cls[i]
