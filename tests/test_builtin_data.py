@@ -103,3 +103,59 @@ def test_spdify_option_trains_a_converted_model(cache, tmp_path):
     model = model_from_checkpoint(ckpt)
     strided = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and m.stride != (1, 1)]
     assert strided == [] and "test" in out
+
+
+# ------------------------------------------------------------------------------- small objects
+def test_small_object_boxes_lie_on_the_drawn_objects():
+    from nostride.data.builtin.small_objects import small_objects_image
+
+    sizes = []
+    for i in range(6):
+        img, objects, instances = small_objects_image(sample_generator(5, "t", i), img_size=128, max_size=30)
+        assert img.shape == (3, 128, 128) and objects
+        for k, (cls, x, y, w, h) in enumerate(objects, start=1):
+            ys, xs = torch.nonzero(instances == k, as_tuple=True)
+            assert len(xs), f"object {k} has no pixels"
+            # the drawn pixels fill the box: tight on every side (anti-aliased edges within 1 px)
+            assert x <= xs.min() <= x + 1 and x + w - 2 <= xs.max() <= x + w - 1
+            assert y <= ys.min() <= y + 1 and y + h - 2 <= ys.max() <= y + h - 1
+            sizes.append(w * h)
+    assert sum(a < 32 * 32 for a in sizes) > 0.7 * len(sizes)  # mostly COCO-small
+
+
+def test_small_objects_layout_yolo_labels_and_coco_json_agree(tmp_path):
+    import yaml
+
+    root = make_builtin("small-objects", tmp_path / "so", quiet=True, img_size=96, train=3, val=2, test=2,
+                        max_size=24, seed=1)
+    again = make_builtin("small-objects", tmp_path / "so2", quiet=True, img_size=96, train=3, val=2, test=2,
+                         max_size=24, seed=1)
+    assert _digest(root) == _digest(again)
+    data = yaml.safe_load((root / "data.yaml").read_text())
+    assert data["train"] == "images/train" and data["test"] == "images/test" and data["nc"] == len(data["names"]) == 8
+    for split, n in (("train", 3), ("val", 2), ("test", 2)):
+        images = sorted((root / "images" / split).glob("*.png"))
+        coco = json.loads((root / "annotations" / f"instances_{split}.json").read_text())
+        assert len(images) == len(coco["images"]) == n
+        by_image = {}
+        for a in coco["annotations"]:
+            by_image.setdefault(a["image_id"], []).append(a)
+        for entry in coco["images"]:
+            rows = (root / "labels" / split / entry["file_name"].replace(".png", ".txt")).read_text().split("\n")
+            rows = [list(map(float, r.split())) for r in rows if r]
+            anns = by_image.get(entry["id"], [])
+            assert len(rows) == len(anns)
+            for r, a in zip(rows, anns):
+                x, y, w, h = a["bbox"]
+                assert int(r[0]) == a["category_id"] - 1
+                assert r[1:] == pytest.approx([(x + w / 2) / 96, (y + h / 2) / 96, w / 96, h / 96], abs=1e-6)
+
+
+def test_small_objects_read_by_the_detection_dataset_core(tmp_path):
+    pytest.importorskip("nostride.data.detection.dataset_yaml")
+    from nostride.data.detection.dataset_yaml import load_data_yaml
+
+    root = make_builtin("small-objects", tmp_path / "so", quiet=True, img_size=64, train=2, val=1, test=1,
+                        max_size=16)
+    cfg = load_data_yaml(root / "data.yaml")
+    assert cfg.names[:3] == ["disc", "ring", "target"] and cfg.test == [root / "images" / "test"]

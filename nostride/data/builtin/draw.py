@@ -127,16 +127,16 @@ def shape_mask(shape: str, size: int, supersample: int = 4) -> torch.Tensor:
 
 
 def stroke_mask(gen: torch.Generator, size: int, width: float = 1.0) -> torch.Tensor:
-    """A random line segment (or a short arc) within a (size, size) box: clutter, not an object."""
-    n = size * 4
-    t = (torch.arange(n, dtype=torch.float32) + 0.5) / n * size
+    """A random line segment within a (size, size) box: clutter, not an object. Anti-aliased
+    analytically (alpha falls from 1 to 0 over the pixel at the stroke's edge)."""
+    t = torch.arange(size, dtype=torch.float32) + 0.5
     yy, xx = torch.meshgrid(t, t, indexing="ij")
     x0, y0, x1, y1 = (uniform(gen, 0, size) for _ in range(4))
     dx, dy = x1 - x0, y1 - y0
     length2 = dx * dx + dy * dy + 1e-6
     s = (((xx - x0) * dx + (yy - y0) * dy) / length2).clamp(0, 1)
     d = torch.sqrt((xx - x0 - s * dx) ** 2 + (yy - y0 - s * dy) ** 2)
-    return F.avg_pool2d((d <= width / 2).float()[None, None], 4)[0, 0]
+    return (width / 2 + 0.5 - d).clamp(0, 1)
 
 
 def to_uint8(img: torch.Tensor) -> torch.Tensor:
