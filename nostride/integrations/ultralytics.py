@@ -148,7 +148,13 @@ def spd_model_yaml(cfg: str | dict) -> dict:
     Pass the result to ``ultralytics.nn.tasks.DetectionModel(cfg=...)`` or write it to a file for
     ``YOLO(path)``.
     """
-    d = copy.deepcopy(cfg) if isinstance(cfg, dict) else _tasks.yaml_model_load(cfg)
+    if isinstance(cfg, dict):
+        d = copy.deepcopy(cfg)
+    else:
+        d = _tasks.yaml_model_load(cfg)
+        d.pop("yaml_file", None)  # bookkeeping ultralytics adds when loading; not part of the model
+        if not d.get("scale"):
+            d.pop("scale", None)  # ultralytics guesses it from the file name (yolov8n-spd.yaml -> n)
     for section in ("backbone", "head"):
         for row in d.get(section, []):
             args = row[3] if len(row) > 3 else []
