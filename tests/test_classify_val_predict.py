@@ -178,3 +178,20 @@ def test_predict_classes_api(setup):
     assert one[0]["topk"][0][0] == int(probs[0].argmax())
     with pytest.raises(FileNotFoundError):
         predict_classes(setup["weights"], setup["root"] / "nothing-here")
+
+
+def test_val_uses_the_runs_recorded_options_and_says_so(setup, capsys, tmp_path):
+    """A run trained with --max-per-class 2 reported its test score on 2 images per class: val does the same
+    by default (and says which recorded options it used); --max-per-class 0 evaluates every image."""
+    from nostride.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(setup["weights"])
+    ckpt["config"] = {**ckpt["config"], "max_per_class": 2}
+    capped = save_checkpoint(ckpt, tmp_path / "capped.pt")
+    rc, out, _ = _run_val({**setup, "weights": capped}, capsys, "--name", "capped")
+    assert rc == 0
+    assert out.startswith("options recorded in the checkpoint: ") and "max_per_class=2" in out.splitlines()[0]
+    assert "--max-per-class 0 = every image" in out.splitlines()[0]
+    assert "(6 images)" in out  # 2 of each of the 3 classes, as in training
+    rc, out, _ = _run_val({**setup, "weights": capped}, capsys, "--name", "all", "--max-per-class", "0")
+    assert rc == 0 and "max_per_class=all (--max-per-class)" in out and "(9 images)" in out

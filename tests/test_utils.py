@@ -76,3 +76,33 @@ def test_write_image_round_trips_and_picks_the_format(tmp_path):
         jpg = write_image(img, tmp_path / "b.bmp")
         assert torch.equal(read_image_rgb(png), img)  # PNG is lossless
         assert jpg.name == "b.jpg" and read_image_rgb(jpg).shape == (3, 9, 7)
+
+
+def test_default_workers_follow_the_cpus(monkeypatch):
+    """The default worker count never exceeds what the DataLoader itself suggests (no 'suggested max' warning)."""
+    import os
+    import warnings
+
+    from torch.utils.data import DataLoader
+
+    from nostride.engine.config import TrainConfig
+    from nostride.engine.distributed import DistInfo
+    from nostride.engine.loaders import eval_loader
+    from nostride.utils.workers import default_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_workers() == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert default_workers() == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert default_workers() == 8  # capped
+    assert TrainConfig().workers is None  # "not given": the loaders use default_workers()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    loader = eval_loader(list(range(10)), 4, None, DistInfo())
+    assert isinstance(loader, DataLoader)
+    assert loader.num_workers == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loader.check_worker_number_rationality()

@@ -67,7 +67,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--ema-decay", type=float, help="default 0.9999")
     g.add_argument("--ema-tau", type=float, help="EMA ramp length in updates (default 2000)")
     g = p.add_argument_group("data")
-    g.add_argument("--workers", type=int, help="DataLoader worker processes per rank (default 4)")
+    g.add_argument("--workers", type=int, help="DataLoader worker processes per rank (default: the available CPUs / processes, at most 8)")
     g.add_argument("--val-fraction", type=float, help="part of train held out for validation (default 0.1)")
     g.add_argument("--max-per-class", type=int, help="use at most N images per class (quick runs; default: all)")
     _flag(g, "--augment", "training augmentation (default on)")

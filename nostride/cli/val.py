@@ -25,8 +25,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="images per forward pass (default: 128 for classifiers, 32 for detectors)")
     p.add_argument("--img-size", type=int, default=None, help="evaluation size (default: the training size)")
     p.add_argument("--device", default="", help="cpu, cuda, cuda:N or mps (default: cuda if available)")
-    p.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
-    p.add_argument("--max-per-class", type=int, default=None, help="evaluate only the first N images of each class (default: all)")
+    p.add_argument("--workers", type=int, default=None, help="data-loading worker processes (default: the available CPUs, at most 8)")
+    p.add_argument("--max-per-class", type=int, default=None,
+                   help="evaluate the first N images of each class; 0 = every image (default: as the training "
+                   "run, which the checkpoint records)")
     p.add_argument("--project", default="runs/val", help="output folder root")
     p.add_argument("--name", default="exp", help="run name: results go to PROJECT/NAME (NAME2, ... if it exists)")
     p.add_argument("--exist-ok", action="store_true", help="reuse PROJECT/NAME if it exists")
@@ -47,10 +49,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.workers < 0:
+    if args.workers is not None and args.workers < 0:
         raise ValueError(f"--workers must be >= 0, got {args.workers}")
-    if args.max_per_class is not None and args.max_per_class < 1:
-        raise ValueError(f"--max-per-class must be >= 1, got {args.max_per_class}")
+    if args.max_per_class is not None and args.max_per_class < 0:
+        raise ValueError(f"--max-per-class must be >= 0 (0 = every image), got {args.max_per_class}")
     try:
         ckpt = load_checkpoint(args.weights)
     except ValueError:  # maybe a YOLOv5 .pt: the detection path reads it safely, or re-raises this error

@@ -71,7 +71,7 @@ class TrainConfig:
     patience: int | None = None  # stop after this many epochs without a better fitness; None = never
 
     # data
-    workers: int = 4
+    workers: int | None = None  # DataLoader workers per process; None = the available CPUs (at most 8)
     val_fraction: float = 0.1  # part of train held out when the dataset has no val split
     split_seed: int | None = None  # seed of that held-out part; None = seed (compare fixes it across seeds)
     max_per_class: int | None = None  # cap images per class (quick runs)
@@ -117,7 +117,7 @@ class TrainConfig:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.workers < 0:
+        if self.workers is not None and self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be >= 1 (or null for none), got {self.patience}")

@@ -7,12 +7,13 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ..utils.workers import default_workers
 from .distributed import DistInfo, ShardSampler, worker_init_fn
 
 __all__ = ["train_loader", "eval_loader", "set_loader_epoch"]
 
 
-def train_loader(dataset: Dataset, batch_size: int, workers: int, info: DistInfo, seed: int,
+def train_loader(dataset: Dataset, batch_size: int, workers: int | None, info: DistInfo, seed: int,
                  collate_fn: Callable[[list[Any]], Any] | None = None, pin_memory: bool = False) -> DataLoader:
     """Shuffled loader whose order depends only on ``(seed, epoch)`` (call :func:`set_loader_epoch`).
 
@@ -20,7 +21,9 @@ def train_loader(dataset: Dataset, batch_size: int, workers: int, info: DistInfo
     ``seed + epoch``, which is what makes ``--resume`` continue with exactly the batches an
     uninterrupted run would have seen. ``batch_size`` is per rank here. The last partial batch is
     kept (no image dropped), unless it would hold a single sample (BatchNorm cannot train on one).
+    ``workers=None``: :func:`nostride.utils.workers.default_workers`.
     """
+    workers = default_workers() if workers is None else workers
     sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
                                  seed=seed, drop_last=False)
     per_rank = len(sampler)
@@ -32,9 +35,10 @@ def train_loader(dataset: Dataset, batch_size: int, workers: int, info: DistInfo
                       persistent_workers=False)
 
 
-def eval_loader(dataset: Dataset, batch_size: int, workers: int, info: DistInfo,
+def eval_loader(dataset: Dataset, batch_size: int, workers: int | None, info: DistInfo,
                 collate_fn: Callable[[list[Any]], Any] | None = None, pin_memory: bool = False) -> DataLoader:
     """In-order loader over this rank's shard: over all ranks every sample is seen exactly once."""
+    workers = default_workers() if workers is None else workers
     sampler = ShardSampler(len(dataset), info.rank, info.world_size)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=collate_fn, pin_memory=pin_memory, worker_init_fn=worker_init_fn,

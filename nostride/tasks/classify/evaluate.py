@@ -42,7 +42,7 @@ def evaluate_classifier(
     dataset: Dataset | DataLoader,
     batch_size: int = 128,
     device: str | torch.device | None = None,
-    workers: int = 2,
+    workers: int | None = None,
     class_names: Sequence[str] | None = None,
     topk: Sequence[int] = (1, 5),
     amp: bool | None = None,
@@ -57,7 +57,7 @@ def evaluate_classifier(
             (then ``batch_size`` / ``workers`` are ignored).
         batch_size: images per forward pass.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``None`` (best available).
-        workers: DataLoader worker processes (0 = load in this process).
+        workers: DataLoader worker processes (0 = load in this process; None = the available CPUs, at most 8).
         class_names: names for the result (default: ``model.names`` when set).
         topk: accuracies to report (see :class:`ClassificationEvaluator`).
         amp: float16 autocast; ``None`` = on for CUDA, off elsewhere. Metrics are computed on
@@ -83,6 +83,9 @@ def evaluate_classifier(
     else:
         if len(dataset) == 0:
             raise ValueError("the evaluation dataset is empty")
+        from nostride.utils.workers import default_workers
+
+        workers = default_workers() if workers is None else workers
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                             pin_memory=dev.type == "cuda", persistent_workers=False)
 
@@ -120,6 +123,22 @@ def _checkpoint_classes(ckpt: dict[str, Any], model: nn.Module) -> int:
         raise ValueError("the checkpoint's model has no classifier (no class count recorded and no final "
                          "linear or convolution layer); nothing to evaluate")
     return int(n)
+
+
+def recorded_options_line(config: dict[str, Any], data_path: Any, img_size: Any, args: Any) -> str:
+    """Which of the training run's options `nostride val` uses, and the flags that override them."""
+    if not config:
+        return "options: the checkpoint records no training options (not from nostride train); using the flags' values"
+    used = [f"data={data_path}{' (--data)' if getattr(args, 'data', None) else ''}",
+            f"img_size={img_size}{' (--img-size)' if getattr(args, 'img_size', None) else ''}"]
+    cap = config.get("max_per_class")
+    if getattr(args, "max_per_class", None) is not None:
+        used.append(f"max_per_class={args.max_per_class or 'all'} (--max-per-class)")
+    elif cap is not None:
+        used.append(f"max_per_class={cap}")
+    used += [f"val_fraction={config.get('val_fraction', 0.1)}", f"seed={config.get('seed', 0)}"]
+    return ("options recorded in the checkpoint: " + ", ".join(used)
+            + " (override with --data, --img-size, --max-per-class N; --max-per-class 0 = every image)")
 
 
 def _split_subset(dataset: Dataset, max_per_class: int | None) -> Dataset:
@@ -177,21 +196,25 @@ def run_cli(args: Any, ckpt: dict[str, Any]) -> int:
     mean, std = _stats(recorded_option(ckpt, "mean")), _stats(recorded_option(ckpt, "std"))
     img_size = args.img_size or recorded_option(ckpt, "img_size")
     val_fraction = float(config.get("val_fraction", 0.1))
+    recorded_cap = config.get("max_per_class")
+    # --max-per-class N overrides the training's cap, 0 = every image; by default the run's own cap,
+    # so val evaluates the very images the training run reported its test/val numbers on
+    cap = recorded_cap if args.max_per_class is None else (args.max_per_class or None)
+    print(recorded_options_line(config, data_path, img_size, args))
 
-    def build(split: str | None):
-        # the training max_per_class decides which images the validation split was carved from;
-        # the test split is the dataset's own, complete unless --max-per-class limits it below
+    def build(max_per_class: int | None):
+        # the training max_per_class decides which images the validation split was carved from
         return build_classification_data(
             data_path, img_size=img_size, val_fraction=val_fraction, seed=int(config.get("seed", 0)),
-            augment=False, max_per_class=config.get("max_per_class") if split == "val" else None,
+            augment=False, max_per_class=max_per_class,
             mean=mean if std is not None else None, std=std if mean is not None else None)
 
     split = args.split
-    data = build(split)
+    data = build(recorded_cap)
     if split is None:  # the test split if the dataset has one, else the validation split
         split = "test" if data.test is not None else "val"
-        if split == "val" and config.get("max_per_class") is not None:
-            data = build(split)
+    if split == "test" and cap != recorded_cap:
+        data = build(cap)  # the test split is the dataset's own: capped as asked
     if split == "val" and val_fraction <= 0:
         raise ValueError(f"{args.weights}: trained with val_fraction=0, so there is no validation split; use --split test")
 
@@ -210,7 +233,8 @@ def run_cli(args: Any, ckpt: dict[str, Any]) -> int:
     if dataset is None:
         other = "val" if split == "test" else "test"
         raise ValueError(f"{data_path} has no {split} split ({data.format}); use --split {other}")
-    dataset = _split_subset(dataset, args.max_per_class)
+    if split == "val" and cap != recorded_cap and cap is not None:
+        dataset = _split_subset(dataset, cap)  # within the images the run validated on
 
     epoch = ckpt.get("epoch", 0)  # 1-based: epochs finished
     model_label = ckpt.get("model_name") or f"{ckpt.get('source')}:{ckpt.get('source_model')}"
