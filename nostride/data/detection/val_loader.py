@@ -150,7 +150,7 @@ def build_val_loader(
     stride: int = 32,
     pad: float = 0.5,
     rect: bool = True,
-    workers: int = 2,
+    workers: int | None = 2,
     rank: int | None = None,
     world_size: int | None = None,
     pin_memory: bool = False,
@@ -169,5 +169,9 @@ def build_val_loader(
             rank, world_size = 0, 1
     items = LetterboxDataset(dataset, img_size, batch_size, stride, pad, rect)
     sampler = RectBatchSampler(len(items), batch_size, rank, world_size)
+    if workers is None:  # not given: the available CPUs (at most 8)
+        from nostride.utils.workers import default_workers
+
+        workers = default_workers()
     return DataLoader(items, batch_sampler=sampler, num_workers=workers, collate_fn=collate_detection,
                       pin_memory=pin_memory, persistent_workers=False)
