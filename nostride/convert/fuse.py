@@ -30,17 +30,18 @@ What gets rewritten (recursively, in any container):
 from __future__ import annotations
 
 import copy
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..layers.conv import ConvBnAct
-from ..layers.fused import FusedSPDConv
+from ..layers.fused import FusedSPDConv, SplitInputConv
 from ..layers.space_to_depth import SpaceToDepth
 from ..layers.spd_conv import SPDConv
 from .modules import GroupedSpaceToDepth, SPDDownsample
 
-__all__ = ["fuse", "fold_bn", "fold_norm", "spd_conv_to_strided"]
+__all__ = ["fuse", "fold_bn", "fold_norm", "spd_conv_to_strided", "split_input_conv"]
 
 
 def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -96,6 +97,59 @@ def spd_conv_to_strided(conv: nn.Conv2d, scale: int) -> FusedSPDConv:
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 2:
         raise ValueError(f"scale must be an integer >= 2, got {scale!r}")
     return _grouped_spd_conv_to_strided(conv, (scale, scale), spd_groups=1, scale_repr=scale)
+
+
+def split_input_conv(conv: nn.Conv2d, parts: Sequence[tuple[int, int]]) -> SplitInputConv:
+    """``conv`` applied to ``cat([SPD_s0(x0), SPD_s1(x1), ...])`` as a sum of one conv per part.
+
+    Splits the weight along input channels; a part with ``scale > 1`` (read through space-to-depth)
+    becomes the strided convolution of :func:`spd_conv_to_strided` applied to the tensor *before*
+    space-to-depth, a part with ``scale == 1`` keeps ``conv``'s geometry. SPD followed by a 1x1
+    conv is thus a 2x2 stride-2 conv; a concatenation before it splits into a 2x2 stride-2 part
+    and a 1x1 part whose outputs add. The tensors given to the result must already be padded to a
+    multiple of their scale (:class:`~nostride.layers.SPDPad`).
+
+    Args:
+        conv: a stride-1, ungrouped, undilated ``Conv2d`` with zero padding.
+        parts: ``(channels, scale)`` per concatenated part, in order, with ``channels`` counted
+            before space-to-depth, so ``sum(c * s * s) == conv.in_channels``.
+
+    Returns:
+        A :class:`~nostride.layers.SplitInputConv` (no activation); the bias goes to the first part.
+
+    Raises:
+        ValueError: for a conv of another kind or parts that do not add up to its input channels.
+    """
+    if not parts:
+        raise ValueError("split_input_conv: no parts given")
+    total = sum(c * s * s for c, s in parts)
+    problems = []
+    if total != conv.in_channels:
+        problems.append(f"parts {list(parts)} give {total} input channels, the conv has {conv.in_channels}")
+    if tuple(conv.stride) != (1, 1) or tuple(conv.dilation) != (1, 1) or conv.groups != 1:
+        problems.append(f"stride {tuple(conv.stride)}, dilation {tuple(conv.dilation)}, groups {conv.groups} (needs 1, 1, 1)")
+    if conv.padding_mode != "zeros":
+        problems.append(f"padding_mode={conv.padding_mode!r} (needs 'zeros')")
+    padding = _numeric_padding(conv)
+    if padding is None:
+        problems.append(f"padding={conv.padding!r} with an even kernel")
+    if problems:
+        raise ValueError(f"split_input_conv: cannot split {conv}: " + "; ".join(problems))
+    weight = conv.weight.detach()
+    convs, start = [], 0
+    for index, (channels, scale) in enumerate(parts):
+        width = channels * scale * scale
+        part = nn.Conv2d(
+            width, conv.out_channels, conv.kernel_size, padding=padding,
+            bias=index == 0 and conv.bias is not None, device=weight.device, dtype=weight.dtype,
+        )
+        with torch.no_grad():
+            part.weight.copy_(weight[:, start : start + width])
+            if part.bias is not None:
+                part.bias.copy_(conv.bias.detach())
+        convs.append(spd_conv_to_strided(part, scale).conv if scale > 1 else part)
+        start += width
+    return SplitInputConv(convs)
 
 
 def _grouped_spd_conv_to_strided(

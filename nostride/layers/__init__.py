@@ -2,7 +2,7 @@
 
 from .activations import ActLike, make_act
 from .conv import ConvBnAct, same_padding
-from .fused import FusedSPDConv
+from .fused import FusedSPDConv, SPDPad, SplitInputConv
 from .space_to_depth import DepthToSpace, SpaceToDepth, depth_to_space, space_to_depth
 from .spd_conv import SPDConv
 
@@ -12,6 +12,8 @@ __all__ = [
     "DepthToSpace",
     "FusedSPDConv",
     "SPDConv",
+    "SPDPad",
+    "SplitInputConv",
     "SpaceToDepth",
     "depth_to_space",
     "make_act",

@@ -1,22 +1,71 @@
-"""The deployment form of SPD-Conv: one strided convolution.
+"""The deployment form of SPD-Conv: strided convolutions, no space-to-depth data movement.
 
 Space-to-depth with block size ``s`` followed by a stride-1 ``k x k`` convolution (padding ``p``)
 is exactly one ``s*k x s*k`` convolution with stride ``s`` and padding ``s*p``, once the input has
 been zero-padded at the bottom/right to a multiple of ``s`` (what :class:`SpaceToDepth` does for
 odd sizes). :func:`nostride.fuse` builds :class:`FusedSPDConv` modules; the weight mapping lives
 in :func:`nostride.convert.fuse.spd_conv_to_strided`.
+
+When several convolutions read one space-to-depth output (YOLOv5-SPD's ``conv -> SPD -> C3``,
+whose C3 reads it with two 1x1 convs, possibly after a concatenation), each becomes a strided
+convolution of the tensor *before* space-to-depth: :class:`SPDPad` takes the SPD's place (padding,
+if any, happens once) and :class:`SplitInputConv` computes a convolution of a channel
+concatenation as a sum of one convolution per concatenated part.
+
+Padding while a graph is recorded (ONNX, torch.export, torch.compile, TorchScript tracing):
+
+* sizes known (a fixed-size export): pad exactly when needed, so an even-sized export holds no
+  ``Pad`` and no shape arithmetic;
+* sizes symbolic (a dynamic export, TorchScript tracing): pad by a constant ``s - 1`` rows and
+  columns. A stride-``s`` convolution fused from SPD + a "same"-style convolution then gives
+  ``ceil(H / s)`` outputs for every ``H`` and never reads the extra rows when ``H`` is a multiple
+  of ``s`` (its last window ends at row ``H + s*p - 1``), so one ``Pad`` with constant amounts
+  replaces the shape arithmetic an exact pad needs.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FusedSPDConv"]
+__all__ = ["FusedSPDConv", "SPDPad", "SplitInputConv", "spd_pad"]
 
 
 from .space_to_depth import _tracing  # noqa: E402  (re-exported for nostride.convert)
+
+
+def _symbolic_sizes(x: torch.Tensor) -> bool:
+    """True when the spatial sizes are not plain integers (dynamic shapes, TorchScript tracing)."""
+    if torch.jit.is_tracing():
+        return True  # a trace must run on every size, whatever the example's parity
+    return not all(type(d) is int for d in x.shape[-2:])
+
+
+def spd_pad(x: torch.Tensor, block: tuple[int, int], pad: bool = True, who: str = "FusedSPDConv") -> torch.Tensor:
+    """Pad ``x`` for convolutions fused from space-to-depth with block ``(sh, sw)``.
+
+    Eager mode and fixed sizes: zero-pad at the bottom/right to a multiple of the block, only if
+    needed (``pad=False`` raises ``ValueError`` on such an input). Symbolic sizes: a constant
+    ``(sh - 1, sw - 1)`` pad (see the module docstring), or none with ``pad=False`` (the graph
+    then assumes divisible sizes, as the eager module demands).
+    """
+    sh, sw = block
+    if _symbolic_sizes(x):
+        if not pad or (sh == 1 and sw == 1):
+            return x
+        return F.pad(x, (0, sw - 1, 0, sh - 1))
+    pad_h, pad_w = (-x.shape[-2]) % sh, (-x.shape[-1]) % sw
+    if pad_h or pad_w:
+        if not pad:
+            raise ValueError(
+                f"{who}: input of shape {tuple(x.shape)} has a height or width not divisible by "
+                f"scale={sh if sh == sw else block}; it was fused from SpaceToDepth(pad=False)"
+            )
+        x = F.pad(x, (0, pad_w, 0, pad_h))
+    return x
 
 
 class FusedSPDConv(nn.Module):
@@ -47,21 +96,62 @@ class FusedSPDConv(nn.Module):
         self.act = act if act is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sh, sw = self._block
-        pad_h, pad_w = (-x.shape[-2]) % sh, (-x.shape[-1]) % sw
-        # Eager mode pads only odd-sized inputs (no copy otherwise). While a graph is recorded the
-        # amounts may be symbolic, so always pad: a zero-amount Pad keeps the graph shape-generic
-        # (dynamic H/W in ONNX) instead of specialising it to one parity.
-        if _tracing():
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        elif pad_h or pad_w:
-            if not self.pad:
-                raise ValueError(
-                    f"FusedSPDConv: input of shape {tuple(x.shape)} has a height or width not divisible "
-                    f"by scale={self.scale}; it was fused from SpaceToDepth(pad=False)"
-                )
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        return self.act(self.conv(x))
+        return self.act(self.conv(spd_pad(x, self._block, self.pad, "FusedSPDConv")))
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, pad={self.pad}"
+
+
+class SPDPad(nn.Module):
+    """What is left of a space-to-depth layer whose readers were fused into strided convolutions.
+
+    Passes its input on, padded as :func:`spd_pad` describes (in eager mode: only inputs whose
+    size is not a multiple of ``scale``), so that every reader pads once, here.
+
+    Args:
+        scale: the space-to-depth block size.
+        pad: ``False`` when the network guarantees divisible sizes (nothing is then emitted in an
+            exported graph; eager inputs that break the guarantee raise ``ValueError``).
+    """
+
+    def __init__(self, scale: int, pad: bool = True) -> None:
+        super().__init__()
+        self.scale = scale
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return spd_pad(x, (self.scale, self.scale), self.pad, "SPDPad")
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, pad={self.pad}"
+
+
+class SplitInputConv(nn.Module):
+    """A convolution of a channel concatenation, as a sum of one convolution per part, then ``act``.
+
+    ``conv(cat([x0, x1, ...]))`` equals ``conv0(x0) + conv1(x1) + ...`` with the weight split along
+    input channels; a part that was space-to-depth of a tensor becomes a strided convolution of
+    that tensor, so nothing is concatenated or rearranged. Called with one tensor (one part) or a
+    list/tuple of tensors (the parts, in concatenation order).
+
+    Args:
+        convs: one ``nn.Conv2d`` per part; all give the same output shape (only the first needs a
+            bias).
+        act: activation after the sum; ``None`` for none.
+    """
+
+    def __init__(self, convs: Sequence[nn.Conv2d], act: nn.Module | None = None) -> None:
+        super().__init__()
+        if not convs:
+            raise ValueError("SplitInputConv needs at least one convolution")
+        self.convs = nn.ModuleList(convs)
+        self.act = act if act is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        parts = [x] if isinstance(x, torch.Tensor) else list(x)
+        if len(parts) != len(self.convs):
+            raise ValueError(f"SplitInputConv: {len(self.convs)} convolutions but {len(parts)} inputs")
+        y = self.convs[0](parts[0])
+        for conv, part in zip(self.convs[1:], parts[1:]):
+            y = y + conv(part)
+        return self.act(y)

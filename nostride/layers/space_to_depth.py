@@ -53,7 +53,9 @@ def space_to_depth(x: torch.Tensor, scale: int = 2, pad: bool = True) -> torch.T
         raise ValueError(f"space_to_depth expects a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
     n, ch, h, w = x.shape
     pad_h, pad_w = (-h) % scale, (-w) % scale
-    if pad and _tracing():
+    if pad and _tracing() and (torch.jit.is_tracing() or not (type(h) is int and type(w) is int)):
+        # symbolic sizes: always pad (a zero pad keeps the graph generic in H/W parity); known
+        # sizes (a fixed-size export) take the eager path and emit no Pad when none is needed
         x = F.pad(x, (0, pad_w, 0, pad_h))
         h, w = h + pad_h, w + pad_w
     elif pad_h or pad_w:

@@ -14,6 +14,7 @@ from ...utils.profile import count_parameters
 from .blocks import BN_EPS, BN_MOMENTUM
 from .config import load_cfg, parse_model
 from .detect import Detect
+from .fold import fold_space_to_depth
 from .names import default_names
 
 __all__ = ["YOLOv5", "check_anchor_order"]
@@ -154,8 +155,10 @@ class YOLOv5(nn.Module):
         Each layer is fused on its own (layers are never merged, so indices, ``from`` links and
         the Detect head stay as they are). Focus and SPDConv (space-to-depth then a stride-1
         conv) become one strided conv with the same parameter count. The released YOLOv5-SPD
-        order, a stride-1 conv *then* space-to-depth, stays two layers: as one conv it would be
-        a 4x4 stride-2 conv with 4x the outputs (mostly zero weights, 16/9 of the work).
+        order, a stride-1 conv *then* a space-to-depth layer, has that SPD folded into what
+        reads it (:func:`~nostride.models.yolo.fold.fold_space_to_depth`: the C3's 1x1 input
+        convs become 2x2 stride-2 convs of the tensor before SPD), so no space-to-depth data
+        movement is left and the parameter count is unchanged.
         The model keeps its train/eval mode; the result is only meant for inference.
 
         Returns:
@@ -169,6 +172,7 @@ class YOLOv5(nn.Module):
                     setattr(fused, attr, getattr(layer, attr))
                 self.model[idx] = fused
             fused.np = count_parameters(fused)
+        fold_space_to_depth(self)
         self.train(was_training)
         return self
 
