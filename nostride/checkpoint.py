@@ -22,22 +22,41 @@ source           ``"nostride"`` (default: ``model_name`` is a registry name),
 epoch            epochs finished: the 1-based number of the last one (0: untrained, converted
                  or imported weights); ``best_epoch`` likewise (format version 1 counted from 0
                  and is read as version 2)
+checksums        CRC-32 of every tensor of ``model`` and ``ema`` (``{"model/NAME": crc}``),
+                 written by :func:`save_checkpoint` and verified by :func:`load_checkpoint`
 ...              trainer state (optimizer, scheduler, rng, config, metrics) where present
 ===============  ============================================================================
+
+Reading is strict and never runs code: :func:`load_checkpoint` reads the file with
+:func:`nostride.safe_load.read_weights_file` (``weights_only=True``, one-line errors saying what
+the file is), checks the type of every entry it relies on and the tensor checksums;
+:func:`model_from_checkpoint` checks the declared architecture against the stored tensors' shapes
+on the "meta" device (no memory) before building the model, so a small file cannot make it
+allocate a huge one. A model definition (``model_kwargs["cfg"]``) is data inside the file, never a
+path to read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from .safe_load import WeightsFileError, read_weights_file, tensor_checksums, verify_checksums
+from .utils.atomic import AtomicWriteError, atomic_write
 
 __all__ = [
     "CHECKPOINT_VERSION",
+    "AtomicWriteError",
+    "LoadedCheckpoint",
+    "WeightsFileError",
+    "check_checkpoint",
+    "read_weights_file",
     "build_model_from_checkpoint",
     "load_checkpoint",
     "make_checkpoint",
@@ -45,58 +64,118 @@ __all__ = [
     "model_or_checkpoint",
     "recorded_option",
     "save_checkpoint",
+    "state_dict_mismatch",
+    "check_architecture",
+    "shapes_only",
 ]
 
 CHECKPOINT_VERSION = 2
 
 
+class LoadedCheckpoint(dict):
+    """A checkpoint dict as :func:`load_checkpoint` returns it; ``path`` is the file it came from
+    (so later errors can name it). Saved again, it is written as a plain dict."""
+
+    path: Path | None = None
+
+
 def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``obj`` to ``path`` atomically: a temporary file in the same folder, then a rename.
+    """Write ``obj`` to ``path`` atomically (:func:`nostride.utils.atomic.atomic_write`).
 
-    A crash or Ctrl-C while writing leaves the previous file at ``path`` intact.
+    A crash, a kill or Ctrl-C while writing leaves the previous file at ``path`` intact (Ctrl-C is
+    held back until the file is complete). A nostride checkpoint gets a ``checksums`` entry (CRC-32
+    of each tensor of ``model`` and ``ema``), checked when it is loaded. The file's mode follows
+    the umask.
+
+    Raises:
+        AtomicWriteError: the write failed (e.g. a full disk): one line; the previous file is kept.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    obj = dict(obj)  # a LoadedCheckpoint is saved as a plain dict (weights_only loads refuse subclasses)
+    if obj.get("format") == "nostride":
+        obj["checksums"] = tensor_checksums(obj)
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Load a nostride checkpoint with ``weights_only=True`` (a checkpoint never runs code).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not a nostride checkpoint (for YOLOv5 ``.pt`` files the message
-            points to :func:`nostride.load_yolov5`).
+        WeightsFileError (a ValueError): one line naming the file: not a weights file (and what it
+            is instead), truncated or damaged, not a nostride checkpoint (for YOLOv5 ``.pt`` files
+            the message points to ``nostride import``), entries of the wrong type, tensors that
+            fail their checksum.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # the unpickler refuses anything but tensors and plain data
-        raise ValueError(
-            f"{path}: not a nostride checkpoint (it cannot be read with weights_only=True: {e}). "
-            "A YOLOv5 .pt file is read with nostride.load_yolov5() or `nostride import`."
-        ) from None
+    ckpt = read_weights_file(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != "nostride":
-        raise ValueError(f"{path}: not a nostride checkpoint (no 'format': 'nostride' entry)")
-    if ckpt.get("version", 0) > CHECKPOINT_VERSION:
-        raise ValueError(
-            f"{path}: checkpoint format version {ckpt['version']} is newer than this nostride "
+        what = (f"a dict with keys {', '.join(sorted(map(str, ckpt))[:6])}" if isinstance(ckpt, dict)
+                else f"a {type(ckpt).__name__}")
+        hint = ""
+        if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+            hint = "; a bare state dict is used with `nostride train --weights FILE` or nostride.weights.load_pretrained"
+        raise WeightsFileError(f"{path}: not a nostride checkpoint (no 'format': 'nostride' entry; it holds {what}){hint}")
+    if not isinstance(ckpt.get("version", 0), int) or ckpt.get("version", 0) > CHECKPOINT_VERSION:
+        raise WeightsFileError(
+            f"{path}: checkpoint format version {ckpt.get('version')!r} is newer than this nostride "
             f"understands ({CHECKPOINT_VERSION}); upgrade nostride"
         )
-    return upgrade_checkpoint(ckpt)
+    check_checkpoint(ckpt, path)
+    verify_checksums(ckpt, path)
+    out = LoadedCheckpoint(upgrade_checkpoint(ckpt))
+    out.path = path
+    return out
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _type_name(v: Any) -> str:
+    return type(v).__name__
+
+
+def check_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike | None = None) -> None:
+    """Check the type of every entry nostride relies on; one line naming the entry if one is wrong.
+
+    Raises:
+        WeightsFileError: an entry of the wrong type (e.g. ``model_kwargs`` not a dict, ``names``
+            an int), or a model definition given as a path (a checkpoint carries its definition).
+    """
+    where = f"{path}: " if path is not None else "checkpoint: "
+
+    def bad(key: str, expected: str, value: Any) -> WeightsFileError:
+        return WeightsFileError(f"{where}entry {key!r} must be {expected}, got {_type_name(value)} {str(value)[:60]!r}")
+
+    expect = {
+        "model_name": (lambda v: v is None or isinstance(v, str), "a model name (str)"),
+        "model_kwargs": (lambda v: v is None or (isinstance(v, dict) and all(isinstance(k, str) for k in v)),
+                         "a dict of keyword arguments"),
+        "task": (lambda v: v is None or isinstance(v, str), "a task name (str)"),
+        "model": (_is_state_dict, "a state dict (name -> tensor)"),
+        "ema": (lambda v: v is None or _is_state_dict(v), "a state dict or None"),
+        "names": (lambda v: v is None or (isinstance(v, (list, tuple)) and all(isinstance(n, str) for n in v)),
+                  "a list of class names (str)"),
+        "spdify": (lambda v: v is None or isinstance(v, dict) or (isinstance(v, list) and all(isinstance(o, dict) for o in v)),
+                   "a list of option dicts"),
+        "source": (lambda v: v is None or v in ("nostride", "torchvision", "timm"), "'nostride', 'torchvision' or 'timm'"),
+        "source_model": (lambda v: v is None or isinstance(v, str), "a model name (str)"),
+        "epoch": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an int"),
+        "best_epoch": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "an int"),
+        "config": (lambda v: v is None or isinstance(v, dict), "a dict of training options"),
+        "metrics": (lambda v: v is None or isinstance(v, dict), "a dict"),
+    }
+    for key, (ok, expected) in expect.items():
+        if key in ckpt and not ok(ckpt[key]):
+            raise bad(key, expected, ckpt[key])
+    cfg = (ckpt.get("model_kwargs") or {}).get("cfg")
+    if cfg is not None and not isinstance(cfg, dict):
+        raise WeightsFileError(f"{where}entry model_kwargs['cfg'] must be the model definition itself (a dict), "
+                               f"got {_type_name(cfg)} {str(cfg)[:60]!r}: a checkpoint's model is never read from a path")
+    if ckpt.get("source") in ("torchvision", "timm") and not ckpt.get("source_model"):
+        raise WeightsFileError(f"{where}source {ckpt['source']!r} needs a 'source_model' name")
 
 
 def upgrade_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
@@ -181,8 +260,81 @@ def build_model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
     return model
 
 
+def _describe_model(ckpt: dict[str, Any]) -> str:
+    name = ckpt.get("model_name") or ckpt.get("source_model") or "?"
+    kwargs = {k: v for k, v in (ckpt.get("model_kwargs") or {}).items() if k != "cfg"}
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    return f"{name}({args})" if args else str(name)
+
+
+def state_dict_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str | None:
+    """``None`` if ``state`` has exactly ``expected``'s names and shapes, else what differs, in words."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the model"
+              for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    parts = []
+    for label, items in (("missing from the file", missing), ("not in the model", unexpected),
+                         ("of another shape", shapes)):
+        if items:
+            more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+            parts.append(f"{len(items)} tensors {label} ({'; '.join(items[:3])}{more})")
+    return "; ".join(parts) or None
+
+
+# in-place ops that change a tensor's shape or flags: still run on the meta device
+_SHAPE_CHANGING = {"resize_", "resize_as_", "set_", "as_strided_", "squeeze_", "unsqueeze_", "transpose_", "t_",
+                   "swapdims_", "swapaxes_", "requires_grad_", "share_memory_"}
+
+
+class _SkipMetaInit(TorchFunctionMode):
+    """Skips in-place value ops (weight initialisation: normal_, uniform_, ...) on meta tensors.
+
+    They are meaningless there, and on meta tensors they run through PyTorch's Python reference
+    kernels, whose first use imports torch._dynamo (seconds). Thread-local, like every mode.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if (name.endswith("_") and not name.endswith("__") and name not in _SHAPE_CHANGING
+                and args and isinstance(args[0], torch.Tensor) and args[0].is_meta):
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def shapes_only() -> Iterator[None]:
+    """Build modules on the "meta" device (no memory, no initialisation): to check shapes first."""
+    with torch.device("meta"), _SkipMetaInit():
+        yield
+
+
+def check_architecture(ckpt: dict[str, Any], state: dict[str, torch.Tensor], path: str | os.PathLike | None = None) -> None:
+    """Build the declared model on the "meta" device (shapes only, no memory) and compare it with ``state``.
+
+    Raises:
+        WeightsFileError: the declared model cannot be built, or its tensors differ from the stored
+            ones (another model, width or class count, missing keys): one line.
+    """
+    where = f"{path}: " if path is not None else "checkpoint: "
+    try:
+        with shapes_only():
+            probe = build_model_from_checkpoint(ckpt)
+    except (ValueError, TypeError, KeyError, RuntimeError, FileNotFoundError, NotImplementedError, AssertionError) as e:
+        raise WeightsFileError(f"{where}cannot build the model it declares, {_describe_model(ckpt)}: "
+                               f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+    differ = state_dict_mismatch(probe.state_dict(), state)
+    if differ:
+        raise WeightsFileError(f"{where}its weights do not fit the model it declares, {_describe_model(ckpt)} "
+                               f"(another model, width or class count?): {differ}")
+
+
 def model_from_checkpoint(ckpt: dict[str, Any] | str | os.PathLike, use_ema: bool = True) -> nn.Module:
     """Rebuild the model a checkpoint describes and load its weights (the EMA ones if present).
+
+    The declared architecture is checked against the stored tensors first (on the "meta" device:
+    no memory), so a checkpoint of another model, width or class count is a one-line error and a
+    small file cannot make it allocate a huge model.
 
     Args:
         ckpt: a checkpoint dict or a path to one.
@@ -190,11 +342,20 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | os.PathLike, use_ema: boo
 
     Returns:
         The model in eval mode, with ``names`` set to the class names when the checkpoint has them.
+
+    Raises:
+        WeightsFileError (a ValueError): the weights do not fit the declared model (one line).
     """
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
+    path = getattr(ckpt, "path", None)
+    if not isinstance(ckpt, LoadedCheckpoint):
+        check_checkpoint(ckpt, path)
+    state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt.get("model")
+    if not state:
+        raise WeightsFileError(f"{path or 'checkpoint'}: no model weights (entry 'model' is missing or empty)")
+    check_architecture(ckpt, state, path)
     model = build_model_from_checkpoint(ckpt)
-    state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
     model.load_state_dict(state)
     if ckpt.get("names") is not None:
         model.names = list(ckpt["names"])

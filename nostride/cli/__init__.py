@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        # bad input: one clear line, no traceback
+    except (OSError, ValueError, KeyError) as e:
+        # bad input or a failed write (disk full, permissions): one clear line, no traceback
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"nostride {args.command}: error: {msg}", file=sys.stderr)
         return 2

@@ -237,6 +237,13 @@ def read_yolov5_checkpoint(path: str | os.PathLike, *, use_ema: bool | str = "au
             unsupported layers or activations; the message names the file.
     """
     path = Path(path)
+    try:
+        return _read_yolov5_checkpoint(path, use_ema)
+    except RecursionError:  # a crafted file whose modules contain themselves
+        raise ValueError(f"{path}: its module tree contains itself or nests too deeply (a crafted or corrupt file)") from None
+
+
+def _read_yolov5_checkpoint(path: Path, use_ema: bool | str) -> YOLOv5Checkpoint:
     ckpt = read_torch_pickle(path)
     root, weights = _pick_model(ckpt, use_ema, path)
     st = root.state
@@ -302,7 +309,11 @@ def read_yolov5_checkpoint(path: str | os.PathLike, *, use_ema: bool | str = "au
 
 
 def _load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], path: Path) -> None:
-    expected = model.state_dict()
+    _check_fit(model.state_dict(), state_dict, path)
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _check_fit(expected: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor], path: Path) -> None:
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     shapes = [
@@ -317,7 +328,6 @@ def _load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], path: Pa
                 more = f" (+{len(items) - 8} more)" if len(items) > 8 else ""
                 parts.append(f"{label}: {', '.join(items[:8])}{more}")
         raise ValueError(f"{path}: weights do not match the model its definition builds; " + "; ".join(parts))
-    model.load_state_dict(state_dict, strict=True)
 
 
 def load_yolov5(path: str | os.PathLike, *, use_ema: bool | str = "auto", fp32: bool = True) -> nn.Module:
@@ -345,12 +355,22 @@ def load_yolov5(path: str | os.PathLike, *, use_ema: bool | str = "auto", fp32: 
 
 def build_yolov5(ck: YOLOv5Checkpoint, *, fp32: bool = True) -> nn.Module:
     """The nostride YOLOv5 for what :func:`read_yolov5_checkpoint` read (see :func:`load_yolov5`)."""
+    from nostride.checkpoint import shapes_only
     from nostride.models import create_model
 
     try:
+        # shapes first, on the "meta" device (no memory): a small file declaring a huge model
+        # (width_multiple 60) is refused before anything is allocated
+        with shapes_only():
+            probe = create_model("yolov5", cfg=ck.cfg)
+        _check_fit(probe.state_dict(), ck.state_dict, ck.path)
         model = create_model("yolov5", cfg=ck.cfg)
     except ValueError as e:
+        if str(e).startswith(str(ck.path)):
+            raise
         raise ValueError(f"{ck.path}: cannot build its model definition: {e}") from None
+    except (RuntimeError, TypeError, KeyError, IndexError) as e:
+        raise ValueError(f"{ck.path}: cannot build its model definition: {type(e).__name__}: {e}") from None
     built_stride = [float(s) for s in model.stride.tolist()]
     if built_stride != ck.stride:
         raise ValueError(f"{ck.path}: the definition gives strides {built_stride} but the file says {ck.stride}")

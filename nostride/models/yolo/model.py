@@ -114,6 +114,9 @@ class YOLOv5(nn.Module):
         m = self.detect
         m.inplace = self.inplace
         m.stride = self._probe_strides()
+        if m.anchors.device.type == "meta":  # shapes only (a declared model checked before it is built)
+            self.stride = m.stride.clone()
+            return
         with torch.no_grad():
             m.anchors /= m.stride.view(-1, 1, 1)
         check_anchor_order(m)

@@ -1,0 +1,249 @@
+"""Reading weights files safely: what a file is, one-line errors, and checks of what was read.
+
+Every weights file nostride reads (checkpoints for val / predict / export / resume, ``--weights``
+starting points, conversions) goes through :func:`read_weights_file`:
+
+* it is loaded with ``torch.load(..., weights_only=True)``: tensors and plain data only, nothing in
+  the file ever runs;
+* anything that is not such a file gets one line naming the file and saying what it is instead
+  (:func:`describe_file`: text, an HTML page, a Git LFS pointer, ONNX, TorchScript, safetensors,
+  HDF5, an image, a truncated or damaged archive, a pickle of Python objects, ...);
+* the loaded object is checked to be a finite tree (a crafted pickle can build a dict that contains
+  itself; walking it would recurse forever).
+
+:func:`tensor_checksums` / :func:`verify_checksums` store and check a CRC-32 of every tensor's
+bytes, so flipped bytes inside tensor data are reported instead of loading silently.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+__all__ = [
+    "WeightsFileError",
+    "describe_file",
+    "read_weights_file",
+    "check_tree",
+    "iter_tensors",
+    "tensor_checksums",
+    "verify_checksums",
+]
+
+_TORCH_ZIP_MARK = "data.pkl"
+_MAX_DEPTH = 64  # nesting deeper than any checkpoint has: a crafted or cyclic structure
+
+
+class WeightsFileError(ValueError):
+    """A weights file that cannot be used; the message (one line) names the file and what is wrong."""
+
+
+def _head(path: Path, n: int = 512) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def _text_kind(head: bytes) -> str | None:
+    text = head.decode("utf-8", errors="replace")  # the head may end inside a character
+    printable = sum((c.isprintable() and c != "\ufffd") or c in "\r\n\t" for c in text)
+    if not text or printable < 0.95 * len(text):
+        return None
+    low = text.lstrip().lower()
+    if low.startswith("version https://git-lfs"):
+        return "a Git LFS pointer, not the file itself (fetch it with `git lfs pull`)"
+    if low.startswith(("<!doctype html", "<html")) or "<html" in low[:200]:
+        return "an HTML page (a download that returned a web page instead of the file?)"
+    if low.startswith(("{", "[")):
+        return "a JSON/text file"
+    first = text.strip().splitlines()[0][:60] if text.strip() else ""
+    return f"a text file (it starts with {first!r})"
+
+
+def describe_file(path: str | os.PathLike) -> str:
+    """What ``path`` holds, in words (``"an ONNX model"``, ``"a truncated or damaged zip archive"``...).
+
+    Only the first bytes (and, for zip archives, the member list) are read.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return "a folder"
+    size = path.stat().st_size
+    if size == 0:
+        return "an empty file"
+    head = _head(path)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return "a truncated or damaged zip archive (an interrupted download or copy?)"
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return "a TorchScript model (torch.jit.save), not a checkpoint"
+        if any(n.endswith(_TORCH_ZIP_MARK) for n in names):
+            return "a torch.save archive"
+        if "config.json" in names and any(n.endswith(".weights.h5") for n in names):
+            return "a Keras model (.keras)"
+        return f"a zip archive that is not a torch.save file (it holds {', '.join(names[:3])}{' ...' if len(names) > 3 else ''})"
+    if head.startswith(b"\x80") and len(head) > 1 and head[1] <= 5:
+        return "a pickle file (legacy torch.save format or plain pickle)"
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "an HDF5 file (Keras .h5 weights?)"
+    if head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8\xff") or head[:6] in (b"GIF87a", b"GIF89a"):
+        return "an image"
+    if head.startswith(b"\x1f\x8b"):
+        return "a gzip archive (unpack it first)"
+    if len(head) >= 10 and head[8:10] == b'{"' and int.from_bytes(head[:8], "little") < size:
+        return "a safetensors file"
+    if head[:1] == b"\x08" and (b"onnx" in head.lower() or path.suffix.lower() == ".onnx" or b"pytorch" in head):
+        return "an ONNX model (an exported network: run it with ONNX Runtime; nostride reads checkpoints)"
+    text = _text_kind(head)
+    if text:
+        return text
+    return "binary data of an unknown format"
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def read_weights_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``, with one-line errors that say what the file is.
+
+    This is the one way nostride reads a ``.pt``/``.pth`` file: nothing in the file runs, and
+    any failure is a :class:`WeightsFileError` naming the file (never a traceback, never a hint to
+    load with fewer checks).
+
+    Raises:
+        FileNotFoundError: no such file.
+        WeightsFileError: not a ``torch.save`` file of tensors and plain data, truncated, damaged,
+            or a structure that contains itself.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if path.is_dir():
+        raise WeightsFileError(f"{path}: is a folder, expected a weights file (.pt)")
+    try:
+        kind = describe_file(path)
+    except OSError as e:
+        raise WeightsFileError(f"{path}: cannot read it ({e.strerror or e})") from None
+    if kind not in ("a torch.save archive", "a pickle file (legacy torch.save format or plain pickle)"):
+        raise WeightsFileError(f"{path}: not a PyTorch weights file: it is {kind}")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except RecursionError:
+        raise WeightsFileError(f"{path}: its data nests too deeply to be a weights file (a crafted or corrupt file)") from None
+    except MemoryError:
+        raise WeightsFileError(f"{path}: reading it would need more memory than is available (a corrupt or crafted file?)") from None
+    except Exception as e:  # noqa: BLE001: every failure of the safe unpickler means "not a file we read"
+        msg = _one_line(e)
+        if "weights_only" in msg.lower() or "weights only" in msg.lower() or "unsupported global" in str(e).lower():
+            raise WeightsFileError(
+                f"{path}: holds pickled Python objects (classes or functions), not only tensors and plain "
+                "data; nostride never runs code from a weights file. A YOLOv5 .pt is converted with "
+                "`nostride import FILE OUT.pt`; a pickled model is saved as its state_dict() first"
+            ) from None
+        if any(s in msg for s in ("central directory", "zip archive", "PytorchStreamReader", "unexpected EOF",
+                                  "Ran out of input", "truncated", "invalid load key")):
+            raise WeightsFileError(f"{path}: truncated or damaged ({msg})") from None
+        raise WeightsFileError(f"{path}: cannot be read as a weights file ({type(e).__name__}: {msg})") from None
+    check_tree(obj, path)
+    return obj
+
+
+def check_tree(obj: Any, path: str | os.PathLike | None = None) -> None:
+    """Raise :class:`WeightsFileError` if ``obj`` contains itself or nests deeper than any checkpoint.
+
+    Containers met twice are fine (shared, not cyclic) as long as no container is its own ancestor.
+    """
+    where = f"{path}: " if path is not None else ""
+    stack: list[tuple[Any, int, Iterator[Any]]] = []
+    active: set[int] = set()
+
+    def children(o: Any) -> Iterator[Any] | None:
+        if isinstance(o, dict):
+            return iter(list(o.keys()) + list(o.values()))
+        if isinstance(o, (list, tuple, set, frozenset)):
+            return iter(list(o))
+        return None
+
+    it = children(obj)
+    if it is None:
+        return
+    stack.append((obj, 0, it))
+    active.add(id(obj))
+    while stack:
+        node, depth, it = stack[-1]
+        child = next(it, _END)
+        if child is _END:
+            stack.pop()
+            active.discard(id(node))
+            continue
+        sub = children(child)
+        if sub is None:
+            continue
+        if id(child) in active:
+            raise WeightsFileError(f"{where}its data contains itself (a cyclic structure: a crafted or corrupt file)")
+        if depth + 1 > _MAX_DEPTH:
+            raise WeightsFileError(f"{where}its data nests more than {_MAX_DEPTH} levels deep (a crafted or corrupt file)")
+        stack.append((child, depth + 1, sub))
+        active.add(id(child))
+
+
+_END = object()
+
+
+def iter_tensors(state: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """``(name, tensor)`` of a state dict (a flat ``str -> Tensor`` dict); other values are skipped."""
+    if isinstance(state, dict):
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor):
+                yield f"{prefix}{k}", v
+
+
+def _crc32(t: torch.Tensor) -> int:
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    if t.numel() == 0:
+        return 0
+    raw = t.contiguous().reshape(-1).view(torch.uint8).numpy()
+    return zlib.crc32(memoryview(raw)) & 0xFFFFFFFF
+
+
+def tensor_checksums(ckpt: dict[str, Any], keys: tuple[str, ...] = ("model", "ema")) -> dict[str, int]:
+    """CRC-32 of the bytes of every tensor in the state dicts ``ckpt[key]``, as ``{"key/name": crc}``."""
+    out: dict[str, int] = {}
+    for key in keys:
+        for name, t in iter_tensors(ckpt.get(key), f"{key}/"):
+            out[name] = _crc32(t)
+    return out
+
+
+def verify_checksums(ckpt: dict[str, Any], path: str | os.PathLike, keys: tuple[str, ...] = ("model", "ema")) -> None:
+    """Compare the tensors of ``ckpt`` with its stored ``checksums`` (if any).
+
+    Raises:
+        WeightsFileError: a tensor's bytes differ from what was written (the file was damaged), or
+            a tensor listed in the checksums is missing.
+    """
+    stored = ckpt.get("checksums")
+    if stored is None:
+        return
+    if not isinstance(stored, dict):
+        raise WeightsFileError(f"{path}: entry 'checksums' must be a dict, got {type(stored).__name__}")
+    now = tensor_checksums(ckpt, keys)
+    bad = [k for k, crc in now.items() if k in stored and stored[k] != crc]
+    gone = [k for k in stored if k not in now]
+    if bad:
+        raise WeightsFileError(
+            f"{path}: {len(bad)} tensors do not match the checksums written with them (e.g. {bad[0]}): "
+            "the file was damaged after it was written; use another copy")
+    if gone:
+        raise WeightsFileError(f"{path}: {len(gone)} tensors written with the file are missing (e.g. {gone[0]})")
