@@ -264,3 +264,31 @@ def test_without_validation_split_best_is_last(tmp_path):
     assert result["best_epoch"] == 2 and result["best_fitness"] is None and result["test"]["count"] == 13
     rows = list(csv.DictReader(open(tmp_path / "noval" / "results.csv")))
     assert len(rows) == 2 and not any(k.startswith("val/") for k in rows[0])
+
+
+def test_resume_past_the_end_of_a_decayed_schedule_is_refused(tmp_path, capsys):
+    """A finished cosine run resumed with more epochs would train at its end lr on a re-planned schedule:
+    refused, with the reason and the option that does what the user meant (a new run with --weights)."""
+    cfg = _cfg(tmp_path, "cos", epochs=1, ema=False, schedule="cosine", milestones=[])
+    Trainer(cfg, task=SynthTask(cfg)).train()
+    last = tmp_path / "cos" / "weights" / "last.pt"
+    with pytest.raises(ValueError, match=r"finished its 1 epoch; its cosine learning-rate schedule ended at lr 0\b.*"
+                                         r"nostride train --weights .*last.pt"):
+        resolve_config(resume=str(last), epochs=2)
+    # explicit step milestones do not depend on the epoch count: extending is the same schedule, silently
+    cfg = _cfg(tmp_path, "step", epochs=1, ema=False)
+    Trainer(cfg, task=SynthTask(cfg)).train()
+    assert "milestone(s) 1 lie at or after the last epoch (1)" in capsys.readouterr().out
+    assert resolve_config(resume=str(tmp_path / "step" / "weights" / "last.pt"), epochs=2).epochs == 2
+    assert "re-plans" not in capsys.readouterr().out
+
+
+def test_resume_with_other_epochs_mid_run_warns(tmp_path, capsys):
+    cfg = _cfg(tmp_path, "mid", epochs=2, ema=False, schedule="cosine", milestones=[])
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, task=SynthTask(cfg), hooks=[InterruptAt(epoch=1, batch=1)]).train()
+    capsys.readouterr()
+    cfg2 = resolve_config(resume=str(tmp_path / "mid"), epochs=4)
+    assert cfg2.epochs == 4
+    out = capsys.readouterr().out
+    assert "resume: --epochs 4 instead of 2 re-plans the cosine learning-rate schedule: lr in epoch 2 becomes" in out

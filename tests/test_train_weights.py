@@ -82,7 +82,7 @@ def test_train_weights_from_converted_checkpoint_without_model(tmp_path, capsys)
     # val reads it and names the model
     assert main(["val", "--weights", str(tmp_path / "runs" / "ft" / "weights" / "best.pt"), "--project",
                  str(tmp_path / "val"), "--workers", "0"]) == 0
-    assert capsys.readouterr().out.startswith("torchvision:squeezenet1_1 (")
+    assert "\ntorchvision:squeezenet1_1 (" in capsys.readouterr().out
 
 
 def test_state_dict_without_model_asks_for_one(tmp_path, capsys):

@@ -30,20 +30,50 @@ def resolve_config(config: str | None = None, **options: Any) -> TrainConfig:
     ignored = sorted(k for k in options if k not in RESUME_OVERRIDABLE + ("resume",) and options[k] != saved.get(k))
     if ignored and int(os.environ.get("RANK", 0)) == 0:
         print(f"resume: keeping the run's own {', '.join(ignored)} (only {', '.join(RESUME_OVERRIDABLE)} can change)")
+    if "epochs" in options and options["epochs"] != saved.get("epochs"):
+        _check_epoch_change(path, saved, int(options["epochs"]))
     saved.update({k: options[k] for k in RESUME_OVERRIDABLE if k in options})
     saved["resume"] = str(path)
     return build_config(None, **saved)
 
 
-def _model_of_weights(path: str) -> str:
-    """The model a nostride checkpoint given as ``weights`` describes (so ``--model`` may be left out)."""
+def _check_epoch_change(path: Any, saved: dict[str, Any], epochs: int) -> None:
+    """Resuming with another ``--epochs``: refuse when a finished run's schedule would be re-planned
+    (its lr had already decayed to the end), warn when an unfinished run's is."""
+    from .schedule import schedule_departure
+
+    done = int(load_checkpoint(path).get("epoch", 0))
+    old = int(saved.get("epochs") or epochs)
+    departure = schedule_departure(saved, old, epochs, done)
+    if departure is None:
+        return  # the schedule does not depend on the epoch count (e.g. step with explicit milestones)
+    lr, kind = float(saved.get("lr", 0.1)), saved.get("schedule", "cosine")
+    from .schedule import _planned
+
+    end_lr, next_lr = lr * _planned(saved, old)(min(done, old)), lr * _planned(saved, epochs)(done)
+    if done >= old:
+        raise ValueError(
+            f"{path}: this run finished its {old} epoch{'s' if old != 1 else ''}; its {kind} learning-rate schedule ended at lr {end_lr:.3g}, "
+            f"and --epochs {epochs} would re-plan it for {epochs} epochs (lr {next_lr:.3g} in epoch {done + 1}), a "
+            f"schedule no single run follows. To train longer, start a new run from its weights: nostride train "
+            f"--weights {path} --data {saved.get('data') or 'DATA'} --epochs N (with --lr for the new schedule)")
+    if int(os.environ.get("RANK", 0)) == 0:
+        x, a, b = departure
+        print(f"resume: --epochs {epochs} instead of {old} re-plans the {kind} learning-rate schedule: lr in epoch "
+              f"{done + 1} becomes {next_lr:.3g} (planned: {lr * _planned(saved, old)(done):.3g}); the finished "
+              f"epochs followed the {old}-epoch plan")
+
+
+def _model_of_weights(path: str) -> tuple[str, dict[str, Any]]:
+    """The model (name, keyword arguments) a nostride checkpoint given as ``weights`` describes (so
+    ``--model`` may be left out)."""
     from nostride.weights import model_spec_of_checkpoint, read_weights
 
     file = read_weights(path)
     if file.checkpoint is None:
         raise ValueError(f"{path} is a {file.kind} and does not say which model it is for: pass --model NAME "
                          "(e.g. torchvision:resnet18)")
-    return model_spec_of_checkpoint(file.checkpoint)
+    return model_spec_of_checkpoint(file.checkpoint), dict(file.checkpoint.get("model_kwargs") or {})
 
 
 def train(model: str | None = None, data: str | None = None, *, config: str | None = None, task: Any = None,
@@ -71,7 +101,10 @@ def train(model: str | None = None, data: str | None = None, *, config: str | No
         options["data"] = data
     cfg = resolve_config(config, **options)
     if not cfg.model and cfg.weights and task is None and not cfg.resume:
-        cfg.model = _model_of_weights(cfg.weights)
+        cfg.model, kwargs = _model_of_weights(cfg.weights)
+        # the checkpoint's model as it was built (width, ...); the class count comes from the data
+        kwargs = {k: v for k, v in kwargs.items() if k != "num_classes" and not (k == "width" and cfg.width)}
+        cfg.model_options = {**kwargs, **dict(cfg.model_options or {})}
     if not cfg.model and task is None:
         raise ValueError("no model given (model=... / --model NAME)")
     if not cfg.data and task is None:

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import torch
 
-__all__ = ["LRSchedule", "lr_factor"]
+__all__ = ["LRSchedule", "lr_factor", "schedule_departure", "milestones_beyond"]
 
 
 def lr_factor(kind: str, x: float, epochs: int, lrf: float = 0.0, milestones: Sequence[float] = (),
@@ -40,6 +40,36 @@ def lr_factor(kind: str, x: float, epochs: int, lrf: float = 0.0, milestones: Se
     if kind == "linear":
         return lrf + (1.0 - lrf) * (1.0 - x / epochs)
     raise ValueError(f"unknown schedule {kind!r} (step, cosine or linear)")
+
+
+def _planned(options: dict[str, Any], epochs: int):
+    milestones = list(options.get("milestones") or []) or [0.5 * epochs, 0.75 * epochs]
+    kind, lrf, gamma = options.get("schedule", "cosine"), options.get("lrf", 0.0), options.get("gamma", 0.1)
+    floor = options.get("schedule_unit", "iter") == "epoch"
+    return lambda x: lr_factor(kind, math.floor(x) if floor else x, epochs, lrf, milestones, gamma)
+
+
+def schedule_departure(options: dict[str, Any], old_epochs: int, new_epochs: int,
+                       done: int) -> tuple[float, float, float] | None:
+    """Whether re-planning a run's schedule from ``old_epochs`` to ``new_epochs`` changes its learning rates.
+
+    ``options``: the run's schedule options (``schedule``, ``schedule_unit``, ``lrf``, ``milestones``,
+    ``gamma``); ``done``: epochs finished. Returns ``(epoch, lr factor as planned, lr factor re-planned)``
+    at the first point (in steps of 1/8 epoch, up to the next epoch) where they differ, or ``None``
+    when the longer or shorter run has the same schedule so far (e.g. ``step`` with explicit milestones).
+    """
+    old, new = _planned(options, old_epochs), _planned(options, new_epochs)
+    for k in range(8 * min(done, old_epochs) + 1):
+        x = k / 8
+        a, b = old(x), new(x)
+        if not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12):
+            return x, a, b
+    return None
+
+
+def milestones_beyond(milestones: Sequence[float], epochs: int) -> list[float]:
+    """The step milestones at or after the last epoch: the lr never decays there."""
+    return [m for m in milestones if m >= epochs]
 
 
 def _interp(t: float, start: float, end: float) -> float:

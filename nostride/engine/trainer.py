@@ -47,7 +47,7 @@ from .hooks import CheckpointHook, EMAHook, EvalHook, Hook, LRScheduleHook, Resu
 from .loaders import eval_loader, set_loader_epoch, train_loader
 from .optim import build_optimizer
 from .results import ResultsWriter
-from .schedule import LRSchedule
+from .schedule import LRSchedule, milestones_beyond
 
 __all__ = ["Trainer", "NonFiniteLossError"]
 
@@ -155,6 +155,11 @@ class Trainer:
             kind=cfg.schedule, unit=cfg.schedule_unit, lrf=cfg.lrf, milestones=cfg.milestones, gamma=cfg.gamma,
             warmup_iters=warmup, warmup_momentum=cfg.warmup_momentum, warmup_bias_lr=cfg.warmup_bias_lr)
 
+        beyond = milestones_beyond(self.scheduler.milestones, cfg.epochs) if cfg.schedule == "step" else []
+        if beyond:
+            self.log(f"schedule: step milestone(s) {', '.join(f'{m:g}' for m in beyond)} lie at or after the last "
+                     f"epoch ({cfg.epochs}), so the lr never decays there; give --milestones below {cfg.epochs} "
+                     "(or none: 50% and 75% of the epochs)", always=True)
         if resume_ckpt is not None:
             self._load_resume_state(resume_ckpt)
         self.train_model: nn.Module = model
@@ -210,7 +215,8 @@ class Trainer:
             self._resume_rng = ckpt.get("rng") if self.info.is_main else None
         if self.start_epoch >= self.cfg.epochs:
             self.log(f"resume: {self.cfg.resume} already finished {self.start_epoch} of {self.cfg.epochs} epochs; "
-                     "pass a larger --epochs to train longer", always=True)
+                     f"nothing to train. To train longer, start a new run from its weights: nostride train --weights "
+                     f"{self.cfg.resume} --epochs N", always=True)
         else:
             self.log(f"resuming {self.cfg.resume} from epoch {self.start_epoch + 1}/{self.cfg.epochs}")
 
