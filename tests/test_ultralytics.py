@@ -159,6 +159,20 @@ def test_spdconv_is_space_to_depth_then_a_stride_1_conv():
         SPDConv(3, 8, 3, 2, p=0)
 
 
+def test_spdify_yolo_on_a_checkpoint_keeps_its_function(tmp_path):
+    plain = YOLO("yolov8n.yaml")
+    randomize_bn(plain.model)
+    plain.save(tmp_path / "plain.pt")  # an ordinary ultralytics checkpoint, like a pretrained yolov8n.pt
+    loaded = YOLO(str(tmp_path / "plain.pt"))
+    ckpt = loaded.ckpt
+    yolo, report = spdify_yolo(loaded)
+    assert yolo is loaded and yolo.ckpt is ckpt and report.count_action("converted") == 7
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = plain.model.float().eval()(x)[0]
+        torch.testing.assert_close(yolo.model.float().eval()(x)[0], ref, rtol=1e-3, atol=1e-3 * ref.abs().max().item())
+
+
 def test_spdify_yolo_refuses_what_the_yaml_cannot_name():
     yolo = YOLO("yolov8n.yaml")
     yolo.model.model[2].cv1.conv.stride = (2, 2)  # a strided conv nested inside C2f
