@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from helpers import randomize_bn
+import nostride
 from nostride import spdify
 from nostride.convert import SPDDownsample
 
@@ -88,6 +89,11 @@ def test_exact_conversion_keeps_the_function(timm_model):
         with torch.no_grad():
             assert_close(converted(x), model(x))
     assert all(e.exact for e in report if e.action == "converted")
+    # and the deployment form (SPD folded back into strided convs) still computes the same
+    fused = nostride.fuse(converted)
+    x = torch.randn(1, 3, *sizes[1])
+    with torch.no_grad():
+        assert_close(fused(x), model(x))
 
 
 def test_full_conversion_leaves_no_strided_op_and_keeps_shapes(timm_model):
@@ -179,3 +185,18 @@ def test_pool_subclass_with_its_own_forward_is_refused():
         spdify(nn.Sequential(MaxPool2dSame(3, 2)), example_input=(1, 3, 16, 16))
     kept, _ = spdify(nn.Sequential(MaxPool2dSame(3, 2)), pool="keep")
     assert type(kept[0]).__name__ == "MaxPool2dSame"
+
+
+@pytest.mark.slow
+def test_timm_same_padding_and_blur_pool_export_to_onnx_with_dynamic_sizes(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from timm.layers import BlurPool2d, Conv2dSame
+
+    from nostride.export import export_onnx
+
+    model = nn.Sequential(Conv2dSame(3, 8, 5, stride=2), BlurPool2d(8, 3, 2))
+    converted, _ = spdify(model.eval())
+    # export_onnx checks onnxruntime against PyTorch at each shape (even and odd sizes: the TF-SAME
+    # padding differs between them)
+    export_onnx(converted, tmp_path / "m.onnx", (1, 3, 32, 32), dynamic=True, check_shapes=[(2, 3, 37, 35)])
