@@ -49,6 +49,8 @@ def set_loader_epoch(loader: DataLoader, epoch: int, seed: int, rank: int) -> No
     """Fix this epoch's shuffle and the DataLoader workers' seeds from ``(seed, rank, epoch)``."""
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)
+    if hasattr(loader.batch_sampler, "set_epoch"):  # task batch samplers (e.g. rectangular batches)
+        loader.batch_sampler.set_epoch(epoch)
     if loader.generator is not None:
         # worker base seeds come from this generator; distinct per rank so augmentations differ
         loader.generator.manual_seed((seed * 1_000_003 + epoch * 7919 + rank) % 2**63)

@@ -141,8 +141,11 @@ class Trainer:
         self.ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau) if cfg.ema else None
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
 
-        self.train_loader = train_loader(splits.train, self.batch_per_rank, cfg.workers, self.info, cfg.seed,
-                                         self.task.collate_fn, pin_memory=self.device.type == "cuda")
+        pin = self.device.type == "cuda"
+        own = getattr(self.task, "train_loader", None)
+        own = own(splits.train, self.batch_per_rank, cfg.workers, self.info, cfg.seed, pin) if own else None
+        self.train_loader = own if own is not None else train_loader(
+            splits.train, self.batch_per_rank, cfg.workers, self.info, cfg.seed, self.task.collate_fn, pin_memory=pin)
         if len(self.train_loader) == 0:
             raise ValueError(f"{cfg.data}: the training set is empty")
         self.val_loader = self._eval_loader(splits.val)
@@ -181,8 +184,11 @@ class Trainer:
     def _eval_loader(self, dataset: Any):
         if dataset is None or len(dataset) == 0:
             return None
-        return eval_loader(dataset, self.batch_per_rank, self.cfg.workers, self.info, self.task.collate_fn,
-                           pin_memory=self.device.type == "cuda")
+        pin = self.device.type == "cuda"
+        own = getattr(self.task, "eval_loader", None)
+        own = own(dataset, self.batch_per_rank, self.cfg.workers, self.info, pin) if own else None
+        return own if own is not None else eval_loader(dataset, self.batch_per_rank, self.cfg.workers, self.info,
+                                                       self.task.collate_fn, pin_memory=pin)
 
     def _make_run_dir(self) -> Path:
         # rank 0 picks the folder (RUN, RUN2, ...) and tells the others
@@ -300,7 +306,9 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + float(v)
             self._call("after_step")
             if hasattr(bar, "set_postfix_str"):
-                bar.set_postfix_str("  ".join(f"{k} {v / (self.batch_index + 1):.4g}" for k, v in sums.items()))
+                extra = getattr(self.task, "progress", lambda b: "")(batch)
+                bar.set_postfix_str("  ".join(f"{k} {v / (self.batch_index + 1):.4g}" for k, v in sums.items())
+                                    + (f"  {extra}" if extra else ""))
         # epoch means, averaged over ranks
         keys = sorted(sums)
         t = D.all_reduce_sum(torch.tensor([sums[k] / nb for k in keys], dtype=torch.float64, device=self.device))

@@ -27,6 +27,10 @@ The engine (:mod:`nostride.engine`) is task-agnostic. It asks a task for, in thi
 9. ``hooks()`` -> extra engine hooks (e.g. a detection task's mosaic switch-off or autoanchor);
    see :class:`nostride.engine.hooks.Hook`.
 10. ``summary(metrics) -> str``: one line for the console.
+11. Optional: ``train_loader(dataset, batch_size, workers, info, seed, pin_memory)`` and
+    ``eval_loader(dataset, batch_size, workers, info, pin_memory)`` return a DataLoader when the
+    task batches its own way (e.g. rectangular detection batches), ``None`` for the engine's
+    loaders; ``progress(batch) -> str`` adds to the progress bar (e.g. instances, image size).
 
 A new task subclasses :class:`Task` and is added to ``nostride.tasks.TASKS``; no engine change.
 """
@@ -109,6 +113,20 @@ class Task:
 
     def hooks(self) -> list[Any]:
         return []
+
+    def train_loader(self, dataset: Dataset, batch_size: int, workers: int, info: Any, seed: int,
+                     pin_memory: bool = False) -> Any:
+        """A task-specific training DataLoader, or ``None`` for the engine's (shuffled, sharded)."""
+        return None
+
+    def eval_loader(self, dataset: Dataset, batch_size: int, workers: int, info: Any,
+                    pin_memory: bool = False) -> Any:
+        """A task-specific evaluation DataLoader, or ``None`` for the engine's (in order, sharded)."""
+        return None
+
+    def progress(self, batch: Any) -> str:
+        """Extra text for the training progress bar after a batch ("" for none)."""
+        return ""
 
     def summary(self, metrics: dict[str, Any]) -> str:
         return "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))

@@ -28,7 +28,8 @@ def rgb_to_hsv8(img: Tensor) -> Tensor:
     # hue in half-degrees: 30 * (g - b) / diff when red is the maximum, 60 + ... for green, 120 + ... for blue
     h = torch.where(v == r, g - b, torch.where(v == g, b - r + 2 * diff, r - g + 4 * diff))
     h.mul_(30.0).div_(diff.clamp(min=1e-6))
-    h = torch.where(h < 0, h + 180.0, h).round_().remainder_(180)
+    h = torch.where(h < 0, h + 180.0, h).round_()
+    h.masked_fill_(h >= 180.0, 0.0)  # 179.5 and above round to 180 = 0 (remainder is slow)
     return torch.stack((h, s.round_(), v)).to(torch.uint8)
 
 
@@ -42,7 +43,8 @@ def hsv8_to_rgb(hsv: Tensor) -> Tensor:
     R, G, B (H in half-degrees), the closed form of the sector table.
     """
     x = hsv.to(torch.float32)
-    k = (_N + x[0] / 30.0).remainder_(6.0)  # (3, H, W)
+    k = _N + x[0] / 30.0  # (3, H, W), in [1, 12)
+    k = torch.where(k >= 6.0, k - 6.0, k)  # mod 6
     m = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
     vs = x[2] * x[1] / 255.0
     rgb = x[2] - vs * m
@@ -61,9 +63,9 @@ def hsv_luts(gains: tuple[float, float, float]) -> Tensor:
 def apply_hsv_gains(img: Tensor, gains: tuple[float, float, float]) -> Tensor:
     """Scale hue, saturation and value of a (3, H, W) uint8 RGB image by ``gains`` (via lookup tables)."""
     hsv = rgb_to_hsv8(img).to(torch.int64)
-    luts = hsv_luts(gains)
-    mapped = torch.stack([luts[c][hsv[c]] for c in range(3)])
-    return hsv8_to_rgb(mapped)
+    hsv[1] += 256  # one flat table: H entries, then S, then V
+    hsv[2] += 512
+    return hsv8_to_rgb(hsv_luts(gains).flatten().take(hsv))
 
 
 def augment_hsv(img: Tensor, hgain: float = 0.5, sgain: float = 0.5, vgain: float = 0.5,

@@ -82,18 +82,46 @@ def warp_image(img: Tensor, M: Tensor, out_hw: tuple[int, int], fill: float = FI
     c, h, w = img.shape
     oh, ow = out_hw
     Minv = torch.linalg.inv(M.to(torch.float64))
+    if bool((Minv[2, :2] != 0).any()):
+        return _warp_projective(img, Minv, out_hw, fill)
+    # affine: only the input rectangle the output reads from is converted to float
+    corners = torch.tensor([[-0.5, -0.5, 1], [ow - 0.5, -0.5, 1], [-0.5, oh - 0.5, 1], [ow - 0.5, oh - 0.5, 1]],
+                           dtype=torch.float64) @ Minv.T
+    x0 = max(int(math.floor(corners[:, 0].min())) - 1, 0)
+    y0 = max(int(math.floor(corners[:, 1].min())) - 1, 0)
+    x1 = min(int(math.ceil(corners[:, 0].max())) + 2, w)
+    y1 = min(int(math.ceil(corners[:, 1].max())) + 2, h)
+    if x0 >= x1 or y0 >= y1:  # the output sees none of the input
+        return torch.full((c, oh, ow), int(fill), dtype=torch.uint8)
+    crop = img[:, y0:y1, x0:x1]
+    ch, cw = y1 - y0, x1 - x0
+    shift = torch.eye(3, dtype=torch.float64)
+    shift[0, 2], shift[1, 2] = -x0, -y0
+    # normalised output coords -> output pixels -> crop pixels -> normalised crop coords (align_corners=False)
+    out_px = torch.tensor([[ow / 2, 0, (ow - 1) / 2], [0, oh / 2, (oh - 1) / 2], [0, 0, 1]], dtype=torch.float64)
+    to_norm = torch.tensor([[2 / cw, 0, 1 / cw - 1], [0, 2 / ch, 1 / ch - 1], [0, 0, 1]], dtype=torch.float64)
+    theta = (to_norm @ shift @ Minv @ out_px)[:2].to(torch.float32)[None]
+    grid = F.affine_grid(theta, [1, c, oh, ow], align_corners=False)
+    return _sample(crop, grid, fill)
+
+
+def _sample(img: Tensor, grid: Tensor, fill: float) -> Tensor:
+    src = img.to(torch.float32).sub_(fill)[None]  # zero padding outside == fill after adding it back
+    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    return out.add_(fill).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _warp_projective(img: Tensor, Minv: Tensor, out_hw: tuple[int, int], fill: float) -> Tensor:
+    _, h, w = img.shape
+    oh, ow = out_hw
     ys, xs = torch.meshgrid(torch.arange(oh, dtype=torch.float64), torch.arange(ow, dtype=torch.float64),
                             indexing="ij")
-    u = Minv[0, 0] * xs + Minv[0, 1] * ys + Minv[0, 2]
-    v = Minv[1, 0] * xs + Minv[1, 1] * ys + Minv[1, 2]
-    if bool((Minv[2, :2] != 0).any()) or Minv[2, 2] != 1:
-        z = Minv[2, 0] * xs + Minv[2, 1] * ys + Minv[2, 2]
-        u, v = u / z, v / z
+    z = Minv[2, 0] * xs + Minv[2, 1] * ys + Minv[2, 2]
+    u = (Minv[0, 0] * xs + Minv[0, 1] * ys + Minv[0, 2]) / z
+    v = (Minv[1, 0] * xs + Minv[1, 1] * ys + Minv[1, 2]) / z
     # grid_sample, align_corners=False: pixel i's centre is at (2 i + 1) / size - 1
     grid = torch.stack(((2 * u + 1) / w - 1, (2 * v + 1) / h - 1), dim=-1).to(torch.float32)[None]
-    src = img.to(torch.float32)[None] - fill  # zero padding outside == fill after adding it back
-    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0] + fill
-    return out.round_().clamp_(0, 255).to(torch.uint8)
+    return _sample(img, grid, fill)
 
 
 def transform_boxes(boxes: Tensor, M: Tensor, out_hw: tuple[int, int]) -> Tensor:
