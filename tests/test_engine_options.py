@@ -64,3 +64,11 @@ class _Flat(SynthTask):
     def fitness(self, metrics):
         self.n += 1
         return -float(self.n)
+
+
+def test_cli_flags_cover_every_detection_hyperparameter():
+    from nostride.cli.train import _scratch_hyp
+    from nostride.tasks.detect.hyp import HYP_KEYS, load_hyp
+
+    assert set(_scratch_hyp()) == set(HYP_KEYS)
+    assert all(_scratch_hyp()[k] == load_hyp("scratch")[k] for k in HYP_KEYS)

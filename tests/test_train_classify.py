@@ -90,12 +90,6 @@ def test_recipe_file_with_overrides(cifar_subset, tmp_path):
     assert load_checkpoint(tmp_path / "recipe" / "weights" / "last.pt")["ema"] is not None
 
 
-def test_detection_model_gets_a_clear_error(capsys, tmp_path):
-    rc = main(["train", "--model", "yolov5n_spd", "--data", str(tmp_path), "--project", str(tmp_path)])
-    assert rc == 2
-    assert "detection training is not available in this version" in capsys.readouterr().err
-
-
 def test_bad_options_get_a_clear_error(capsys, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("lr: 0.1\nmomentun: 0.9\n")

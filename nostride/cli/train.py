@@ -76,6 +76,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _flag(g, "--amp", "mixed precision (default: on for CUDA; never on CPU)")
     _flag(g, "--channels-last", "channels-last memory format (default off)")
     _flag(g, "--sync-bn", "SyncBatchNorm across DDP processes (default off)")
+    g = p.add_argument_group("detection (YOLOv5 models; defaults from the --hyp file and YOLOv5's train.py)")
+    g.add_argument("--hyp", metavar="NAME|FILE", help="hyperparameters: scratch, scratch-low, scratch-med, scratch-high "
+                   "or a YAML file (default scratch; detection runs only)")
+    _flag(g, "--rect", "rectangular training batches, no mosaic (default off)")
+    g.add_argument("--cache", choices=["ram", "disk"], help="keep resized images in memory or as .npy files "
+                   "(default: decode every time)")
+    _flag(g, "--multi-scale", "vary the image size per batch in [0.5, 1.5] x img-size (default off)")
+    g.add_argument("--close-mosaic", type=int, metavar="N", help="no mosaic in the last N epochs (default 0: never)")
+    g.add_argument("--freeze", type=int, metavar="N", help="freeze layers 0..N-1, e.g. 10 = the backbone (default 0)")
+    _flag(g, "--autoanchor", "check the anchors against the labels before training, evolve them if needed (default on)")
+    _flag(g, "--plots", "write labels.jpg and train_batch*.jpg to the run folder (default on)")
+    g.add_argument("--warmup-min-iters", type=int, help="warm-up lasts at least this many batches "
+                   "(default 0; detection: 1000)")
+    g.add_argument("--patience", type=int, help="stop after N epochs without a better fitness "
+                   "(default: none; detection: 100)")
+    for key, value in _scratch_hyp().items():
+        g.add_argument(f"--{key.replace('_', '-')}", type=float, dest=key, metavar="X",
+                       help=f"hyp {key} (default: the --hyp file's; scratch: {value:g})")
     g = p.add_argument_group("run")
     g.add_argument("--project", help="runs root (default runs/train)")
     g.add_argument("--name", help="run name (default exp; NAME2, NAME3 ... if it exists)")
@@ -87,6 +105,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _flag(g, "--tensorboard", "also log to TensorBoard (needs the tensorboard package; default off)")
     g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     p.set_defaults(func=run)
+
+
+def _scratch_hyp() -> dict[str, float]:
+    """The detection hyperparameters a flag can set, with their ``scratch`` values (read from the
+    shipped YAML without importing the detection package, so --help stays fast); the optimizer ones
+    have their own flags (--lr, --lrf, --momentum, ...)."""
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "tasks" / "detect" / "hyps" / "scratch.yaml"
+    engine = {"lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr"}
+    return {k: float(v) for k, v in yaml.safe_load(path.read_text()).items() if k not in engine}
 
 
 def run(args: argparse.Namespace) -> int:

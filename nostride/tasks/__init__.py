@@ -14,6 +14,7 @@ __all__ = ["DatasetSplits", "Evaluator", "Task", "TASKS", "build_task", "task_of
 # task name -> "module:class", imported only when used
 TASKS: dict[str, str] = {
     "classify": "nostride.tasks.classify.task:ClassificationTask",
+    "detect": "nostride.tasks.detect.task:DetectTask",
 }
 
 # task name -> "module:function" giving (options -> the task's default options), and the module
@@ -62,9 +63,6 @@ def task_of_model(model: str) -> str:
 def build_task(cfg: Any) -> Task:
     """The training task for ``cfg`` (``cfg.task``, or inferred from ``cfg.model``)."""
     name = cfg.task or task_of_model(cfg.model)
-    if name == "detect" and name not in TASKS:
-        raise ValueError(f"{cfg.model} is a detection model: detection training is not available in this "
-                         "version of nostride (nostride train trains classification models)")
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r} (available: {', '.join(TASKS)})")
     module, cls = TASKS[name].split(":")
