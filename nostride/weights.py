@@ -46,23 +46,11 @@ class WeightsFile:
 
 
 def _load_file(path: Path) -> Any:
-    """``torch.load(weights_only=True)`` with a one-line error naming the file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        from nostride.checkpoint import read_weights_file  # the shared reader, where present
-    except ImportError:
-        read_weights_file = None
-    if read_weights_file is not None:
-        return read_weights_file(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001: any failure here means "not a weights file we can read safely"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights_only" in first or "Weights only load failed" in first:
-            first = "it holds Python objects other than tensors and plain data"
-        raise ValueError(f"{path}: not a PyTorch weights file nostride can read safely ({first}); expected a "
-                         "torch.save file of tensors: a state dict or a checkpoint") from None
+    """``torch.load(weights_only=True)`` through nostride's one weights-file reader (one-line errors
+    that say what the file is: text, ONNX, truncated...)."""
+    from nostride.safe_load import read_weights_file
+
+    return read_weights_file(path)
 
 
 def _is_state_dict(obj: Any) -> bool:
