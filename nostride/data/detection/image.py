@@ -47,6 +47,8 @@ def resize_long_side(img: Tensor, img_size: int, shrink_only: bool = False) -> T
         return img
     h, w = max(1, int(h0 * r)), max(1, int(w0 * r))
     if r < 1:
+        if h0 == 2 * h and w0 == 2 * w:  # bilinear at exactly 1/2 samples midway: the 2x2 box average
+            return TF.resize(img, [h, w], interpolation=InterpolationMode.BILINEAR, antialias=False)
         if h0 % h == 0 and w0 % w == 0:  # integer factors: INTER_AREA is the box average
             out = F.avg_pool2d(img[None].float(), kernel_size=(h0 // h, w0 // w))[0]
             return out.round_().clamp_(0, 255).to(img.dtype)

@@ -17,7 +17,8 @@ from torch import Tensor
 
 from ...data.detection.letterbox import scale_boxes
 from .boxes import xywh2xyxy
-from .metrics import IOU_THRESHOLDS, SIZE_RANGES, ConfusionMatrix, ap_per_class, match_predictions, size_matching
+from .metrics import (IOU_THRESHOLDS, SIZE_RANGES, ConfusionMatrix, _iou_np, ap_per_class, match_predictions,
+                      size_matching)
 
 __all__ = ["DetectionEvaluator", "to_original"]
 
@@ -111,8 +112,9 @@ class DetectionEvaluator:
                 "correct": match_predictions(pred, lab, self.iouv).numpy(),
                 "sizes": {},
             }
+            iou = _iou_np(lab, pred) if len(lab) and len(pred) else None
             for name, rng in self.sizes.items():
-                correct, ignore, in_range = size_matching(pred, lab, rng, self.iouv)
+                correct, ignore, in_range = size_matching(pred, lab, rng, self.iouv, iou=iou)
                 rec["sizes"][name] = (correct.numpy(), ignore.numpy(), lab[in_range.bool(), 0].numpy().copy())
             self._records.append(rec)
             if self.confusion:

@@ -54,17 +54,29 @@ SIZE_RANGES: dict[str, tuple[float, float]] = {
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy 2 renamed trapz
 
 
-def _matches(labels: Tensor, detections: Tensor, iou: Tensor, min_iou: float) -> np.ndarray:
-    """Kept ``[label, detection, iou]`` rows of the v6.0 matching (float32 array)."""
-    x = torch.where((iou >= min_iou) & (labels[:, 0:1] == detections[:, 5]))
-    if not x[0].shape[0]:
+def _iou_np(labels: Tensor, detections: Tensor) -> np.ndarray:
+    """(m, n) float32 IoU of labels x predictions (the reference's ``box_iou``, no eps)."""
+    return box_iou(labels[:, 1:5].float(), detections[:, :4].float()).numpy()
+
+
+def _greedy(iou: np.ndarray, same: np.ndarray, min_iou: float) -> np.ndarray:
+    """Kept ``[label, detection, iou]`` rows (float32) of the v6.0 matching on an IoU matrix."""
+    li, di = np.nonzero((iou >= min_iou) & same)  # row-major, as torch.where
+    if not len(li):
         return np.zeros((0, 3), np.float32)
-    matches = torch.cat((torch.stack(x, 1), iou[x[0], x[1]][:, None]), 1).cpu().numpy()
-    if x[0].shape[0] > 1:
+    matches = np.stack([li.astype(np.float32), di.astype(np.float32), iou[li, di]], 1)
+    if len(li) > 1:
         matches = matches[matches[:, 2].argsort()[::-1]]
         matches = matches[np.unique(matches[:, 1], return_index=True)[1]]
         matches = matches[np.unique(matches[:, 0], return_index=True)[1]]
     return matches
+
+
+def _correct(matches: np.ndarray, n: int, iouv: np.ndarray) -> np.ndarray:
+    correct = np.zeros((n, len(iouv)), dtype=bool)
+    if len(matches):
+        correct[matches[:, 1].astype(np.int64)] = matches[:, 2:3] >= iouv
+    return correct
 
 
 def match_predictions(detections: Tensor, labels: Tensor, iouv: Tensor = IOU_THRESHOLDS) -> Tensor:
@@ -78,15 +90,13 @@ def match_predictions(detections: Tensor, labels: Tensor, iouv: Tensor = IOU_THR
     Returns:
         (n, len(iouv)) bool.
     """
-    correct = torch.zeros(detections.shape[0], iouv.shape[0], dtype=torch.bool)
-    if not len(detections) or not len(labels):
-        return correct
-    iou = box_iou(labels[:, 1:].float(), detections[:, :4].float())
-    m = _matches(labels, detections, iou, float(iouv[0]))
-    if len(m):
-        mt = torch.from_numpy(m)
-        correct[mt[:, 1].long()] = mt[:, 2:3] >= iouv.cpu()
-    return correct
+    n = detections.shape[0]
+    if not n or not len(labels):
+        return torch.zeros(n, iouv.shape[0], dtype=torch.bool)
+    iou = _iou_np(labels, detections)
+    same = labels[:, 0:1].numpy() == detections[:, 5].numpy()
+    thr = iouv.cpu().numpy()
+    return torch.from_numpy(_correct(_greedy(iou, same, float(thr[0])), n, thr))
 
 
 def _area(boxes: Tensor) -> Tensor:
@@ -94,33 +104,45 @@ def _area(boxes: Tensor) -> Tensor:
 
 
 def size_matching(
-    detections: Tensor, labels: Tensor, area_range: tuple[float, float], iouv: Tensor = IOU_THRESHOLDS
+    detections: Tensor, labels: Tensor, area_range: tuple[float, float], iouv: Tensor = IOU_THRESHOLDS,
+    iou: np.ndarray | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Matching restricted to one object-size range (COCO's ignore rule; see the module documentation).
+
+    Args:
+        detections, labels, iouv: as :func:`match_predictions`.
+        area_range: ``(lo, hi)`` box areas in pixels, both inclusive.
+        iou: the (m, n) IoU matrix of ``labels`` x ``detections`` when already computed.
 
     Returns:
         ``(correct, ignore, label_in_range)``: (n, T) true positives among in-range labels, (n, T)
         predictions left out at each threshold, and (m,) which labels count.
     """
-    n, t = detections.shape[0], iouv.shape[0]
+    n, thr = detections.shape[0], iouv.cpu().numpy()
     lo, hi = area_range
-    in_range = (_area(labels[:, 1:5]) >= lo) & (_area(labels[:, 1:5]) <= hi) if len(labels) else torch.zeros(0, dtype=torch.bool)
-    correct = match_predictions(detections, labels[in_range], iouv)
-    ignore = torch.zeros(n, t, dtype=torch.bool)
-    if not n:
-        return correct, ignore, in_range
-    outside = labels[~in_range]
-    if len(outside):  # predictions not matched to a counted label but matching an ignored one
-        free = ~correct
-        for ti in range(t):
-            idx = torch.nonzero(free[:, ti]).flatten()
-            if len(idx):
-                c = match_predictions(detections[idx], outside, iouv[ti : ti + 1])
-                ignore[idx, ti] = c[:, 0]
-    det_area = _area(detections[:, :4])
-    det_outside = (det_area < lo) | (det_area > hi)
-    ignore |= (~correct) & det_outside[:, None]
-    return correct, ignore, in_range
+    label_area = _area(labels[:, 1:5]).numpy() if len(labels) else np.zeros(0, np.float32)
+    in_range = (label_area >= lo) & (label_area <= hi)
+    correct = np.zeros((n, len(thr)), dtype=bool)
+    ignore = np.zeros((n, len(thr)), dtype=bool)
+    if n and len(labels):
+        if iou is None:
+            iou = _iou_np(labels, detections)
+        same = labels[:, 0:1].numpy() == detections[:, 5].numpy()
+        inside = np.nonzero(in_range)[0]
+        if len(inside):
+            correct = _correct(_greedy(iou[inside], same[inside], float(thr[0])), n, thr)
+        outside = np.nonzero(~in_range)[0]
+        if len(outside):  # predictions not matched to a counted label but matching an ignored one
+            for ti, t in enumerate(thr):
+                free = np.nonzero(~correct[:, ti])[0]
+                if len(free):
+                    m = _greedy(iou[np.ix_(outside, free)], same[np.ix_(outside, free)], float(t))
+                    ignore[free[m[:, 1].astype(np.int64)], ti] = True
+    if n:
+        det_area = _area(detections[:, :4]).numpy()
+        det_outside = (det_area < lo) | (det_area > hi)
+        ignore |= (~correct) & det_outside[:, None]
+    return torch.from_numpy(correct), torch.from_numpy(ignore), torch.from_numpy(in_range)
 
 
 def compute_ap(recall: np.ndarray, precision: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -173,13 +195,13 @@ def ap_per_class(
     ap, p, r = np.zeros((nc, nt)), np.zeros((nc, 1000)), np.zeros((nc, 1000))
     pr = np.zeros((nc, 1000))
     for ci, c in enumerate(classes):
-        sel = pred_cls == c
+        sel = np.nonzero(pred_cls == c)[0]
         n_l = int((target_cls == c).sum())
-        if not sel.any() or n_l == 0:
+        if not len(sel) or n_l == 0:
             continue
         for j in range(nt):
-            k = sel & ~ignore[:, j] if ignore is not None else sel
-            if not k.any():
+            k = sel[~ignore[sel, j]] if ignore is not None else sel
+            if not len(k):
                 continue
             tpc = tp[k, j].cumsum(0)
             fpc = (1 - tp[k, j]).cumsum(0)
