@@ -18,7 +18,7 @@ import sys
 __all__ = ["main", "build_parser", "Parser", "HelpFormatter"]
 
 # sub-command modules, in the order `nostride --help` lists them
-_COMMANDS = ["compare", "convert", "train", "val", "predict", "export", "import_yolov5", "models", "data"]
+_COMMANDS = ["compare", "convert", "train", "val", "predict", "export", "import_yolov5", "models", "data", "benchmark"]
 
 _FLAG_ACTIONS = (
     argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction,

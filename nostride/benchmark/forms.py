@@ -1,0 +1,131 @@
+"""The forms a model is benchmarked in: each turns a model into a callable on a fixed input.
+
+============== =============================================================== ==================
+form           what runs                                                       needs
+============== =============================================================== ==================
+eager          the model as built (eval mode)                                  -
+fused          :func:`nostride.fuse` of it (BN folded, no space-to-depth left) -
+compile        ``torch.compile`` of the fused model                            a C++ compiler (CPU)
+torchscript    ``torch.jit.trace`` + ``torch.jit.freeze`` of the fused model   -
+onnxruntime    the fused model's ONNX export in ONNX Runtime                   onnx, onnxscript, onnxruntime
+openvino       the same ONNX file compiled by OpenVINO (CPU)                   openvino
+============== =============================================================== ==================
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..convert.fuse import fuse
+
+__all__ = ["FORMS", "FormUnavailable", "build_form"]
+
+FORMS = ("eager", "fused", "compile", "torchscript", "onnxruntime", "openvino")
+
+
+class FormUnavailable(RuntimeError):
+    """A form cannot run here (a missing package or runtime, an unsupported device); says why."""
+
+
+@dataclass
+class Runner:
+    """A ready-to-call form: ``call()`` runs one inference on the fixed input."""
+
+    call: Callable[[], object]
+    module: nn.Module | None  # the PyTorch module it runs (for memory tracking), if any
+    dtype: str
+
+
+def _missing(*modules: str) -> list[str]:
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def build_form(
+    form: str, model: nn.Module, example: torch.Tensor, workdir: Path, threads: int | None = None, tag: str = "model"
+) -> Runner:
+    """Build ``form`` of ``model`` (already on ``example``'s device and dtype, in eval mode).
+
+    Raises:
+        FormUnavailable: the form cannot run here (the message says why).
+        ValueError: an unknown form.
+    """
+    device = example.device
+    dtype = str(example.dtype).replace("torch.", "")
+    if form == "eager":
+        return Runner(_torch_call(model, example), model, dtype)
+    if form == "fused":
+        fused = fuse(model)
+        return Runner(_torch_call(fused, example), fused, dtype)
+    if form == "compile":
+        compiled = torch.compile(fuse(model))
+        try:
+            with torch.inference_mode():
+                compiled(example)  # compile now, so a failure is reported as unavailable
+        except Exception as err:  # inductor raises many kinds (no compiler, unsupported op...)
+            raise FormUnavailable(f"torch.compile failed: {str(err).splitlines()[0][:200]}") from None
+        return Runner(_torch_call(compiled, example), None, dtype)
+    if form == "torchscript":
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.freeze(torch.jit.trace(fuse(model), example))
+        return Runner(_torch_call(traced, example), traced, dtype)
+    if form in ("onnxruntime", "openvino"):
+        return _onnx_form(form, model, example, workdir, threads, tag, dtype)
+    raise ValueError(f"unknown form {form!r}; choose from {', '.join(FORMS)}")
+
+
+def _torch_call(module: Callable, example: torch.Tensor) -> Callable[[], object]:
+    def call() -> object:
+        with torch.inference_mode():
+            return module(example)
+
+    return call
+
+
+def _onnx_form(form: str, model: nn.Module, example: torch.Tensor, workdir: Path, threads, tag: str, dtype: str) -> Runner:
+    needs = ["onnx", "onnxscript"] + (["onnxruntime"] if form == "onnxruntime" else ["openvino"])
+    missing = _missing(*needs)
+    if missing:
+        extra = "onnx" if form == "onnxruntime" else "openvino"
+        raise FormUnavailable(f"needs {', '.join(missing)} (pip install nostride[{extra}])")
+    if example.dtype != torch.float32:
+        raise FormUnavailable("runs float32 only here (drop --half)")
+    from ..export import export_onnx
+
+    path = workdir / f"{tag}-{'x'.join(map(str, example.shape))}.onnx"
+    if not path.is_file():
+        cpu_model = fuse(model).to("cpu").float()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            export_onnx(cpu_model, path, tuple(example.shape), check=False)
+    feed = example.detach().cpu().numpy()
+    if form == "onnxruntime":
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        providers = ["CPUExecutionProvider"]
+        if example.device.type == "cuda":
+            if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+                raise FormUnavailable("this onnxruntime has no CUDAExecutionProvider (pip install onnxruntime-gpu)")
+            providers.insert(0, "CUDAExecutionProvider")
+        session = onnxruntime.InferenceSession(str(path), options, providers=providers)
+        name = session.get_inputs()[0].name
+        return Runner(lambda: session.run(None, {name: feed}), None, dtype)
+    if example.device.type != "cpu":
+        raise FormUnavailable("benchmarked on the CPU device only")
+    import openvino
+
+    config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+    compiled = openvino.Core().compile_model(str(path), "CPU", config)
+    request = compiled.create_infer_request()
+    return Runner(lambda: request.infer({0: feed}), None, dtype)

@@ -1,0 +1,61 @@
+"""``nostride benchmark``: what models cost at inference, in each deployment form, side by side."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "benchmark",
+        help="parameters, GFLOPs, latency, throughput and memory of models (eager, fused, ONNX Runtime...)",
+        description="Benchmark models side by side: parameters, GFLOPs, median and p90 latency, throughput "
+        "and peak activation memory, in each form asked for. Models are timed interleaved (one call of each "
+        "in turn), so the ratios against the first model hold on a busy machine.",
+    )
+    p.add_argument("models", nargs="+", metavar="MODEL", help="registered model names (nostride models) or checkpoint files")
+    p.add_argument("--img-size", type=int, nargs="+", default=None,
+                   help="square input size(s) (default: 640 for detectors, 224 for classifiers)")
+    p.add_argument("--batch-size", type=int, nargs="+", default=[1], help="batch size(s) (default: 1)")
+    p.add_argument("--forms", nargs="+", default=["eager", "fused"],
+                   help="eager fused compile torchscript onnxruntime openvino, or 'all' (default: eager fused)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--half", action="store_true", help="float16 models and inputs (CUDA)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch, ONNX Runtime, OpenVINO (default: torch's)")
+    p.add_argument("--repeats", type=int, default=30, help="timed calls per model and form (default: 30)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls first (default: 3)")
+    p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory pass")
+    p.add_argument("--csv", default=None, help="also write the rows to this CSV file (default: none)")
+    p.add_argument("--json", default=None, help="also write the run to this JSON file (default: none)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nostride.benchmark import FORMS, benchmark
+
+    forms = list(FORMS) if args.forms == ["all"] else args.forms
+    for name, value in (("--repeats", args.repeats), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    report = benchmark(
+        args.models,
+        img_size=args.img_size,
+        batch_size=args.batch_size,
+        forms=forms,
+        device=args.device,
+        half=args.half,
+        threads=args.threads,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        memory=args.memory,
+        progress=lambda line: print(line, file=sys.stderr),
+    )
+    print(report.table())
+    if args.csv:
+        report.to_csv(args.csv)
+        print(f"rows written to {args.csv}")
+    if args.json:
+        report.to_json(args.json)
+        print(f"run written to {args.json}")
+    return 0
