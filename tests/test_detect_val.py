@@ -210,3 +210,41 @@ def test_distributed_evaluation_equals_single_process(tmp_path):
     for k in ("mAP50", "mAP50-95", "precision", "recall", "instances", "AP_large", "confusion"):
         assert ddp[k] == single[k], k
     assert 0 < single["mAP50"] < 1
+
+
+def test_cli_val_reads_a_yolov5_pt_and_matches_the_imported_model(tmp_path, capsys):
+    """A YOLOv5 .pt goes through the safe importer; its metrics equal those of the same model from Python."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from yolov5_fixture import build_reference_model, v6_cfg, write_yolov5_checkpoint
+
+    y = tiny_detection_dataset(tmp_path / "ds", n=4)
+    torch.manual_seed(0)
+    pt = write_yolov5_checkpoint(tmp_path / "best.pt", build_reference_model(v6_cfg(nc=2)))
+    rc = main(["val", "--weights", str(pt), "--data", str(y), "--img-size", "64", "--batch-size", "2",
+               "--workers", "0", "--project", str(tmp_path / "runs"), "--name", "y5", "--no-plots"])
+    assert rc == 0, capsys.readouterr().err
+    m = json.loads((tmp_path / "runs" / "y5" / "metrics.json").read_text())
+    assert m["weights"] == str(pt) and m["images"] == 4
+    direct = nostride.val(nostride.load_yolov5(pt), y, project=str(tmp_path / "runs"), name="py", img_size=64,
+                          batch_size=2, workers=0, progress=False, verbose=False, plots=False)
+    assert [direct[k] for k in KEYS] == [m[k] for k in KEYS]
+    not_a_model = tmp_path / "notes.pt"
+    not_a_model.write_text("hello")
+    assert main(["val", "--weights", str(not_a_model), "--data", str(y)]) == 2
+    assert "notes.pt" in capsys.readouterr().err
+
+
+def test_exif_orientation_gives_the_rotated_shape(tmp_path):
+    PIL = pytest.importorskip("PIL.Image")
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    im = PIL.new("RGB", (40, 20), (200, 10, 10))  # stored 40 wide, 20 high
+    exif = PIL.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    im.save(root / "images" / "r.jpg", exif=exif.tobytes())
+    (root / "labels" / "r.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    ds = DetectionDataset(root / "images", names=1, verbose=False, cache=False)
+    assert ds.shapes.tolist() == [[40, 20]]  # (h, w) as displayed, as YOLOv5 reads it
+    img, (h0, w0), _ = ds.load_image(0)
+    assert (h0, w0) == (40, 20) and img.shape[1:] == (40, 20)

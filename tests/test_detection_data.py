@@ -110,17 +110,20 @@ def test_dataset_index_skip_warn_and_cache(tmp_path, capsys, monkeypatch):
                                    "d": "0 0.5 0.5 0.5 0.5\n0 0.5 0.5 0.5 0.5\n1 2 2 2 2\n"},
                  sizes={"b": (40, 20)})
     (tmp_path / "ds" / "images" / "val" / "broken.jpg").write_bytes(b"not a jpeg")
+    _image(tmp_path / "ds" / "images" / "val" / "e", 24, 32)
+    (tmp_path / "ds" / "labels" / "val" / "e.txt").write_bytes(b"\xff\xfe\x00 binary")  # unreadable labels
     ds = DetectionDataset.from_yaml(y, "val")
     err = capsys.readouterr().err
     assert "broken.jpg" in err and "d.txt: line 3" in err and "1 duplicate row removed" in err
-    assert "5 images found, 4 kept (2 backgrounds), 3 labels, 1 skipped, 1 duplicate rows removed, 1 bad rows" in err
+    assert "e.txt: cannot read label file" in err
+    assert "6 images found, 4 kept (2 backgrounds), 3 labels, 2 skipped, 1 duplicate rows removed, 1 bad rows" in err
     assert [p.name for p in ds.im_files] == ["a.png", "b.png", "c.png", "d.png"]
     assert ds.shapes.tolist() == [[24, 32], [40, 20], [24, 32], [24, 32]]
     assert ds.stats.cache == tmp_path / "ds" / "labels" / "val.nostride-cache.npz" and not ds.stats.from_cache
     img, labels, path, shape0 = ds[0]
     assert img.dtype == torch.uint8 and img.shape == (3, 24, 32) and shape0 == (24, 32) and labels.shape == (2, 5)
     again = DetectionDataset.from_yaml(y, "val")
-    assert again.stats.from_cache and again.stats.skipped == 1 and again.warnings == ds.warnings
+    assert again.stats.from_cache and again.stats.skipped == 2 and again.warnings == ds.warnings
     assert all(np.array_equal(a, b) for a, b in zip(ds.labels, again.labels))
     # editing a label file invalidates the cache
     (tmp_path / "ds" / "labels" / "val" / "c.txt").write_text("1 0.5 0.5 0.5 0.5\n")

@@ -239,7 +239,7 @@ class DetectionDataset(Dataset):
         skipped = [(str(f), reason) for f, (_, _, reason) in zip(files, checked) if reason]
         warns += [f"skipping image: {reason}" for _, reason in skipped]
         all_labels, duplicates, bad_rows, with_problems = [], 0, 0, 0
-        for f, lf in zip(files, label_files):
+        for i, (f, lf) in enumerate(zip(files, label_files)):
             if str(f) in coco_labels:
                 lab = coco_labels[str(f)][0]
                 uniq, idx = np.unique(lab, axis=0, return_index=True)
@@ -247,7 +247,15 @@ class DetectionDataset(Dataset):
                 lab = lab[np.sort(idx)]
                 problems = []
             else:
-                parsed = parse_label_file(lf)
+                try:
+                    parsed = parse_label_file(lf)
+                except ValueError as e:  # an unreadable label file: the image is left out, not guessed
+                    if shapes[i, 0] > 0:
+                        shapes[i] = 0
+                        skipped.append((str(f), str(e)))
+                        warns.append(f"skipping image {f}: {e}")
+                    all_labels.append(np.zeros((0, 5), np.float32))
+                    continue
                 lab, dup, problems = parsed.labels, parsed.duplicates, parsed.problems
             if problems or dup:
                 with_problems += 1
