@@ -50,7 +50,7 @@ def detection_model(cfg: str) -> DetectionModel:
     return randomize_bn(DetectionModel(cfg, verbose=False)).eval()
 
 
-@pytest.fixture(scope="module", params=["yolov8n.yaml", "yolo11n.yaml"])
+@pytest.fixture(scope="module", params=["yolov8n.yaml", "yolo11n.yaml", "yolov5nu.yaml"])
 def yolo_pair(request):
     model = detection_model(request.param)
     converted, report = nostride.spdify(model)
@@ -60,7 +60,7 @@ def yolo_pair(request):
 def test_spdify_converts_every_strided_conv_and_keeps_the_routing(yolo_pair):
     model, converted, report = yolo_pair
     downsampling = strided_convs(model)
-    assert len(downsampling) == 7  # 5 in the backbone, 2 in the neck
+    assert len(downsampling) == 7  # 5 in the backbone, 2 in the neck (YOLOv5u: its 6x6 stem is one of them)
     assert strided_convs(converted) == []
     assert sorted(e.name for e in report) == sorted(downsampling)
     assert all(e.action == "converted" and e.exact for e in report)
@@ -153,10 +153,13 @@ def test_spdconv_is_space_to_depth_then_a_stride_1_conv():
     torch.testing.assert_close(layer(x), expected)
     assert layer(x).shape == Conv(3, 8, 3, 2)(x).shape == (2, 8, 7, 5)
     assert SPDConv(4, 8, 1, 2).conv.kernel_size == (1, 1) and SPDConv(4, 8, 7, 2).conv.kernel_size == (5, 5)
+    # an even kernel (YOLOv5u's 6x6 stride-2 stem, padding 2): output floor(H/2), as Conv's
+    stem = SPDConv(3, 8, 6, 2, 2)
+    assert stem.conv.kernel_size == (3, 3) and stem(x).shape == Conv(3, 8, 6, 2, 2)(x).shape == (2, 8, 6, 5)
     with pytest.raises(ValueError, match="stride >= 2"):
         SPDConv(3, 8, 3, 1)
-    with pytest.raises(ValueError, match="same"):
-        SPDConv(3, 8, 3, 2, p=0)
+    with pytest.raises(ValueError, match="beyond 'same'"):
+        SPDConv(3, 8, 3, 2, p=2)
 
 
 def test_spdify_yolo_on_a_checkpoint_keeps_its_function(tmp_path):

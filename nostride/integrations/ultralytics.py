@@ -37,7 +37,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     ) from e
 
 from ..convert.geometry import AxisGeometry
-from ..convert.modules import GroupedSpaceToDepth, SPDDownsample
+from ..convert.modules import GroupedSpaceToDepth, SPDDownsample, _crop
 
 __all__ = ["SPDConv", "register", "spd_model_yaml", "spdify_yolo"]
 
@@ -50,14 +50,15 @@ class SPDConv(Conv):
     Same arguments as ``Conv`` (``c1, c2, k, s, p, g, d, act``), so a model YAML swaps one name
     for the other. ``s >= 2`` is the space-to-depth block size; the conv that follows has the
     smallest odd kernel holding every tap of the ``k x k`` stride-``s`` conv it replaces (3x3 s2
-    -> 3, 1x1 s2 -> 1, 5x5 s2 -> 3, 7x7 s2 -> 5) and no stride, so the output is
-    ``ceil(H/s) x ceil(W/s)`` like ``Conv``'s. ``g`` groups are kept apart (group-major
-    space-to-depth). Children: ``spd``, ``conv``, ``bn``, ``act``; ultralytics' ``fuse()`` folds
-    ``bn`` into ``conv`` as for ``Conv``.
+    -> 3, 1x1 s2 -> 1, 5x5 s2 -> 3, 7x7 s2 -> 5, 6x6 s2 p2 -> 3) and no stride. The output has
+    ``Conv``'s size: ``ceil(H/s)`` for "same" padding (every odd ``k`` with ultralytics' autopad);
+    otherwise (an even ``k`` such as YOLOv5u's 6x6 stem) the extra last rows/columns are cropped.
+    ``g`` groups are kept apart (group-major space-to-depth). Children: ``spd``, ``conv``, ``bn``,
+    ``act``; ultralytics' ``fuse()`` folds ``bn`` into ``conv`` as for ``Conv``.
 
     Raises:
-        ValueError: ``s < 2``, or padding other than "same" (``2p != d*(k-1)``), whose output size
-            a stride-1 conv after space-to-depth would not reproduce.
+        ValueError: ``s < 2``, or more padding than "same" (``2p > d*(k-1)``), which would need
+            zero rows appended after space-to-depth.
     """
 
     def __init__(self, c1: int, c2: int, k: int = 3, s: int = 2, p: Any = None, g: int = 1, d: int = 1, act: Any = True):
@@ -66,19 +67,25 @@ class SPDConv(Conv):
         if s < 2:
             raise ValueError(f"SPDConv needs a stride >= 2 (the space-to-depth block size), got s={s}; use Conv")
         geometry = AxisGeometry(k, s, p, d)
-        if not geometry.same_size():
-            raise ValueError(
-                f"SPDConv(k={k}, s={s}, p={p}, d={d}): only 'same' padding (2p = d*(k-1)) keeps Conv's output size"
-            )
+        if 2 * p > d * (k - 1):
+            raise ValueError(f"SPDConv(k={k}, s={s}, p={p}, d={d}): padding beyond 'same' (2p > d*(k-1)) is not supported")
         kernel = geometry.min_odd_kernel()
         super().__init__(c1 * s * s, c2, kernel, 1, kernel // 2, g, 1, act)
         self.spd = GroupedSpaceToDepth((s, s), g)
+        self.geometry = geometry
+
+    def _downsample(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(self.spd(x))
+        g = self.geometry
+        if g.same_size():  # the stride-1 conv's ceil(H/s) rows are the strided conv's
+            return y
+        return _crop(y, g.output_size(x.shape[-2]), g.output_size(x.shape[-1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(self.spd(x))))
+        return self.act(self.bn(self._downsample(x)))
 
     def forward_fuse(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.conv(self.spd(x)))
+        return self.act(self._downsample(x))
 
 
 def _single(value: Any, name: str) -> int:
@@ -169,8 +176,8 @@ def spd_model_yaml(cfg: str | dict) -> dict:
 def adopt_spdified(model: nn.Module) -> list[str]:
     """After :func:`nostride.spdify`: turn converted ``Conv`` layers into :class:`SPDConv`, name them in the YAML.
 
-    A ``Conv``/``DWConv`` whose strided conv became an ``SPDDownsample`` of exact size (every
-    ultralytics "same"-padded conv) becomes an :class:`SPDConv` in place (same object: ``i``,
+    A ``Conv``/``DWConv`` whose strided conv became an ``SPDDownsample`` (square stride, no
+    padding beyond "same": every ultralytics conv) becomes an :class:`SPDConv` in place (same object: ``i``,
     ``f``, ``type``, hooks kept; its ``spd`` and ``conv`` are the converted ones), so ultralytics'
     ``fuse()`` folds its BatchNorm as before. Top-level ``Conv`` rows of each model's YAML are
     renamed ``SPDConv``, so a model rebuilt from the YAML (ultralytics' trainer does that, then
@@ -178,14 +185,15 @@ def adopt_spdified(model: nn.Module) -> list[str]:
 
     Returns:
         qualified names of converted layers a rebuilt-from-YAML model would not have (strided
-        convs nested inside other modules, e.g. YOLOv10's SCDown); empty when none.
+        convs nested inside other modules, e.g. YOLOv10's SCDown, YOLOv9's ADown); empty when none.
     """
     for m in model.modules():
         if type(m) in (Conv, DWConv) and isinstance(m.conv, SPDDownsample):
             block = m.conv
-            if not block._exact_size or block.input_padding is not None or block.avg_divisor is not None:
+            gh, gw = block.geometry
+            if gh != gw or any(block._extend) or block.input_padding is not None or block.avg_divisor is not None:
                 continue
-            m.spd, m.conv = block.spd, block.conv
+            m.spd, m.conv, m.geometry = block.spd, block.conv, gh
             fused = "forward" in m.__dict__  # ultralytics' fuse() set forward = forward_fuse on the instance
             m.__class__ = SPDConv
             if fused:
@@ -242,8 +250,9 @@ def spdify_yolo(yolo, **spdify_kwargs):
     missing = adopt_spdified(converted)
     if missing:
         raise ValueError(
-            f"spdify_yolo: converted layers {missing} sit inside other modules, so the model YAML cannot name them "
-            "and ultralytics' trainer would rebuild the model without them; exclude them (exclude=[...])"
+            f"spdify_yolo: converted layers {missing} are not whole Conv rows of the model YAML (they sit inside "
+            "other modules), so the YAML cannot name them and ultralytics' trainer would rebuild the model "
+            "without them; exclude them (exclude=[...])"
         )
     yolo.model = converted
     if not yolo.ckpt:
