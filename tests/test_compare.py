@@ -172,3 +172,15 @@ def test_cli_data_make(tmp_path, capsys):
     assert json.loads((tmp_path / "d" / "builtin.json").read_text())["options"]["seed"] == 2
     assert main(["data", "make", "lowres", str(tmp_path / "e"), "colour=1"]) == 2
     assert "has no option 'colour'" in capsys.readouterr().err
+
+
+def test_yolov5_scale_builders_take_a_width_multiple():
+    from nostride.models import create_model
+    from nostride.utils.profile import count_parameters
+
+    # yolov5n and yolov5s differ only in width (0.25 vs 0.5): n widened to 0.5 is s
+    wide = create_model("yolov5n", num_classes=8, width_multiple=0.5)
+    assert count_parameters(wide) == count_parameters(create_model("yolov5s", num_classes=8))
+    assert wide.model_kwargs["width_multiple"] == 0.5
+    with pytest.raises(ValueError, match="width_multiple must be > 0"):
+        create_model("yolov5n_spd", width_multiple=0)

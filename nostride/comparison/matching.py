@@ -65,8 +65,8 @@ def _width_knob(spec: ModelSpec) -> tuple[str, type, float]:
     params = inspect.signature(model_info(spec.name).builder).parameters
     for knob, kind in (("width", int), ("width_multiple", float)):
         if knob in params:
-            default = params[knob].default
-            return knob, kind, float(spec.options.get(knob, default))
+            value = spec.options.get(knob, params[knob].default)
+            return knob, kind, float(value) if value is not None else 0.25  # (only where the search starts)
     raise ValueError(f"{spec.text}: its builder has no width option, so it cannot be widened to match "
                      f"(builders with 'width' or 'width_multiple' can)")
 
@@ -102,8 +102,8 @@ def match_baseline(baseline: ModelSpec, target: ModelSpec, metric: str, num_clas
             if hi > 64:
                 raise ValueError(f"{baseline.text}: cannot reach {metric} {goal:,} by widening")
         candidates = []
-        for _ in range(24):
-            mid = round((lo + hi) / 2, 4)
+        for _ in range(10):  # channels are rounded to multiples of 8: finer steps change nothing
+            mid = round((lo + hi) / 2, 3)
             candidates.append(mid)
             lo, hi = (mid, hi) if value(mid) < goal else (lo, mid)
         candidates += [lo, hi]

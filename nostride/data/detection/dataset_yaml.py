@@ -123,7 +123,7 @@ def load_data_yaml(data: str | os.PathLike | dict[str, Any]) -> DetectionDataCon
 
     Args:
         data: path of the YAML file, or its content as a dict (relative paths then resolve against
-            the working directory).
+            the working directory), or a built-in dataset (``"builtin:small-objects"``).
 
     Returns:
         A :class:`DetectionDataConfig`.
@@ -133,6 +133,10 @@ def load_data_yaml(data: str | os.PathLike | dict[str, Any]) -> DetectionDataCon
             key and the path).
         ValueError: malformed YAML, ``names`` / ``nc`` missing or inconsistent.
     """
+    from ..builtin import is_builtin, resolve_builtin
+
+    if is_builtin(data):  # builtin:small-objects[@options]: generated into the cache on first use
+        data = resolve_builtin(str(data)) / "data.yaml"
     if isinstance(data, dict):
         content, yaml_file, base, where = dict(data), None, Path.cwd(), "dataset dict"
     else:

@@ -1,4 +1,7 @@
-"""Registered YOLOv5 builders: v6.0 n/s/m/l, YOLOv5-SPD n/s/m/l, and ``yolov5`` for any definition."""
+"""Registered YOLOv5 builders: v6.0 n/s/m/l, YOLOv5-SPD n/s/m/l, and ``yolov5`` for any definition.
+
+The scale builders take ``width_multiple`` to widen or narrow a scale (its depth unchanged), e.g. the
+FLOPs-matched baselines of ``nostride compare``."""
 
 from __future__ import annotations
 
@@ -33,64 +36,78 @@ def yolov5_cfg(scale: str, spd_order: str | None = None) -> dict:
     return cfg
 
 
-def _build(scale: str, spd_order: str | None, num_classes: int, anchors: list | None, in_chans: int) -> YOLOv5:
-    return YOLOv5(yolov5_cfg(scale, spd_order), num_classes=num_classes, in_chans=in_chans, anchors=anchors)
+def _build(scale: str, spd_order: str | None, num_classes: int, anchors: list | None, in_chans: int,
+           width_multiple: float | None = None) -> YOLOv5:
+    cfg = yolov5_cfg(scale, spd_order)
+    if width_multiple is not None:  # a wider or narrower model of this scale (e.g. a FLOPs-matched baseline)
+        if width_multiple <= 0:
+            raise ValueError(f"width_multiple must be > 0, got {width_multiple}")
+        cfg["width_multiple"] = float(width_multiple)
+    return YOLOv5(cfg, num_classes=num_classes, in_chans=in_chans, anchors=anchors)
 
 
 @register_model(task="detect")
-def yolov5n(*, num_classes: int = 80, anchors: list | None = None, in_chans: int = 3) -> YOLOv5:
+def yolov5n(*, num_classes: int = 80, anchors: list | None = None, in_chans: int = 3,
+        width_multiple: float | None = None) -> YOLOv5:
     """YOLOv5n v6.0 (strided convs), 1.87 M params at 80 classes."""
-    return _build("n", None, num_classes, anchors, in_chans)
+    return _build("n", None, num_classes, anchors, in_chans, width_multiple)
 
 
 @register_model(task="detect")
-def yolov5s(*, num_classes: int = 80, anchors: list | None = None, in_chans: int = 3) -> YOLOv5:
+def yolov5s(*, num_classes: int = 80, anchors: list | None = None, in_chans: int = 3,
+        width_multiple: float | None = None) -> YOLOv5:
     """YOLOv5s v6.0 (strided convs), 7.24 M params at 80 classes."""
-    return _build("s", None, num_classes, anchors, in_chans)
+    return _build("s", None, num_classes, anchors, in_chans, width_multiple)
 
 
 @register_model(task="detect")
-def yolov5m(*, num_classes: int = 80, anchors: list | None = None, in_chans: int = 3) -> YOLOv5:
+def yolov5m(*, num_classes: int = 80, anchors: list | None = None, in_chans: int = 3,
+        width_multiple: float | None = None) -> YOLOv5:
     """YOLOv5m v6.0 (strided convs), 21.19 M params at 80 classes."""
-    return _build("m", None, num_classes, anchors, in_chans)
+    return _build("m", None, num_classes, anchors, in_chans, width_multiple)
 
 
 @register_model(task="detect")
-def yolov5l(*, num_classes: int = 80, anchors: list | None = None, in_chans: int = 3) -> YOLOv5:
+def yolov5l(*, num_classes: int = 80, anchors: list | None = None, in_chans: int = 3,
+        width_multiple: float | None = None) -> YOLOv5:
     """YOLOv5l v6.0 (strided convs), 46.56 M params at 80 classes."""
-    return _build("l", None, num_classes, anchors, in_chans)
+    return _build("l", None, num_classes, anchors, in_chans, width_multiple)
 
 
 @register_model(task="detect")
 def yolov5n_spd(
-    *, num_classes: int = 80, anchors: list | None = None, in_chans: int = 3, spd_order: str = "conv-spd"
+    *, num_classes: int = 80, anchors: list | None = None, in_chans: int = 3, spd_order: str = "conv-spd",
+    width_multiple: float | None = None,
 ) -> YOLOv5:
     """YOLOv5n-SPD (released layout, 2.26 M params; spd_order="spd-conv" for the paper's order)."""
-    return _build("n", spd_order, num_classes, anchors, in_chans)
+    return _build("n", spd_order, num_classes, anchors, in_chans, width_multiple)
 
 
 @register_model(task="detect")
 def yolov5s_spd(
-    *, num_classes: int = 80, anchors: list | None = None, in_chans: int = 3, spd_order: str = "conv-spd"
+    *, num_classes: int = 80, anchors: list | None = None, in_chans: int = 3, spd_order: str = "conv-spd",
+    width_multiple: float | None = None,
 ) -> YOLOv5:
     """YOLOv5s-SPD (released layout, 8.77 M params; spd_order="spd-conv" for the paper's order)."""
-    return _build("s", spd_order, num_classes, anchors, in_chans)
+    return _build("s", spd_order, num_classes, anchors, in_chans, width_multiple)
 
 
 @register_model(task="detect")
 def yolov5m_spd(
-    *, num_classes: int = 80, anchors: list | None = None, in_chans: int = 3, spd_order: str = "conv-spd"
+    *, num_classes: int = 80, anchors: list | None = None, in_chans: int = 3, spd_order: str = "conv-spd",
+    width_multiple: float | None = None,
 ) -> YOLOv5:
     """YOLOv5m-SPD (released layout, 24.65 M params; spd_order="spd-conv" for the paper's order)."""
-    return _build("m", spd_order, num_classes, anchors, in_chans)
+    return _build("m", spd_order, num_classes, anchors, in_chans, width_multiple)
 
 
 @register_model(task="detect")
 def yolov5l_spd(
-    *, num_classes: int = 80, anchors: list | None = None, in_chans: int = 3, spd_order: str = "conv-spd"
+    *, num_classes: int = 80, anchors: list | None = None, in_chans: int = 3, spd_order: str = "conv-spd",
+    width_multiple: float | None = None,
 ) -> YOLOv5:
     """YOLOv5l-SPD (released layout, 52.71 M params; spd_order="spd-conv" for the paper's order)."""
-    return _build("l", spd_order, num_classes, anchors, in_chans)
+    return _build("l", spd_order, num_classes, anchors, in_chans, width_multiple)
 
 
 @register_model(task="detect")
