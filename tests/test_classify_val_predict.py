@@ -195,3 +195,5 @@ def test_val_uses_the_runs_recorded_options_and_says_so(setup, capsys, tmp_path)
     assert "(6 images)" in out  # 2 of each of the 3 classes, as in training
     rc, out, _ = _run_val({**setup, "weights": capped}, capsys, "--name", "all", "--max-per-class", "0")
     assert rc == 0 and "max_per_class=all (--max-per-class)" in out and "(9 images)" in out
+    text = (setup["root"] / "runs" / "all" / "metrics.json").read_text()
+    assert not re.search(r"\d\.\d{8,}", text)  # metrics rounded (6 significant digits)

@@ -106,3 +106,23 @@ def test_default_workers_follow_the_cpus(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         loader.check_worker_number_rationality()
+
+
+def test_metrics_are_rounded_and_plurals_right():
+    import json
+    import re
+    from pathlib import Path
+
+    from nostride.utils.numbers import plural, round_floats
+
+    record = {"top1": 28.619999999999997, "loss": 0.12345678912, "count": 1000, "ok": True,
+              "per_class": [{"acc": 1 / 3}], "none": None, "nan": float("nan")}
+    text = json.dumps(round_floats(record))
+    assert '"top1": 28.62' in text and '"loss": 0.123457' in text and '"acc": 0.333333' in text
+    assert '"count": 1000' in text and '"ok": true' in text
+    assert (plural(1, "layer"), plural(6, "layer"), plural(2, "class", "classes")) == ("1 layer", "6 layers", "2 classes")
+    # no "image(s)"-style plurals left in messages
+    root = Path(__file__).resolve().parents[1] / "nostride"
+    hits = [f"{p.name}:{i}" for p in root.rglob("*.py") for i, line in enumerate(p.read_text().splitlines(), 1)
+            if re.search(r"\bf[\"'].*\b(?!(?:float|int|str|len|round)\()[A-Za-z]+\(s\)", line)]
+    assert not hits, hits

@@ -90,7 +90,7 @@ class ConversionReport(list):
             for a in ("converted", "dropped", "kept", "excluded", "unsupported")
             if self.count_action(a) or a == "converted"
         )
-        lines.append(f"{len(self)} strided layers: {counts}")
+        lines.append(f"{len(self)} strided {'layer' if len(self) == 1 else 'layers'}: {counts}")
         lines.append(f"layer parameters: {self.params_before:,} -> {self.params_after:,}")
         before, after = self.model_params_before, self.model_params_after
         change = f" ({(after - before) / before:+.1%})" if before else ""

@@ -37,6 +37,7 @@ from torch import nn
 
 from nostride.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint
 
+from ..utils.numbers import plural
 from ..utils.paths import increment_path
 from ..utils.profile import count_parameters
 from . import distributed as D
@@ -160,7 +161,8 @@ class Trainer:
 
         beyond = milestones_beyond(self.scheduler.milestones, cfg.epochs) if cfg.schedule == "step" else []
         if beyond:
-            self.log(f"schedule: step milestone(s) {', '.join(f'{m:g}' for m in beyond)} lie at or after the last "
+            self.log(f"schedule: step {'milestone' if len(beyond) == 1 else 'milestones'} "
+                     f"{', '.join(f'{m:g}' for m in beyond)} at or after the last "
                      f"epoch ({cfg.epochs}), so the lr never decays there; give --milestones below {cfg.epochs} "
                      "(or none: 50% and 75% of the epochs)", always=True)
         if resume_ckpt is not None:
@@ -176,10 +178,10 @@ class Trainer:
             self.results = ResultsWriter(self.run_dir, cfg.tensorboard,
                                          resume_epoch=self.start_epoch if resume_ckpt is not None else None)
         n_val = len(splits.val) if splits.val is not None else 0
+        skipped = f" ({plural(splits.skipped, 'unreadable file')} skipped)" if splits.skipped else ""
         self.log(f"{cfg.model}: {count_parameters(model):,} parameters on {self.device}"
                  f"{f' x {self.info.world_size} processes' if self.info.distributed else ''}; "
-                 f"{len(splits.train)} train / {n_val} val images"
-                 f"{f' ({splits.skipped} unreadable files skipped)' if splits.skipped else ''}; run dir {self.run_dir}")
+                 f"{len(splits.train)} train / {n_val} val images{skipped}; run dir {self.run_dir}")
 
     def _eval_loader(self, dataset: Any):
         if dataset is None or len(dataset) == 0:
@@ -414,7 +416,9 @@ class Trainer:
                 self.log(f"test (best.pt, epoch {self.best_epoch}): {self.task.summary(result['test'])}",
                          always=True)
         if self.info.is_main:
-            (self.run_dir / "final_metrics.json").write_text(json.dumps(result, indent=2))
+            from ..utils.numbers import round_floats
+
+            (self.run_dir / "final_metrics.json").write_text(json.dumps(round_floats(result), indent=2))
             self.log(f"done: {self.run_dir} (best.pt from epoch {self.best_epoch}"
                      f"{f', fitness {self.best_fitness:.4g}' if self.best_fitness is not None else ''})", always=True)
         return result

@@ -49,7 +49,8 @@ def select_device(device: str | torch.device | None = None, local_rank: int | No
         if dev.index is None and local_rank is not None:
             dev = torch.device("cuda", local_rank)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device cuda:{dev.index} requested but only {torch.cuda.device_count()} CUDA device(s) are visible")
+            raise ValueError(f"device cuda:{dev.index} requested but only {torch.cuda.device_count()} CUDA "
+                             f"{'device is' if torch.cuda.device_count() == 1 else 'devices are'} visible")
         return dev
     if dev.type == "mps":
         if not _mps_available():

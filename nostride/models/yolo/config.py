@@ -71,7 +71,7 @@ def _check_keys(data: Any, where: str) -> dict:
         raise ValueError(f"{where}: a model definition must be a mapping, got {type(data).__name__}")
     missing = [k for k in _REQUIRED_KEYS if k not in data]
     if missing:
-        raise ValueError(f"{where}: model definition is missing key(s) {missing} (needs {list(_REQUIRED_KEYS)})")
+        raise ValueError(f"{where}: model definition is missing {'key' if len(missing) == 1 else 'keys'} {missing} (needs {list(_REQUIRED_KEYS)})")
     for key in ("backbone", "head"):
         if not isinstance(data[key], list):
             raise ValueError(f"{where}: '{key}' must be a list of [from, number, module, args] rows")

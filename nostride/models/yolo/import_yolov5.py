@@ -273,7 +273,7 @@ def _read_yolov5_checkpoint(path: Path, use_ema: bool | str) -> YOLOv5Checkpoint
     acts = _activations(root)
     unsupported = {a: where for a, where in acts.items() if a not in _SUPPORTED_ACTS}
     if unsupported:
-        desc = "; ".join(f"{a} in {len(w)} Conv(s), e.g. {w[0]}" for a, w in unsupported.items())
+        desc = "; ".join(f"{a} in {len(w)} Conv{'' if len(w) == 1 else 's'}, e.g. {w[0]}" for a, w in unsupported.items())
         raise ValueError(
             f"{path}: the model uses activations nostride's YOLOv5 does not build ({desc}); only "
             f"{', '.join(_SUPPORTED_ACTS)} (the YOLOv5 v6.x/v7.0 default) is supported, other ones would change the outputs"

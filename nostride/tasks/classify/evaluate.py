@@ -249,7 +249,10 @@ def run_cli(args: Any, ckpt: dict[str, Any]) -> int:
           f"mean class accuracy {metrics['mean_class_accuracy']:.2f}%  ({metrics['count']} images)")
     print(format_per_class_table(metrics))
     if skipped:
-        print(f"warning: {skipped} unreadable image(s) skipped (each replaced by the next readable one)", file=sys.stderr)
+        from ...utils.numbers import plural
+
+        print(f"warning: {plural(skipped, 'unreadable image')} skipped (each replaced by the next readable one)",
+              file=sys.stderr)
 
     out = increment_path(Path(args.project) / args.name, getattr(args, "exist_ok", False))
     plot_confusion_matrix(metrics["confusion"], out / "confusion_matrix.png", names,
@@ -262,6 +265,8 @@ def run_cli(args: Any, ckpt: dict[str, Any]) -> int:
         **{k: v for k, v in metrics.items() if k != "confusion"},
         "confusion": metrics["confusion"].tolist(),
     }
-    (out / "metrics.json").write_text(json.dumps(record, indent=1, allow_nan=False, default=str))
+    from ...utils.numbers import round_floats
+
+    (out / "metrics.json").write_text(json.dumps(round_floats(record), indent=1, allow_nan=False, default=str))
     print(f"results saved to {out} (metrics.json, confusion_matrix.png, per_class_accuracy.png)")
     return 0

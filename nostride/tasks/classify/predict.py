@@ -252,12 +252,14 @@ def run_cli(args: argparse.Namespace, ckpt: dict[str, Any]) -> int:
         warnings.simplefilter("ignore", RuntimeWarning)  # bad files are listed below instead
         results, skipped, prep = _predict(ckpt, args.source, topk=args.topk, img_size=args.img_size,
                                           device=args.device or None, batch_size=args.batch_size)
-    print(f"{ckpt.get('model_name')}: {len(results)} image(s), input {prep.img_size}x{prep.img_size} ({prep.source})")
+    from ...utils.numbers import plural
+
+    print(f"{ckpt.get('model_name')}: {plural(len(results), 'image')}, input {prep.img_size}x{prep.img_size} ({prep.source})")
     table = format_table(results, Path(args.source))
     if table:
         print(table)
     if skipped:
-        print(f"skipped {len(skipped)} unreadable image(s):", file=sys.stderr)
+        print(f"skipped {plural(len(skipped), 'unreadable image')}:", file=sys.stderr)
         for _, err in skipped:
             print(f"  {err}", file=sys.stderr)
     if not results:

@@ -262,7 +262,9 @@ def _json_safe(x: Any) -> Any:
     if isinstance(x, (np.integer,)):
         return int(x)
     if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(float(x)) else None
+        from nostride.utils.numbers import round_sig
+
+        return round_sig(float(x)) if math.isfinite(float(x)) else None
     return x
 
 
@@ -292,7 +294,9 @@ def format_results(metrics: dict[str, Any], names: Sequence[str] | None = None, 
                      f"{s['nms']:.1f} ms NMS per image at {metrics['options']['img_size']} "
                      f"(batch {metrics['options']['batch_size']})")
     if metrics.get("skipped"):
-        lines.append(f"warning: {metrics['skipped']} unreadable image(s) skipped")
+        from nostride.utils.numbers import plural
+
+        lines.append(f"warning: {plural(metrics['skipped'], 'unreadable image')} skipped")
     return "\n".join(lines)
 
 

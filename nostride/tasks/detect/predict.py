@@ -259,9 +259,11 @@ def run_cli(args: argparse.Namespace, ckpt: dict[str, Any]) -> int:
     with open(save_dir / "predictions.json", "w") as f:
         json.dump(summary, f, indent=1)
     n_det = sum(len(r["detections"]) for r in records)
-    print(f"{len(records)} image(s), {n_det} detection(s); results saved to {save_dir}")
+    from nostride.utils.numbers import plural
+
+    print(f"{plural(len(records), 'image')}, {plural(n_det, 'detection')}; results saved to {save_dir}")
     if skipped:
-        print(f"skipped {len(skipped)} unreadable image(s):", file=sys.stderr)
+        print(f"skipped {plural(len(skipped), 'unreadable image')}:", file=sys.stderr)
         for err in skipped:
             print(f"  {err}", file=sys.stderr)
     return 0 if records else 1
