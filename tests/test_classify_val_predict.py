@@ -142,7 +142,7 @@ def test_predict_cli_top1_is_argmax_and_bad_images_are_skipped(setup, capsys, tm
     rc = main(["predict", "--weights", str(setup["weights"]), "--source", str(src), "--device", "cpu", "--topk", "2"])
     out, err = capsys.readouterr()
     assert rc == 0, err
-    assert "skipped 1 unreadable image(s)" in err and "broken.jpg" in err
+    assert "skipped 1 unreadable image:" in err and "broken.jpg" in err
     transform = eval_transform(32, MEAN, STD)
     for rel in ("two.png", "x/one.png"):
         x = transform(read_image_rgb(src / rel))[None]

@@ -98,7 +98,7 @@ def benchmark(
         raise ValueError("half precision is benchmarked on CUDA only (CPU float16 kernels are not a deployment path)")
     unknown = [f for f in forms if f not in FORMS]
     if unknown:
-        raise ValueError(f"unknown form(s) {unknown}; choose from {', '.join(FORMS)}")
+        raise ValueError(f"unknown {'form' if len(unknown) == 1 else 'forms'} {unknown}; choose from {', '.join(FORMS)}")
     if not models:
         raise ValueError("no models to benchmark")
     if threads:
