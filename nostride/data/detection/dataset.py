@@ -26,7 +26,7 @@ from .cache import files_hash, load_cache, save_cache
 from .coco import CocoJsonSource, read_coco_json
 from .dataset_yaml import DetectionDataConfig, load_data_yaml
 from .image import load_image
-from .labels import check_classes, img2label_path, parse_label_file
+from .labels import check_classes, parse_label_file
 
 __all__ = ["DatasetStats", "DetectionDataset", "list_split_images", "MAX_WARNINGS", "MIN_IMAGE_SIZE"]
 
@@ -71,8 +71,9 @@ class DatasetStats:
                 f"{self.bad_rows} bad rows dropped{where}")
 
 
-def list_split_images(sources: Sequence[str | os.PathLike]) -> tuple[list[Path], list[CocoJsonSource]]:
-    """Image paths of a split's sources (folders, ``.txt`` lists; sorted, de-duplicated) and its COCO json sources."""
+def list_split_images(sources: Sequence[str | os.PathLike]) -> tuple[list[str], list[CocoJsonSource]]:
+    """Image paths (strings; sorted, de-duplicated) of a split's folders, ``.txt`` lists and image
+    files, and its COCO json sources (their images are listed by the json)."""
     files: list[str] = []
     coco: list[CocoJsonSource] = []
     for src in sources:
@@ -86,21 +87,33 @@ def list_split_images(sources: Sequence[str | os.PathLike]) -> tuple[list[Path],
                 lines = p.read_text(encoding="utf-8").splitlines()
             except (OSError, UnicodeDecodeError) as e:
                 raise ValueError(f"{p}: cannot read image list ({e})") from None
+            parent = str(p.parent.resolve())
             for line in lines:
                 line = line.strip()
-                if not line:
-                    continue
-                f = Path(line).expanduser()
-                files.append(str(f if f.is_absolute() else (p.parent / f).resolve()))
+                if line:  # relative entries ("./images/x.jpg") are relative to the list's folder
+                    line = os.path.expanduser(line)
+                    files.append(os.path.normpath(line if os.path.isabs(line) else os.path.join(parent, line)))
         elif p.is_file() and is_image_file(p):
             files.append(str(p))
         else:
             raise ValueError(f"{p}: not a folder, an image list (.txt), a COCO json or an image")
     files = [f for f in files if is_image_file(f)]
-    return [Path(f) for f in sorted(set(files))], coco
+    return sorted(set(files)), coco
 
 
-def _verify_image(path: Path) -> tuple[int, int, str]:
+_IMAGES, _LABELS = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+
+
+def _label_path(image: str) -> str:
+    """:func:`.labels.img2label_path` on strings (the same rule, without building Path objects)."""
+    padded = os.sep + image  # so that a relative "images/x.jpg" matches too
+    i = padded.rfind(_IMAGES)
+    if i >= 0:
+        image = (padded[:i] + _LABELS + padded[i + len(_IMAGES):])[1:]
+    return os.path.splitext(image)[0] + ".txt"
+
+
+def _verify_image(path: str | Path) -> tuple[int, int, str]:
     """``(h, w, "")`` or ``(0, 0, reason)``."""
     try:
         img = read_image_rgb(path)
@@ -173,7 +186,7 @@ class DetectionDataset(Dataset):
         self._build(files, coco, cache, workers or _default_workers())
         if self.names is not None:
             for i, lab in enumerate(self.labels):
-                check_classes(lab, len(self.names), self.label_files[i])
+                check_classes(lab, len(self.names), self._label_files[i])
         if single_cls:
             for lab in self.labels:
                 lab[:, 0] = 0
@@ -182,14 +195,14 @@ class DetectionDataset(Dataset):
 
     # ---- construction ----------------------------------------------------------------------
 
-    def _build(self, files: list[Path], coco: list[CocoJsonSource], use_cache: bool, workers: int) -> None:
-        label_files = [img2label_path(f) for f in files]
+    def _build(self, files: list[str], coco: list[CocoJsonSource], use_cache: bool, workers: int) -> None:
+        label_files = [_label_path(f) for f in files]  # strings until the end: 100k Path objects cost seconds
         for src in coco:
-            files += src.images
-            label_files += [src.json_file] * len(src.images)
+            files += [str(f) for f in src.images]
+            label_files += [str(src.json_file)] * len(src.images)
         if not files:
             raise ValueError(f"{', '.join(map(str, self.sources))}: no images found")
-        order = sorted(range(len(files)), key=lambda i: str(files[i]))
+        order = sorted(range(len(files)), key=lambda i: files[i])
         files = [files[i] for i in order]
         label_files = [label_files[i] for i in order]
         coco_labels: dict[str, tuple[np.ndarray, int]] = {}
@@ -197,10 +210,11 @@ class DetectionDataset(Dataset):
             for path, lab, iid in zip(src.images, src.labels, src.image_ids):
                 coco_labels[str(path)] = (lab, iid)
         stats = DatasetStats(found=len(files))
-        hash_ = files_hash([str(f) for f in files] + sorted({str(f) for f in label_files}))
-        preferred = label_files[0].parent.with_name(label_files[0].parent.name + ".nostride-cache.npz")
-        if any(f.suffix == ".json" for f in label_files[:1]):
-            preferred = label_files[0].with_suffix(".nostride-cache.npz")
+        hash_ = files_hash(files + sorted(set(label_files)))
+        first = Path(label_files[0])
+        preferred = first.parent.with_name(first.parent.name + ".nostride-cache.npz")
+        if first.suffix == ".json":
+            preferred = first.with_suffix(".nostride-cache.npz")
         cached = load_cache(preferred, hash_) if use_cache else None
         if cached is not None:
             shapes, counts, flat, meta = cached["shapes"], cached["counts"], cached["labels"], cached["meta"]
@@ -212,11 +226,11 @@ class DetectionDataset(Dataset):
                 stats.cache = save_cache(preferred, hash_, arrays, meta)
         labels = np.split(flat.astype(np.float32), np.cumsum(counts)[:-1]) if len(counts) else []
         keep = shapes[:, 0] > 0
-        self.im_files = [f for f, k in zip(files, keep) if k]
-        self.label_files = [f for f, k in zip(label_files, keep) if k]
+        self.im_files = [Path(f) for f, k in zip(files, keep) if k]
+        self._label_files = [f for f, k in zip(label_files, keep) if k]
         self.shapes = shapes[keep].astype(np.int64)
         self.labels = [lab.reshape(-1, 5) for lab, k in zip(labels, keep) if k]
-        self.image_ids = [coco_labels[str(f)][1] if str(f) in coco_labels else None for f in self.im_files]
+        self.image_ids = [coco_labels[f][1] if f in coco_labels else None for f, k in zip(files, keep) if k]
         self.warnings: list[str] = list(meta["warnings"])
         stats.skipped_files = [tuple(x) for x in meta["skipped"]]
         stats.images = len(self.im_files)
@@ -293,6 +307,11 @@ class DetectionDataset(Dataset):
         return ds
 
     # ---- access --------------------------------------------------------------------------------
+
+    @property
+    def label_files(self) -> list[Path]:
+        """The label file of each image (YOLO txt, or the COCO json it came from)."""
+        return [Path(f) for f in self._label_files]
 
     @property
     def nc(self) -> int | None:
