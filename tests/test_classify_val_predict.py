@@ -139,7 +139,8 @@ def test_predict_cli_top1_is_argmax_and_bad_images_are_skipped(setup, capsys, tm
     _write_png(src / "x" / "one.png", 101, size=(40, 56))  # non-square: resize + centre crop
     _write_png(src / "two.png", 102)
     (src / "x" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    rc = main(["predict", "--weights", str(setup["weights"]), "--source", str(src), "--device", "cpu", "--topk", "2"])
+    rc = main(["predict", "--weights", str(setup["weights"]), "--source", str(src), "--device", "cpu", "--topk", "2",
+               "--project", str(tmp_path / "pred")])
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert "skipped 1 unreadable image:" in err and "broken.jpg" in err
@@ -154,6 +155,21 @@ def test_predict_cli_top1_is_argmax_and_bad_images_are_skipped(setup, capsys, tm
         assert row.group(1) == CLASSES[best]
         assert float(row.group(2)) == pytest.approx(100 * probs[best].item(), abs=0.051)
     assert out.index("two.png") < out.index("x/one.png")  # sorted by path
+    # saved like the detector's results: JSON and CSV, the same predictions as the table
+    saved = json.loads((tmp_path / "pred" / "exp" / "predictions.json").read_text())
+    assert [Path(i["path"]).name for i in saved["images"]] == ["two.png", "one.png"]
+    assert saved["skipped"] and "broken.jpg" in saved["skipped"][0] and saved["img_size"] == 32
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "pred" / "exp" / "predictions.csv")))
+    assert [r["rank"] for r in rows] == ["1", "2", "1", "2"]
+    first = saved["images"][0]["topk"][0]
+    assert rows[0]["class_name"] == first["class_name"] and float(rows[0]["probability"]) == first["probability"]
+    assert re.search(rf"^two.png\s+{first['class_name']} ", out, re.M)
+    assert "results saved to" in out
+    assert main(["predict", "--weights", str(setup["weights"]), "--source", str(src), "--device", "cpu",
+                 "--project", str(tmp_path / "pred"), "--no-save"]) == 0
+    assert not (tmp_path / "pred" / "exp2").exists()
 
 
 def test_predict_classes_api(setup):

@@ -25,9 +25,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold")
     g.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
     g.add_argument("--agnostic-nms", action="store_true", help="class-agnostic NMS")
+    g = p.add_argument_group("output")
     g.add_argument("--project", default="runs/predict", help="output folder root")
-    g.add_argument("--name", default="exp", help="output run name (DIR/NAME)")
-    g.add_argument("--no-save", action="store_true", help="do not write annotated images")
+    g.add_argument("--name", default="exp", help="output run name: PROJECT/NAME (NAME2, ... if it exists)")
+    g.add_argument("--no-save", action="store_true",
+                   help="write nothing (default: classifiers save predictions.json and predictions.csv, detectors "
+                   "annotated images and predictions.json, to PROJECT/NAME)")
     p.set_defaults(func=run)
 
 

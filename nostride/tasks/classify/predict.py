@@ -254,7 +254,8 @@ def run_cli(args: argparse.Namespace, ckpt: dict[str, Any]) -> int:
                                           device=args.device or None, batch_size=args.batch_size)
     from ...utils.numbers import plural
 
-    print(f"{ckpt.get('model_name')}: {plural(len(results), 'image')}, input {prep.img_size}x{prep.img_size} ({prep.source})")
+    label = ckpt.get("model_name") or f"{ckpt.get('source')}:{ckpt.get('source_model')}"
+    print(f"{label}: {plural(len(results), 'image')}, input {prep.img_size}x{prep.img_size} ({prep.source})")
     table = format_table(results, Path(args.source))
     if table:
         print(table)
@@ -265,4 +266,35 @@ def run_cli(args: argparse.Namespace, ckpt: dict[str, Any]) -> int:
     if not results:
         print(f"nostride predict: error: none of the images in {args.source} could be read", file=sys.stderr)
         return 1
+    if not getattr(args, "no_save", False):
+        from ...utils.paths import increment_path
+
+        out = increment_path(Path(getattr(args, "project", "runs/predict")) / getattr(args, "name", "exp"),
+                             getattr(args, "exist_ok", False))
+        out.mkdir(parents=True, exist_ok=True)
+        save_predictions(results, out, weights=str(args.weights), model=label, img_size=prep.img_size,
+                         skipped=[str(err) for _, err in skipped])
+        print(f"results saved to {out} (predictions.json, predictions.csv)")
     return 0
+
+
+def save_predictions(results: list[dict[str, Any]], folder: str | Path, **info: Any) -> tuple[Path, Path]:
+    """Write ``predictions.json`` (``info`` plus one entry per image) and ``predictions.csv`` (one row per
+    image and rank: ``path, rank, class_index, class_name, probability``) to ``folder``."""
+    import csv
+    import json
+
+    from ...utils.numbers import round_sig
+
+    folder = Path(folder)
+    images = [{"path": r["path"], "topk": [{"class_index": int(i), "class_name": name, "probability": round_sig(float(p))}
+                                           for i, name, p in r["topk"]]} for r in results]
+    json_path, csv_path = folder / "predictions.json", folder / "predictions.csv"
+    json_path.write_text(json.dumps({**info, "images": images}, indent=1))
+    with open(csv_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "rank", "class_index", "class_name", "probability"])
+        for image in images:
+            for rank, t in enumerate(image["topk"], 1):
+                w.writerow([image["path"], rank, t["class_index"], t["class_name"], t["probability"]])
+    return json_path, csv_path
