@@ -227,7 +227,8 @@ def test_cli_val_reads_a_yolov5_pt_and_matches_the_imported_model(tmp_path, caps
     assert m["weights"] == str(pt) and m["images"] == 4
     direct = nostride.val(nostride.load_yolov5(pt), y, project=str(tmp_path / "runs"), name="py", img_size=64,
                           batch_size=2, workers=0, progress=False, verbose=False, plots=False)
-    assert [direct[k] for k in KEYS] == [m[k] for k in KEYS]
+    for k in KEYS:  # metrics.json holds 6 significant digits
+        assert direct[k] == m[k] if m[k] is None else direct[k] == pytest.approx(m[k], rel=1e-5), k
     not_a_model = tmp_path / "notes.pt"
     not_a_model.write_text("hello")
     assert main(["val", "--weights", str(not_a_model), "--data", str(y)]) == 2
