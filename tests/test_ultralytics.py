@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -174,6 +176,25 @@ def test_spdify_yolo_on_a_checkpoint_keeps_its_function(tmp_path):
     with torch.no_grad():
         ref = plain.model.float().eval()(x)[0]
         torch.testing.assert_close(yolo.model.float().eval()(x)[0], ref, rtol=1e-3, atol=1e-3 * ref.abs().max().item())
+
+
+def test_saved_spd_model_reloads_in_a_fresh_process_without_importing_nostride(tmp_path):
+    # what ultralytics' DDP workers and a later `YOLO("best.pt").train()` do: unpickling the
+    # checkpoint imports the integration, which registers SPDConv for the YAML rebuild
+    yolo, _ = spdify_yolo(YOLO("yolov8n.yaml"))
+    yolo.save(tmp_path / "spd.pt")
+    script = (
+        "import sys\n"
+        "from ultralytics import YOLO\n"
+        "from ultralytics.nn.tasks import DetectionModel\n"
+        f"yolo = YOLO({str(tmp_path / 'spd.pt')!r})\n"
+        "rebuilt = DetectionModel(yolo.model.yaml, verbose=False)\n"
+        "print(type(yolo.model.model[1]).__name__, type(rebuilt.model[1]).__name__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-2:] == ["SPDConv", "SPDConv"]
 
 
 def test_spdify_yolo_refuses_what_the_yaml_cannot_name():

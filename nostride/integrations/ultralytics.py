@@ -31,6 +31,7 @@ try:
     import ultralytics  # noqa: F401
     from ultralytics.nn import tasks as _tasks
     from ultralytics.nn.modules.conv import Conv, DWConv, autopad
+    from ultralytics.utils import LOGGER as _LOGGER
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         'nostride.integrations.ultralytics needs ultralytics: pip install "nostride[ultralytics]"'
@@ -126,6 +127,9 @@ def register() -> None:
         layers, save = original(d, ch, verbose)
         for i in spd_rows:
             layers[i] = _spd_conv_like(layers[i], i)
+        if verbose:
+            counts = ", ".join(f"{i}: {layers[i].np:,}" for i in spd_rows)
+            _LOGGER.info(f"nostride: rows {spd_rows} are SPDConv (parsed as Conv above); their parameters: {counts}")
         return layers, save
 
     parse_model._nostride_spdconv = True  # type: ignore[attr-defined]
