@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from nostride.checkpoint import load_checkpoint
 
-from .checkpointer import resolve_resume_path
+from .checkpointer import absolute_data_path, check_resumable, resolve_resume_path
 from .config import TrainConfig, build_config
 
 __all__ = ["train", "resolve_config", "RESUME_OVERRIDABLE"]
@@ -24,17 +25,37 @@ def resolve_config(config: str | None = None, **options: Any) -> TrainConfig:
         return build_config(config, **options)
     base = build_config(config, **options)  # validates the given options
     path = resolve_resume_path(resume, base.project, base.name)
-    saved = dict(load_checkpoint(path).get("config") or {})
+    ckpt = load_checkpoint(path)
+    check_resumable(ckpt, path)  # best.pt or exported weights: say which file resumes
+    saved = dict(ckpt.get("config") or {})
     if not saved:
         raise ValueError(f"{path}: not a training checkpoint (no 'config'); cannot resume from it")
-    ignored = sorted(k for k in options if k not in RESUME_OVERRIDABLE + ("resume",) and options[k] != saved.get(k))
-    if ignored and int(os.environ.get("RANK", 0)) == 0:
-        print(f"resume: keeping the run's own {', '.join(ignored)} (only {', '.join(RESUME_OVERRIDABLE)} can change)")
+    main = int(os.environ.get("RANK", 0)) == 0
+    ignored = sorted(k for k in options
+                     if k not in RESUME_OVERRIDABLE + ("resume", "data") and options[k] != saved.get(k))
+    if ignored and main:
+        print(f"resume: keeping the run's own {', '.join(ignored)} (only {', '.join(RESUME_OVERRIDABLE)} "
+              "and data can change)")
     if "epochs" in options and options["epochs"] != saved.get("epochs"):
         _check_epoch_change(path, saved, int(options["epochs"]))
     saved.update({k: options[k] for k in RESUME_OVERRIDABLE if k in options})
+    if options.get("data") and absolute_data_path(options["data"]) != saved.get("data"):
+        if main:  # the dataset moved, or the run recorded a relative path: the explicit one wins
+            print(f"resume: reading the data from {options['data']} (the run recorded {saved.get('data')!r})")
+        saved["data"] = options["data"]
+    elif saved.get("data") and not _data_exists(saved["data"]):
+        raise ValueError(f"{path}: the run's dataset {saved['data']!r} is not found (from {os.getcwd()}); "
+                         "pass --data PATH to say where it is now")
     saved["resume"] = str(path)
     return build_config(None, **saved)
+
+
+def _data_exists(data: str) -> bool:
+    # a source with a scheme (builtin:NAME, ...) is the task's to resolve; a path must exist
+    if Path(data).expanduser().exists():
+        return True
+    scheme = data.split(":", 1)[0] if ":" in data else ""
+    return len(scheme) > 1 and scheme.isidentifier()
 
 
 def _check_epoch_change(path: Any, saved: dict[str, Any], epochs: int) -> None:

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["capture_rng_state", "restore_rng_state", "to_plain", "resolve_resume_path"]
+__all__ = ["capture_rng_state", "restore_rng_state", "to_plain", "resolve_resume_path", "check_resumable",
+           "absolute_data_path"]
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -75,3 +76,28 @@ def resolve_resume_path(resume: str | bool, project: str, name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"--resume: checkpoint not found: {path}")
     return path
+
+
+def check_resumable(ckpt: dict[str, Any], path: str | Path) -> None:
+    """Raise a one-line ValueError unless ``ckpt`` holds a full training state (optimizer, scheduler)."""
+    missing = [k for k in ("optimizer", "scheduler", "config") if not isinstance(ckpt.get(k), dict)]
+    if not missing:
+        return
+    path = Path(path)
+    if path.name == "best.pt" or ("optimizer" in missing and isinstance(ckpt.get("config"), dict)):
+        raise ValueError(f"{path}: holds no optimizer state (best.pt keeps only the weights, for evaluation and "
+                         f"deployment); resume from last.pt: nostride train --resume {path.with_name('last.pt')}")
+    raise ValueError(f"{path}: not a training checkpoint (no {', '.join(missing)}); cannot resume from it "
+                     "(start a new run from its weights with --weights instead)")
+
+
+def absolute_data_path(data: str) -> str:
+    """``data`` made absolute when it names an existing file or folder (so a run can be resumed or
+    evaluated from another working directory); other sources (``builtin:NAME``...) unchanged."""
+    if not data or not isinstance(data, str):
+        return data
+    scheme = data.split(":", 1)[0] if ":" in data else ""
+    if len(scheme) > 1 and scheme.isidentifier() and not Path(data).exists():  # builtin:..., torchvision:...
+        return data
+    p = Path(data).expanduser()
+    return str(p.resolve()) if p.exists() else data

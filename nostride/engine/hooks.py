@@ -6,7 +6,7 @@ numbers epochs from 1.
 
 A hook gets the trainer at six points: ``before_train``, ``before_epoch``, ``before_step``,
 ``after_step``, ``after_epoch``, ``after_train``. The trainer runs its default hooks in this order
-(LR schedule, EMA, validation, checkpointing, results), then the task's, then the caller's. State a
+(LR schedule, EMA, validation, results, checkpointing), then the task's, then the caller's. State a
 hook may read: ``trainer.epoch``, ``trainer.iter`` (global batch index), ``trainer.batch_index``, ``trainer.batch`` (the loader's batch),
 ``trainer.stepped`` (whether the last batch ended with an optimizer step), ``trainer.metrics``,
 ``trainer.fitness``, ``trainer.best_fitness``, ``trainer.train_items`` (epoch means).
@@ -77,7 +77,14 @@ class EvalHook(Hook):
 
 class CheckpointHook(Hook):
     """Rank 0 writes ``weights/last.pt`` every epoch (and once before training starts, so a
-    resumable ``last.pt`` always exists) and ``weights/best.pt`` when fitness does not drop."""
+    resumable ``last.pt`` always exists) and ``weights/best.pt`` when fitness does not drop.
+
+    Write order, so that a kill at any moment loses at most the epoch in progress: the results.csv
+    row (ResultsHook, which runs before this hook), then ``best.pt``, then ``last.pt``: the commit
+    point. Until ``last.pt`` is replaced, a resume repeats the epoch (its CSV row is dropped and
+    rewritten; a ``best.pt`` already written for it is recognised by the resume, see
+    :meth:`Trainer._reconcile_best`). Each file is written atomically (Ctrl-C waits for it).
+    """
 
     def before_train(self, trainer: "Trainer") -> None:
         if trainer.info.is_main and trainer.start_epoch == 0:
@@ -89,15 +96,18 @@ class CheckpointHook(Hook):
         if is_best:
             trainer.best_fitness = f
             trainer.best_epoch = trainer.epoch + 1
-        trainer.last_saved_epoch = trainer.epoch + 1
         rng_ranks = all_gather_object(capture_rng_state())  # each rank's RNG, for an exact DDP resume
-        if not trainer.info.is_main:
-            return
-        ckpt = trainer.checkpoint(trainer.epoch + 1, rng_ranks)
-        save_checkpoint(ckpt, trainer.last_path)
-        if is_best:
-            # best.pt is for evaluation and deployment: no optimizer state (half the size)
-            save_checkpoint({k: v for k, v in ckpt.items() if k not in ("optimizer", "scaler")}, trainer.best_path)
+        if trainer.info.is_main:
+            ckpt = trainer.checkpoint(trainer.epoch + 1, rng_ranks)
+            if is_best:
+                # best.pt is for evaluation and deployment: no optimizer state (half the size)
+                save_checkpoint({k: v for k, v in ckpt.items() if k not in ("optimizer", "scaler")}, trainer.best_path)
+            try:
+                save_checkpoint(ckpt, trainer.last_path)  # the commit point
+            except KeyboardInterrupt:  # Ctrl-C during the write: raised once the file is complete
+                trainer.last_saved_epoch = trainer.epoch + 1
+                raise
+        trainer.last_saved_epoch = trainer.epoch + 1  # only now: an interrupted write did not save it
 
 
 class ResultsHook(Hook):

@@ -26,7 +26,6 @@ JSON, plots); ``self.epoch`` is the 0-based loop index.
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -41,13 +40,22 @@ from ..utils.numbers import plural
 from ..utils.paths import increment_path
 from ..utils.profile import count_parameters
 from . import distributed as D
-from .checkpointer import capture_rng_state, resolve_resume_path, restore_rng_state, to_plain
+from .checkpointer import (
+    absolute_data_path,
+    capture_rng_state,
+    check_resumable,
+    resolve_resume_path,
+    restore_rng_state,
+    to_plain,
+)
 from .config import TrainConfig
 from .ema import ModelEMA
 from .hooks import CheckpointHook, EMAHook, EvalHook, Hook, LRScheduleHook, ResultsHook
 from .loaders import eval_loader, set_loader_epoch, train_loader
 from .optim import build_optimizer
 from .results import ResultsWriter
+from ..utils.atomic import remove_stale_temp_files
+from ..utils.jsonio import write_json
 from .schedule import LRSchedule, milestones_beyond
 
 __all__ = ["Trainer", "NonFiniteLossError"]
@@ -73,7 +81,8 @@ class Trainer:
 
             task = build_task(cfg)
         self.task = task
-        self.hooks: list[Hook] = [LRScheduleHook(), EMAHook(), EvalHook(), CheckpointHook(), ResultsHook()]
+        # results before checkpoints: CheckpointHook writes last.pt last, as the commit point of the epoch
+        self.hooks: list[Hook] = [LRScheduleHook(), EMAHook(), EvalHook(), ResultsHook(), CheckpointHook()]
         self.hooks += list(task.hooks()) + list(hooks)
         self.epoch = self.iter = self.batch_index = 0
         self.start_epoch = 0
@@ -113,6 +122,8 @@ class Trainer:
         if cfg.resume:
             cfg.resume = str(resolve_resume_path(cfg.resume, cfg.project, cfg.name))
             resume_ckpt = load_checkpoint(cfg.resume)
+            check_resumable(resume_ckpt, cfg.resume)
+        cfg.data = absolute_data_path(cfg.data)  # recorded absolute: resume / val from any folder
 
         splits = self.task.build_datasets()
         self.splits = splits
@@ -121,6 +132,11 @@ class Trainer:
         self.run_dir = Path(cfg.resume).resolve().parent.parent if cfg.resume else self._make_run_dir()
         self.weights_dir = self.run_dir / "weights"
         self.last_path, self.best_path = self.weights_dir / "last.pt", self.weights_dir / "best.pt"
+        if self.info.is_main:
+            stale = remove_stale_temp_files(self.weights_dir)  # left by a writer that was killed
+            if stale:
+                self.log(f"removed {len(stale)} incomplete checkpoint file(s) of an interrupted write "
+                         f"({stale[0].name}{', ...' if len(stale) > 1 else ''})")
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model  # the unwrapped model (checkpoints, EMA); self.train_model may be DDP
@@ -167,6 +183,7 @@ class Trainer:
                      "(or none: 50% and 75% of the epochs)", always=True)
         if resume_ckpt is not None:
             self._load_resume_state(resume_ckpt)
+            self._reconcile_best()
         self.train_model: nn.Module = model
         if self.info.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -227,6 +244,29 @@ class Trainer:
                      f"{self.cfg.resume} --epochs N", always=True)
         else:
             self.log(f"resuming {self.cfg.resume} from epoch {self.start_epoch + 1}/{self.cfg.epochs}")
+
+    def _reconcile_best(self) -> None:
+        """Take best epoch and fitness from ``best.pt`` itself when ``last.pt`` says otherwise.
+
+        ``best.pt`` is written just before ``last.pt``; a kill between the two leaves a ``best.pt``
+        of the epoch being repeated now (kept: it is a real, evaluated model; that epoch replaces
+        it again if it is at least as good). A ``best.pt`` older than ``last.pt`` records (files of
+        older versions wrote ``last.pt`` first) is described as what it is.
+        """
+        record = None
+        if self.info.is_main and self.best_path.is_file():
+            try:
+                best = load_checkpoint(self.best_path)
+                record = (int(best.get("epoch", 0)), best.get("best_fitness"))
+            except (ValueError, OSError) as e:
+                self.log(f"warning: {e}; it is rewritten at the next best epoch", always=True)
+        record = D.all_gather_object(record)[0]  # rank 0's view, on every rank
+        if record is None or record == (self.best_epoch, self.best_fitness):
+            return
+        epoch, fitness = record
+        self.log(f"resume: best.pt holds epoch {epoch} (fitness {fitness}), last.pt recorded epoch "
+                 f"{self.best_epoch} (an interrupted write); continuing from what best.pt holds", always=True)
+        self.best_epoch, self.best_fitness = epoch, fitness
 
     # --------------------------------------------------------------- checkpoints
     def checkpoint(self, epoch: int, rng_ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -418,7 +458,7 @@ class Trainer:
         if self.info.is_main:
             from ..utils.numbers import round_floats
 
-            (self.run_dir / "final_metrics.json").write_text(json.dumps(round_floats(result), indent=2))
+            write_json(self.run_dir / "final_metrics.json", round_floats(result), indent=2)  # NaN as null, listed
             self.log(f"done: {self.run_dir} (best.pt from epoch {self.best_epoch}"
                      f"{f', fitness {self.best_fitness:.4g}' if self.best_fitness is not None else ''})", always=True)
         return result

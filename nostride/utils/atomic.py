@@ -80,7 +80,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     Raises:
         AtomicWriteError: the write or the rename failed (one line naming the file and why); the
             previous file at ``path`` is unchanged and no temporary file is left behind.
-        KeyboardInterrupt: Ctrl-C came during the write (after the write completed).
+        KeyboardInterrupt: Ctrl-C came during the write; raised only once the new file is in
+            place (a failed write raises its own error instead).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

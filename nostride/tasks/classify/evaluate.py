@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 from pathlib import Path
@@ -173,6 +174,13 @@ def format_per_class_table(metrics: dict[str, Any], max_rows: int = 30) -> str:
     return "\n".join(lines)
 
 
+def _undefined_reason(metrics: dict[str, Any]) -> str:
+    loss = metrics.get("loss")
+    if isinstance(loss, float) and not math.isfinite(loss):
+        return "the model's outputs are not finite (NaN/inf logits: diverged or damaged weights)"
+    return "no images to measure them on (e.g. a class without images in this split)"
+
+
 def run_cli(args: Any, ckpt: dict[str, Any]) -> int:
     """``nostride val`` for a classification checkpoint: metrics on the test or validation split.
 
@@ -181,10 +189,10 @@ def run_cli(args: Any, ckpt: dict[str, Any]) -> int:
     the run validated on. Prints top-1/top-5 and a per-class table; writes ``metrics.json``,
     ``confusion_matrix.png`` and ``per_class_accuracy.png`` to ``--project/--name``.
     """
-    import json
 
     from ...checkpoint import model_from_checkpoint
     from ...data.classification import build_classification_data
+    from ...utils.jsonio import write_json
     from .plots import plot_confusion_matrix, plot_per_class_accuracy
     from ...checkpoint import recorded_option
     from .predict import _stats
@@ -267,6 +275,9 @@ def run_cli(args: Any, ckpt: dict[str, Any]) -> int:
     }
     from ...utils.numbers import round_floats
 
-    (out / "metrics.json").write_text(json.dumps(round_floats(record), indent=1, allow_nan=False, default=str))
+    undefined = write_json(out / "metrics.json", round_floats(record), reason=_undefined_reason(metrics))
+    if undefined:
+        print(f"warning: {len(undefined)} metrics are undefined and written as null ({', '.join(undefined[:4])}"
+              f"{' ...' if len(undefined) > 4 else ''}): {_undefined_reason(metrics)}", file=sys.stderr)
     print(f"results saved to {out} (metrics.json, confusion_matrix.png, per_class_accuracy.png)")
     return 0
