@@ -446,8 +446,8 @@ class Trainer:
         """Best-epoch validation metrics, plus the test split (evaluated only now, with best.pt)."""
         result: dict[str, Any] = {"run_dir": str(self.run_dir), "best_epoch": self.best_epoch,
                                   "best_fitness": self.best_fitness, "val": to_plain(self.metrics)}
+        D.barrier()  # rank 0 has written best.pt before any rank looks for it
         if self.best_path.is_file() and (self.val_loader is not None or self.test_loader is not None):
-            D.barrier()  # rank 0 wrote best.pt
             best = model_from_checkpoint(load_checkpoint(self.best_path, self.device)).to(self.device)
             if self.val_loader is not None:
                 result["val"] = to_plain(self.evaluate(self.val_loader, best))
