@@ -121,6 +121,16 @@ def output_shapes(modules: dict, report, x: torch.Tensor, model: nn.Module) -> d
     return shapes
 
 
+def test_pools_are_converted_without_an_example_input():
+    # TResNet's first conv reads its space-to-depth stem's 48 channels: the input size comes from
+    # the model's declared input (pretrained_cfg), not from that conv
+    model = timm.create_model("tresnet_m", pretrained=False, num_classes=10).eval()
+    converted, report = spdify(model)
+    assert report.count_action("converted") == len(report) == 6
+    with torch.no_grad():
+        assert converted(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+
+
 def test_converted_timm_model_trains():
     model = timm.create_model("mobilenetv3_small_050", pretrained=False, num_classes=4)
     converted, _ = spdify(model)

@@ -79,6 +79,7 @@ def spdify(
             (``C*s*s -> C``, as in the paper); ``"depthwise"``: one group per channel (``s*s -> 1``).
         example_input: an input the model accepts (or its shape), run once to learn the channel
             count of each pooling layer to convert (pools do not record it). Default: zeros of
+            the model's declared input size (timm's ``pretrained_cfg["input_size"]``), else of
             shape (1, C, 224, 224), C the in_channels of the model's first ``Conv2d``.
         inplace: convert ``model`` itself instead of a deep copy.
 
@@ -308,6 +309,11 @@ def _example_tensor(model: nn.Module, example_input: torch.Tensor | Sequence[int
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     if example_input is not None:
         return torch.zeros(*example_input, device=device, dtype=dtype)
+    # timm models declare their input (TResNet's first conv reads a space-to-depth stem's 48 channels)
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+    input_size = cfg.get("input_size") if isinstance(cfg, dict) else None
+    if isinstance(input_size, (tuple, list)) and len(input_size) == 3:
+        return torch.zeros(1, *input_size, device=device, dtype=dtype)
     first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     if first_conv is None:
         raise ValueError("spdify: the model has no Conv2d to guess its input channels from; pass example_input=")
