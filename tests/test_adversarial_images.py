@@ -21,6 +21,7 @@ from nostride.data.io import (
     list_images,
     max_image_pixels,
     read_image_rgb,
+    read_image_size,
     walk_image_files,
 )
 
@@ -99,6 +100,7 @@ def test_exif_orientation_is_applied(tmp_path, fmt, suffix, orientation):
     assert tuple(img.shape[1:]) == expected.shape[:2] == ((10, 6) if orientation in (6, 8) else (6, 10))
     diff = np.abs(img.permute(1, 2, 0).numpy().astype(int) - expected.astype(int))
     assert diff.mean() < 3  # the same orientation (JPEG decoders may differ by a level)
+    assert read_image_size(path) == tuple(img.shape[1:])  # from the header alone
 
 
 def test_errors_name_the_file(tmp_path):
@@ -144,6 +146,9 @@ def test_pixel_limit_checked_from_the_header(tmp_path, monkeypatch):
     small = _png_header_only(tmp_path / "small.png", 40, 30)
     with pytest.raises(ImageTooLargeError, match="more than the limit of 1,000"):
         read_image_rgb(small, max_pixels=1000)
+    with pytest.raises(ImageTooLargeError):
+        read_image_size(huge)
+    assert read_image_size(small) == (30, 40)
     monkeypatch.setenv("NOSTRIDE_MAX_IMAGE_PIXELS", "1000")
     assert max_image_pixels() == 1000
     with pytest.raises(ImageTooLargeError):
@@ -265,6 +270,20 @@ def test_empty_class_folder_warns_and_strict_refuses(tmp_path):
     assert classes == ["cat", "dog", "empty"]  # indices do not shift
     with pytest.raises(ValueError, match="empty.*strict"):
         load_image_folder(tmp_path, strict=True)
+
+
+def test_train_strict_refuses_an_empty_class_folder(tmp_path, capsys):
+    from nostride.cli import main
+
+    for c in ("cat", "dog"):
+        for i in range(2):
+            _image(tmp_path / "pets" / "train" / c / f"{i}.png")
+    (tmp_path / "pets" / "train" / "empty").mkdir()
+    rc = main(["train", "--model", "resnet18_cifar", "--width", "4", "--data", str(tmp_path / "pets"), "--epochs", "1",
+               "--workers", "0", "--device", "cpu", "--strict", "--project", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "hold no image (empty)" in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
 
 
 # ----------------------------------------------------------------------------- letterbox

@@ -71,6 +71,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--val-fraction", type=float, help="part of train held out for validation (default 0.1)")
     g.add_argument("--max-per-class", type=int, help="use at most N images per class (quick runs; default: all)")
     _flag(g, "--augment", "training augmentation (default on)")
+    _flag(g, "--strict", "refuse data problems that are otherwise warnings, e.g. a class folder without images "
+          "(default off)")
     g = p.add_argument_group("hardware")
     g.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda if available)")
     _flag(g, "--amp", "mixed precision (default: on for CUDA; never on CPU)")

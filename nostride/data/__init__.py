@@ -8,6 +8,7 @@ from .io import (
     list_images,
     max_image_pixels,
     read_image_rgb,
+    read_image_size,
     walk_image_files,
     write_image,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "list_images",
     "max_image_pixels",
     "read_image_rgb",
+    "read_image_size",
     "walk_image_files",
     "write_image",
 ]

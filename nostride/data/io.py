@@ -38,6 +38,7 @@ __all__ = [
     "list_images",
     "max_image_pixels",
     "read_image_rgb",
+    "read_image_size",
     "walk_image_files",
     "write_image",
 ]
@@ -266,6 +267,53 @@ def _torchvision_to_rgb(raw: bytes) -> torch.Tensor:
     return img
 
 
+def read_image_size(path: str | os.PathLike, max_pixels: int | None = _DEFAULT_LIMIT) -> tuple[int, int]:  # type: ignore[assignment]
+    """``(height, width)`` of the image :func:`read_image_rgb` would return, from the header only.
+
+    The EXIF orientation is applied (a rotated photo reports its upright size) and the pixel limit
+    is checked, as :func:`read_image_rgb` does; the image data itself is not decoded (so a file
+    whose data is damaged passes here and fails in :func:`read_image_rgb`).
+
+    Raises:
+        FileNotFoundError, ImageTooLargeError, ImageDecodeError: as :func:`read_image_rgb`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    limit = max_image_pixels() if max_pixels is _DEFAULT_LIMIT else max_pixels
+    im = _header(path, limit)[1]
+    w, h = im.size
+    if im.format == "TIFF":  # Pillow's TIFF reader reports the size with its orientation applied
+        return h, w
+    try:
+        orientation = im.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001: an unreadable EXIF block means no orientation
+        orientation = 1
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
+def _header(path: Path, limit: int | None):
+    """``(raw bytes, Pillow image with only the header read)``, the pixel limit checked."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ImageDecodeError(f"{path}: cannot read file ({e.strerror or e})") from None
+    if not raw:
+        raise ImageDecodeError(f"{path}: cannot decode image (empty file)")
+    try:
+        im = _open_header(raw)
+    except Exception as e:  # UnidentifiedImageError, truncated headers
+        raise ImageDecodeError(f"{path}: cannot decode image (not an image file of a known format: {e})") from None
+    w, h = im.size
+    if limit is not None and w * h > limit:
+        raise ImageTooLargeError(
+            f"{path}: image declares {w}x{h} = {w * h:,} pixels, more than the limit of {limit:,} "
+            f"(a decompression bomb?); raise it with {MAX_PIXELS_ENV} or PIL.Image.MAX_IMAGE_PIXELS")
+    if w < 1 or h < 1:
+        raise ImageDecodeError(f"{path}: cannot decode image (size {w}x{h})")
+    return raw, im
+
+
 def read_image_rgb(path: str | os.PathLike, max_pixels: int | None = _DEFAULT_LIMIT) -> torch.Tensor:  # type: ignore[assignment]
     """Decode an image file of any kind to a uint8 RGB tensor of shape (3, H, W).
 
@@ -286,26 +334,7 @@ def read_image_rgb(path: str | os.PathLike, max_pixels: int | None = _DEFAULT_LI
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     limit = max_image_pixels() if max_pixels is _DEFAULT_LIMIT else max_pixels
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise ImageDecodeError(f"{path}: cannot read file ({e.strerror or e})") from None
-    if not raw:
-        raise ImageDecodeError(f"{path}: cannot decode image (empty file)")
-    try:
-        im = _open_header(raw)
-    except Exception as e:  # UnidentifiedImageError, DecompressionBombError, truncated headers
-        name = type(e).__name__
-        if name == "DecompressionBombError":
-            raise ImageTooLargeError(f"{path}: image too large to decode ({e})") from None
-        raise ImageDecodeError(f"{path}: cannot decode image (not an image file of a known format: {e})") from None
-    w, h = im.size
-    if limit is not None and w * h > limit:
-        raise ImageTooLargeError(
-            f"{path}: image declares {w}x{h} = {w * h:,} pixels, more than the limit of {limit:,} "
-            f"(a decompression bomb?); raise it with {MAX_PIXELS_ENV} or PIL.Image.MAX_IMAGE_PIXELS")
-    if w < 1 or h < 1:
-        raise ImageDecodeError(f"{path}: cannot decode image (size {w}x{h})")
+    raw, im = _header(path, limit)
     try:
         if im.format in _TORCHVISION_FORMATS:
             img = _torchvision_to_rgb(raw)

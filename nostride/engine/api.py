@@ -94,6 +94,9 @@ def _model_of_weights(path: str) -> tuple[str, dict[str, Any]]:
     if file.checkpoint is None:
         raise ValueError(f"{path} is a {file.kind} and does not say which model it is for: pass --model NAME "
                          "(e.g. torchvision:resnet18)")
+    from nostride.checkpoint import check_architecture
+
+    check_architecture(file.checkpoint, file.state, path)  # the declared model fits its weights (no memory used)
     return model_spec_of_checkpoint(file.checkpoint), dict(file.checkpoint.get("model_kwargs") or {})
 
 

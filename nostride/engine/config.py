@@ -75,6 +75,7 @@ class TrainConfig:
     val_fraction: float = 0.1  # part of train held out when the dataset has no val split
     split_seed: int | None = None  # seed of that held-out part; None = seed (compare fixes it across seeds)
     max_per_class: int | None = None  # cap images per class (quick runs)
+    strict: bool = False  # data problems that are warnings (an empty class folder) become errors
     augment: bool = True
 
     # hardware

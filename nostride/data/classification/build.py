@@ -138,6 +138,7 @@ def build_classification_data(
     max_per_class: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    strict: bool = False,
 ) -> ClassificationData:
     """Read a classification dataset (layout detected, see docs/data.md) into train / val / test datasets.
 
@@ -154,6 +155,8 @@ def build_classification_data(
         max_per_class: keep only the first N training and test samples of each class.
         mean, std: override the normalisation constants (default: CIFAR-10's, ImageNet's for Tiny
             ImageNet, estimated from 256 training images for image folders).
+        strict: an image folder whose class folder holds no image is an error (default: a warning;
+            the empty class still counts, so class indices do not shift).
 
     Raises:
         FileNotFoundError: ``path`` or a file the layout needs does not exist.
@@ -190,7 +193,7 @@ def build_classification_data(
         val_samples = None
         native = 64
     else:
-        train_samples, val_samples, test_samples, classes = load_image_folder_splits(root)
+        train_samples, val_samples, test_samples, classes = load_image_folder_splits(root, strict=strict)
         native = None
     train_samples = [train_samples[i] for i in first_per_class([y for _, y in train_samples], max_per_class)]
     if test_samples is not None:

@@ -36,7 +36,8 @@ class ClassificationTask(Task):
         cfg = self.cfg
         split_seed = getattr(cfg, "split_seed", None)
         self.data = build_classification_data(cfg.data, img_size=cfg.img_size, val_fraction=cfg.val_fraction,
-                                              seed=cfg.seed if split_seed is None else split_seed, augment=cfg.augment, max_per_class=cfg.max_per_class)
+                                              seed=cfg.seed if split_seed is None else split_seed, augment=cfg.augment, max_per_class=cfg.max_per_class,
+                                              strict=cfg.strict)
         self.names = list(self.data.classes)
         return DatasetSplits(self.data.train, self.data.val, self.data.test, skipped=int(self.data.skipped or 0))
 
