@@ -274,3 +274,27 @@ def test_detections_json_of_empty_result():
     d = Detections(None, torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long), ["a"], (10, 20))
     assert d.to_json() == {"path": None, "height": 10, "width": 20, "detections": []}
     assert d.summary() == "no detections" and len(d) == 0
+
+
+def test_drawn_labels_are_readable_and_scale_with_the_image():
+    """Scores with two significant digits (never 0.00); font and lines grow with the image."""
+    from nostride.tasks.detect.detections import Detections
+    from nostride.tasks.detect.draw import draw_detections, format_score, label_style
+
+    assert [format_score(s) for s in (0.876, 0.0043, 0.1)] == ["0.88", "0.0043", "0.1"]
+    assert label_style(100, 100)[1] == 12 and label_style(1280, 1280)[1] > 3 * 12
+
+    def label_rows(side: int) -> int:
+        img = torch.zeros(3, side, side, dtype=torch.uint8)
+        det = Detections(boxes=torch.tensor([[side * 0.3, side * 0.5, side * 0.7, side * 0.9]]),
+                         scores=torch.tensor([0.004]), classes=torch.tensor([0]), names=["car"],
+                         path="x.png", image_size=(side, side))
+        out = draw_detections(img, det)
+        changed = (out != img).any(0)
+        # the label sits on a filled background at the box's top edge: rows drawn there, inside the box columns
+        top = int(side * 0.5)
+        cols = slice(int(side * 0.3) + 4, int(side * 0.7) - 4)
+        return int(changed[top:, cols].any(1)[: side // 4].sum())
+
+    small, large = label_rows(160), label_rows(1280)
+    assert small >= 12 and large >= 2.5 * small, (small, large)
