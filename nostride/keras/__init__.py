@@ -1,7 +1,7 @@
 """SPD-Conv for Keras 3: :class:`SpaceToDepth` and :class:`SPDConv` layers (``pip install "nostride[keras]"``).
 
-The layers use ``keras.ops`` only, so they run on every Keras backend (torch, TensorFlow, JAX);
-they are tested on the torch backend against nostride's PyTorch layers with the same weights.
+The layers use ``keras.ops`` only (no backend-specific code); they are tested on the torch
+backend against nostride's PyTorch layers with the same weights.
 Channels are in the same order as :func:`nostride.space_to_depth` (block ``r + s*c``, ``r`` the
 row offset, ``c`` the column offset), for ``channels_last`` and ``channels_first`` alike, so
 weights move between PyTorch and Keras without re-ordering (:func:`load_torch_weights`).
