@@ -24,6 +24,7 @@ from torch import nn
 
 # before ultralytics is imported: no network, settings file outside the home directory
 os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")  # never pip-install missing requirements
 os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "nostride-tests-ultralytics"))
 # importing ultralytics replaces torch.save (a retrying wrapper) and widens torch's and numpy's print
 # options for the whole process; put them back so the rest of the suite runs against plain torch
@@ -195,6 +196,23 @@ def test_saved_spd_model_reloads_in_a_fresh_process_without_importing_nostride(t
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-2:] == ["SPDConv", "SPDConv"]
+
+
+@pytest.mark.slow
+def test_ultralytics_onnx_export_of_an_spd_model_matches_pytorch(tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    yolo, _ = spdify_yolo(YOLO("yolov8n.yaml"))
+    randomize_bn(yolo.model)
+    yolo.save(tmp_path / "spd.pt")
+    path = YOLO(str(tmp_path / "spd.pt")).export(format="onnx", imgsz=64, simplify=False, dynamic=False)
+    session = onnxruntime.InferenceSession(path)
+    x = torch.rand(1, 3, 64, 64)
+    got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+    model = YOLO(str(tmp_path / "spd.pt")).model.float().eval().fuse(verbose=False)
+    with torch.no_grad():
+        ref = model(x)[0]
+    torch.testing.assert_close(got, ref, rtol=1e-3, atol=1e-3 * ref.abs().max().item())
 
 
 def test_spdify_yolo_refuses_what_the_yaml_cannot_name():
