@@ -249,3 +249,24 @@ def test_exif_orientation_gives_the_rotated_shape(tmp_path):
     assert ds.shapes.tolist() == [[40, 20]]  # (h, w) as displayed, as YOLOv5 reads it
     img, (h0, w0), _ = ds.load_image(0)
     assert (h0, w0) == (40, 20) and img.shape[1:] == (40, 20)
+
+
+def test_coco_target_finds_annotations_beside_a_yolov5_txt_list(tmp_path):
+    from nostride.models.yolo.names import COCO80_NAMES
+    from nostride.tasks.detect.coco_eval import coco_target
+
+    root = tmp_path / "coco"
+    for split in ("images/val2017", "labels/val2017", "annotations"):
+        (root / split).mkdir(parents=True)
+    for stem in ("000000000139", "000000000285"):
+        write_image(torch.zeros(3, 20, 30, dtype=torch.uint8), root / "images" / "val2017" / f"{stem}.png")
+        (root / "labels" / "val2017" / f"{stem}.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    (root / "val2017.txt").write_text("./images/val2017/000000000139.png\n./images/val2017/000000000285.png\n")
+    ds = DetectionDataset(root / "val2017.txt", names=COCO80_NAMES, verbose=False, cache=False)
+    built = coco_target(ds)  # no annotations json yet: ground truth from the YOLO labels
+    assert built.source == "yolo-labels" and built.image_ids == [139, 285] and built.category_ids[:3] == [1, 2, 3]
+    assert built.gt["annotations"][0]["bbox"] == [7.5, 5.0, 15.0, 10.0]
+    (root / "annotations" / "instances_val2017.json").write_text("{}")
+    assert coco_target(ds).source == "annotations"
+    named = DetectionDataset(root / "val2017.txt", names=[f"c{i}" for i in range(80)], verbose=False, cache=False)
+    assert coco_target(named) is None  # other class names: not COCO

@@ -4,7 +4,8 @@ A dataset counts as COCO when:
 
 * it was read from a COCO ``instances_*.json`` (its own ids and categories are used), or
 * an ``annotations/instances_<split>.json`` sits in the dataset root for the split's image folder
-  (``images/val2017`` -> ``instances_val2017.json``), or
+  (``images/val2017`` -> ``instances_val2017.json``) or image list (``val2017.txt``, as YOLOv5's
+  ``coco.yaml`` has it), or
 * its classes are COCO's 80 (in YOLOv5's order) and every image file name is a number: the ground
   truth is then built from the YOLO labels, with the standard 80 -> 91 category map, integer
   image ids from the file names, boxes in original pixels, ``area`` = box area, no crowd
@@ -82,11 +83,13 @@ def coco_target(ds: DetectionDataset) -> CocoTarget | None:
     if ids is None:
         return None
     for src in getattr(ds, "sources", []):
-        if src.is_dir():
+        if src.is_dir():  # images/val2017 -> annotations/instances_val2017.json
             root = src.parent.parent if src.parent.name == "images" else src.parent
             ann = root / "annotations" / f"instances_{src.name}.json"
-            if ann.is_file():
-                return CocoTarget(ids, list(COCO80_TO_91), ann, "annotations")
+        else:  # YOLOv5's coco.yaml: val2017.txt beside annotations/
+            ann = src.parent / "annotations" / f"instances_{src.stem}.json"
+        if ann.is_file():
+            return CocoTarget(ids, list(COCO80_TO_91), ann, "annotations")
     return CocoTarget(ids, list(COCO80_TO_91), coco_gt_from_dataset(ds, ids, list(COCO80_TO_91)), "yolo-labels")
 
 

@@ -29,8 +29,7 @@ from ...data.detection.val_loader import build_val_loader
 from ...utils.device import select_device
 from ...utils.paths import increment_path
 from .coco_eval import coco_summary, coco_target
-from .evaluator import DetectionEvaluator, to_original
-from .nms import non_max_suppression
+from .evaluator import DetectionEvaluator, to_original, val_nms
 
 __all__ = ["evaluate_detector", "validate", "load_detector", "format_results", "run_cli", "METRICS_FILE"]
 
@@ -202,12 +201,7 @@ def evaluate_detector(
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             t2 = time.perf_counter()
-            # v6.0 offsets classes by 4096 px; the offset changes the float32 IoUs NMS sees, so it is
-            # kept (exact agreement) unless a canvas is too large for it
-            max_wh = 4096 if max(images.shape[2:]) <= 4096 else 7680
-            dets = non_max_suppression(pred, conf, iou, multi_label=True, agnostic=single_cls, max_det=max_det,
-                                       max_wh=max_wh)
-            dets = [d.float().cpu() for d in dets]
+            dets = val_nms(pred, conf, iou, max_det, single_cls)
             t3 = time.perf_counter()
             t_pre, t_inf, t_nms = t_pre + t1 - t0, t_inf + t2 - t1, t_nms + t3 - t2
             seen += len(paths)

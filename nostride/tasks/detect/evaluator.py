@@ -17,10 +17,32 @@ from torch import Tensor
 
 from ...data.detection.letterbox import scale_boxes
 from .boxes import xywh2xyxy
+from .nms import non_max_suppression
 from .metrics import (IOU_THRESHOLDS, SIZE_RANGES, ConfusionMatrix, _iou_np, ap_per_class, match_predictions,
                       size_matching)
 
-__all__ = ["DetectionEvaluator", "to_original"]
+__all__ = ["DetectionEvaluator", "to_original", "val_nms"]
+
+
+def val_nms(pred: Tensor, conf: float = 0.001, iou: float = 0.6, max_det: int = 300,
+            single_cls: bool = False) -> list[Tensor]:
+    """NMS as YOLOv5 v6.0 validation runs it: multi-label, class-agnostic only with ``single_cls``,
+    and classes offset by 4096 px (v6.0's value; the offset changes the float32 IoUs NMS compares,
+    so it matters for bit-exact agreement) unless a box reaches beyond that (then a larger offset).
+
+    Args:
+        pred: (bs, N, 5 + nc) decoded head outputs in canvas pixels (or the eval-mode ``(decoded, raw)``).
+
+    Returns:
+        Per image (n, 6) ``[x1, y1, x2, y2, conf, cls]`` in canvas pixels, float32, on the CPU.
+    """
+    if isinstance(pred, (tuple, list)):
+        pred = pred[0]
+    extent = float((pred[..., :2].abs() + pred[..., 2:4].abs() / 2).amax()) if pred.numel() else 0.0
+    max_wh = 4096 if extent < 4096 else 7680 * (1 + int(extent // 7680))  # offsets must exceed every box
+    dets = non_max_suppression(pred, conf, iou, multi_label=True, agnostic=single_cls, max_det=max_det,
+                               max_wh=max_wh)
+    return [d.float().cpu() for d in dets]
 
 
 def to_original(
