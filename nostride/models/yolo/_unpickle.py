@@ -238,9 +238,11 @@ def read_torch_pickle(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if not zipfile.is_zipfile(path):
+        from nostride.safe_load import describe_file
+
         raise ValueError(
-            f"{path}: not a torch.save zip archive (YOLOv5 v6.x/v7.0 .pt files are; "
-            "files in the legacy pre torch 1.6 format are not supported)"
+            f"{path}: not a torch.save zip archive: it is {describe_file(path)} (YOLOv5 v6.x/v7.0 .pt files "
+            "are zip archives; files in the legacy pre torch 1.6 format are not supported)"
         )
     try:
         with zipfile.ZipFile(path) as zf:
