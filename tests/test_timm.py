@@ -210,3 +210,17 @@ def test_timm_same_padding_and_blur_pool_export_to_onnx_with_dynamic_sizes(tmp_p
     # export_onnx checks onnxruntime against PyTorch at each shape (even and odd sizes: the TF-SAME
     # padding differs between them)
     export_onnx(converted, tmp_path / "m.onnx", (1, 3, 32, 32), dynamic=True, check_shapes=[(2, 3, 37, 35)])
+
+
+def test_cli_converts_a_timm_model_with_a_space_to_depth_stem_and_the_checkpoint_rebuilds(tmp_path, capsys):
+    from nostride.checkpoint import model_from_checkpoint
+    from nostride.cli import main
+
+    out = tmp_path / "tresnet_spd.pt"
+    main(["convert", "timm:tresnet_m", "--img-size", "64", "--num-classes", "10", "--output", str(out)])
+    assert "6 converted" in capsys.readouterr().out
+    rebuilt = model_from_checkpoint(out).eval()
+    assert type(rebuilt).__name__ == "TResNet"
+    assert [type(m).__name__ for m in rebuilt.modules()].count("SPDDownsample") == 6
+    with torch.no_grad():
+        assert rebuilt(torch.randn(1, 3, 64, 64)).shape == (1, 10)

@@ -196,6 +196,11 @@ def build_model(spec: str, num_classes: int | None, weights: str | None = None):
 def _in_channels(model) -> int:
     from torch import nn
 
+    # a timm model declares its input (TResNet's first conv reads its space-to-depth stem's 48 channels)
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+    input_size = cfg.get("input_size") if isinstance(cfg, dict) else None
+    if isinstance(input_size, (tuple, list)) and len(input_size) == 3:
+        return int(input_size[0])
     conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     return conv.in_channels if conv is not None else 3
 
