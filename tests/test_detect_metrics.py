@@ -168,3 +168,9 @@ def test_coco_summary_matches_direct_pycocotools(tmp_path):
     assert [ours[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")] == pytest.approx(
         list(e.stats[:9]), abs=0)
     assert 0.3 < ours["AP"] < 1.0
+
+
+def test_single_cls_scores_every_class_as_one():
+    ev = DetectionEvaluator(1, single_cls=True)
+    ev.process([_det([*BOX, 0.9, 1])], [_lab([3, *BOX])])  # class ids differ: one class all the same
+    assert ev.evaluate()["mAP50"] == pytest.approx(PERFECT)

@@ -188,7 +188,7 @@ def evaluate_detector(
     seen = 0
     batch_indices = iter(loader.batch_sampler)
     try:
-        for images, targets, paths, shapes in tqdm(loader, desc=f"val ({split})", disable=not progress or rank != 0,
+        for images, targets, paths, shapes in tqdm(loader, desc=split, disable=not progress or rank != 0,
                                                    unit="batch", leave=False, dynamic_ncols=True):
             idx = next(batch_indices)
             t0 = time.perf_counter()

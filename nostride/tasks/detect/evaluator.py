@@ -123,9 +123,10 @@ class DetectionEvaluator:
         for k, (pred, lab) in enumerate(zip(preds, labels)):
             pred = pred.detach().float().cpu()
             lab = lab.detach().float().cpu().reshape(-1, 5)
-            if self.single_cls:
-                pred = pred.clone()
+            if self.single_cls:  # one class: every prediction and label is class 0
+                pred, lab = pred.clone(), lab.clone()
                 pred[:, 5] = 0
+                lab[:, 0] = 0
             rec: dict[str, Any] = {
                 "key": keys[k] if keys is not None else None,
                 "tcls": lab[:, 0].numpy().copy(),
