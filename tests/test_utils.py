@@ -126,3 +126,29 @@ def test_metrics_are_rounded_and_plurals_right():
     hits = [f"{p.name}:{i}" for p in root.rglob("*.py") for i, line in enumerate(p.read_text().splitlines(), 1)
             if re.search(r"\bf[\"'].*\b(?!(?:float|int|str|len|round)\()[A-Za-z]+\(s\)", line)]
     assert not hits, hits
+
+
+def test_progress_is_a_bar_on_a_terminal_and_log_lines_when_redirected(monkeypatch, capsys):
+    import io
+    import sys
+
+    from nostride.utils.progress import LogProgress, progress
+
+    monkeypatch.setenv("NOSTRIDE_LOG_INTERVAL", "0")
+    bar = progress(range(4), desc="val (test)", unit="batch")  # pytest's stderr is not a terminal
+    assert isinstance(bar, LogProgress) and list(bar) == [0, 1, 2, 3]
+    err = capsys.readouterr().err
+    assert "\r" not in err and "val (test): 2/4 batches (50%)" in err and "val (test): 4/4 batches (100%)" in err
+    assert len(err.strip().splitlines()) == 4  # one per update (the last one is the closing line)
+    monkeypatch.setenv("NOSTRIDE_LOG_INTERVAL", "3600")
+    assert list(progress(range(3), desc="quiet")) == [0, 1, 2] and capsys.readouterr().err == ""  # short jobs: silent
+    assert list(progress(range(2), desc="x", disable=True)) == [0, 1]
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    from tqdm import tqdm
+
+    assert isinstance(progress(range(2), desc="bar"), tqdm)

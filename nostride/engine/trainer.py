@@ -135,7 +135,7 @@ class Trainer:
         if self.info.is_main:
             stale = remove_stale_temp_files(self.weights_dir)  # left by a writer that was killed
             if stale:
-                self.log(f"removed {len(stale)} incomplete checkpoint file(s) of an interrupted write "
+                self.log(f"removed {plural(len(stale), 'incomplete checkpoint file')} of an interrupted write "
                          f"({stale[0].name}{', ...' if len(stale) > 1 else ''})")
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -464,12 +464,11 @@ class Trainer:
         return result
 
     def _progress(self, loader, total: int):
-        if self.cfg.quiet or not self.info.is_main or not sys.stderr.isatty():
-            return loader
-        from tqdm import tqdm
+        from ..utils.progress import progress
 
-        return tqdm(loader, total=total, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", leave=False,
-                    dynamic_ncols=True)
+        # a bar on a terminal, a line every NOSTRIDE_LOG_INTERVAL seconds when redirected
+        return progress(loader, total=total, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", unit="batch",
+                        disable=self.cfg.quiet or not self.info.is_main)
 
 
 def _is_scalar(v: Any) -> bool:

@@ -70,7 +70,7 @@ def evaluate_classifier(
         :meth:`ClassificationEvaluator.evaluate`'s dict (``top1``, ``top5``, ``loss``, ``per_class``,
         ``confusion``, ``count``, ...). Under ``torch.distributed`` the counts are summed over ranks.
     """
-    from tqdm import tqdm
+    from nostride.utils.progress import progress as progress_bar
 
     dev = select_device(device)
     if amp is None:
@@ -95,8 +95,7 @@ def evaluate_classifier(
     evaluator: ClassificationEvaluator | None = None
     autocast = torch.autocast("cuda", dtype=torch.float16) if amp and dev.type == "cuda" else contextlib.nullcontext()
     try:
-        for images, targets in tqdm(loader, desc=desc, disable=not progress, unit="batch", leave=False,
-                                    dynamic_ncols=True):
+        for images, targets in progress_bar(loader, desc=desc, disable=not progress, unit="batch"):
             images = images.to(dev, non_blocking=True)
             targets = torch.as_tensor(targets).to(dev, non_blocking=True)
             with autocast:

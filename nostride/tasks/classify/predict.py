@@ -132,7 +132,7 @@ def _predict(
     workers: int | None = None,
     progress: bool = True,
 ) -> tuple[list[dict[str, Any]], list[tuple[str, str]], Preprocessing]:
-    from tqdm import tqdm
+    from nostride.utils.progress import progress as progress_bar
 
     from ...data.classification import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 
@@ -162,8 +162,7 @@ def _predict(
     model.eval().to(dev)
     results: list[dict[str, Any]] = []
     skipped: list[tuple[str, str]] = []
-    bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress or len(files) == 1,
-               leave=False, dynamic_ncols=True)
+    bar = progress_bar(total=len(files), desc="predict", unit="img", disable=not progress or len(files) == 1)
     for batch in loader:
         good = [(i, x) for i, x, err in batch if x is not None]
         for i, _, err in batch:

@@ -148,7 +148,7 @@ def evaluate_detector(
         the options used. Under ``torch.distributed`` each rank scores a disjoint shard; every
         rank returns the gathered result, and only rank 0 writes files.
     """
-    from tqdm import tqdm
+    from nostride.utils.progress import progress as progress_bar
 
     rank, world = _dist_info()
     dev = select_device(device)
@@ -188,8 +188,8 @@ def evaluate_detector(
     seen = 0
     batch_indices = iter(loader.batch_sampler)
     try:
-        for images, targets, paths, shapes in tqdm(loader, desc=split, disable=not progress or rank != 0,
-                                                   unit="batch", leave=False, dynamic_ncols=True):
+        for images, targets, paths, shapes in progress_bar(loader, desc=split, unit="batch",
+                                                           disable=not progress or rank != 0):
             idx = next(batch_indices)
             t0 = time.perf_counter()
             x = images.to(dev, non_blocking=True).to(dtype) / 255

@@ -96,7 +96,7 @@ def iter_detections(
     and letterboxed by ``workers`` DataLoader processes (default: none for a few images or for
     tensors, else up to 4).
     """
-    from tqdm import tqdm
+    from nostride.utils.progress import progress as progress_bar
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -113,7 +113,7 @@ def iter_detections(
     loader = DataLoader(LetterboxedImages(items, size, stride), batch_size=batch_size, num_workers=workers,
                         collate_fn=collate_list)
 
-    bar = tqdm(total=len(items), desc="predict", unit="img", disable=not progress, leave=False, dynamic_ncols=True)
+    bar = progress_bar(total=len(items), desc="predict", unit="img", disable=not progress)
     for loaded in loader:
         batch = []  # (name, original, letterboxed, ratio, pad)
         for name, img0, img, ratio, pad, err in loaded:
