@@ -108,7 +108,7 @@ def register() -> None:
     layers are then replaced by :class:`SPDConv` layers with the same channels, kernel, stride,
     groups and activation (``i``, ``f`` and ``np`` set as ultralytics sets them, ``type`` naming
     SPDConv). The parser's own table, printed while it builds, still lists those rows as
-    ``Conv`` with a strided conv's parameter count.
+    ``Conv`` with a strided conv's parameter count; a line after it gives the SPDConv counts.
     """
     current = _tasks.parse_model
     if getattr(current, "_nostride_spdconv", False):
