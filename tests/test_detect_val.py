@@ -60,6 +60,7 @@ def test_cli_val_writes_metrics_plots_and_counts_skipped(tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr()
     assert "AP by object size" in out.out and "1 skipped" in out.err and "bad0.png" in out.err
+    assert "class names differ" in out.err and "0: 'c0' vs 'thing'" in out.err  # checkpoint c0, c1; data thing, other
     run = tmp_path / "runs" / "v"
     m = json.loads((run / "metrics.json").read_text())
     for k in KEYS:

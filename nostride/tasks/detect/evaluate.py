@@ -162,6 +162,12 @@ def evaluate_detector(
                          f"({getattr(cfg, 'yaml_file', None) or 'dataset'})")
     if nc is None:
         raise ValueError("the number of classes is unknown: give the dataset names or a model with 'nc'")
+    model_names = getattr(model, "names", None)
+    if (verbose and rank == 0 and names is not None and not single_cls and isinstance(model_names, (list, tuple))
+            and len(model_names) == len(names) and list(model_names) != list(names)):
+        differ = [f"{i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(model_names, names)) if a != b]
+        print(f"warning: class names differ between the model and the dataset (index: model vs data): "
+              f"{'; '.join(differ[:5])}{' ...' if len(differ) > 5 else ''}; scoring by class index", file=sys.stderr)
     stride = _stride(model)
     size = int(math.ceil(img_size / stride) * stride)
     target = coco_target(ds) if coco is not False else None
