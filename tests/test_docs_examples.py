@@ -41,7 +41,7 @@ _SKIP = re.compile(r"^\s*<!--\s*docs-test:\s*skip\s*\((?P<reason>[^)]+)\)\s*-->\
 _SKIP_LOOSE = re.compile(r"docs-test\s*:", re.I)  # any marker, well-formed or not
 _IMPORT = re.compile(r"^\s*(?:import|from)\s+([A-Za-z_]\w*)", re.M)
 # packages of extras (pyproject.toml optional-dependencies), not of the core install
-_OPTIONAL_PACKAGES = {"timm", "keras", "ultralytics", "onnx", "onnxruntime", "onnxscript", "openvino", "tensorboard"}
+_OPTIONAL_PACKAGES = {"timm", "keras", "ultralytics", "onnx", "onnxruntime", "onnxscript", "openvino", "tensorboard", "ncnn", "pnnx"}
 _LINK = re.compile(r"\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 
 
