@@ -89,6 +89,11 @@ class LetterboxDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def positions(self) -> dict[str, int]:
+        """Each image path's position in the loader order (a sort key that makes sharded results
+        come together in single-process order; see :class:`~nostride.tasks.detect.DetectionEvaluator`)."""
+        return {str(self.dataset.im_files[int(i)]): j for j, i in enumerate(self.order)}
+
     def canvas(self, j: int) -> tuple[int, int]:
         """Canvas ``(height, width)`` of item ``j``."""
         if self.batch_shapes is None:

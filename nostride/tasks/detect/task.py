@@ -112,8 +112,11 @@ class DetectTask(Task):
         """Letterboxed rectangular batches (pad 0.5), each rank a disjoint shard of whole batches."""
         from nostride.data.detection import build_val_loader
 
-        return build_val_loader(dataset, img_size=self.img_size, batch_size=batch_size, stride=self.stride,
-                                workers=workers, rank=info.rank, world_size=info.world_size, pin_memory=pin_memory)
+        loader = build_val_loader(dataset, img_size=self.img_size, batch_size=batch_size, stride=self.stride,
+                                  workers=workers, rank=info.rank, world_size=info.world_size, pin_memory=pin_memory)
+        # evaluator keys: loader positions, so that results are scored in single-process order
+        self._eval_positions = {**getattr(self, "_eval_positions", {}), **loader.dataset.positions()}
+        return loader
 
     # ----------------------------------------------------------------- model
     def build_model(self) -> nn.Module:
@@ -181,17 +184,18 @@ class DetectTask(Task):
         return _WithLosses(DetectionEvaluator(len(self.names), names=self.names))
 
     def eval_step(self, model: nn.Module, batch: Any, evaluator: Any) -> None:
-        from .evaluator import to_original
-        from .nms import non_max_suppression
+        from .evaluator import to_original, val_nms
 
         images, targets, paths, shapes = batch[0], batch[1], batch[2], batch[3]
         out, train_out = model(images)
         if self.loss_fn is not None:
             evaluator.add_loss(self.loss_fn([x.float() for x in train_out], targets)[1])
         iou = FINAL_IOU_COCO if self.final and self._is_coco() else VAL_IOU
-        preds = non_max_suppression(out.float(), conf_thres=VAL_CONF, iou_thres=iou, multi_label=True)
+        preds = val_nms(out.float(), conf=VAL_CONF, iou=iou)  # as nostride val: v6.0's validation NMS
         p, lab = to_original(preds, targets, tuple(images.shape[2:]), shapes)
-        evaluator.process(p, lab, keys=list(paths))
+        positions = getattr(self, "_eval_positions", {})
+        keys = [positions.get(str(x)) for x in paths]
+        evaluator.process(p, lab, keys=keys if None not in keys else list(paths))
 
     def _is_coco(self) -> bool:
         return self.data_cfg is not None and len(self.names or []) == 80 and "coco" in str(self.cfg.data).lower()
