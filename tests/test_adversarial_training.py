@@ -289,3 +289,18 @@ def test_nan_metrics_are_written_as_null_with_the_reason(tmp_path, monkeypatch, 
     record = json.loads(text, parse_constant=refuse)  # strict JSON: no NaN
     assert record["loss"] is None and "loss" in record["undefined"]["metrics"]
     assert "not finite" in record["undefined"]["why"] and "undefined" in err
+
+
+def test_resume_from_a_checkpoint_whose_weights_do_not_fit_is_one_line(reference, tmp_path):
+    from nostride.models import create_model
+
+    ref_run, _ = reference
+    run = tmp_path / "swapped"
+    (run / "weights").mkdir(parents=True)
+    ck = dict(load_checkpoint(ref_run / "weights" / "last.pt"))
+    ck["model"] = create_model("resnet18_cifar", num_classes=2, width=8).state_dict()  # another width
+    save_checkpoint(ck, run / "weights" / "last.pt")
+    cfg = resolve_config(resume=str(run))
+    with pytest.raises(ValueError) as e:
+        Trainer(cfg, task=ScriptedTask(cfg), hooks=[TrackEpoch()]).train()
+    assert "last.pt: its weights do not fit" in str(e.value) and "\n" not in str(e.value)

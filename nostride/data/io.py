@@ -234,6 +234,37 @@ def _open_header(raw: bytes):
                     Image.MAX_IMAGE_PIXELS = saved
 
 
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame (not DHT, JPG, DAC)
+
+
+def _jpeg_size(raw: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from a JPEG's start-of-frame segment, or None if it is not found.
+
+    A few segment hops in Python (the frame header comes after the APPn/DQT segments), so JPEGs
+    skip Pillow's slower header parser: most datasets are JPEG, and tiny ones (CIFAR) decode in
+    tens of microseconds.
+    """
+    if raw[:2] != b"\xff\xd8":
+        return None
+    i, n = 2, len(raw)
+    while i + 9 < n:
+        if raw[i] != 0xFF:
+            return None
+        marker = raw[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _SOF_MARKERS:
+            h = int.from_bytes(raw[i + 5:i + 7], "big")
+            w = int.from_bytes(raw[i + 7:i + 9], "big")
+            return (w, h) if w and h else None
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        i += 2 + int.from_bytes(raw[i + 2:i + 4], "big")
+    return None
+
+
 def _pil_to_rgb(im) -> torch.Tensor:
     from PIL import ImageOps
 
@@ -280,37 +311,53 @@ def read_image_size(path: str | os.PathLike, max_pixels: int | None = _DEFAULT_L
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
+    from PIL import Image
+
     limit = max_image_pixels() if max_pixels is _DEFAULT_LIMIT else max_pixels
     im = _header(path, limit)[1]
     w, h = im.size
     if im.format == "TIFF":  # Pillow's TIFF reader reports the size with its orientation applied
         return h, w
     try:
-        orientation = im.getexif().get(0x0112, 1)
+        if im.format == "PNG":  # an eXIf chunk before the image data (getexif() would decode it all)
+            exif = Image.Exif()
+            if im.info.get("exif"):
+                exif.load(im.info["exif"])
+        else:
+            exif = im.getexif()
+        orientation = exif.get(0x0112, 1)
     except Exception:  # noqa: BLE001: an unreadable EXIF block means no orientation
         orientation = 1
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
 
-def _header(path: Path, limit: int | None):
-    """``(raw bytes, Pillow image with only the header read)``, the pixel limit checked."""
+def _read(path: Path) -> bytes:
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise ImageDecodeError(f"{path}: cannot read file ({e.strerror or e})") from None
     if not raw:
         raise ImageDecodeError(f"{path}: cannot decode image (empty file)")
-    try:
-        im = _open_header(raw)
-    except Exception as e:  # UnidentifiedImageError, truncated headers
-        raise ImageDecodeError(f"{path}: cannot decode image (not an image file of a known format: {e})") from None
-    w, h = im.size
+    return raw
+
+
+def _check_size(path: Path, w: int, h: int, limit: int | None) -> None:
     if limit is not None and w * h > limit:
         raise ImageTooLargeError(
             f"{path}: image declares {w}x{h} = {w * h:,} pixels, more than the limit of {limit:,} "
             f"(a decompression bomb?); raise it with {MAX_PIXELS_ENV} or PIL.Image.MAX_IMAGE_PIXELS")
     if w < 1 or h < 1:
         raise ImageDecodeError(f"{path}: cannot decode image (size {w}x{h})")
+
+
+def _header(path: Path, limit: int | None, raw: bytes | None = None):
+    """``(raw bytes, Pillow image with only the header read)``, the pixel limit checked."""
+    raw = _read(path) if raw is None else raw
+    try:
+        im = _open_header(raw)
+    except Exception as e:  # UnidentifiedImageError, truncated headers
+        raise ImageDecodeError(f"{path}: cannot decode image (not an image file of a known format: {e})") from None
+    _check_size(path, *im.size, limit)
     return raw, im
 
 
@@ -334,9 +381,15 @@ def read_image_rgb(path: str | os.PathLike, max_pixels: int | None = _DEFAULT_LI
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     limit = max_image_pixels() if max_pixels is _DEFAULT_LIMIT else max_pixels
-    raw, im = _header(path, limit)
+    raw = _read(path)
+    size = _jpeg_size(raw)  # the common case, without Pillow's header parser
+    im = None
+    if size is None:
+        raw, im = _header(path, limit, raw)
+    else:
+        _check_size(path, *size, limit)
     try:
-        if im.format in _TORCHVISION_FORMATS:
+        if im is None or im.format in _TORCHVISION_FORMATS:
             img = _torchvision_to_rgb(raw)
         else:
             img = _pil_to_rgb(im)

@@ -34,7 +34,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from nostride.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint
+from nostride.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, state_dict_mismatch
 
 from ..utils.numbers import plural
 from ..utils.paths import increment_path
@@ -219,6 +219,10 @@ class Trainer:
         return Path(path[0])
 
     def _load_resume_state(self, ckpt: dict[str, Any]) -> None:
+        differ = state_dict_mismatch(self.model.state_dict(), ckpt["model"])
+        if differ:  # a hand-edited or mixed-up file: one line, not load_state_dict's traceback
+            raise ValueError(f"{self.cfg.resume}: its weights do not fit the model its options build "
+                             f"({self.cfg.model}): {differ}")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
