@@ -25,6 +25,8 @@ from typing import Any, Iterator
 
 import torch
 
+from .utils.numbers import plural
+
 __all__ = [
     "WeightsFileError",
     "describe_file",
@@ -243,7 +245,7 @@ def verify_checksums(ckpt: dict[str, Any], path: str | os.PathLike, keys: tuple[
     gone = [k for k in stored if k not in now]
     if bad:
         raise WeightsFileError(
-            f"{path}: {len(bad)} tensors do not match the checksums written with them (e.g. {bad[0]}): "
+            f"{path}: checksum mismatch in {plural(len(bad), 'tensor')} (e.g. {bad[0]}): "
             "the file was damaged after it was written; use another copy")
     if gone:
-        raise WeightsFileError(f"{path}: {len(gone)} tensors written with the file are missing (e.g. {gone[0]})")
+        raise WeightsFileError(f"{path}: {plural(len(gone), 'tensor')} listed in its checksums not found (e.g. {gone[0]})")

@@ -240,8 +240,8 @@ def test_symlink_loops_in_an_image_folder(tmp_path):
         assert len(found) == 1, (text, msgs)
         return found[0]
 
-    assert "trainlink" in one("train: skipped 1 linked class folders")
-    assert "parentloop" in one("cat: skipped 1 linked folders")  # outside_again: silently entered once
+    assert "trainlink" in one("train: skipped 1 linked class folder ")
+    assert "parentloop" in one("cat: skipped 1 linked folder ")  # outside_again: silently entered once
     one("dog: skipped 2 linked folders")
 
 
@@ -253,7 +253,7 @@ def test_list_images_walk_terminates_on_two_loops(tmp_path):
     os.symlink("..", tmp_path / "imgs" / "a" / "loop")
     os.symlink(tmp_path / "imgs", tmp_path / "imgs" / "a" / "loop2")
     os.symlink("missing.png", tmp_path / "imgs" / "broken.png")
-    with pytest.warns(RuntimeWarning, match="skipped 2 linked folders.*skipped 1 broken links"):
+    with pytest.warns(RuntimeWarning, match="skipped 2 linked folders.*skipped 1 broken link,"):
         files = list_images(tmp_path / "imgs")
     assert [f.relative_to(tmp_path).as_posix() for f in files] == ["imgs/2.png", "imgs/a/1.png"]
     assert walk_image_files(tmp_path / "imgs", warn=False) == [tmp_path / "imgs" / "2.png", tmp_path / "imgs" / "a" / "1.png"]
@@ -265,7 +265,7 @@ def test_empty_class_folder_warns_and_strict_refuses(tmp_path):
     for c in ("cat", "dog"):
         _image(tmp_path / "train" / c / "0.png")
     (tmp_path / "train" / "empty").mkdir()
-    with pytest.warns(RuntimeWarning, match=r"1 class folders hold no image \(empty\)"):
+    with pytest.warns(RuntimeWarning, match=r"1 class folder without images \(empty\)"):
         _, _, classes = load_image_folder(tmp_path)
     assert classes == ["cat", "dog", "empty"]  # indices do not shift
     with pytest.raises(ValueError, match="empty.*strict"):
@@ -282,7 +282,7 @@ def test_train_strict_refuses_an_empty_class_folder(tmp_path, capsys):
     rc = main(["train", "--model", "resnet18_cifar", "--width", "4", "--data", str(tmp_path / "pets"), "--epochs", "1",
                "--workers", "0", "--device", "cpu", "--strict", "--project", str(tmp_path / "runs")])
     err = capsys.readouterr().err
-    assert rc == 2 and "hold no image (empty)" in err and err.count("\n") == 1
+    assert rc == 2 and "1 class folder without images (empty)" in err and err.count("\n") == 1
     assert not (tmp_path / "runs").exists()
 
 

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_image
 
+from ..utils.numbers import plural
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageDecodeError",
@@ -157,10 +159,10 @@ def walk_image_files(folder: str | os.PathLike, tree: str | os.PathLike | None =
     if warn and (skipped or broken):
         parts = []
         if skipped:
-            parts.append(f"skipped {len(skipped)} linked folders that lie inside the dataset or contain it "
+            parts.append(f"skipped {plural(len(skipped), 'linked folder')} pointing inside the dataset or at a folder holding it "
                          f"(they would repeat or mislabel files, or loop), e.g. {skipped[0]}")
         if broken:
-            parts.append(f"skipped {len(broken)} broken links, e.g. {broken[0]}")
+            parts.append(f"skipped {plural(len(broken), 'broken link')}, e.g. {broken[0]}")
         warnings.warn(f"{folder}: " + "; ".join(parts), RuntimeWarning, stacklevel=2)
     return files
 

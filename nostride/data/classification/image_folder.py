@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from ..io import IMAGE_EXTENSIONS, is_image_file, walk_image_files
+from ...utils.numbers import plural
 
 __all__ = ["TEST_SPLIT_NAMES", "find_test_dir", "find_val_dir", "load_image_folder", "load_image_folder_splits"]
 
@@ -43,8 +44,8 @@ def _class_dirs(split_dir: Path) -> list[str]:
     tree = os.path.realpath(split_dir.parent)
     looping = [d for d in dirs if (split_dir / d).is_symlink() and _links_into(os.path.realpath(split_dir / d), tree)]
     if looping:
-        warnings.warn(f"{split_dir}: skipped {len(looping)} linked class folders that lie inside the dataset or "
-                      f"contain it (e.g. {looping[0]} -> {os.readlink(split_dir / looping[0])})",
+        warnings.warn(f"{split_dir}: skipped {plural(len(looping), 'linked class folder')} pointing inside the dataset or at a "
+                      f"folder holding it (e.g. {looping[0]} -> {os.readlink(split_dir / looping[0])})",
                       RuntimeWarning, stacklevel=3)
     return [d for d in dirs if d not in looping]
 
@@ -75,7 +76,7 @@ def _check_empty_classes(split_dir: Path, classes: list[str], samples: list[tupl
     empty = [c for c, n in zip(classes, counts) if n == 0]
     if not empty:
         return
-    msg = (f"{split_dir}: {len(empty)} class folders hold no image ({', '.join(empty[:5])}"
+    msg = (f"{split_dir}: {plural(len(empty), 'class folder')} without images ({', '.join(empty[:5])}"
            f"{', ...' if len(empty) > 5 else ''}); they still count as classes")
     if strict:
         raise ValueError(msg.replace("; they still count as classes", "") + " (strict mode: remove them or add images)")
