@@ -222,6 +222,9 @@ def test_spdify_yolo_refuses_what_the_yaml_cannot_name():
         spdify_yolo(yolo)
     yolo, report = spdify_yolo(yolo, exclude=["model.2.*"])
     assert report.count_action("excluded") == 1 and isinstance(yolo.model.model[1], SPDConv)
+    # a YAML SPDConv row builds the smallest exact kernel (3 for 3x3 stride 2), not a requested 5
+    with pytest.raises(ValueError, match=r"model\.0.*kernel"):
+        spdify_yolo(YOLO("yolov8n.yaml"), kernel_size=5)
 
 
 # --- training with ultralytics' own trainer -----------------------------------------------------------

@@ -122,6 +122,7 @@ def after_spdify(model: nn.Module) -> None:
     if missing:
         warnings.warn(
             f"spdify: converted layers {missing} are not named in the model's YAML (they sit inside other "
-            "modules); ultralytics' trainer rebuilds models from their YAML and would drop them",
+            "modules, or have a larger kernel than a YAML SPDConv); ultralytics' trainer rebuilds models from "
+            "their YAML and would drop them",
             stacklevel=3,
         )

@@ -189,7 +189,8 @@ def adopt_spdified(model: nn.Module) -> list[str]:
 
     Returns:
         qualified names of converted layers a rebuilt-from-YAML model would not have (strided
-        convs nested inside other modules, e.g. YOLOv10's SCDown, YOLOv9's ADown); empty when none.
+        convs nested inside other modules, e.g. YOLOv10's SCDown, YOLOv9's ADown, or converted
+        with a larger ``kernel_size`` than a YAML ``SPDConv`` builds); empty when none.
     """
     for m in model.modules():
         if type(m) in (Conv, DWConv) and isinstance(m.conv, SPDDownsample):
@@ -216,7 +217,9 @@ def _rename_yaml_rows(det: nn.Module) -> list[str]:
     missing = []
     for i, layer in enumerate(det.model):
         top_level = isinstance(layer, SPDConv) and i < len(rows) and rows[i][2] in ("Conv", "SPDConv")
-        if top_level:
+        # a YAML SPDConv row builds the smallest exact kernel; spdify(kernel_size=K) may have chosen larger
+        default_kernel = top_level and layer.conv.kernel_size == (layer.geometry.min_odd_kernel(),) * 2
+        if top_level and default_kernel:
             rows[i][2] = "SPDConv"
             continue
         for name, m in layer.named_modules():
@@ -254,9 +257,9 @@ def spdify_yolo(yolo, **spdify_kwargs):
     missing = adopt_spdified(converted)
     if missing:
         raise ValueError(
-            f"spdify_yolo: converted layers {missing} are not whole Conv rows of the model YAML (they sit inside "
-            "other modules), so the YAML cannot name them and ultralytics' trainer would rebuild the model "
-            "without them; exclude them (exclude=[...])"
+            f"spdify_yolo: the model YAML cannot name converted layers {missing} (they sit inside other modules, "
+            "or kernel_size= made their kernel larger than a YAML SPDConv's), and ultralytics' trainer would "
+            "rebuild the model without them; exclude them (exclude=[...]) or keep the default kernel_size"
         )
     yolo.model = converted
     if not yolo.ckpt:
