@@ -36,32 +36,43 @@ def test_lowres_is_deterministic_per_seed_and_laid_out_as_an_image_folder(tmp_pa
     for split, n in (("train", 2), ("val", 1), ("test", 1)):
         assert sorted(p.name for p in (a / split).iterdir()) == list(LOWRES_CLASSES)
         assert all(len(list((a / split / k).glob("*.png"))) == n for k in LOWRES_CLASSES)
-    img = read_image_rgb(a / "train" / "7" / "00001.png")
+    img = read_image_rgb(a / "train" / "checker-1" / "00001.png")
     assert img.shape == (3, 32, 32) and img.dtype == torch.uint8
     card = json.loads((a / "builtin.json").read_text())
     assert card["name"] == "lowres" and card["options"]["seed"] == 3 and card["task"] == "classify"
     # an image does not depend on how many others were made
     d = make_builtin("lowres", tmp_path / "d", quiet=True, train=3, val=1, test=1, seed=3)
-    assert (d / "test" / "5" / "00000.png").read_bytes() == (a / "test" / "5" / "00000.png").read_bytes()
+    same = "test/dots-3/00000.png"
+    assert (d / same).read_bytes() == (a / same).read_bytes()
 
 
-def test_lowres_digit_is_drawn_pixel_exact():
-    # no clutter: the image is background plus exactly one glyph, so the glyph's pixels share one colour
-    img = lowres_image(8, sample_generator(0, "t"), difficulty=0.0, small=1.0).int()
-    ref = lowres_image(8, sample_generator(0, "t"), difficulty=0.0, small=1.0).int()
-    assert torch.equal(img, ref)
-    # find the 3x5 window whose "ink" pixels (font 8: all but two) are one colour, different from the holes
-    from nostride.data.builtin.draw import glyph_mask
+def test_lowres_texture_is_drawn_pixel_exact():
+    from nostride.data.builtin.lowres import pattern
 
-    mask = glyph_mask("8").bool()
-    found = []
-    for y in range(32 - 5 + 1):
-        for x in range(32 - 3 + 1):
-            win = img[:, y:y + 5, x:x + 3]
-            ink = win[:, mask]
-            if (ink == ink[:, :1]).all() and (win[:, ~mask] - ink[:, :1]).abs().sum(0).min() > 30:
-                found.append((x, y))
-    assert len(found) == 1
+    for label in range(len(LOWRES_CLASSES)):
+        img, (x, y, w, h) = lowres_image(label, sample_generator(0, "t", label), difficulty=0.0, return_box=True)
+        patch = img[:, y:y + h, x:x + w].int()
+        colours = torch.unique(patch.flatten(1), dim=1)
+        assert colours.shape[1] == 2, "the patch is the texture's two colours, nothing else"
+        ink = (patch == colours[:, :1, None]).all(0)
+        assert any(torch.equal(ink, pattern(label, h, w, 1, dx, dy)) or torch.equal(~ink, pattern(label, h, w, 1, dx, dy))
+                   for dx in range(12) for dy in range(12)), LOWRES_CLASSES[label]
+
+
+def test_lowres_classes_differ_in_fine_detail():
+    import torch.nn.functional as F
+
+    from nostride.data.builtin.lowres import pattern
+
+    halved = {name: F.avg_pool2d(pattern(i, 24, 24).float()[None, None], 2)[0, 0]
+              for i, name in enumerate(LOWRES_CLASSES)}
+    # at half resolution the three 1-pixel textures are the same flat grey: only full resolution separates them
+    for name in ("hstripes-2", "vstripes-2", "checker-1"):
+        assert torch.equal(halved[name], torch.full((12, 12), 0.5)), name
+    # the coarser ones survive halving, and all ten differ at full resolution
+    assert all(halved[n].std() > 0.1 for n in ("hstripes-4", "vstripes-4", "checker-2"))
+    full = {tuple(pattern(i, 12, 12).flatten().tolist()) for i in range(len(LOWRES_CLASSES))}
+    assert len(full) == len(LOWRES_CLASSES)
 
 
 def test_builtin_source_is_generated_once_into_the_cache(cache, capsys):

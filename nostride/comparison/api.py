@@ -122,7 +122,7 @@ def compare(
     Args:
         models: model specs, comma-separated or a list: registry names (``resnet18_spd``), with
             builder options (``resnet18@width=32``), or converted (``spdify:resnet18@width=32``).
-            Default: ``resnet18@width=16,resnet18_spd@width=16``.
+            Default: ``resnet18@width=8,resnet18_spd@width=8``.
         data: any dataset the training command reads, or ``builtin:lowres`` (the default) /
             ``builtin:small-objects``.
         epochs: epochs per run (default 10).

@@ -25,6 +25,7 @@ class StudyTask:
     metrics: tuple[tuple[str, str], ...]
     defaults: dict[str, Any] = field(default_factory=dict)
     describe: Callable[[str, int | None], tuple[int, int]] = field(default=lambda data, size: (0, size or 0))
+    scale: float = 1.0  # metric values are multiplied by this (detection: fractions -> %)
 
     @property
     def metric(self) -> str:
@@ -37,7 +38,7 @@ class StudyTask:
         out = {}
         for key, _ in self.metrics:
             v = split.get(key)
-            out[key] = float(v) if isinstance(v, (int, float)) else math.nan
+            out[key] = float(v) * self.scale if isinstance(v, (int, float)) else math.nan
         return out
 
 
@@ -57,17 +58,38 @@ CLASSIFY = StudyTask(
 )
 
 
+def _detect_describe(data: str, img_size: int | None) -> tuple[int, int]:
+    from nostride.data.builtin import is_builtin
+    from nostride.data.detection import load_data_yaml
+    from nostride.utils.specs import parse_spec
+
+    cfg = load_data_yaml(data)
+    if img_size is None and is_builtin(data):  # the generated images' own size
+        from nostride.data.builtin import builtin_options
+
+        name, options = parse_spec(data.split(":", 1)[1])
+        img_size = int(builtin_options(name, **options)["img_size"])
+    return cfg.nc, int(img_size or 640)
+
+
+DETECT = StudyTask(
+    name="detect",
+    metrics=(("mAP50-95", "mAP50-95 %"), ("AP_small", "AP small %"), ("mAP50", "mAP50 %")),
+    defaults={"epochs": 30, "batch_size": 16},
+    describe=_detect_describe,
+    scale=100.0,
+)
+
+
 def study_task(name: str) -> StudyTask:
     """The study adapter of task ``name``."""
     if name == "classify":
         return CLASSIFY
     if name == "detect":
-        try:
-            from .detect import DETECT
-        except ImportError:
-            DETECT = None
-        if DETECT is None:
+        from nostride.tasks import TASKS
+
+        if "detect" not in TASKS:
             raise ValueError("comparing detection models needs detection training, which this build does not "
-                             "have yet; compare classification models (e.g. resnet18,resnet18_spd)")
+                             "have; compare classification models (e.g. resnet18,resnet18_spd)")
         return DETECT
     raise ValueError(f"unknown task {name!r}")

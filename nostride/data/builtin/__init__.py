@@ -49,7 +49,7 @@ class BuiltinDataset:
 
 BUILTINS: dict[str, BuiltinDataset] = {
     "lowres": BuiltinDataset("lowres", "classify", make_lowres, LOWRES_DEFAULTS,
-                             "32 px digits of a 3x5 pixel font on cluttered backgrounds (10 classes)"),
+                             "32 px patches of 10 fine textures (1-3 pixel periods) on cluttered backgrounds"),
     "small-objects": BuiltinDataset("small-objects", "detect", make_small_objects, SMALL_OBJECTS_DEFAULTS,
                                     "256 px images with 3-12 small look-alike shapes (8 classes) on cluttered "
                                     "backgrounds; YOLO layout + COCO json"),
