@@ -40,7 +40,7 @@ from ultralytics.nn.tasks import DetectionModel  # noqa: E402
 
 import nostride  # noqa: E402
 from helpers import randomize_bn  # noqa: E402
-from nostride.integrations.ultralytics import SPDConv, spd_model_yaml, spdify_yolo  # noqa: E402
+from nostride.integrations.ultralytics import SPDConv, spd_model_yaml, spdify_yolo, use_local_fonts  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -244,6 +244,12 @@ def tiny_coco(shared_data: Path, root: Path, train: int = 8, val: int = 4) -> Pa
     names = yaml.safe_load((src / "data.yaml").read_text())["names"]
     data = {"path": str(root), "train": "images/train2017", "val": "images/val2017", "names": names}
     (root / "data.yaml").write_text(yaml.safe_dump(data))
+    # ultralytics checks for its Arial font on every dataset check and downloads it when missing
+    use_local_fonts()
+    from ultralytics.utils import USER_CONFIG_DIR
+    from ultralytics.utils.checks import check_font
+
+    assert check_font("Arial.ttf") == Path(USER_CONFIG_DIR) / "Arial.ttf"
     return root / "data.yaml"
 
 

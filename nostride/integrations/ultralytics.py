@@ -21,7 +21,9 @@ contains none of its code. Three things:
 from __future__ import annotations
 
 import copy
+import shutil
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,7 +42,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 from ..convert.geometry import AxisGeometry
 from ..convert.modules import GroupedSpaceToDepth, SPDDownsample, _crop
 
-__all__ = ["SPDConv", "register", "spd_model_yaml", "spdify_yolo"]
+__all__ = ["SPDConv", "register", "spd_model_yaml", "spdify_yolo", "use_local_fonts"]
 
 _SPD_TYPE = f"{__name__}.SPDConv"
 
@@ -268,6 +270,35 @@ def spdify_yolo(yolo, **spdify_kwargs):
         yolo.ckpt = {"model": converted}
     yolo.predictor = None
     return yolo, report
+
+
+def use_local_fonts() -> list[Path]:
+    """Give ultralytics local fonts, so it never downloads ``Arial.ttf`` / ``Arial.Unicode.ttf``.
+
+    ultralytics looks for these fonts in its settings folder (``YOLO_CONFIG_DIR``, by default
+    ``~/.config/Ultralytics``) each time it checks a dataset, even with ``plots=False``, and
+    downloads them when they are missing, whatever ``YOLO_OFFLINE`` says. This copies matplotlib's
+    DejaVu Sans (a dependency of nostride) there under both names, only where no such file exists;
+    labels on ultralytics' plots are then drawn in DejaVu Sans.
+
+    Returns:
+        the font files written (empty when both were there already).
+    """
+    import matplotlib
+
+    from ultralytics.utils import USER_CONFIG_DIR
+
+    source = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    written = []
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        target = Path(USER_CONFIG_DIR) / name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{name}.tmp")
+            shutil.copyfile(source, tmp)
+            tmp.replace(target)  # atomic: a concurrent ultralytics never reads half a font
+            written.append(target)
+    return written
 
 
 register()
