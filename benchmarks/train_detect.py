@@ -12,11 +12,13 @@
   load hits them alike; the ratio column is variant / reference (or / nostride without one).
 * loader: :class:`DetectionTrainDataset` with the default (scratch) augmentation: mosaic, random
   perspective, HSV, flips, on the coco128 training images (``--data``), ``--workers`` processes,
-  with ``--cache ram`` and without a cache; images per second over whole epochs after the first
-  batch;
+  with ``--cache ram`` and without a cache; images per second over whole epochs (worker start-up
+  included) and per CPU-second of the workers and this process;
 * together: loader + model step in one loop, as ``nostride train`` runs them;
 * headroom = loader images/s / model-step images/s (the loader keeps up when it is above 1; the
-  target is 3 for yolov5n at 320 with 2 workers on a CPU).
+  target is 3 for yolov5n at 320 with 2 workers on a CPU). On a CPU it is also given per
+  CPU-second: workers and the model step share the cores, and CPU time is far less distorted than
+  wall time when other jobs load the machine.
 
     python benchmarks/train_detect.py [--device cpu|cuda] [--threads 2] [--batch-size 16]
         [--sizes 320 640] [--workers 2] [--compile] [--reference /tmp/yolov5-v6.0]
@@ -34,7 +36,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from _common import add_device_args, apply_threads, describe_device, measure, sync
+import statistics
+
+from _common import add_device_args, apply_threads, cpu_seconds, describe_device, sync
 
 from nostride.models import create_model
 from nostride.tasks.detect import YOLOv5Loss
@@ -157,17 +161,15 @@ def build_loader(data: str, size: int, batch: int, workers: int, cache: str):
     index = DetectionDataset(cfg.train, names=cfg.names, verbose=False)
     ds = DetectionTrainDataset(index, size, hyp=load_hyp("scratch"), cache=cache, verbose=False)
     return DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, collate_fn=collate_detection,
-                      worker_init_fn=worker_init_fn, persistent_workers=workers > 0, drop_last=True)
+                      worker_init_fn=worker_init_fn, drop_last=True)  # workers end each epoch: their CPU time counts
 
 
 def loader_images_per_s(loader, epochs: int) -> float:
-    it = iter(loader)
-    next(it)  # workers started and warm
+    """Images per wall second over ``epochs`` whole epochs (worker start-up included, as in training)."""
     n, start = 0, time.perf_counter()
     for _ in range(epochs):
-        for images, *_ in it:
+        for images, *_ in loader:
             n += len(images)
-        it = iter(loader)
     return n / (time.perf_counter() - start)
 
 
@@ -197,6 +199,26 @@ def together_images_per_s(loader, step_model: str, size: int, device: torch.devi
     return n / (time.perf_counter() - start)
 
 
+def time_round_robin(fns: dict[str, Callable[[], None]], device: torch.device, repeats: int,
+                     warmup: int = 1) -> dict[str, tuple[float, float]]:
+    """``(median wall seconds, median CPU seconds)`` per call of each function, timed round-robin
+    (call 1 of each, then call 2 of each, ...) so that load from other processes hits all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            sync(device)
+            c0, t0 = cpu_seconds(), time.perf_counter()
+            fn()
+            sync(device)
+            wall[k].append(time.perf_counter() - t0)
+            cpu[k].append(cpu_seconds() - c0)
+    return {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in fns}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_device_args(p)
@@ -223,9 +245,12 @@ def main() -> None:
     if args.reference_spd:
         refs["yolov5n_spd"] = (load_reference(args.reference_spd), args.reference_spd)
 
-    print("\nmodel step (forward + loss + backward + SGD), images/s; ratio = / reference (or / nostride)")
-    print(f"{'model':<12} {'size':>5} {'variant':<22} {'img/s':>8} {'ratio':>6}")
-    step_ips: dict[tuple[str, int], float] = {}
+    cpu_note = device.type == "cpu"
+    print("\nmodel step (forward + loss + backward + SGD); ratio = variant / reference (or / nostride)"
+          + ("; per CPU-second: less distorted by other load" if cpu_note else ""))
+    print(f"{'model':<12} {'size':>5} {'variant':<22} {'img/s':>8} {'ratio':>6}"
+          + (f" {'img/CPU-s':>10} {'ratio':>6}" if cpu_note else ""))
+    step_ips: dict[tuple[str, int], tuple[float, float]] = {}
     for size in args.sizes:
         x, t = synthetic_batch(args.batch_size, size, device)
         for name in MODELS:
@@ -236,32 +261,39 @@ def main() -> None:
             if name in refs:
                 classes, folder = refs[name]
                 fns["YOLOv5 reference"] = reference_step(classes, folder, name, x, t, device)
-            times = measure(fns, device, args.repeats, min_time=0, warmup=2)
-            base = times.get("YOLOv5 reference", times["nostride"])[0]
-            for variant, (median, _) in times.items():
-                ips = args.batch_size / median
-                print(f"{name:<12} {size:>5} {variant:<22} {ips:>8.1f} {base / median:>6.2f}", flush=True)
-            step_ips[(name, size)] = args.batch_size / times["nostride"][0]
+            times = time_round_robin(fns, device, args.repeats)
+            base = times.get("YOLOv5 reference", times["nostride"])
+            for variant, (wall, cpu) in times.items():
+                line = f"{name:<12} {size:>5} {variant:<22} {args.batch_size / wall:>8.1f} {base[0] / wall:>6.2f}"
+                if cpu_note:
+                    line += f" {args.batch_size / cpu:>10.1f} {base[1] / cpu:>6.2f}"
+                print(line, flush=True)
+            w, c = times["nostride"]
+            step_ips[(name, size)] = (args.batch_size / w, args.batch_size / c)
 
     if not Path(args.data).is_file():
         print(f"\nloader: {args.data} not found, skipped")
         return
     print(f"\nloader (mosaic, perspective, HSV, flips; {args.workers} workers), images/s; "
           "headroom = loader / nostride model step")
-    print(f"{'size':>5} {'cache':<6} {'img/s':>8} {'headroom yolov5n':>17} {'headroom yolov5n_spd':>21}")
+    print(f"{'size':>5} {'cache':<6} {'img/s':>8} {'img/CPU-s':>10} {'headroom yolov5n':>17} "
+          f"{'(per CPU-s)':>11} {'headroom yolov5n_spd':>21} {'(per CPU-s)':>11}")
     for size in args.sizes:
         for cache in ("ram", ""):
             loader = build_loader(args.data, size, args.batch_size, args.workers, cache)
+            c0 = cpu_seconds()
             ips = loader_images_per_s(loader, args.loader_epochs)
+            cps = ips * (args.loader_epochs * len(loader) * args.batch_size / ips) / max(cpu_seconds() - c0, 1e-9)
             del loader
-            print(f"{size:>5} {cache or 'none':<6} {ips:>8.1f} {ips / step_ips[('yolov5n', size)]:>17.2f} "
-                  f"{ips / step_ips[('yolov5n_spd', size)]:>21.2f}", flush=True)
+            n, s_ = step_ips[("yolov5n", size)], step_ips[("yolov5n_spd", size)]
+            print(f"{size:>5} {cache or 'none':<6} {ips:>8.1f} {cps:>10.1f} {ips / n[0]:>17.2f} {cps / n[1]:>11.2f} "
+                  f"{ips / s_[0]:>21.2f} {cps / s_[1]:>11.2f}", flush=True)
     print("\ntogether (loader + model step in one loop, cache ram), images/s")
     for size in args.sizes:
         loader = build_loader(args.data, size, args.batch_size, args.workers, "ram")
         for name in MODELS:
             ips = together_images_per_s(loader, name, size, device, batches=max(4, args.repeats * 2))
-            print(f"{name:<12} {size:>5} {ips:>8.1f}  (model step alone {step_ips[(name, size)]:.1f})", flush=True)
+            print(f"{name:<12} {size:>5} {ips:>8.1f}  (model step alone {step_ips[(name, size)][0]:.1f})", flush=True)
 
 
 if __name__ == "__main__":

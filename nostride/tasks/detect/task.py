@@ -69,6 +69,7 @@ class DetectTask(Task):
         self.anchor_check = None
         self.final = False  # the final evaluation of best.pt (IoU 0.65 on COCO)
         self.transfer_note = ""
+        self.val_index = None
         from nostride.data.detection import collate_detection
 
         self.collate_fn = collate_detection
@@ -92,6 +93,7 @@ class DetectTask(Task):
             stride=self.stride, cache=opts["cache"], workers=max(cfg.workers, 1), verbose=verbose)
         val = DetectionDataset(dc.val, names=dc.names, verbose=verbose, prefix="val: ") if dc.val else None
         test = DetectionDataset(dc.test, names=dc.names, verbose=verbose, prefix="test: ") if dc.test else None
+        self.val_index = val
         skipped = sum(d.stats.skipped for d in (train_index, val, test) if d is not None)
         return DatasetSplits(self.train_set, val, test, skipped=skipped)
 
@@ -198,7 +200,13 @@ class DetectTask(Task):
         evaluator.process(p, lab, keys=keys if None not in keys else list(paths))
 
     def _is_coco(self) -> bool:
-        return self.data_cfg is not None and len(self.names or []) == 80 and "coco" in str(self.cfg.data).lower()
+        """COCO data (a COCO json, or COCO's 80 classes with numeric file names), as the evaluator decides."""
+        if getattr(self, "_coco", None) is None:
+            from .coco_eval import coco_target
+
+            val = getattr(self, "val_index", None)
+            self._coco = val is not None and coco_target(val) is not None
+        return self._coco
 
     def fitness(self, metrics: dict[str, Any]) -> float:
         return sum(w * float(metrics.get(k) or 0.0) for k, w in FITNESS_WEIGHTS.items())
@@ -302,6 +310,29 @@ class _DetectHook:
 
     def after_train(self, trainer: Any) -> None:
         self.task.final = True
+        if self.task.val_index is not None and self.task._is_coco() and trainer.best_path.is_file():
+            self._coco_eval(trainer)
+
+    def _coco_eval(self, trainer: Any) -> None:
+        """COCO data: best.pt once more through pycocotools (IoU 0.65, as the reference's train.py)."""
+        import json
+
+        from nostride.checkpoint import load_checkpoint, model_from_checkpoint
+        from nostride.engine import distributed as D
+
+        from .evaluate import evaluate_detector
+
+        D.barrier()  # rank 0 has written best.pt
+        model = model_from_checkpoint(load_checkpoint(trainer.best_path, trainer.device)).to(trainer.device)
+        out = evaluate_detector(model, self.task.val_index, img_size=self.task.img_size,
+                                batch_size=trainer.batch_per_rank, iou=FINAL_IOU_COCO, device=trainer.device,
+                                workers=trainer.cfg.workers, save_dir=trainer.run_dir / "best_coco", plots=False,
+                                progress=False, verbose=False)
+        summary = out.get("coco")
+        if trainer.info.is_main and summary:
+            (trainer.run_dir / "coco_eval.json").write_text(json.dumps(summary, indent=1))
+            trainer.log("pycocotools (best.pt): " + "  ".join(f"{k} {v:.4g}" for k, v in summary.items()
+                                                            if isinstance(v, float)), always=True)
 
     def before_step(self, trainer: Any) -> None: ...
 
