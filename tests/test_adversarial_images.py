@@ -305,3 +305,19 @@ def test_png_with_too_little_image_data_is_an_error_not_a_crash(tmp_path):
               f"try:\n    read_image_rgb({str(bad)!r})\nexcept ImageDecodeError as e:\n    print('ERROR', e)\n")
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "ERROR" in r.stdout and "short.png" in r.stdout, (r.returncode, r.stdout, r.stderr[-1000:])
+
+
+def test_detection_predict_inputs_of_every_kind_and_shape(tmp_path):
+    """The files that stopped a detection predict run over a folder: each is now an image."""
+    from nostride.tasks.detect.sources import LetterboxedImages, image_items
+
+    (tmp_path / "kinds").mkdir()
+    kinds = _kinds(tmp_path / "kinds")
+    for h, w in ((1, 500), (500, 1), (2, 2000)):
+        Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(tmp_path / "kinds" / f"thin_{h}x{w}.png")
+    items = image_items(tmp_path / "kinds")
+    assert len(items) == len(kinds) + 3
+    data = LetterboxedImages(items, 64, 32)
+    for i in range(len(data)):
+        name, img0, img, ratio, pad, error = data[i]
+        assert error is None and img.dtype == torch.uint8 and tuple(img.shape) == (3, 64, 64), (name, error)
