@@ -120,3 +120,13 @@ def test_ncnn_via_pnnx_fused_detector_raw_maps(tmp_path):
     got = _ncnn_run(tmp_path / "d.ncnn.param", tmp_path / "d.ncnn.bin", x, 3)
     for g, e in zip(got, _expected(wrapped, x)):
         np.testing.assert_allclose(g, e, rtol=1e-3, atol=1e-3)
+
+
+def test_benchmark_ncnn_form():
+    pytest.importorskip("pnnx")
+    pytest.importorskip("ncnn")
+    from nostride.benchmark import benchmark
+
+    report = benchmark([("r18_spd", tiny_resnet_spd())], img_size=32, forms=["ncnn"], repeats=2, warmup=1)
+    (row,) = report.rows
+    assert row.error is None and row.latency_ms > 0

@@ -9,12 +9,17 @@ compile        ``torch.compile`` of the fused model                            a
 torchscript    ``torch.jit.trace`` + ``torch.jit.freeze`` of the fused model   -
 onnxruntime    the fused model's ONNX export in ONNX Runtime                   onnx, onnxscript, onnxruntime
 openvino       the same ONNX file compiled by OpenVINO (CPU)                   openvino
+ncnn           the fused model through pnnx into ncnn (CPU, float32, one       pnnx, ncnn
+               image at a time as ncnn runs them)
 ============== =============================================================== ==================
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +32,7 @@ from ..convert.fuse import fuse
 
 __all__ = ["FORMS", "FormUnavailable", "build_form"]
 
-FORMS = ("eager", "fused", "compile", "torchscript", "onnxruntime", "openvino")
+FORMS = ("eager", "fused", "compile", "torchscript", "onnxruntime", "openvino", "ncnn")
 
 
 class FormUnavailable(RuntimeError):
@@ -78,6 +83,8 @@ def build_form(
         return Runner(_torch_call(traced, example), traced, dtype)
     if form in ("onnxruntime", "openvino"):
         return _onnx_form(form, model, example, workdir, threads, tag, dtype)
+    if form == "ncnn":
+        return _ncnn_form(model, example, workdir, tag, dtype)
     raise ValueError(f"unknown form {form!r}; choose from {', '.join(FORMS)}")
 
 
@@ -129,3 +136,72 @@ def _onnx_form(form: str, model: nn.Module, example: torch.Tensor, workdir: Path
     compiled = openvino.Core().compile_model(str(path), "CPU", config)
     request = compiled.create_infer_request()
     return Runner(lambda: request.infer({0: feed}), None, dtype)
+
+
+def _ncnn_form(model: nn.Module, example: torch.Tensor, workdir: Path, tag: str, dtype: str) -> Runner:
+    missing = _missing("pnnx", "ncnn")
+    if missing:
+        raise FormUnavailable(f"needs {', '.join(missing)} (pip install nostride[ncnn])")
+    if example.device.type != "cpu" or example.dtype != torch.float32:
+        raise FormUnavailable("benchmarked on the CPU in float32 only")
+    import ncnn
+    import pnnx
+
+    # pnnx derives its file names from the .pt path and turns "-" into "_": use neither
+    stem = workdir / f"{tag.replace('-', '_')}_{'x'.join(map(str, example.shape[1:]))}_ncnn"
+    param, weights = Path(f"{stem}.ncnn.param"), Path(f"{stem}.ncnn.bin")
+    if not param.is_file() or not weights.is_file():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with _quiet_fds():  # pnnx's converter prints every pass to stdout/stderr
+                    pnnx.export(fuse(model).float(), f"{stem}.pt", (example[:1],), fp16=False)
+        except Exception as err:  # pnnx reports conversion failures in many ways
+            raise FormUnavailable(f"pnnx could not convert it: {str(err).splitlines()[0][:160]}") from None
+        if not param.is_file():
+            raise FormUnavailable("pnnx wrote no ncnn model (its conversion failed)")
+    net = ncnn.Net()
+    net.opt.use_fp16_packed = net.opt.use_fp16_storage = net.opt.use_fp16_arithmetic = False
+    net.opt.use_bf16_storage = False
+    net.opt.num_threads = torch.get_num_threads()
+    net.load_param(str(param))
+    net.load_model(str(weights))
+    images = [ncnn.Mat(image.numpy()).clone() for image in example]
+    n_outputs = _count_outputs(param)
+
+    def call() -> object:
+        results = []
+        for image in images:
+            ex = net.create_extractor()
+            ex.input("in0", image)
+            results.append([ex.extract(f"out{i}")[1] for i in range(n_outputs)])
+        return results
+
+    return Runner(call, None, dtype)
+
+
+def _count_outputs(param: Path) -> int:
+    """Blobs named out0, out1... in an ncnn .param file."""
+    names = set(param.read_text().split())
+    count = 0
+    while f"out{count}" in names:
+        count += 1
+    return max(count, 1)
+
+
+@contextlib.contextmanager
+def _quiet_fds():
+    """Silence file descriptors 1 and 2 (output of native code, which Python redirection misses)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
