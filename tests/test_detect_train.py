@@ -186,3 +186,24 @@ def test_ddp_two_gloo_processes(squares, tmp_path):
     assert sorted(p.name for p in (run / "weights").iterdir()) == ["best.pt", "last.pt"]
     assert len(_rows(run)) == 1 and (run / "train_batch0.jpg").is_file()
     assert not list(tmp_path.glob("ddp2"))  # one run folder
+
+
+@pytest.mark.slow
+def test_fine_tune_an_imported_yolov5_checkpoint_with_frozen_backbone(squares, tmp_path, capsys):
+    """A YOLOv5 v6 .pt (80 classes) fine-tuned on 3 classes: backbone frozen, box/obj outputs kept."""
+    from yolov5_fixture import build_reference_model, v6_cfg, write_yolov5_checkpoint
+
+    from nostride.models.yolo.import_yolov5 import load_yolov5
+
+    ref = build_reference_model(v6_cfg(nc=80, width_multiple=0.25))  # yolov5n's definition
+    pt = write_yolov5_checkpoint(tmp_path / "yolov5n.pt", ref)
+    source = load_yolov5(pt).state_dict()
+    out = nostride.train("yolov5n", str(squares), weights=str(pt), freeze=10, epochs=1, project=str(tmp_path),
+                         name="ft", plots=False, **{**QUICK, "quiet": False})
+    text = capsys.readouterr()
+    assert "re-initialised" in text.out + text.err and "froze layers 0-9" in text.out + text.err
+    tuned = load_checkpoint(Path(out["run_dir"]) / "weights" / "last.pt")["model"]
+    backbone = [k for k in source if k.startswith(("model.0.", "model.9.")) and k.endswith("conv.weight")]
+    assert backbone and all(torch.equal(tuned[k], source[k].float()) for k in backbone)  # frozen: unchanged
+    head = [k for k in tuned if k.startswith("model.24.m.") and k.endswith("weight")]
+    assert all(tuned[k].shape[0] == 3 * 8 for k in head)  # 3 classes now

@@ -150,3 +150,24 @@ def test_autoanchor_keeps_good_anchors_and_evolves_bad_ones(squares):
     assert torch.allclose(px.view(-1, 2), torch.tensor(r.anchors)) and px.max() < 80  # squares are 10-20 px
     areas = px.prod(-1).mean(-1)
     assert areas[0] <= areas[-1]  # small anchors on the fine level
+
+
+def test_multi_scale_and_close_mosaic():
+    from types import SimpleNamespace
+
+    from nostride.engine import build_config
+    from nostride.tasks.detect.task import DetectTask, _DetectHook
+
+    cfg = build_config(model="yolov5n", data="d.yaml", img_size=64, multi_scale=True, close_mosaic=2, epochs=5)
+    task = DetectTask(cfg)
+    random.seed(0)
+    sizes = {task.multi_scale(torch.zeros(2, 3, 64, 64)).shape[-1] for _ in range(60)}
+    assert sizes <= {32, 64, 96} and len(sizes) >= 2  # [0.5, 1.5] x 64 in multiples of 32
+    assert task.multi_scale(torch.zeros(1, 3, 64, 32)).shape[-2:] in {(32, 32), (64, 32), (96, 64)}
+    task.train_set = SimpleNamespace(augment=True, rect=False, mosaic_enabled=True)
+    hook = _DetectHook(task)
+    seen = []
+    for epoch in range(5):
+        hook.before_epoch(SimpleNamespace(epoch=epoch, cfg=cfg, log=lambda msg: None))
+        seen.append(task.train_set.mosaic_enabled)
+    assert seen == [True, True, True, False, False]  # off for the last 2 epochs
