@@ -20,17 +20,22 @@ __all__ = ["rgb_to_hsv8", "hsv8_to_rgb", "hsv_luts", "apply_hsv_gains", "augment
 
 def rgb_to_hsv8(img: Tensor) -> Tensor:
     """(3, H, W) uint8 RGB -> (3, H, W) uint8 HSV (H in [0, 180), S, V in [0, 255]; OpenCV's 8-bit HSV)."""
+    return _hsv_float(img).to(torch.uint8)
+
+
+def _hsv_float(img: Tensor) -> Tensor:
+    """8-bit HSV as whole numbers in a float32 (3, H, W) tensor."""
     x = img.to(torch.float32)
     r, g, b = x[0], x[1], x[2]
     v = x.amax(0)
     diff = v - x.amin(0)
-    s = diff.mul(255.0).div_(v.clamp(min=1.0))
+    s = diff.mul(255.0).div_(v.clamp(min=1.0)).round_()
     # hue in half-degrees: 30 * (g - b) / diff when red is the maximum, 60 + ... for green, 120 + ... for blue
     h = torch.where(v == r, g - b, torch.where(v == g, b - r + 2 * diff, r - g + 4 * diff))
-    h.mul_(30.0).div_(diff.clamp(min=1e-6))
+    h.mul_(30.0).div_(diff.clamp_(min=1e-6))
     h = torch.where(h < 0, h + 180.0, h).round_()
     h.masked_fill_(h >= 180.0, 0.0)  # 179.5 and above round to 180 = 0 (remainder is slow)
-    return torch.stack((h, s.round_(), v)).to(torch.uint8)
+    return torch.stack((h, s, v))
 
 
 _N = torch.tensor([5.0, 3.0, 1.0]).view(3, 1, 1)  # R, G, B offsets of the hue-sector formula
@@ -62,7 +67,7 @@ def hsv_luts(gains: tuple[float, float, float]) -> Tensor:
 
 def apply_hsv_gains(img: Tensor, gains: tuple[float, float, float]) -> Tensor:
     """Scale hue, saturation and value of a (3, H, W) uint8 RGB image by ``gains`` (via lookup tables)."""
-    hsv = rgb_to_hsv8(img).to(torch.int64)
+    hsv = _hsv_float(img).to(torch.int64)
     hsv[1] += 256  # one flat table: H entries, then S, then V
     hsv[2] += 512
     return hsv8_to_rgb(hsv_luts(gains).flatten().take(hsv))
