@@ -53,7 +53,7 @@ from .utils.atomic import AtomicWriteError, atomic_write
 __all__ = [
     "CHECKPOINT_VERSION",
     "AtomicWriteError",
-    "LoadedCheckpoint",
+    "SOURCE_KEY",
     "WeightsFileError",
     "check_checkpoint",
     "read_weights_file",
@@ -72,11 +72,7 @@ __all__ = [
 CHECKPOINT_VERSION = 2
 
 
-class LoadedCheckpoint(dict):
-    """A checkpoint dict as :func:`load_checkpoint` returns it; ``path`` is the file it came from
-    (so later errors can name it). Saved again, it is written as a plain dict."""
-
-    path: Path | None = None
+SOURCE_KEY = "_path"  # set by load_checkpoint: the file a checkpoint dict came from (for error messages)
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -90,14 +86,17 @@ def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
     Raises:
         AtomicWriteError: the write failed (e.g. a full disk): one line; the previous file is kept.
     """
-    obj = dict(obj)  # a LoadedCheckpoint is saved as a plain dict (weights_only loads refuse subclasses)
+    obj = {k: v for k, v in obj.items() if k != SOURCE_KEY}
     if obj.get("format") == "nostride":
         obj["checksums"] = tensor_checksums(obj)
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a nostride checkpoint with ``weights_only=True`` (a checkpoint never runs code).
+
+    The returned dict also holds ``"_path"`` (:data:`SOURCE_KEY`), the file it came from, so that
+    later errors name it; :func:`save_checkpoint` leaves that entry out.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -124,9 +123,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         )
     check_checkpoint(ckpt, path)
     verify_checksums(ckpt, path)
-    out = LoadedCheckpoint(upgrade_checkpoint(ckpt))
-    out.path = path
-    return out
+    ckpt = upgrade_checkpoint(ckpt)
+    ckpt[SOURCE_KEY] = str(path)  # so that later errors (model_from_checkpoint) name the file
+    return ckpt
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -348,9 +347,8 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | os.PathLike, use_ema: boo
     """
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
-    path = getattr(ckpt, "path", None)
-    if not isinstance(ckpt, LoadedCheckpoint):
-        check_checkpoint(ckpt, path)
+    path = ckpt.get(SOURCE_KEY)
+    check_checkpoint(ckpt, path)
     state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt.get("model")
     if not state:
         raise WeightsFileError(f"{path or 'checkpoint'}: no model weights (entry 'model' is missing or empty)")

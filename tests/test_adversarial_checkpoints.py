@@ -368,3 +368,12 @@ def test_stale_temp_files_are_removed(tmp_path):
     assert [p.name for p in removed] == [".last.pt.1a2b3c4d.tmp"]
     assert len(remove_stale_temp_files(tmp_path)) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_a_loaded_checkpoint_saved_again_stays_a_weights_only_file(tmp_path, good):
+    ck = load_checkpoint(good)
+    assert ck["_path"] == str(good)  # errors about it name the file
+    torch.save(ck, tmp_path / "plain_copy.pt")  # even saved by hand, only plain data
+    assert torch.load(tmp_path / "plain_copy.pt", weights_only=True)["model_name"] == MODEL
+    resaved = save_checkpoint(ck, tmp_path / "resaved.pt")
+    assert "_path" not in torch.load(resaved, weights_only=True)
