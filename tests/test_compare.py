@@ -184,3 +184,13 @@ def test_yolov5_scale_builders_take_a_width_multiple():
     assert wide.model_kwargs["width_multiple"] == 0.5
     with pytest.raises(ValueError, match="width_multiple must be > 0"):
         create_model("yolov5n_spd", width_multiple=0)
+
+
+def test_detection_study_adapter(cache):
+    from nostride.comparison.tasks import study_task
+
+    det = study_task("detect")
+    scores = det.scores({"test": {"mAP50-95": 0.25, "AP_small": None, "mAP50": 0.5}, "val": {"mAP50-95": 0.9}})
+    assert scores["mAP50-95"] == 25.0 and scores["mAP50"] == 50.0 and math.isnan(scores["AP_small"])
+    assert det.describe("builtin:small-objects@img_size=64,train=1,val=1,test=1,max_size=16", None) == (8, 64)
+    assert det.describe("builtin:small-objects@img_size=64,train=1,val=1,test=1,max_size=16", 32) == (8, 32)

@@ -262,11 +262,12 @@ def _latencies(runs, num_classes: int, devices: list[str], enabled: bool) -> tup
     device = select_device(devices[0] if devices else "")
     if not enabled:
         return str(device), {}
+    name = "cpu, 1 thread" if device.type == "cpu" else str(device)
     out = {}
     for key in dict.fromkeys((r.model.text, r.img_size) for r in runs):
         spec = next(r.model for r in runs if (r.model.text, r.img_size) == key)
         out[key] = measure_latency(build_spec_model(spec, num_classes, key[1]), key[1], device)
-    return str(device), out
+    return name, out
 
 
 def _charts(folder: Path, rows: list[ModelRow], metric: str, label: str, by_size: bool) -> list[Path]:
