@@ -50,3 +50,28 @@ def test_export_errors(classifier_ckpt, tmp_path, capsys):
     assert "missing.pt" in capsys.readouterr().err
     assert main(["export", "--weights", str(classifier_ckpt), "--format", "torchscript", "--dynamic"]) == 2
     assert "ONNX only" in capsys.readouterr().err
+
+
+def test_onnx_export_of_a_detector_with_nms(tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from nostride.models.yolo import load_cfg
+    from nostride.tasks.detect import non_max_suppression
+
+    cfg = load_cfg("yolov5-spd.yaml")
+    cfg.update(nc=2, depth_multiple=0.33, width_multiple=0.125)
+    model = create_model("yolov5", cfg=cfg)
+    with torch.no_grad():  # an untrained head gives no box above any threshold
+        for conv in model.detect.m:
+            conv.bias.view(model.detect.na, -1)[:, 4:] += 5
+    ckpt = save_checkpoint(make_checkpoint(model), tmp_path / "det.pt")
+    assert main(["export", "--weights", str(ckpt), "--img-size", "64", "--nms", "--conf-thres", "0.3"]) == 0
+    assert "NMS in the graph, checked: valid ONNX, runs in ONNX Runtime" in capsys.readouterr().out
+    session = ort.InferenceSession(str(ckpt.with_suffix(".onnx")))
+    x = torch.rand(1, 3, 64, 64)
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    expected = non_max_suppression(model.eval()(x), conf_thres=0.3)[0]
+    # the same boxes (test_export_detect.py compares them box by box, with equal scores tie-broken)
+    assert got.shape[1] == 7 and abs(len(got) - len(expected)) <= 0.05 * len(expected) and len(expected) > 0
+    assert main(["export", "--weights", str(ckpt), "--nms", "--format", "torchscript"]) == 2
+    assert "ONNX only" in capsys.readouterr().err

@@ -132,7 +132,8 @@ def _onnx_form(form: str, model: nn.Module, example: torch.Tensor, workdir: Path
         raise FormUnavailable("benchmarked on the CPU device only")
     import openvino
 
-    config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+    # float32 like every other form (OpenVINO's CPU default is bf16 where the CPU supports it)
+    config = {"INFERENCE_PRECISION_HINT": "f32", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
     compiled = openvino.Core().compile_model(str(path), "CPU", config)
     request = compiled.create_infer_request()
     return Runner(lambda: request.infer({0: feed}), None, dtype)

@@ -23,6 +23,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-fuse", dest="fuse", action="store_false", help="export the unfused model")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset")
     p.add_argument("--no-check", dest="check", action="store_false", help="skip the check against PyTorch")
+    p.add_argument("--nms", action="store_true",
+                   help="detectors, ONNX: NMS in the graph, output (n, 7) [image, x1, y1, x2, y2, conf, class] (default: off)")
+    p.add_argument("--conf-thres", type=float, default=0.25, help="with --nms: confidence threshold (default: 0.25)")
+    p.add_argument("--iou-thres", type=float, default=0.45, help="with --nms: NMS IoU threshold (default: 0.45)")
+    p.add_argument("--max-det", type=int, default=300, help="with --nms: most detections per image (default: 300)")
     p.set_defaults(func=run)
 
 
@@ -55,17 +60,54 @@ def run(args: argparse.Namespace) -> int:
     shape = (args.batch_size, channels, h, w)
     fmt = EXPORT_FORMATS[args.format]
     output = Path(args.output) if args.output else Path(args.weights).with_suffix(fmt.suffix)
+    if args.nms:
+        if ckpt.get("task") != "detect":
+            raise ValueError(f"--nms applies to detectors; {args.weights} holds a {ckpt.get('task')} model")
+        if args.format != "onnx":
+            raise ValueError("--nms applies to ONNX only")
+        from nostride.convert.fuse import fuse
+        from nostride.tasks.detect.graph_nms import DetectorWithNMS
+
+        # fused before wrapping; the check compares the file with the same wrapped model
+        model = DetectorWithNMS(fuse(model) if args.fuse else model, args.conf_thres, args.iou_thres, args.max_det)
+        args.fuse = False
     kwargs = dict(input_shape=shape, fuse=args.fuse, check=args.check)
     if args.format == "onnx":
         kwargs.update(dynamic=args.dynamic, opset=args.opset)
     elif args.dynamic:
         raise ValueError("--dynamic applies to ONNX only")
+    if args.nms:
+        # boxes after NMS are not compared with PyTorch's: boxes of equal score (common for
+        # untrained or flat-image outputs) may be resolved differently by two runtimes
+        kwargs["check"] = False
     path = export(model, output, format=args.format, **kwargs)
     size_mb = path.stat().st_size / 1e6
     checked = "checked against PyTorch" if args.check else "not checked"
+    if args.nms and args.check:
+        _check_runs(path, shape)
+        checked = "checked: valid ONNX, runs in ONNX Runtime"
     print(
         f"{ckpt['model_name'] or ckpt.get('source_model')}: {args.format} export of input {tuple(shape)}"
-        f"{' (dynamic)' if args.dynamic else ''}, {'fused' if args.fuse else 'unfused'}, {checked} -> "
+        f"{' (dynamic)' if args.dynamic else ''}, {'fused' if args.fuse or args.nms else 'unfused'}"
+        f"{', NMS in the graph' if args.nms else ''}, {checked} -> "
         f"{path} ({size_mb:.1f} MB)"
     )
     return 0
+
+
+def _check_runs(path: Path, shape: tuple) -> None:
+    """A graph with NMS: valid ONNX, and ONNX Runtime (when installed) returns (n, 7) detections."""
+    import importlib.util
+
+    import onnx
+
+    onnx.checker.check_model(str(path), full_check=True)
+    if importlib.util.find_spec("onnxruntime") is None:
+        return
+    import numpy as np
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: np.random.rand(*shape).astype(np.float32)})
+    if out.ndim != 2 or out.shape[1] != 7:
+        raise ValueError(f"{path}: the exported NMS graph returned shape {out.shape}, expected (n, 7)")
