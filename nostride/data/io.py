@@ -358,7 +358,8 @@ def _header(path: Path, limit: int | None, raw: bytes | None = None):
     try:
         im = _open_header(raw)
     except Exception as e:  # UnidentifiedImageError, truncated headers
-        raise ImageDecodeError(f"{path}: cannot decode image (not an image file of a known format: {e})") from None
+        detail = "" if type(e).__name__ == "UnidentifiedImageError" else f": {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        raise ImageDecodeError(f"{path}: cannot decode image (not an image file of a known format{detail})") from None
     _check_size(path, *im.size, limit)
     return raw, im
 

@@ -73,7 +73,9 @@ class BadFileLog:
     def mark(self, j: int, error: Exception) -> None:
         if not bool(self.flags[j]):
             self.flags[j] = True
-            warnings.warn(f"skipping unreadable image {self.paths[j]}: {error}", RuntimeWarning, stacklevel=3)
+            text = str(error)  # decoder errors already start with the path
+            where = "" if text.startswith(str(self.paths[j])) else f"{self.paths[j]}: "
+            warnings.warn(f"skipping unreadable image {where}{text}", RuntimeWarning, stacklevel=3)
 
     def is_bad(self, j: int) -> bool:
         return bool(self.flags[j])
