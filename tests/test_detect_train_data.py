@@ -171,3 +171,18 @@ def test_multi_scale_and_close_mosaic():
         hook.before_epoch(SimpleNamespace(epoch=epoch, cfg=cfg, log=lambda msg: None))
         seen.append(task.train_set.mosaic_enabled)
     assert seen == [True, True, True, False, False]  # off for the last 2 epochs
+
+
+def test_a_yolov5_checkpoint_names_its_architecture(tmp_path):
+    from yolov5_fixture import build_reference_model, spd_cfg, v6_cfg, write_yolov5_checkpoint
+
+    from nostride.tasks.detect.task import yolov5_model_of
+
+    v6 = write_yolov5_checkpoint(tmp_path / "y5n.pt", build_reference_model(v6_cfg(nc=80, width_multiple=0.25)))
+    spd = write_yolov5_checkpoint(tmp_path / "spd_n.pt", build_reference_model(spd_cfg(nc=80, width_multiple=0.25)))
+    other = write_yolov5_checkpoint(tmp_path / "tiny.pt", build_reference_model(v6_cfg(nc=3)))  # width 0.125
+    assert yolov5_model_of(v6) == ("yolov5n", {})
+    assert yolov5_model_of(spd) == ("yolov5n_spd", {})
+    name, kwargs = yolov5_model_of(other)
+    assert name == "yolov5" and kwargs["cfg"]["width_multiple"] == 0.125
+    assert yolov5_model_of(tmp_path / "missing.pt") is None

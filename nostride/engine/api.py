@@ -88,8 +88,12 @@ def _check_epoch_change(path: Any, saved: dict[str, Any], epochs: int) -> None:
 def _model_of_weights(path: str) -> tuple[str, dict[str, Any]]:
     """The model (name, keyword arguments) a nostride checkpoint given as ``weights`` describes (so
     ``--model`` may be left out)."""
+    from nostride.tasks.detect.task import yolov5_model_of
     from nostride.weights import model_spec_of_checkpoint, read_weights
 
+    yolo = yolov5_model_of(path)  # a YOLOv5 / YOLOv5-SPD .pt names its architecture
+    if yolo is not None:
+        return yolo
     file = read_weights(path)
     if file.checkpoint is None:
         raise ValueError(f"{path} is a {file.kind} and does not say which model it is for: pass --model NAME "
@@ -125,10 +129,11 @@ def train(model: str | None = None, data: str | None = None, *, config: str | No
         options["data"] = data
     cfg = resolve_config(config, **options)
     if not cfg.model and cfg.weights and task is None and not cfg.resume:
-        cfg.model, kwargs = _model_of_weights(cfg.weights)
+        name, kwargs = _model_of_weights(cfg.weights)
         # the checkpoint's model as it was built (width, ...); the class count comes from the data
         kwargs = {k: v for k, v in kwargs.items() if k != "num_classes" and not (k == "width" and cfg.width)}
-        cfg.model_options = {**kwargs, **dict(cfg.model_options or {})}
+        options = {**options, "model": name, "model_options": {**kwargs, **dict(cfg.model_options or {})}}
+        cfg = resolve_config(config, **options)  # now with the model's task defaults (a detector's hyp file)
     if not cfg.model and task is None:
         raise ValueError("no model given (model=... / --model NAME)")
     if not cfg.data and task is None:

@@ -35,7 +35,8 @@ from nostride.tasks.base import DatasetSplits, Task
 
 from .hyp import HYP_KEYS, check_task_options
 
-__all__ = ["DetectTask", "transfer_weights", "freeze_layers", "FITNESS_WEIGHTS"]
+__all__ = ["DetectTask", "transfer_weights", "freeze_layers", "load_source_weights", "yolov5_model_of",
+           "FITNESS_WEIGHTS"]
 
 FITNESS_WEIGHTS = {"mAP50": 0.1, "mAP50-95": 0.9}
 VAL_CONF, VAL_IOU, FINAL_IOU_COCO = 0.001, 0.6, 0.65
@@ -337,6 +338,25 @@ class _DetectHook:
     def before_step(self, trainer: Any) -> None: ...
 
     def after_epoch(self, trainer: Any) -> None: ...
+
+
+def yolov5_model_of(path: str | os.PathLike) -> tuple[str, dict[str, Any]] | None:
+    """The registry model a YOLOv5 / YOLOv5-SPD ``.pt`` holds (``("yolov5n_spd", {})``; a custom
+    definition gives ``("yolov5", {"cfg": ...})``), or ``None`` when the file is not one."""
+    from nostride.models.yolo.factory import SCALES, yolov5_cfg
+    from nostride.models.yolo.import_yolov5 import read_yolov5_checkpoint
+
+    try:
+        ck = read_yolov5_checkpoint(path)
+    except (ValueError, OSError, RuntimeError, KeyError):
+        return None
+    keys = ("backbone", "head", "depth_multiple", "width_multiple")
+    for scale in SCALES:
+        for order, suffix in ((None, ""), ("conv-spd", "_spd")):
+            built = yolov5_cfg(scale, order)
+            if all(built.get(k) == ck.cfg.get(k) for k in keys):
+                return f"yolov5{scale}{suffix}", {}
+    return "yolov5", {"cfg": ck.cfg}
 
 
 def load_source_weights(path: str | os.PathLike) -> nn.Module:
