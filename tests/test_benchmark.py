@@ -108,3 +108,12 @@ def test_cli_benchmark(tmp_path, capsys):
     assert json.loads(out.read_text())["rows"][0]["model"] == "resnet18"
     assert main(["benchmark", "resnet18", "--repeats", "0"]) == 2
     assert "--repeats must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_benchmark_cuda_half():
+    report = benchmark(tiny_pair(), img_size=32, forms=["eager", "fused", "onnxruntime"], device="cuda", half=True,
+                       repeats=2, warmup=1)
+    rows = {(r.model, r.form): r for r in report.rows}
+    assert rows[("r18_spd", "fused")].dtype == "float16" and rows[("r18_spd", "fused")].peak_mb > 0
+    assert "float32 only" in rows[("r18", "onnxruntime")].error

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -15,13 +13,14 @@ from nostride.models.yolo import load_cfg
 from nostride.tasks.detect import letterbox, non_max_suppression
 from nostride.tasks.detect.graph_nms import DetectorWithNMS
 
+from conftest import SHARED_DATA
 from helpers import randomize_bn
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 onnxruntime = pytest.importorskip("onnxruntime")
 
-IMAGE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "coco128" / "images" / "train2017" / "000000000009.jpg"
+IMAGE = SHARED_DATA / "coco128" / "images" / "train2017" / "000000000009.jpg"
 
 
 def tiny_spd_detector() -> torch.nn.Module:
