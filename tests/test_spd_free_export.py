@@ -146,3 +146,16 @@ def test_fused_resnet_spd_onnx_has_baseline_ops(tmp_path, arch, dynamic):
     spd = _ops(nostride.create_model(f"{arch}_spd", **kwargs), (1, 3, 32, 32), tmp_path, "spd", dynamic, odd=True)
     # a dynamic export must still run odd sizes: its constant pad is merged into the conv's pads
     _assert_like_baseline(spd, base)
+
+
+def test_fused_resnet_spd_legacy_exporter_opset_11_dynamic(tmp_path):
+    # older runtimes: PyTorch's legacy exporter at opset 11, dynamic batch and odd sizes
+    pytest.importorskip("onnxruntime")
+    onnx_ = pytest.importorskip("onnx")
+    from nostride.export import export_onnx
+
+    model = nostride.create_model("resnet18_spd", num_classes=5, width=8)
+    path = export_onnx(model, tmp_path / "m.onnx", (1, 3, 32, 32), opset=11, dynamic=True, fuse=True, dynamo=False,
+                       check_shapes=[(2, 3, 45, 37)])
+    ops = {node.op_type for node in onnx_.load(str(path)).graph.node}
+    assert onnx_.load(str(path)).opset_import[0].version == 11 and not ops & set(SPD_OPS)
