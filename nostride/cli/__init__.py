@@ -26,6 +26,16 @@ _FLAG_ACTIONS = (
 )
 
 
+def key_value(text: str) -> tuple[str, object]:
+    """argparse type for ``KEY=VALUE`` options: ``(key with - as _, value parsed as a YAML scalar)``."""
+    import yaml
+
+    key, eq, value = text.partition("=")
+    if not eq or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.replace("-", "_"), yaml.safe_load(value)
+
+
 class HelpFormatter(argparse.HelpFormatter):
     """Adds ``(default: X)`` to an option's help unless the text already states its default."""
 

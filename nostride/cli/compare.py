@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from . import key_value
+
 
 def _ints(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _option(text: str) -> tuple[str, object]:
-    import yaml
-
-    key, eq, value = text.partition("=")
-    if not eq or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key.replace("-", "_"), yaml.safe_load(value)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -51,10 +44,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, help="learning rate (default 0.05)")
     p.add_argument("--max-per-class", type=int, help="use at most N images per class (quick studies; default: all)")
     p.add_argument("--workers", type=int, help="DataLoader workers per run (default 0 on CPU, 4 on GPU)")
-    p.add_argument("--set", dest="overrides", type=_option, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", dest="overrides", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="any other training option for every run, e.g. --set label_smoothing=0.1 (repeatable; "
                    "default: none)")
-    p.add_argument("--device", default="", help="cpu, cuda, cuda:N, or several (cuda:0,cuda:1) for parallel jobs")
+    p.add_argument("--device", default="", help="cpu, cuda, cuda:N, or several (cuda:0,cuda:1) for parallel jobs "
+                   "(default: cuda if available, else cpu)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at the same time, each in its own process")
     p.add_argument("--nproc-per-run", type=int, default=1, help="processes per run (torchrun, e.g. GPUs per run)")
     p.add_argument("--project", default="runs/compare", help="studies root (default runs/compare)")

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _option(text: str) -> tuple[str, object]:
-    import yaml
-
-    key, eq, value = text.partition("=")
-    if not eq or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key.replace("-", "_"), yaml.safe_load(value)
+from . import key_value
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "`nostride data list` shows each dataset's options and defaults.")
     m.add_argument("name", metavar="NAME", help="lowres or small-objects")
     m.add_argument("dir", metavar="DIR", help="output folder (must be empty or absent)")
-    m.add_argument("options", nargs="*", type=_option, metavar="KEY=VALUE",
+    m.add_argument("options", nargs="*", type=key_value, metavar="KEY=VALUE",
                    help="generator options, e.g. train=500 seed=1 (see `nostride data list`)")
     m.set_defaults(func=run_make)
     ls = dsub.add_parser("list", help="the built-in datasets, their options and defaults")
