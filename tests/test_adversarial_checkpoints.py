@@ -257,6 +257,7 @@ def _yolov5_bomb(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_cyclic_yolov5_files_are_one_line(tmp_path, monkeypatch):
     sys.path.insert(0, str(Path(__file__).parent))
     from nostride.models.yolo.import_yolov5 import load_yolov5

@@ -163,6 +163,7 @@ def test_pixel_limit_checked_from_the_header(tmp_path, monkeypatch):
     assert not isinstance(e.value, ImageTooLargeError)
 
 
+@pytest.mark.slow
 def test_bomb_refused_under_a_memory_cap(tmp_path):
     """A 2 KB PNG of 12000x12000 pixels (430 MB decoded) is refused quickly by a process capped at
     300 MB above its start-up size; without the header check it runs out of memory."""
@@ -297,6 +298,7 @@ def test_letterbox_extreme_aspect_ratios(h, w):
             assert tuple(out.shape[1:]) == (64, 64)
 
 
+@pytest.mark.slow
 def test_png_with_too_little_image_data_is_an_error_not_a_crash(tmp_path):
     # torchvision's PNG decoder segfaults on this file; decoding runs in a subprocess so a crash
     # fails the test instead of killing the test session

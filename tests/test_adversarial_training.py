@@ -239,6 +239,7 @@ def _train_cli(*args: str) -> int:
                  "--device", "cpu", "--quiet", *args])
 
 
+@pytest.mark.slow
 def test_relative_data_on_resume_and_val_from_another_folder(tmp_path, monkeypatch, capsys):
     from nostride.cli import main
 

@@ -53,6 +53,7 @@ def tiny_pair():
     ]
 
 
+@pytest.mark.slow
 def test_benchmark_rows_ratios_and_outputs(tmp_path, monkeypatch):
     real = forms_mod.importlib.util.find_spec
     monkeypatch.setattr(forms_mod.importlib.util, "find_spec", lambda n, *a: None if n == "openvino" else real(n, *a))
@@ -80,6 +81,7 @@ def test_benchmark_rows_ratios_and_outputs(tmp_path, monkeypatch):
     assert data["repeats"] == 2 and len(data["rows"]) == 12 and data["rows"][1]["model"] == "r18_spd"
 
 
+@pytest.mark.slow
 def test_benchmark_onnxruntime_and_torchscript_forms():
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")

@@ -132,6 +132,7 @@ def _dist_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_distributed_evaluate_sums_counts_over_ranks(tmp_path):
     import torch.multiprocessing as mp
 

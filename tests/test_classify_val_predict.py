@@ -75,6 +75,7 @@ def _run_val(setup, capsys, *extra: str) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize("split", ["test", "val"])
+@pytest.mark.slow
 def test_val_metrics_match_direct_computation(setup, capsys, split):
     rc, out, _ = _run_val(setup, capsys, "--split", split, "--name", split)
     assert rc == 0, out
@@ -134,6 +135,7 @@ def test_val_errors(setup, capsys, tmp_path):
     assert rc == 2 and "no-such-data" in err
 
 
+@pytest.mark.slow
 def test_predict_cli_top1_is_argmax_and_bad_images_are_skipped(setup, capsys, tmp_path):
     src = tmp_path / "imgs"
     _write_png(src / "x" / "one.png", 101, size=(40, 56))  # non-square: resize + centre crop

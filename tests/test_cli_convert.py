@@ -18,6 +18,7 @@ torchvision = pytest.importorskip("torchvision")
 MODEL = "squeezenet1_1"
 
 
+@pytest.mark.slow
 def test_convert_prints_report_counts_and_exact_check(capsys, tmp_path):
     out_file = tmp_path / "sq_spd.pt"
     args = [MODEL, "--img-size", "64", "--num-classes", "10", "--max-pool", "keep", "--output", str(out_file)]
@@ -54,6 +55,7 @@ def test_convert_prints_report_counts_and_exact_check(capsys, tmp_path):
     assert rebuilt.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 10)
 
 
+@pytest.mark.slow
 def test_converted_max_pools_are_flagged_inexact(capsys):
     assert main(["convert", MODEL, "--img-size", "48", "--num-classes", "10", "--pool-conv", "depthwise"]) == 0
     out = capsys.readouterr().out
@@ -84,6 +86,7 @@ def _relative(out: str) -> float:
     return float(m.group(1)) / (100 if m.group(2) else 1)
 
 
+@pytest.mark.slow
 def test_resnet18_default_report_is_honest_in_words(capsys):
     """The README's first command: max-pool converted by default, so the report says approximate, where and why."""
     assert main(["convert", "resnet18", "--img-size", "64"]) == 0
@@ -98,6 +101,7 @@ def test_resnet18_default_report_is_honest_in_words(capsys):
     assert "result: exact: all 7 converted layers compute what the original layers computed" in out
 
 
+@pytest.mark.slow
 def test_tiny_outputs_are_judged_relative_to_their_scale(capsys):
     """mobilenet_v3_small with random weights has outputs ~1e-9: an absolute difference would mean nothing."""
     assert main(["convert", "mobilenet_v3_small", "--img-size", "32"]) == 0
@@ -106,6 +110,7 @@ def test_tiny_outputs_are_judged_relative_to_their_scale(capsys):
     assert scale < 1e-6 and _relative(out) <= 1e-4 and "result: exact" in out
 
 
+@pytest.mark.slow
 def test_convert_with_weights_file(capsys, tmp_path):
     """--weights: a training checkpoint's nested, DDP-prefixed state dict with its own class count."""
     torch.manual_seed(1)
@@ -136,6 +141,7 @@ def test_weights_for_another_model_is_a_short_error(capsys, tmp_path):
     assert len(err) < 600
 
 
+@pytest.mark.slow
 def test_convert_timm_model(capsys, tmp_path):
     pytest.importorskip("timm")
     out_file = tmp_path / "timm_spd.pt"
@@ -149,6 +155,7 @@ def test_convert_timm_model(capsys, tmp_path):
     assert "Did you mean: resnet18" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_val_counts_the_classes_of_a_converted_torchvision_model(tmp_path):
     """`convert --output` without --num-classes: the 1000-way fc is the class count (not 'num_classes=0')."""
     from nostride.tasks.classify.evaluate import _checkpoint_classes

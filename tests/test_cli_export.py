@@ -16,6 +16,7 @@ def classifier_ckpt(tmp_path):
     return save_checkpoint(make_checkpoint(model, names=["a", "b", "c"], img_size=32), tmp_path / "best.pt")
 
 
+@pytest.mark.slow
 def test_onnx_export_of_a_classifier_matches_pytorch(classifier_ckpt, capsys):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
@@ -33,6 +34,7 @@ def test_onnx_export_of_a_classifier_matches_pytorch(classifier_ckpt, capsys):
     torch.testing.assert_close(torch.from_numpy(got), model(x).detach(), atol=1e-4, rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_torchscript_export_of_a_detector(tmp_path, capsys):
     model = create_model("yolov5n_spd", num_classes=2)
     ckpt = save_checkpoint(make_checkpoint(model), tmp_path / "det.pt")

@@ -422,6 +422,7 @@ def test_extract_subset_tiny_imagenet_archive(tmp_path, tiny_root):
 # ---------------------------------------------------------------- the real archives in ../shared/data
 
 @pytest.mark.data
+@pytest.mark.slow
 def test_real_cifar10_jpeg_subset(shared_data, tmp_path):
     root = extract_subset(shared_data / "cifar10-jpg.tar.gz", tmp_path, per_class=20)
     assert sum(1 for _ in root.rglob("*.jpg")) == 400

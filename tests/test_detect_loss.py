@@ -342,6 +342,7 @@ def test_real_model_head_contract_and_loss():
     assert torch.isfinite(total).all() and items.shape == (3,)
 
 
+@pytest.mark.slow
 def test_overfitting_one_image_lowers_the_loss(one_thread):
     """yolov5n at 128x128, one image with two boxes: 40 Adam steps must cut the loss sharply."""
     model = _real_yolov5n(2).train()

@@ -52,6 +52,7 @@ def _cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("NOSTRIDE_CACHE_DIR", str(tmp_path / "cache"))
 
 
+@pytest.mark.slow
 def test_cli_val_writes_metrics_plots_and_counts_skipped(tmp_path, capsys):
     y = tiny_detection_dataset(tmp_path / "ds", corrupt=1)
     w = _checkpoint(tmp_path)
@@ -81,6 +82,7 @@ def test_class_count_mismatch_names_both_numbers(tmp_path):
         nostride.val(nostride.create_model("yolov5n", num_classes=3), y, project=str(tmp_path / "r"), img_size=64)
 
 
+@pytest.mark.slow
 def test_read_only_dataset_and_python_api(tmp_path):
     y = tiny_detection_dataset(tmp_path / "ds", n=3)
     for d in (tmp_path / "ds" / "labels" / "val", tmp_path / "ds" / "labels", tmp_path / "ds"):
@@ -213,6 +215,7 @@ def test_distributed_evaluation_equals_single_process(tmp_path):
     assert 0 < single["mAP50"] < 1
 
 
+@pytest.mark.slow
 def test_cli_val_reads_a_yolov5_pt_and_matches_the_imported_model(tmp_path, capsys):
     """A YOLOv5 .pt goes through the safe importer; its metrics equal those of the same model from Python."""
     sys.path.insert(0, str(Path(__file__).parent))

@@ -162,6 +162,7 @@ def _check_output(block: CodeBlock, printed: str) -> None:
 
 
 @pytest.mark.parametrize("doc", FILES_WITH_PYTHON, ids=_relative)
+@pytest.mark.slow
 def test_python_examples_run(doc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(_reader_checkout(tmp_path))
     monkeypatch.setenv("MPLBACKEND", "Agg")  # examples that plot must not need a display

@@ -141,6 +141,7 @@ def test_resume_is_exact(straight, tmp_path):
     assert rows[1]["train/loss"] == straight_rows[1]["train/loss"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_resumable_checkpoint(straight, tmp_path, capsys):
     run, _ = straight
     cfg = _cfg(tmp_path, "intr")
@@ -229,6 +230,7 @@ def test_accumulated_step_equals_big_batch(tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_dataloader_workers_are_seeded_reproducibly(tmp_path):
     """With worker processes (random noise drawn inside them), two runs with one seed are identical."""
     states = []

@@ -92,6 +92,7 @@ def assert_same_detections(got: np.ndarray, expected: torch.Tensor) -> None:
         assert (np.abs(extra[:, 4] - CONF) < 1e-4).all(), extra
 
 
+@pytest.mark.slow
 def test_fused_detector_onnx_on_a_real_image(tmp_path, image):
     model = tiny_spd_detector()
     path = export_onnx(model, tmp_path / "det.onnx", tuple(image.shape), fuse=True)

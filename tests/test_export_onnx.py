@@ -45,11 +45,13 @@ def test_fused_spd_conv_dynamic_hw_even_and_odd(tmp_path):
     assert net.training  # the caller's model was not put in eval mode (fuse works on a copy)
 
 
+@pytest.mark.slow
 def test_spd_conv_dynamic_hw_even(tmp_path):
     path = export_onnx(SPDConv(3, 8, 3), tmp_path / "m.onnx", (1, 3, 16, 16), dynamic=True, check_shapes=EVEN_SHAPES)
     assert "Transpose" in op_types(path)
 
 
+@pytest.mark.slow
 def test_space_to_depth_dynamic_hw(tmp_path):
     # exported from an even example, the graph must still pad odd inputs
     export_onnx(SpaceToDepth(2), tmp_path / "m.onnx", (1, 3, 16, 16), dynamic=True,

@@ -39,6 +39,7 @@ def _expected(model: torch.nn.Module, x: torch.Tensor) -> list[np.ndarray]:
         (tiny_yolov5_spd, [(1, 3, 64, 64), (2, 3, 96, 64)]),
     ],
 )
+@pytest.mark.slow
 def test_openvino_runs_the_fused_dynamic_onnx(tmp_path, build, shapes):
     ov = pytest.importorskip("openvino")
     pytest.importorskip("onnxscript")
@@ -89,6 +90,7 @@ def test_ncnn_via_pnnx_fused_classifier(tmp_path, shape):
     np.testing.assert_allclose(got.reshape(1, -1), _expected(model, y)[0], rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_ncnn_via_pnnx_fused_detector_raw_maps(tmp_path):
     pnnx = pytest.importorskip("pnnx")
     pytest.importorskip("ncnn")

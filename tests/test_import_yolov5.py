@@ -134,6 +134,7 @@ def test_v5_focus_era_file_with_anchor_grid_buffer(tmp_path):
         nostride.load_yolov5(write_yolov5_checkpoint(tmp_path / "bad.pt", ref))
 
 
+@pytest.mark.slow
 def test_anchor_count_definition_with_autoanchor_buffer(tmp_path):
     """yaml `anchors: 3` (placeholders; autoanchor fills the buffer): import and checkpoint round trip."""
     cfg = v6_cfg(nc=2)
@@ -337,6 +338,7 @@ def test_imported_model_spdifies_exactly(v6_model):
     torch.testing.assert_close(_outputs(converted.eval(), x)[0], _outputs(model, x)[0], atol=1e-3, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_cli_import_writes_a_rebuildable_nostride_checkpoint(tmp_path, spd_file, capsys):
     path, _, ema_ref = spd_file
     out = tmp_path / "imported.pt"

@@ -126,6 +126,7 @@ def _assert_like_baseline(spd: collections.Counter, base: collections.Counter) -
     "depth,dynamic",
     [(0.33, False), pytest.param(0.33, True, marks=pytest.mark.slow), pytest.param(1.0, False, marks=pytest.mark.slow)],
 )
+@pytest.mark.slow
 def test_fused_yolov5_spd_onnx_has_baseline_ops(tmp_path, depth, dynamic):
     strided = load_cfg("yolov5.yaml")
     strided.update(nc=3, depth_multiple=depth, width_multiple=0.125)
@@ -140,6 +141,7 @@ def test_fused_yolov5_spd_onnx_has_baseline_ops(tmp_path, depth, dynamic):
     "arch,dynamic",
     [("resnet18", False), ("resnet18", True), pytest.param("resnet50", True, marks=pytest.mark.slow)],
 )
+@pytest.mark.slow
 def test_fused_resnet_spd_onnx_has_baseline_ops(tmp_path, arch, dynamic):
     kwargs = dict(num_classes=5, width=8)
     base = _ops(nostride.create_model(arch, **kwargs), (1, 3, 32, 32), tmp_path, "base", dynamic)

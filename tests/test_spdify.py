@@ -379,6 +379,7 @@ def tricky_layers() -> nn.Module:
     ).eval()
 
 
+@pytest.mark.slow
 def test_compiles_with_dynamic_shapes_without_graph_breaks():
     converted, _ = spdify(tricky_layers(), example_input=(1, 3, 32, 32))
     compiled = torch.compile(converted, fullgraph=True, dynamic=True, backend="eager")
@@ -387,6 +388,7 @@ def test_compiles_with_dynamic_shapes_without_graph_breaks():
         assert_close(compiled(x), converted(x), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_onnx_export_with_dynamic_height_and_width(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
@@ -429,6 +431,7 @@ def output_shapes(model: nn.Module, names: list[str], x: torch.Tensor) -> dict[s
 
 
 @pytest.mark.parametrize("name,has_max_pool", TORCHVISION, ids=[n for n, _ in TORCHVISION])
+@pytest.mark.slow
 def test_torchvision_model(name, has_max_pool):
     torchvision = pytest.importorskip("torchvision")
     model = torchvision.models.get_model(name, weights=None, num_classes=10).eval()

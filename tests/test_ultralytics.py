@@ -179,6 +179,7 @@ def test_spdify_yolo_on_a_checkpoint_keeps_its_function(tmp_path):
         torch.testing.assert_close(yolo.model.float().eval()(x)[0], ref, rtol=1e-3, atol=1e-3 * ref.abs().max().item())
 
 
+@pytest.mark.slow
 def test_saved_spd_model_reloads_in_a_fresh_process_without_importing_nostride(tmp_path):
     # what ultralytics' DDP workers and a later `YOLO("best.pt").train()` do: unpickling the
     # checkpoint imports the integration, which registers SPDConv for the YAML rebuild
