@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from ..utils.yamlio import read_yaml
+
 __all__ = ["TrainConfig", "build_config", "load_config_file", "save_config", "config_keys"]
 
 
@@ -208,10 +210,7 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: invalid YAML: {e}") from None
+    data = read_yaml(path)
     if data is None:
         return {}
     if not isinstance(data, dict):

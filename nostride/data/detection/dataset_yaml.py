@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ...utils.yamlio import read_yaml
 
 __all__ = ["DetectionDataConfig", "load_data_yaml", "SPLITS"]
 
@@ -144,10 +144,7 @@ def load_data_yaml(data: str | os.PathLike | dict[str, Any]) -> DetectionDataCon
         if not yaml_file.is_file():
             raise FileNotFoundError(f"dataset YAML not found: {yaml_file}")
         where = str(yaml_file)
-        try:
-            content = yaml.safe_load(yaml_file.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise ValueError(f"{yaml_file}: not valid YAML ({str(e).splitlines()[0]})") from None
+        content = read_yaml(yaml_file)
         if not isinstance(content, dict):
             raise ValueError(f"{yaml_file}: expected a mapping with keys path, train, val, names")
         yaml_file = yaml_file.resolve()

@@ -25,6 +25,7 @@ from torch import nn
 from ...layers.space_to_depth import SpaceToDepth
 from ...layers.spd_conv import SPDConv
 from ...utils.profile import count_parameters
+from ...utils.yamlio import read_yaml
 from .blocks import BN_EPS, BN_MOMENTUM, C3, SPP, SPPF, Bottleneck, Concat, Conv, Focus
 from .detect import Detect
 
@@ -59,10 +60,7 @@ def load_cfg(cfg: dict | str | Path) -> dict:
         raise FileNotFoundError(
             f"model definition not found: {cfg} (give a YAML path, a dict, or one of {', '.join(BUILTIN_CONFIGS)})"
         )
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML: {e}") from None
+    data = read_yaml(path)
     return _check_keys(data, str(path))
 
 

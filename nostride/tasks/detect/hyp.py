@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ...utils.yamlio import read_yaml
 
 __all__ = ["HYP_DIR", "HYP_NAMES", "ENGINE_KEYS", "HYP_KEYS", "OPTION_KEYS", "load_hyp", "default_options",
            "check_task_options"]
@@ -87,10 +87,7 @@ def load_hyp(name: str | os.PathLike = "scratch") -> dict[str, float]:
 
 
 def _read(path: Path) -> dict[str, float]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: invalid YAML: {e}") from None
+    data = read_yaml(path)
     if data is None:
         return {}
     if not isinstance(data, dict):
