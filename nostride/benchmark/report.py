@@ -8,6 +8,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..utils.numbers import plural
+
 __all__ = ["BenchmarkReport", "BenchmarkRow"]
 
 
@@ -54,8 +56,8 @@ class BenchmarkReport:
             f"{'img/s':>9}{'peak MB':>9}{'ratio':>7}"
         )
         lines = [
-            f"{self.device} ({self.machine}), torch {self.torch_version}, median and p90 of {self.repeats} "
-            f"interleaved calls after {self.warmup} warm-up calls, {self.date}",
+            f"{self.device} ({self.machine}), torch {self.torch_version}, median and p90 of "
+            f"{plural(self.repeats, 'interleaved call')} after {plural(self.warmup, 'warm-up call')}, {self.date}",
             head,
             "-" * len(head),
         ]

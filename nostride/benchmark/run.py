@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..models import create_model, model_info
+from ..utils.numbers import plural
 from ..utils.profile import count_flops, count_parameters
 from .forms import FORMS, FormUnavailable, build_form
 from .measure import interleaved_latencies, peak_activation_bytes, percentile
@@ -49,7 +50,7 @@ def _default_size(model: nn.Module) -> int:
 def _machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+    return f"{platform.processor() or platform.machine()}, {plural(torch.get_num_threads(), 'torch thread')}"
 
 
 def benchmark(
