@@ -105,6 +105,18 @@ def test_broken_images_and_label_rows_train_on_the_rest(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("rect", [False, True])
+def test_default_worker_count_trains(squares, tmp_path, monkeypatch, rect):
+    import nostride.utils.workers
+
+    monkeypatch.setattr(nostride.utils.workers, "default_workers", lambda cap=8: 0)  # None = "the default"
+    options = {k: v for k, v in QUICK.items() if k != "workers"}
+    out = nostride.train("yolov5n", str(squares), epochs=1, rect=rect, project=str(tmp_path), name="w",
+                         plots=False, **options)
+    assert Path(out["run_dir"], "weights", "last.pt").is_file()
+
+
+@pytest.mark.slow
 def test_cli_trains_a_detector(squares, tmp_path):
     from nostride.cli import main
 

@@ -91,12 +91,18 @@ class DetectTask(Task):
         per_rank = max(cfg.batch_size // world, 1)
         self.train_set = DetectionTrainDataset(
             train_index, self.img_size, hyp=opts, augment=cfg.augment, rect=opts["rect"], batch_size=per_rank,
-            stride=self.stride, cache=opts["cache"], workers=max(cfg.workers, 1), verbose=verbose)
+            stride=self.stride, cache=opts["cache"], workers=max(self._workers(), 1), verbose=verbose)
         val = DetectionDataset(dc.val, names=dc.names, verbose=verbose, prefix="val: ") if dc.val else None
         test = DetectionDataset(dc.test, names=dc.names, verbose=verbose, prefix="test: ") if dc.test else None
         self.val_index = val
         skipped = sum(d.stats.skipped for d in (train_index, val, test) if d is not None)
         return DatasetSplits(self.train_set, val, test, skipped=skipped)
+
+    def _workers(self) -> int:
+        """The run's DataLoader workers (``workers=None``: the available CPUs, at most 8)."""
+        from nostride.utils.workers import default_workers
+
+        return default_workers() if self.cfg.workers is None else self.cfg.workers
 
     def train_loader(self, dataset, batch_size, workers, info, seed, pin_memory=False):
         """Rectangular training batches need their own batch sampler; other runs use the engine's loader."""
@@ -106,8 +112,10 @@ class DetectTask(Task):
 
         from nostride.data.detection.train_dataset import RectTrainBatchSampler
         from nostride.engine.distributed import worker_init_fn
+        from nostride.utils.workers import default_workers
 
         sampler = RectTrainBatchSampler(len(dataset), batch_size, info.rank, info.world_size, seed)
+        workers = default_workers() if workers is None else workers
         return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=self.collate_fn,
                           pin_memory=pin_memory, worker_init_fn=worker_init_fn, generator=torch.Generator())
 
