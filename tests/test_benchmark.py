@@ -100,6 +100,7 @@ def test_benchmark_rejects_bad_options():
         benchmark(["resnet17"])
 
 
+@pytest.mark.slow
 def test_cli_benchmark(tmp_path, capsys):
     out = tmp_path / "b.json"
     code = main(["benchmark", "resnet18", "resnet18_spd", "--img-size", "32", "--repeats", "2", "--warmup", "1",

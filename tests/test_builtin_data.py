@@ -117,6 +117,7 @@ def test_spdify_option_trains_a_converted_model(cache, tmp_path):
 
 
 # ------------------------------------------------------------------------------- small objects
+@pytest.mark.slow
 def test_small_object_boxes_lie_on_the_drawn_objects():
     from nostride.data.builtin.small_objects import small_objects_image
 

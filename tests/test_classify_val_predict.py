@@ -174,6 +174,7 @@ def test_predict_cli_top1_is_argmax_and_bad_images_are_skipped(setup, capsys, tm
     assert not (tmp_path / "pred" / "exp2").exists()
 
 
+@pytest.mark.slow
 def test_predict_classes_api(setup):
     from nostride.tasks.classify.predict import predict_classes
 
@@ -198,6 +199,7 @@ def test_predict_classes_api(setup):
         predict_classes(setup["weights"], setup["root"] / "nothing-here")
 
 
+@pytest.mark.slow
 def test_val_uses_the_runs_recorded_options_and_says_so(setup, capsys, tmp_path):
     """A run trained with --max-per-class 2 reported its test score on 2 images per class: val does the same
     by default (and says which recorded options it used); --max-per-class 0 evaluates every image."""

@@ -54,6 +54,7 @@ def test_export_errors(classifier_ckpt, tmp_path, capsys):
     assert "ONNX only" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_onnx_export_of_a_detector_with_nms(tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")

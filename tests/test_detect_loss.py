@@ -328,6 +328,7 @@ def _real_yolov5n(nc: int):
     return create_model("yolov5n", num_classes=nc)
 
 
+@pytest.mark.slow
 def test_real_model_head_contract_and_loss():
     model = _real_yolov5n(80)
     det = model.model[-1]

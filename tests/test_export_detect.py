@@ -110,6 +110,7 @@ def test_fused_detector_onnx_on_a_real_image(tmp_path, image):
     assert_same_detections(ours.numpy(), non_max_suppression(expected_decoded, conf_thres=CONF)[0])
 
 
+@pytest.mark.slow
 def test_detector_with_nms_matches_python_nms(image):
     model = TieBreak(tiny_spd_detector())
     batch = torch.cat([image, image.flip(-1)])

@@ -28,6 +28,7 @@ def op_types(path) -> set[str]:
     return {node.op_type for node in onnx.load(str(path)).graph.node}
 
 
+@pytest.mark.slow
 def test_fused_spd_conv_dynamic_hw_even_and_odd(tmp_path):
     net = small_net()
     path = export_onnx(
@@ -58,6 +59,7 @@ def test_space_to_depth_dynamic_hw(tmp_path):
                 check_shapes=EVEN_SHAPES + ODD_SHAPES)
 
 
+@pytest.mark.slow
 def test_spd_conv_dynamic_hw_odd(tmp_path):
     export_onnx(SPDConv(3, 8, 3), tmp_path / "m.onnx", (1, 3, 16, 16), dynamic=True, check_shapes=ODD_SHAPES)
 

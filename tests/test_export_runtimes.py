@@ -76,6 +76,7 @@ def _ncnn_run(param, weights, x: torch.Tensor, n_outputs: int) -> list[np.ndarra
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 32, 32), (1, 3, 33, 47)])
+@pytest.mark.slow
 def test_ncnn_via_pnnx_fused_classifier(tmp_path, shape):
     pnnx = pytest.importorskip("pnnx")
     pytest.importorskip("ncnn")
@@ -124,6 +125,7 @@ def test_ncnn_via_pnnx_fused_detector_raw_maps(tmp_path):
         np.testing.assert_allclose(g, e, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_benchmark_ncnn_form():
     pytest.importorskip("pnnx")
     pytest.importorskip("ncnn")

@@ -212,6 +212,7 @@ def test_timm_same_padding_and_blur_pool_export_to_onnx_with_dynamic_sizes(tmp_p
     export_onnx(converted, tmp_path / "m.onnx", (1, 3, 32, 32), dynamic=True, check_shapes=[(2, 3, 37, 35)])
 
 
+@pytest.mark.slow
 def test_cli_converts_a_timm_model_with_a_space_to_depth_stem_and_the_checkpoint_rebuilds(tmp_path, capsys):
     from nostride.checkpoint import model_from_checkpoint
     from nostride.cli import main

@@ -64,6 +64,7 @@ def test_fused_parameter_count_matches_reference(name):
 
 
 @pytest.mark.parametrize("scale", ["n", "s"])
+@pytest.mark.slow
 def test_spd_conv_order_counts(scale):
     model = create_model(f"yolov5{scale}_spd", spd_order="spd-conv")
     assert count_parameters(model) == SPD_CONV_COUNTS[scale][0]
@@ -105,6 +106,7 @@ def test_layer_attributes_like_reference():
 
 
 @pytest.mark.parametrize("layout", ["v6", "spd"])
+@pytest.mark.slow
 def test_loads_independent_reference_state_dict_and_matches_outputs(layout):
     """tests/yolov5_fixture.py re-creates the reference classes from the facts independently."""
     fixture = pytest.importorskip("yolov5_fixture")
@@ -137,6 +139,7 @@ def test_output_shapes_640():
 
 
 @pytest.mark.parametrize("name", ["yolov5n", "yolov5n_spd"])
+@pytest.mark.slow
 def test_non_square_and_size_changes(name):
     model = create_model(name, num_classes=3).eval()
     with torch.no_grad():
@@ -252,6 +255,7 @@ def _pair(v):
 
 # ------------------------------------------------------------------------------------ fuse
 @pytest.mark.parametrize("name,order", [("yolov5n", None), ("yolov5n_spd", None), ("yolov5n_spd", "spd-conv")])
+@pytest.mark.slow
 def test_fuse_keeps_outputs(name, order):
     kwargs = {"spd_order": order} if order else {}
     model = create_model(name, num_classes=4, **kwargs)
@@ -279,6 +283,7 @@ def test_fuse_keeps_outputs(name, order):
 
 
 @pytest.mark.parametrize("name,order", [("yolov5n_spd", None), ("yolov5n_spd", "spd-conv")])
+@pytest.mark.slow
 def test_nostride_fuse_on_whole_model(name, order):
     # nostride.fuse() must fuse a YOLOv5 through its hook, never with generic Sequential rules
     # (layers are routed by `f`, not chained)
@@ -443,6 +448,7 @@ def test_conv_then_spd_equals_one_wide_4x4_strided_conv():
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript-based exporter
+@pytest.mark.slow
 def test_onnx_export_with_dynamic_size():
     """The decode grid is rebuilt from the traced shapes, so one export serves every input size."""
     import io
