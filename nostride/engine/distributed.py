@@ -13,6 +13,7 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from ..utils.device import select_device as _select_device
+from ..utils.workers import worker_init_fn  # noqa: F401  (re-exported: the engine's loaders use it)
 
 __all__ = [
     "DistInfo", "dist_info", "setup_distributed", "cleanup_distributed", "select_device", "ShardSampler",
@@ -140,11 +141,3 @@ def configure_determinism(deterministic: bool) -> None:
         torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
-
-
-def worker_init_fn(worker_id: int) -> None:
-    """Seed NumPy and ``random`` in a DataLoader worker from its torch seed (which the loader's
-    generator fixes), so augmentations differ per worker yet are reproducible."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["available_cpus", "default_workers"]
+__all__ = ["available_cpus", "default_workers", "worker_init_fn"]
 
 
 def available_cpus() -> int:
@@ -25,3 +25,16 @@ def default_workers(cap: int = 8) -> int:
     """
     processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     return max(0, min(cap, available_cpus() // processes))
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """Seed NumPy and ``random`` in a DataLoader worker from its torch seed (which the loader's
+    generator fixes), so augmentations differ per worker yet are reproducible."""
+    import random
+
+    import numpy as np
+    import torch
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)

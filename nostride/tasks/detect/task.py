@@ -111,8 +111,7 @@ class DetectTask(Task):
         from torch.utils.data import DataLoader
 
         from nostride.data.detection.train_dataset import RectTrainBatchSampler
-        from nostride.engine.distributed import worker_init_fn
-        from nostride.utils.workers import default_workers
+        from nostride.utils.workers import default_workers, worker_init_fn
 
         sampler = RectTrainBatchSampler(len(dataset), batch_size, info.rank, info.world_size, seed)
         workers = default_workers() if workers is None else workers
@@ -326,12 +325,14 @@ class _DetectHook:
         """COCO data: best.pt once more through pycocotools (IoU 0.65, as the reference's train.py)."""
         import json
 
+        import torch.distributed as dist
+
         from nostride.checkpoint import load_checkpoint, model_from_checkpoint
-        from nostride.engine import distributed as D
 
         from .evaluate import evaluate_detector
 
-        D.barrier()  # rank 0 has written best.pt
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # rank 0 has written best.pt
         model = model_from_checkpoint(load_checkpoint(trainer.best_path, trainer.device)).to(trainer.device)
         out = evaluate_detector(model, self.task.val_index, img_size=self.task.img_size,
                                 batch_size=trainer.batch_per_rank, iou=FINAL_IOU_COCO, device=trainer.device,
