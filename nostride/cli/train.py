@@ -34,7 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(default: random initialisation)")
     _flag(g, "--spdify", "convert the model to SPD-Conv before training (with --weights: after loading them, "
           "keeping their function; default off)")
-    g.add_argument("--data", help="dataset folder or archive (image folder, CIFAR-10, Tiny ImageNet; no default)")
+    g.add_argument("--data", help="classification: a dataset folder or archive (image folder, CIFAR-10, Tiny "
+                   "ImageNet); detection: a dataset YAML (YOLO or COCO labels); or builtin:lowres / "
+                   "builtin:small-objects (generated; no default)")
     g.add_argument("--config", help="YAML file of options (e.g. configs/resnet18_spd_tiny_imagenet.yaml; default: none)")
     g.add_argument("--width", type=int, help="model width (ResNet stem channels; small = quick runs; default: the model's own)")
     g.add_argument("--img-size", type=int, help="image size (default: the dataset's native size)")
