@@ -156,8 +156,22 @@ def test_user_facing_text_does_not_speak_of_plans():
 
     root = Path(__file__).resolve().parents[1]
     banned = re.compile(r"its own issue|-issue\b|\bissue\b.*\b(arrives|lands)|next milestone|arrives with|"
-                        r"not available yet|supports \w+ models for now", re.IGNORECASE)
+                        r"not available yet|supports \w+ models for now|in your build\)|this build does not|to this session|"
+                        r"other engineers", re.IGNORECASE)
     files = [*sorted((root / "nostride").rglob("*.py")), root / "README.md", *sorted((root / "docs").glob("*.md"))]
     hits = [f"{p.relative_to(root)}:{i}: {line.strip()}" for p in files
             for i, line in enumerate(p.read_text().splitlines(), 1) if banned.search(line)]
     assert not hits, hits
+
+
+@pytest.mark.parametrize("argv", [["export", "--weights", "x.pt", "--img-size", "0"],
+                                  ["val", "--weights", "x.pt", "--batch-size", "-1"],
+                                  ["benchmark", "resnet18", "--img-size", "0"],
+                                  ["predict", "--weights", "x.pt", "--source", "y", "--img-size", "abc"],
+                                  ["convert", "resnet18", "--img-size", "0"]])
+def test_sizes_and_batch_sizes_must_be_positive(capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"nostride {argv[0]}: error: argument --") and ("at least 1" in err or "whole number" in err)

@@ -36,6 +36,17 @@ def key_value(text: str) -> tuple[str, object]:
     return key.replace("-", "_"), yaml.safe_load(value)
 
 
+def positive_int(text: str) -> int:
+    """argparse type for sizes and counts: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 class HelpFormatter(argparse.HelpFormatter):
     """Adds ``(default: X)`` to an option's help unless the text already states its default."""
 

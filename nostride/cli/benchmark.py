@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import positive_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -15,9 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "in turn), so the ratios against the first model hold on a busy machine.",
     )
     p.add_argument("models", nargs="+", metavar="MODEL", help="registered model names (nostride models) or checkpoint files")
-    p.add_argument("--img-size", type=int, nargs="+", default=None,
+    p.add_argument("--img-size", type=positive_int, nargs="+", default=None,
                    help="square input size(s) (default: 640 for detectors, 224 for classifiers)")
-    p.add_argument("--batch-size", type=int, nargs="+", default=[1], help="batch size(s) (default: 1)")
+    p.add_argument("--batch-size", type=positive_int, nargs="+", default=[1], help="batch size(s) (default: 1)")
     p.add_argument("--forms", nargs="+", default=["eager", "fused"],
                    help="eager fused compile torchscript onnxruntime openvino, or 'all' (default: eager fused)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")

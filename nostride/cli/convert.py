@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import positive_int
+
 _POLICIES = ["convert", "keep", "drop"]
 
 
@@ -25,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="weights to convert and check: a torchvision/timm state dict (.pth), a training "
                    "checkpoint holding one, or a nostride checkpoint (default: random initialisation); "
                    "the class count is taken from the file unless --num-classes is given"),
-    p.add_argument("--img-size", type=int, default=224, help="square input size for FLOPs and the check (default 224)")
+    p.add_argument("--img-size", type=positive_int, default=224, help="square input size for FLOPs and the check (default 224)")
     p.add_argument("--kernel-size", type=int, default=None, help="odd kernel of the new convs (default: per layer)")
     p.add_argument("--pool", choices=_POLICIES, default="convert", help="what to do with strided pooling")
     p.add_argument("--max-pool", choices=_POLICIES, default=None, help="policy for max-pooling only (default: --pool)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import positive_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -17,8 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", required=True, help="nostride checkpoint (.pt)")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="output format")
     p.add_argument("--output", default=None, help="output file (default: the checkpoint's path with the format's suffix)")
-    p.add_argument("--img-size", type=int, nargs="+", default=None, help="input size: S or H W (default: the training size)")
-    p.add_argument("--batch-size", type=int, default=1, help="batch size of the example input")
+    p.add_argument("--img-size", type=positive_int, nargs="+", default=None, help="input size: S or H W (default: the training size)")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="batch size of the example input")
     p.add_argument("--dynamic", action="store_true", help="ONNX: dynamic batch, height and width")
     p.add_argument("--no-fuse", dest="fuse", action="store_false", help="export the unfused model")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset")

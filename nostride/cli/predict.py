@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from . import positive_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -15,9 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--weights", required=True, help="nostride checkpoint (.pt)")
     p.add_argument("--source", required=True, help="an image file or a folder of images")
-    p.add_argument("--img-size", type=int, default=None, help="inference size (default: the model's training size)")
+    p.add_argument("--img-size", type=positive_int, default=None, help="inference size (default: the model's training size)")
     p.add_argument("--device", default="", help="cpu, cuda, cuda:N or mps (default: cuda if available)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass")
     g = p.add_argument_group("classification")
     g.add_argument("--topk", type=int, default=5, help="how many classes to print per image")
     g = p.add_argument_group("detection")

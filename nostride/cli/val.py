@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import positive_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -21,9 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="classifiers: test = the dataset's own test split, val = the held-out part of train used "
                    "during training (default: test if the dataset has one, else val); detectors: the dataset "
                    "YAML's split (default: val)")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=None,
                    help="images per forward pass (default: 128 for classifiers, 32 for detectors)")
-    p.add_argument("--img-size", type=int, default=None, help="evaluation size (default: the training size)")
+    p.add_argument("--img-size", type=positive_int, default=None, help="evaluation size (default: the training size)")
     p.add_argument("--device", default="", help="cpu, cuda, cuda:N or mps (default: cuda if available)")
     p.add_argument("--workers", type=int, default=None, help="data-loading worker processes (default: the available CPUs, at most 8)")
     p.add_argument("--max-per-class", type=int, default=None,
