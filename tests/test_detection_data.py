@@ -216,3 +216,12 @@ def test_coco128_index(tmp_path, monkeypatch):
     assert ds.stats.cache is not None
     if not os.access(SHARED / "labels", os.W_OK) or not (SHARED / "labels").stat().st_mode & 0o222:
         assert ds.stats.cache.parent == tmp_path / "labels"  # read-only dataset: the user cache folder
+
+
+def test_a_folder_given_as_the_dataset_yaml_is_named_as_a_folder(tmp_path):
+    from nostride.data.detection import load_data_yaml
+
+    with pytest.raises(ValueError, match=r"is a folder; detection data is a dataset YAML file"):
+        load_data_yaml(tmp_path)
+    with pytest.raises(FileNotFoundError, match="dataset YAML not found"):
+        load_data_yaml(tmp_path / "missing.yaml")

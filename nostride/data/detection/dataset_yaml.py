@@ -141,6 +141,9 @@ def load_data_yaml(data: str | os.PathLike | dict[str, Any]) -> DetectionDataCon
         content, yaml_file, base, where = dict(data), None, Path.cwd(), "dataset dict"
     else:
         yaml_file = Path(data).expanduser()
+        if yaml_file.is_dir():
+            raise ValueError(f"{yaml_file} is a folder; detection data is a dataset YAML file "
+                             "(keys path, train, val, names; see docs/data.md)")
         if not yaml_file.is_file():
             raise FileNotFoundError(f"dataset YAML not found: {yaml_file}")
         where = str(yaml_file)
