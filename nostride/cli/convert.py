@@ -167,8 +167,9 @@ def conversion_check(model, converted, report, x, exact_only=None, output: str |
         reasons.append(f"{', '.join(others)}: no exact equivalent")
     lines.append(f"result: approximate: {len(exact)} of {_layers(len(converted_layers), 'converted layer')} exact; "
                  f"approximate: " + "; ".join(reasons) + ".")
-    lines.append(f"  next: fine-tune the converted model (nostride train --weights {output or 'OUT.pt'} ...), or keep "
-                 "max-pools (--max-pool keep) for an exact conversion")
+    save = "" if output else "save it (--output OUT.pt) and "
+    lines.append(f"  next: {save}fine-tune the converted model (nostride train --weights {output or 'OUT.pt'} ...), or "
+                 "keep max-pools (--max-pool keep) for an exact conversion")
     return lines
 
 
