@@ -194,3 +194,15 @@ def test_detection_study_adapter(cache):
     assert scores["mAP50-95"] == 25.0 and scores["mAP50"] == 50.0 and math.isnan(scores["AP_small"])
     assert det.describe("builtin:small-objects@img_size=64,train=1,val=1,test=1,max_size=16", None) == (8, 64)
     assert det.describe("builtin:small-objects@img_size=64,train=1,val=1,test=1,max_size=16", 32) == (8, 32)
+
+
+@pytest.mark.slow
+def test_parallel_jobs_train_each_run_in_its_own_process(cache, tmp_path):
+    import nostride
+
+    result = nostride.compare("resnet18@width=4,resnet18_spd@width=4", TINY_DATA, epochs=1, seeds=1, jobs=2,
+                              batch_size=16, latency=False, quiet=True, project=tmp_path, name="par")
+    assert not result.failed and [r.summary("top1").n for r in result.rows] == [1, 1]
+    for folder in (tmp_path / "par" / "runs" / "32px").glob("*/seed0"):
+        assert (folder / "compare_run.yaml").is_file() and (folder / "final_metrics.json").is_file()
+        assert "done:" in (folder / "train.log").read_text()  # the worker's own output, kept in the run folder
