@@ -38,17 +38,16 @@ path to read.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from .safe_load import WeightsFileError, read_weights_file, tensor_checksums, verify_checksums
 from .utils.atomic import AtomicWriteError, atomic_write
+from .utils.meta import shapes_only
 
 __all__ = [
     "CHECKPOINT_VERSION",
@@ -279,33 +278,6 @@ def state_dict_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torc
             more = f" and {len(items) - 3} more" if len(items) > 3 else ""
             parts.append(f"{len(items)} tensors {label} ({'; '.join(items[:3])}{more})")
     return "; ".join(parts) or None
-
-
-# in-place ops that change a tensor's shape or flags: still run on the meta device
-_SHAPE_CHANGING = {"resize_", "resize_as_", "set_", "as_strided_", "squeeze_", "unsqueeze_", "transpose_", "t_",
-                   "swapdims_", "swapaxes_", "requires_grad_", "share_memory_"}
-
-
-class _SkipMetaInit(TorchFunctionMode):
-    """Skips in-place value ops (weight initialisation: normal_, uniform_, ...) on meta tensors.
-
-    They are meaningless there, and on meta tensors they run through PyTorch's Python reference
-    kernels, whose first use imports torch._dynamo (seconds). Thread-local, like every mode.
-    """
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", "")
-        if (name.endswith("_") and not name.endswith("__") and name not in _SHAPE_CHANGING
-                and args and isinstance(args[0], torch.Tensor) and args[0].is_meta):
-            return args[0]
-        return func(*args, **(kwargs or {}))
-
-
-@contextlib.contextmanager
-def shapes_only() -> Iterator[None]:
-    """Build modules on the "meta" device (no memory, no initialisation): to check shapes first."""
-    with torch.device("meta"), _SkipMetaInit():
-        yield
 
 
 def check_architecture(ckpt: dict[str, Any], state: dict[str, torch.Tensor], path: str | os.PathLike | None = None) -> None:

@@ -355,7 +355,7 @@ def load_yolov5(path: str | os.PathLike, *, use_ema: bool | str = "auto", fp32: 
 
 def build_yolov5(ck: YOLOv5Checkpoint, *, fp32: bool = True) -> nn.Module:
     """The nostride YOLOv5 for what :func:`read_yolov5_checkpoint` read (see :func:`load_yolov5`)."""
-    from nostride.checkpoint import shapes_only
+    from nostride.utils.meta import shapes_only
     from nostride.models import create_model
 
     try:
