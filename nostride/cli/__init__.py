@@ -80,7 +80,8 @@ def build_parser() -> Parser:
 
     parser = Parser(
         prog="nostride",
-        description="SPD-Conv for PyTorch: convert CNNs, train and evaluate ResNet-SPD and YOLOv5-SPD.",
+        description="SPD-Conv for PyTorch: convert CNNs; train, evaluate, compare, benchmark and export ResNet-SPD, "
+        "YOLOv5-SPD and their strided baselines.",
     )
     parser.add_argument("--version", action="version", version=f"nostride {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
