@@ -76,6 +76,10 @@ def test_summary_and_paired_difference_on_hand_made_numbers():
     assert d.significant and d.verdict() == "better" and d.low > 0
     assert paired_difference({0: 1.0, 1: 1.0}, {0: 2.0, 1: 2.1}).verdict() == "worse"
     assert paired_difference({0: 1.0}, {0: 2.0}).verdict() == "one seed: no interval"
+    # the same difference on every seed (a metric moving in coarse steps): no interval, never "better"
+    d = paired_difference({0: 15.0, 1: 20.0}, {0: 10.0, 1: 15.0})
+    assert d.no_spread and not d.significant and d.verdict() == "same difference on every seed: no interval, add seeds"
+    assert paired_difference({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0}).verdict() == "no significant difference"
     assert t_quantile_975(1) == 12.706 and t_quantile_975(30) == 2.042
     assert t_quantile_975(1000) == pytest.approx(1.962, abs=1e-3)
 

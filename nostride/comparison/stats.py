@@ -59,7 +59,9 @@ def summarize(values: Sequence[float]) -> Summary:
 class PairedDifference:
     """``a - b`` over paired seeds: mean, 95 % interval [low, high], number of pairs.
 
-    ``significant`` is True when the interval excludes 0 (needs at least 2 pairs).
+    ``significant`` is True when the interval excludes 0 (needs at least 2 pairs with some spread:
+    equal differences on every seed, common when a small test split moves the metric in coarse
+    steps, give a zero-width interval that says nothing about the seed-to-seed noise).
     """
 
     mean: float
@@ -68,11 +70,18 @@ class PairedDifference:
     n: int
 
     @property
+    def no_spread(self) -> bool:
+        """At least 2 pairs, all with the same non-zero difference: the t-interval is degenerate."""
+        return self.n >= 2 and self.low == self.high and self.mean != 0
+
+    @property
     def significant(self) -> bool:
-        return self.n >= 2 and (self.low > 0 or self.high < 0)
+        return self.n >= 2 and not self.no_spread and (self.low > 0 or self.high < 0)
 
     def verdict(self, better: str = "higher") -> str:
         """"better", "worse" or "no significant difference" for ``a`` against ``b``."""
+        if self.no_spread:
+            return "same difference on every seed: no interval, add seeds"
         if not self.significant:
             return "no significant difference" if self.n >= 2 else "one seed: no interval"
         up = self.mean > 0
