@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
 import torch
 from torch import nn
 
@@ -22,3 +29,25 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
                     m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
                     m.bias.copy_(torch.rand(m.num_features, generator=g) - 0.5)
     return model
+
+
+def run_under_memory_cap(
+    imports: str, body: str, extra_mb: int, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run the Python code ``body`` in a fresh process whose address space is capped at its size
+    after ``imports`` (run first, uncapped) plus ``extra_mb`` MB, on one thread. Skips the test
+    without /proc (Linux).
+
+    Memory bombs are tested this way: without the check under test, the process runs out of memory
+    (``MemoryError``) instead of refusing the input quickly.
+    """
+    if not Path("/proc/self/statm").exists():
+        pytest.skip("needs /proc (Linux) for the memory cap")
+    preamble = textwrap.dedent(imports) + textwrap.dedent(f"""
+        import resource
+        with open("/proc/self/statm") as f:
+            vm = int(f.read().split()[0]) * resource.getpagesize()
+        resource.setrlimit(resource.RLIMIT_AS, (vm + {int(extra_mb)} * 2**20, resource.RLIM_INFINITY))
+    """)
+    return subprocess.run([sys.executable, "-c", preamble + textwrap.dedent(body)], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -9,9 +9,7 @@ import io
 import os
 import pickle
 import signal
-import subprocess
 import sys
-import textwrap
 import zipfile
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import run_under_memory_cap
 from nostride import create_model
 from nostride.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, save_checkpoint
 from nostride.safe_load import WeightsFileError, check_tree, describe_file, read_weights_file
@@ -219,14 +218,9 @@ def test_declared_huge_model_is_refused_before_allocating(tmp_path, good):
     under a 400 MB memory cap, quickly; so is a YOLOv5 file whose definition says width_multiple 60."""
     bomb = _variant(tmp_path, good, "bomb.pt", model_kwargs={"num_classes": 3, "width": 2048})
     yolo = _yolov5_bomb(tmp_path)
-    script = textwrap.dedent(f"""
-        import resource
-        import torch
-        from nostride.checkpoint import model_from_checkpoint
-        from nostride.models.yolo.import_yolov5 import load_yolov5
-        with open("/proc/self/statm") as f:
-            vm = int(f.read().split()[0]) * resource.getpagesize()
-        resource.setrlimit(resource.RLIMIT_AS, (vm + 400 * 2**20, resource.RLIM_INFINITY))
+    imports = ("from nostride.checkpoint import model_from_checkpoint\n"
+               "from nostride.models.yolo.import_yolov5 import load_yolov5\n")
+    r = run_under_memory_cap(imports, f"""
         for fn, path in ((model_from_checkpoint, {str(bomb)!r}), (load_yolov5, {str(yolo)!r})):
             try:
                 fn(path)
@@ -236,11 +230,7 @@ def test_declared_huge_model_is_refused_before_allocating(tmp_path, good):
                 print("REFUSED", e)
             else:
                 print("BUILT")
-    """)
-    if not Path("/proc/self/statm").exists():
-        pytest.skip("needs /proc (Linux) for the memory cap")
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    """, extra_mb=400)
     lines = [line for line in r.stdout.splitlines() if line]
     assert len(lines) == 2 and all(line.startswith("REFUSED") for line in lines), (r.stdout, r.stderr[-2000:])
     assert "bomb.pt" in lines[0] and "yolo_bomb.pt" in lines[1]

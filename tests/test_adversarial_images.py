@@ -5,7 +5,6 @@ import io
 import os
 import subprocess
 import sys
-import textwrap
 import warnings
 import zlib
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import run_under_memory_cap
 from nostride.data.detection.letterbox import letterbox
 from nostride.data.io import (
     ImageDecodeError,
@@ -169,14 +169,8 @@ def test_bomb_refused_under_a_memory_cap(tmp_path):
     300 MB above its start-up size; without the header check it runs out of memory."""
     bomb = _bomb_png(tmp_path / "bomb.png", 12000)
     assert bomb.stat().st_size < 100_000
-    script = textwrap.dedent(f"""
-        import resource, sys
-        import torch
-        from nostride.data.io import read_image_rgb, ImageTooLargeError
-        used = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        with open("/proc/self/statm") as f:
-            vm = int(f.read().split()[0]) * resource.getpagesize()
-        resource.setrlimit(resource.RLIMIT_AS, (vm + 300 * 2**20, resource.RLIM_INFINITY))
+    imports = "from nostride.data.io import read_image_rgb, ImageTooLargeError\n"
+    r = run_under_memory_cap(imports, f"""
         try:
             read_image_rgb({str(bomb)!r})
         except ImageTooLargeError as e:
@@ -185,11 +179,7 @@ def test_bomb_refused_under_a_memory_cap(tmp_path):
             print("MEMORY")
         else:
             print("DECODED")
-    """)
-    if not Path("/proc/self/statm").exists():
-        pytest.skip("needs /proc (Linux) for the memory cap")
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    """, extra_mb=300, timeout=120)
     assert "REFUSED" in r.stdout and "bomb.png" in r.stdout, (r.stdout, r.stderr[-2000:])
 
 
