@@ -80,6 +80,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _flag(g, "--amp", "mixed precision (default: on for CUDA; never on CPU)")
     _flag(g, "--channels-last", "channels-last memory format (default off)")
     _flag(g, "--sync-bn", "SyncBatchNorm across DDP processes (default off)")
+    _flag(g, "--compile", "torch.compile the training forward (slow first steps, then faster; needs a C++ "
+          "compiler on CPU, Triton on CUDA; default off)")
+    g.add_argument("--spd-form", choices=["spd", "strided"], help="how SPD-Conv layers compute while training: "
+                   "space-to-depth then the conv (spd), or the equal single strided conv with the weights "
+                   "rearranged every step (strided; same weights and checkpoints; default spd)")
     g = p.add_argument_group("detection (YOLOv5 models; defaults from the --hyp file and YOLOv5's train.py)")
     g.add_argument("--hyp", metavar="NAME|FILE", help="hyperparameters: scratch, scratch-low, scratch-med, scratch-high "
                    "or a YAML file (default scratch; detection runs only)")
@@ -127,12 +132,12 @@ def _scratch_hyp() -> dict[str, float]:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from nostride.engine import NonFiniteLossError, train
+    from nostride.engine import CompileUnavailableError, NonFiniteLossError, train
 
     options = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config")}
     try:
         train(config=getattr(args, "config", None), **options)
-    except NonFiniteLossError as e:
+    except (NonFiniteLossError, CompileUnavailableError) as e:
         print(f"nostride train: error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ..layers.conv import ConvBnAct
-from ..layers.fused import FusedSPDConv, SplitInputConv
+from ..layers.fused import FusedSPDConv, SplitInputConv, spd_weight_to_strided
 from ..layers.space_to_depth import SpaceToDepth
 from ..layers.spd_conv import SPDConv
 from .modules import GroupedSpaceToDepth, SPDDownsample
@@ -177,7 +177,6 @@ def _grouped_spd_conv_to_strided(
 
     out_ch, kh, kw = conv.out_channels, *conv.kernel_size
     in_ch = conv.in_channels // (sh * sw)
-    cg = in_ch // conv.groups  # input channels per group, before space-to-depth
     strided = nn.Conv2d(
         in_ch,
         out_ch,
@@ -190,11 +189,7 @@ def _grouped_spd_conv_to_strided(
         dtype=conv.weight.dtype,
     )
     with torch.no_grad():
-        # in-group SPD channel (r + sh*c)*Cg + i splits as (c, r, i): (O, c, r, Cg, kh, kw)
-        w = conv.weight.detach().reshape(out_ch, sw, sh, cg, kh, kw)
-        # -> (O, Cg, kh, r, kw, c) so that row = sh*u + r and column = sw*v + c
-        w = w.permute(0, 3, 4, 2, 5, 1).reshape(out_ch, cg, sh * kh, sw * kw)
-        strided.weight.copy_(w)
+        strided.weight.copy_(spd_weight_to_strided(conv.weight.detach(), (sh, sw)))
         if conv.bias is not None:
             strided.bias.copy_(conv.bias.detach())
     return FusedSPDConv(strided, scale_repr)

@@ -85,6 +85,8 @@ class TrainConfig:
     amp: bool | None = None  # None = on for CUDA; always off on CPU
     channels_last: bool = False
     sync_bn: bool = False
+    compile: bool = False  # torch.compile the module of the training forward (EMA, checkpoints stay plain)
+    spd_form: str = "spd"  # SPD-Conv layers train as "spd" (space-to-depth + conv) or "strided" (one strided conv)
 
     # run directory and bookkeeping
     project: str = "runs/train"
@@ -106,7 +108,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the option when a value is out of range."""
         choices = {"optimizer": ("sgd", "adamw"), "schedule": ("step", "cosine", "linear"),
-                   "schedule_unit": ("iter", "epoch")}
+                   "schedule_unit": ("iter", "epoch"), "spd_form": ("spd", "strided")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")

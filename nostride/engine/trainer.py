@@ -48,6 +48,7 @@ from .checkpointer import (
     restore_rng_state,
     to_plain,
 )
+from .compiling import CompileUnavailableError, check_compile_backend, compile_failure, compile_for_training
 from .config import TrainConfig
 from .ema import ModelEMA
 from .hooks import CheckpointHook, EMAHook, EvalHook, Hook, LRScheduleHook, ResultsHook
@@ -58,7 +59,7 @@ from ..utils.atomic import remove_stale_temp_files
 from ..utils.jsonio import write_json
 from .schedule import LRSchedule, milestones_beyond
 
-__all__ = ["Trainer", "NonFiniteLossError"]
+__all__ = ["Trainer", "NonFiniteLossError", "CompileUnavailableError"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -107,6 +108,8 @@ class Trainer:
         self.info = D.dist_info()
         self.device = D.select_device(cfg.device, self.info.local_rank)
         self._owns_process_group = self.info.distributed and not D.is_dist()
+        if cfg.compile:
+            check_compile_backend(self.device)  # before any folder or data work: one clear line
         D.setup_distributed(self.info, self.device)
         if cfg.batch_size % self.info.world_size:
             raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the {self.info.world_size} processes "
@@ -137,6 +140,12 @@ class Trainer:
             if stale:
                 self.log(f"removed {plural(len(stale), 'incomplete checkpoint file')} of an interrupted write "
                          f"({stale[0].name}{', ...' if len(stale) > 1 else ''})")
+        if cfg.spd_form != "spd":
+            from nostride.models import set_spd_form
+
+            sites = set_spd_form(model, cfg.spd_form)  # same parameters and state dict, other computation
+            self.log(f"spd_form {cfg.spd_form}: {plural(sites, 'space-to-depth layer')} computed as strided convolutions"
+                     if sites else f"spd_form {cfg.spd_form}: {cfg.model} has no SPD-Conv layer to compute that way")
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model  # the unwrapped model (checkpoints, EMA); self.train_model may be DDP
@@ -188,6 +197,12 @@ class Trainer:
         if self.info.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if cfg.compile:
+            # compile the DDP wrapper, not the inner module: PyTorch's DDP + torch.compile guidance
+            # (torch.compile(DDP(model))) lets dynamo's DDPOptimizer split the graph at DDP's gradient
+            # buckets, so all-reduce still overlaps the backward pass. self.model stays the plain
+            # module: EMA, checkpoints (no "_orig_mod." keys) and validation never see the compiled one.
+            self.train_model = compile_for_training(self.train_model, self.device)
         if self.info.is_main:
             from .config import save_config
 
@@ -380,7 +395,13 @@ class Trainer:
         ctx = self.train_model.no_sync() if not sync else contextlib.nullcontext()
         with ctx:
             with torch.autocast(self.device.type, enabled=self.amp):
-                loss, items = self.task.loss(self.train_model, batch)
+                try:
+                    loss, items = self.task.loss(self.train_model, batch)
+                except Exception as e:
+                    failure = compile_failure(e) if self.cfg.compile else None
+                    if failure is not None:
+                        raise failure from e
+                    raise
             self._check_finite(loss)
             if self.task.loss_reduction == "sum":
                 loss = loss * self.info.world_size  # DDP averages gradients; YOLOv5 wants the sum

@@ -2,7 +2,7 @@
 
 from .activations import ActLike, make_act
 from .conv import ConvBnAct, same_padding
-from .fused import FusedSPDConv, SPDPad, SplitInputConv
+from .fused import FusedSPDConv, SPDPad, SplitInputConv, spd_strided_conv2d, spd_weight_to_strided
 from .space_to_depth import DepthToSpace, SpaceToDepth, depth_to_space, space_to_depth
 from .spd_conv import SPDConv
 
@@ -19,4 +19,6 @@ __all__ = [
     "make_act",
     "same_padding",
     "space_to_depth",
+    "spd_strided_conv2d",
+    "spd_weight_to_strided",
 ]

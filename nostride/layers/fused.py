@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FusedSPDConv", "SPDPad", "SplitInputConv", "spd_pad"]
+__all__ = ["FusedSPDConv", "SPDPad", "SplitInputConv", "spd_pad", "spd_strided_conv2d", "spd_weight_to_strided"]
 
 
 from .space_to_depth import _tracing  # noqa: E402  (re-exported for nostride.convert)
@@ -66,6 +66,46 @@ def spd_pad(x: torch.Tensor, block: tuple[int, int], pad: bool = True, who: str 
             )
         x = F.pad(x, (0, pad_w, 0, pad_h))
     return x
+
+
+def spd_weight_to_strided(weight: torch.Tensor, block: tuple[int, int] = (2, 2)) -> torch.Tensor:
+    """The weight of the strided convolution equal to space-to-depth (``block``) then a conv of ``weight``.
+
+    ``W_strided[o, i, sh*u + r, sw*v + c] = W[o, (r + sh*c)*Cg + i, u, v]`` (``r``/``c`` the row/column
+    offset inside a block, ``Cg`` the input channels per group before space-to-depth; group-major
+    space-to-depth for a grouped conv). Differentiable (a reshape and a permute), so a training
+    forward can rearrange the space-to-depth weights on every step.
+
+    Args:
+        weight: ``(O, sh*sw*Cg, kh, kw)``, the weight of the conv that reads the space-to-depth output.
+        block: ``(sh, sw)``, the space-to-depth block.
+
+    Returns:
+        ``(O, Cg, sh*kh, sw*kw)``.
+    """
+    sh, sw = block
+    out_ch, in_spd, kh, kw = weight.shape
+    if in_spd % (sh * sw):
+        raise ValueError(f"spd_weight_to_strided: {in_spd} input channels not divisible by {sh * sw}")
+    cg = in_spd // (sh * sw)
+    # in-group SPD channel (r + sh*c)*Cg + i splits as (c, r, i): (O, c, r, Cg, kh, kw)
+    w = weight.reshape(out_ch, sw, sh, cg, kh, kw)
+    # -> (O, Cg, kh, r, kw, c) so that row = sh*u + r and column = sw*v + c
+    return w.permute(0, 3, 4, 2, 5, 1).reshape(out_ch, cg, sh * kh, sw * kw)
+
+
+def spd_strided_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: int,
+                       padding: tuple[int, int], pad: bool = True, who: str = "SPD-Conv") -> torch.Tensor:
+    """``conv2d(space_to_depth(x, scale), weight, bias, stride=1, padding)`` as one strided convolution.
+
+    Pads ``x`` like :class:`~nostride.layers.SpaceToDepth` (:func:`spd_pad`), rearranges ``weight``
+    (:func:`spd_weight_to_strided`) and runs a stride-``scale`` conv with padding ``scale * padding``:
+    the same function (and gradients) without the space-to-depth copy of ``x``. Exact for any
+    kernel size (odd or even) with this symmetric zero padding.
+    """
+    x = spd_pad(x, (scale, scale), pad, who)
+    w = spd_weight_to_strided(weight, (scale, scale))
+    return F.conv2d(x, w, bias, stride=scale, padding=(scale * padding[0], scale * padding[1]))
 
 
 class FusedSPDConv(nn.Module):

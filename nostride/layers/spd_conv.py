@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .activations import ActLike, make_act
+from .fused import spd_strided_conv2d
 from .space_to_depth import SpaceToDepth
 
 __all__ = ["SPDConv"]
@@ -32,6 +33,11 @@ class SPDConv(nn.Module):
 
     Children: ``spd`` (:class:`SpaceToDepth`), ``conv``, ``bn`` (``nn.Identity`` without norm),
     ``act``. :func:`nostride.fuse` turns it into one ``scale*k x scale*k`` strided convolution.
+
+    ``strided`` (attribute, default ``False``; :func:`nostride.models.set_spd_form` sets it): compute
+    the same function as that strided convolution, the weight rearranged from ``conv.weight`` on
+    every call (so parameters, state dict and gradients stay those of this block), without the
+    space-to-depth copy of the input. Training-time speed option; results agree to float rounding.
     """
 
     def __init__(
@@ -65,6 +71,11 @@ class SPDConv(nn.Module):
         )
         self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum) if norm else nn.Identity()
         self.act = make_act(act)
+        self.strided = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.strided:
+            c = self.conv
+            y = spd_strided_conv2d(x, c.weight, c.bias, self.scale, c.padding, self.spd.pad, "SPDConv")
+            return self.act(self.bn(y))
         return self.act(self.bn(self.conv(self.spd(x))))

@@ -3,5 +3,6 @@
 from ._registry import ModelInfo, create_model, list_models, model_info, register_model
 from . import resnet  # noqa: F401  (registers the ResNet builders)
 from . import yolo  # noqa: F401  (registers the YOLOv5 builders)
+from .spd_form import SPD_FORMS, set_spd_form
 
-__all__ = ["ModelInfo", "create_model", "list_models", "model_info", "register_model"]
+__all__ = ["ModelInfo", "SPD_FORMS", "create_model", "list_models", "model_info", "register_model", "set_spd_form"]

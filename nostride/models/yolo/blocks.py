@@ -15,6 +15,7 @@ from torch import nn
 from ...convert.fuse import fold_norm, spd_conv_to_strided
 from ...layers.activations import ActLike
 from ...layers.conv import ConvBnAct
+from ...layers.fused import spd_strided_conv2d
 from ...layers.space_to_depth import space_to_depth
 
 __all__ = ["BN_EPS", "BN_MOMENTUM", "Bottleneck", "C3", "Concat", "Conv", "Focus", "SPP", "SPPF"]
@@ -118,8 +119,13 @@ class Focus(nn.Module):
     def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, p: int | None = None, g: int = 1, act: ActLike = True) -> None:
         super().__init__()
         self.conv = Conv(c1 * 4, c2, k, s, p, g, act)
+        self.strided = False  # the training-time strided form (nostride.models.set_spd_form)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if getattr(self, "strided", False):
+            c = self.conv
+            y = spd_strided_conv2d(x, c.conv.weight, c.conv.bias, 2, c.conv.padding, who="Focus")
+            return c.act(c.bn(y))
         return self.conv(space_to_depth(x, 2))
 
     def fuse_module(self) -> nn.Module:
