@@ -40,7 +40,7 @@ import statistics
 
 from _common import add_device_args, apply_threads, cpu_seconds, describe_device, sync
 
-from nostride.models import create_model
+from nostride.models import create_model, set_spd_form
 from nostride.tasks.detect import YOLOv5Loss
 from nostride.tasks.detect.hyp import load_hyp
 
@@ -80,9 +80,10 @@ def make_step(model: torch.nn.Module, loss_fn: Callable, x: torch.Tensor, t: tor
 
 
 def nostride_step(name: str, x: torch.Tensor, t: torch.Tensor, device: torch.device, channels_last: bool = False,
-                  compile: bool = False) -> Callable[[], None]:
+                  compile: bool = False, spd_form: str = "spd") -> Callable[[], None]:
     torch.manual_seed(0)
     model = create_model(name, num_classes=80).to(device).train()
+    set_spd_form(model, spd_form)
     hyp = {k: v for k, v in load_hyp("scratch").items() if k in LOSS_KEYS}
     loss_fn = YOLOv5Loss(model, hyp, img_size=x.shape[-1])
     if channels_last:
@@ -248,23 +249,29 @@ def main() -> None:
     cpu_note = device.type == "cpu"
     print("\nmodel step (forward + loss + backward + SGD); ratio = variant / reference (or / nostride)"
           + ("; per CPU-second: less distorted by other load" if cpu_note else ""))
-    print(f"{'model':<12} {'size':>5} {'variant':<22} {'img/s':>8} {'ratio':>6}"
+    print(f"{'model':<12} {'size':>5} {'variant':<37} {'img/s':>8} {'ratio':>6}"
           + (f" {'img/CPU-s':>10} {'ratio':>6}" if cpu_note else ""))
     step_ips: dict[tuple[str, int], tuple[float, float]] = {}
     for size in args.sizes:
         x, t = synthetic_batch(args.batch_size, size, device)
         for name in MODELS:
-            fns = {"nostride": nostride_step(name, x, t, device),
-                   "nostride channels_last": nostride_step(name, x, t, device, channels_last=True)}
-            if args.compile:
-                fns["nostride compile"] = nostride_step(name, x, t, device, compile=True)
+            # the levers of `nostride train`: --channels-last, --spd-form strided (SPD models), --compile
+            spd = ("spd", "strided") if name.endswith("_spd") else ("spd",)
+            fns = {}
+            for compiled in (False, True) if args.compile else (False,):
+                for form in spd:
+                    for cl in (False, True):
+                        label = " ".join(["nostride"] + (["strided"] if form == "strided" else [])
+                                         + (["channels_last"] if cl else []) + (["compile"] if compiled else []))
+                        fns[label] = nostride_step(name, x, t, device, channels_last=cl, compile=compiled,
+                                                   spd_form=form)
             if name in refs:
                 classes, folder = refs[name]
                 fns["YOLOv5 reference"] = reference_step(classes, folder, name, x, t, device)
             times = time_round_robin(fns, device, args.repeats)
             base = times.get("YOLOv5 reference", times["nostride"])
             for variant, (wall, cpu) in times.items():
-                line = f"{name:<12} {size:>5} {variant:<22} {args.batch_size / wall:>8.1f} {base[0] / wall:>6.2f}"
+                line = f"{name:<12} {size:>5} {variant:<37} {args.batch_size / wall:>8.1f} {base[0] / wall:>6.2f}"
                 if cpu_note:
                     line += f" {args.batch_size / cpu:>10.1f} {base[1] / cpu:>6.2f}"
                 print(line, flush=True)
