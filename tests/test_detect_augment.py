@@ -157,3 +157,34 @@ def test_random_perspective_boxes_stay_on_their_pixels(perspective):
         x1, y1, x2, y2 = lab[0, 1:].tolist()
         assert abs(xs.min().item() - x1) <= 2 and abs(ys.min().item() - y1) <= 2
         assert abs(xs.max().item() + 1 - x2) <= 2 and abs(ys.max().item() + 1 - y2) <= 2
+
+
+def test_hsv_gains_equal_the_per_pixel_formula_bit_for_bit():
+    """apply_hsv_gains evaluates parts of hsv8_to_rgb on table entries: the same uint8 result as
+    mapping every pixel's 8-bit HSV through the lookup tables and converting back."""
+    from nostride.data.detection.augment.color import hsv_luts, rgb_to_hsv8
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.randint(0, 256, (3, 61, 67), generator=g, dtype=torch.uint8)
+    img[:, :4] = (torch.arange(4 * 67) % 256).to(torch.uint8).view(4, 67)  # greys (S = 0)
+    img[0, 4:6] = 255  # saturated reds: the hue wrap-around
+    for gains in [(1.0, 1.0, 1.0), (0.5, 1.5, 0.7), (1.49, 0.51, 1.38), (1.013, 0.0, 2.0)] + [
+            tuple(float(v) for v in torch.rand(3, generator=g) + 0.5) for _ in range(20)]:
+        hsv = rgb_to_hsv8(img).long()
+        hsv[1] += 256
+        hsv[2] += 512
+        expected = hsv8_to_rgb(hsv_luts(gains).flatten().take(hsv))
+        assert torch.equal(apply_hsv_gains(img, gains), expected), gains
+
+
+def test_affine_grid_equals_torch_affine_grid_bit_for_bit():
+    """warp_image's grid: the same float32 values as F.affine_grid (so warped pixels are unchanged)."""
+    import torch.nn.functional as F
+
+    from nostride.data.detection.augment.geometry import affine_grid
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        oh, ow = (int(v) for v in torch.randint(1, 400, (2,), generator=g))
+        theta = (torch.rand(2, 3, generator=g) * 4 - 2).float()
+        assert torch.equal(affine_grid(theta, oh, ow), F.affine_grid(theta[None], [1, 3, oh, ow], align_corners=False))

@@ -66,11 +66,28 @@ def hsv_luts(gains: tuple[float, float, float]) -> Tensor:
 
 
 def apply_hsv_gains(img: Tensor, gains: tuple[float, float, float]) -> Tensor:
-    """Scale hue, saturation and value of a (3, H, W) uint8 RGB image by ``gains`` (via lookup tables)."""
+    """Scale hue, saturation and value of a (3, H, W) uint8 RGB image by ``gains`` (via lookup tables).
+
+    The same result, bit for bit, as ``hsv8_to_rgb`` of the image's 8-bit HSV mapped through
+    :func:`hsv_luts`, computed with fewer passes over the pixels: the parts of ``hsv8_to_rgb`` that
+    depend on one or two of the HSV channels (the hue-sector factor ``m`` per output channel, and
+    ``V S / 255``) are evaluated with the same float32 operations on the 256 (or 256 x 256) table
+    entries instead of on every pixel, then gathered.
+    """
     hsv = _hsv_float(img).to(torch.int64)
-    hsv[1] += 256  # one flat table: H entries, then S, then V
-    hsv[2] += 512
-    return hsv8_to_rgb(hsv_luts(gains).flatten().take(hsv))
+    h, s, v = hsv[0], hsv[1], hsv[2]
+    lut = hsv_luts(gains)
+    levels = torch.arange(256, dtype=torch.float32)
+    # hsv8_to_rgb's m for every hue H' (float32 ops of the same order), then for every H via lut[0]
+    k = _N.view(3, 1) + levels / 30.0
+    k = torch.where(k >= 6.0, k - 6.0, k)
+    m = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)[:, lut[0].long()]  # (3, 256)
+    s_new, v_new = lut[1].to(torch.float32), lut[2].to(torch.float32)
+    vs = (v_new[:, None] * s_new[None, :] / 255.0).flatten()  # V' S' / 255 for every (V, S)
+    shape = h.shape
+    m_px = m.index_select(1, h.flatten()).view(3, *shape)
+    rgb = v_new.take(v) - vs.take(v.mul(256).add_(s)) * m_px
+    return rgb.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def augment_hsv(img: Tensor, hgain: float = 0.5, sgain: float = 0.5, vgain: float = 0.5,

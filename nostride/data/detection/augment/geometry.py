@@ -101,8 +101,27 @@ def warp_image(img: Tensor, M: Tensor, out_hw: tuple[int, int], fill: float = FI
     out_px = torch.tensor([[ow / 2, 0, (ow - 1) / 2], [0, oh / 2, (oh - 1) / 2], [0, 0, 1]], dtype=torch.float64)
     to_norm = torch.tensor([[2 / cw, 0, 1 / cw - 1], [0, 2 / ch, 1 / ch - 1], [0, 0, 1]], dtype=torch.float64)
     theta = (to_norm @ shift @ Minv @ out_px)[:2].to(torch.float32)[None]
-    grid = F.affine_grid(theta, [1, c, oh, ow], align_corners=False)
-    return _sample(crop, grid, fill)
+    return _sample(crop, affine_grid(theta[0], oh, ow), fill)
+
+
+def affine_grid(theta: Tensor, oh: int, ow: int) -> Tensor:
+    """``F.affine_grid(theta[None], [1, C, oh, ow], align_corners=False)``, value for value, at a
+    fraction of its cost: ``x * t[0] + y * t[1] + t[2]`` per output coordinate, from the same
+    normalised pixel centres and in the same float32 order as its (3-term) matrix product, but as
+    broadcast row/column operations instead of a matrix product with 3-element rows.
+
+    Args:
+        theta: (2, 3) float32 affine matrix (normalised output -> normalised input coordinates).
+
+    Returns:
+        (1, oh, ow, 2) sampling grid for ``F.grid_sample(..., align_corners=False)``.
+    """
+    xs = torch.linspace(-1, 1, ow, dtype=theta.dtype) * (ow - 1) / ow
+    ys = torch.linspace(-1, 1, oh, dtype=theta.dtype) * (oh - 1) / oh
+    xs, ys = xs[None, :], ys[:, None]
+    gx = (xs * theta[0, 0] + ys * theta[0, 1]) + theta[0, 2]
+    gy = (xs * theta[1, 0] + ys * theta[1, 1]) + theta[1, 2]
+    return torch.stack((gx, gy), dim=-1)[None]
 
 
 def _sample(img: Tensor, grid: Tensor, fill: float) -> Tensor:
