@@ -210,3 +210,32 @@ def test_parallel_jobs_train_each_run_in_its_own_process(cache, tmp_path):
     for folder in (tmp_path / "par" / "runs" / "32px").glob("*/seed0"):
         assert (folder / "compare_run.yaml").is_file() and (folder / "final_metrics.json").is_file()
         assert "done:" in (folder / "train.log").read_text()  # the worker's own output, kept in the run folder
+
+
+@pytest.mark.slow
+def test_tiny_detection_study_end_to_end(cache, tmp_path):
+    """yolov5n against yolov5n_spd on a tiny built-in small-object set: two seeds, one epoch each, the
+    test split scored with each run's best.pt and compared by mAP50-95, AP small and mAP50."""
+    import nostride
+
+    data = "builtin:small-objects@img_size=64,train=4,val=2,test=3,max_size=16,min_objects=2,max_objects=4"
+    models = "yolov5n@width_multiple=0.0625,yolov5n_spd@width_multiple=0.0625"
+    result = nostride.compare(models, data, epochs=1, seeds=2, batch_size=4, latency=False, quiet=True,
+                              project=tmp_path, name="det", workers=0)
+    assert not result.failed
+    spd, strided = result.row("yolov5n_spd@width_multiple=0.0625"), result.row("yolov5n@width_multiple=0.0625")
+    for row in (spd, strided):
+        assert row.summary("mAP50-95").n == 2 and row.summary("AP_small").n == 2
+        assert row.flops > 0 and row.params > 0
+    assert spd.flops > strided.flops  # space-to-depth keeps every pixel: more computation
+    # one paired difference per metric, each over both seeds
+    assert [d.metric for d in result.differences] == ["mAP50-95", "AP_small", "mAP50"]
+    assert all(d.diff.n == 2 for d in result.differences)
+    runs = list(csv.DictReader(open(result.dir / "runs.csv")))
+    assert len(runs) == 4
+    for r in runs:
+        final = json.loads(open(f"{r['run_dir']}/final_metrics.json").read())
+        assert float(r["mAP50-95"]) == pytest.approx(100 * final["test"]["mAP50-95"], rel=1e-5, abs=1e-9)
+        assert (tmp_path / r["run_dir"] / "weights" / "best.pt").is_file()
+    report = (result.dir / "report.md").read_text()
+    assert "mAP50-95 %" in report and "AP small %" in report and "64 x 64 pixels" in report
