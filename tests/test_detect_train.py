@@ -219,3 +219,13 @@ def test_fine_tune_an_imported_yolov5_checkpoint_with_frozen_backbone(squares, t
     assert backbone and all(torch.equal(tuned[k], source[k].float()) for k in backbone)  # frozen: unchanged
     head = [k for k in tuned if k.startswith("model.24.m.") and k.endswith("weight")]
     assert all(tuned[k].shape[0] == 3 * 8 for k in head)  # 3 classes now
+
+
+def test_default_image_size_is_640_or_a_builtin_sets_own_size():
+    from nostride.data.builtin import builtin_img_size
+    from nostride.tasks.detect.task import _default_img_size
+
+    assert builtin_img_size("builtin:small-objects") == 256 and builtin_img_size("coco.yaml") is None
+    assert _default_img_size("builtin:small-objects") == 256
+    assert _default_img_size("builtin:small-objects@img_size=100,max_size=20") == 128  # up to the stride
+    assert _default_img_size("data/coco128.yaml") == 640

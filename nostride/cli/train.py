@@ -39,7 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "builtin:small-objects (generated; no default)")
     g.add_argument("--config", help="YAML file of options (e.g. configs/resnet18_spd_tiny_imagenet.yaml; default: none)")
     g.add_argument("--width", type=int, help="model width (ResNet stem channels; small = quick runs; default: the model's own)")
-    g.add_argument("--img-size", type=int, help="image size (default: the dataset's native size)")
+    g.add_argument("--img-size", type=int, help="image size (default: classification, the dataset's native size; "
+                                                     "detection, 640, or a built-in set's own size)")
     g = p.add_argument_group("length and batch")
     g.add_argument("--epochs", type=int, help="number of epochs (default 100)")
     g.add_argument("--batch-size", type=int, help="TOTAL batch size over all DDP processes (default 64)")

@@ -59,17 +59,11 @@ CLASSIFY = StudyTask(
 
 
 def _detect_describe(data: str, img_size: int | None) -> tuple[int, int]:
-    from nostride.data.builtin import is_builtin
+    from nostride.data.builtin import builtin_img_size
     from nostride.data.detection import load_data_yaml
-    from nostride.utils.specs import parse_spec
 
     cfg = load_data_yaml(data)
-    if img_size is None and is_builtin(data):  # the generated images' own size
-        from nostride.data.builtin import builtin_options
-
-        name, options = parse_spec(data.split(":", 1)[1])
-        img_size = int(builtin_options(name, **options)["img_size"])
-    return cfg.nc, int(img_size or 640)
+    return cfg.nc, int(img_size or builtin_img_size(data) or 640)  # a built-in set: its images' own size
 
 
 DETECT = StudyTask(

@@ -28,8 +28,8 @@ from ...utils.specs import parse_spec
 from .lowres import LOWRES_DEFAULTS, make_lowres
 from .small_objects import SMALL_OBJECTS_DEFAULTS, make_small_objects
 
-__all__ = ["BUILTIN_PREFIX", "BUILTINS", "BuiltinDataset", "builtin_options", "cache_dir", "is_builtin",
-           "make_builtin", "resolve_builtin"]
+__all__ = ["BUILTIN_PREFIX", "BUILTINS", "BuiltinDataset", "builtin_img_size", "builtin_options", "cache_dir",
+           "is_builtin", "make_builtin", "resolve_builtin"]
 
 BUILTIN_PREFIX = "builtin:"
 GENERATOR_VERSION = 1  # bump when a generator's output changes: cached copies are then made again
@@ -83,6 +83,15 @@ def builtin_options(name: str, **options: Any) -> dict[str, Any]:
         elif d is not None and not isinstance(v, type(d)):
             raise ValueError(f"built-in dataset {name!r}: option {k} must be {type(d).__name__}, got {v!r}")
     return merged
+
+
+def builtin_img_size(source: Any) -> int | None:
+    """The image size a ``"builtin:NAME[@options]"`` source is generated at (None for other sources)."""
+    if not is_builtin(source):
+        return None
+    name, options = parse_spec(source[len(BUILTIN_PREFIX):], "data source")
+    size = builtin_options(name, **options).get("img_size")
+    return int(size) if size is not None else None
 
 
 def _print_progress(name: str) -> Callable[[int, int], None]:

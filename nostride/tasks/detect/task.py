@@ -47,6 +47,14 @@ def _rank_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def _default_img_size(data: Any) -> int:
+    """640 as YOLOv5, except for a built-in set: its images' own size, rounded up to the stride (32)."""
+    from nostride.data.builtin import builtin_img_size
+
+    size = builtin_img_size(data)
+    return 640 if size is None else -(-size // 32) * 32
+
+
 class DetectTask(Task):
     """Trains a YOLOv5-family detector on a YOLO / COCO detection dataset (see the module doc).
 
@@ -62,7 +70,7 @@ class DetectTask(Task):
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self.opts = check_task_options(dict(getattr(cfg, "task_options", {}) or {}))
-        self.img_size = int(cfg.img_size or 640)
+        self.img_size = int(cfg.img_size or _default_img_size(cfg.data))
         self.stride = 32
         self.data_cfg = None
         self.train_set = None
