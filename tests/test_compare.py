@@ -239,3 +239,22 @@ def test_tiny_detection_study_end_to_end(cache, tmp_path):
         assert (tmp_path / r["run_dir"] / "weights" / "best.pt").is_file()
     report = (result.dir / "report.md").read_text()
     assert "mAP50-95 %" in report and "AP small %" in report and "64 x 64 pixels" in report
+
+
+def test_defaults_models_by_task_of_the_data_and_packaged_recipes():
+    from nostride.comparison.defaults import (DEFAULT_CLASSIFY_MODELS, DEFAULT_DATA, DEFAULT_MODELS, DEFAULT_RECIPE,
+                                              default_models, resolve_recipe)
+    from nostride.engine.config import build_config, load_config_file
+
+    assert default_models(None) == DEFAULT_MODELS == "yolov5n,yolov5n_spd"
+    assert default_models("builtin:small-objects@img_size=64") == DEFAULT_MODELS
+    assert default_models("data/coco128.yaml") == DEFAULT_MODELS
+    for data in ("builtin:lowres", "/data/cifar10", "tiny-imagenet-200.zip"):
+        assert default_models(data) == DEFAULT_CLASSIFY_MODELS
+    # the bare study's recipe is a valid set of training options for its models and data
+    recipe = load_config_file(resolve_recipe(DEFAULT_RECIPE))
+    assert recipe["optimizer"] == "adamw" and recipe["epochs"] == 10
+    cfg = build_config(**recipe, model="yolov5n_spd", data=DEFAULT_DATA)
+    assert cfg.task_options["mosaic"] == 0.0 and cfg.lr == 0.002
+    with pytest.raises(FileNotFoundError, match="packaged: small-objects-cpu"):
+        resolve_recipe("no-such-recipe")

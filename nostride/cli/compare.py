@@ -15,7 +15,8 @@ def _ints(text: str) -> list[int]:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from nostride.comparison.defaults import DEFAULT_DATA, DEFAULT_MODELS, DEFAULT_SEEDS
+    from nostride.comparison.defaults import (DEFAULT_CLASSIFY_MODELS, DEFAULT_DATA, DEFAULT_MODELS, DEFAULT_RECIPE,
+                                              DEFAULT_SEEDS, packaged_recipes)
 
     p = sub.add_parser(
         "compare", help="does SPD help on this data? SPD vs strided, same data and seeds, mean ± std, cost",
@@ -25,13 +26,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "strided one with a 95% interval. Writes report.md, summary.csv, differences.csv, runs.csv and charts "
         "into runs/compare/NAME; running the same study again continues it (finished runs are not trained again).",
     )
-    p.add_argument("--models", default=DEFAULT_MODELS,
-                   help=f"comma-separated model specs: NAME, NAME@width=32 (builder options), spdify:NAME "
-                   f"(converted) (default: {DEFAULT_MODELS})")
-    p.add_argument("--data", default=DEFAULT_DATA,
+    p.add_argument("--models", help=f"comma-separated model specs: NAME, NAME@width=32 (builder options), "
+                   f"spdify:NAME (converted) (default: {DEFAULT_MODELS} for detection data, "
+                   f"{DEFAULT_CLASSIFY_MODELS} for classification data)")
+    p.add_argument("--data",
                    help=f"dataset (any the train command reads) or builtin:lowres / builtin:small-objects "
                    f"(default: {DEFAULT_DATA})")
-    p.add_argument("--epochs", type=int, help="epochs per run (default 10)")
+    p.add_argument("--epochs", type=int, help="epochs per run (default: the recipe's, else 10 for classification, "
+                   "30 for detection)")
     p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
                    help=f"seeds per model (0, 1, ...; default {DEFAULT_SEEDS})")
     p.add_argument("--img-sizes", type=_ints, help="repeat the study at these image sizes, e.g. 32,16 "
@@ -39,9 +41,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--match", choices=["flops", "params"],
                    help="add each SPD model's strided baseline widened to the SPD model's FLOPs or parameters "
                    "(default: none)")
-    p.add_argument("--recipe", help="YAML file of training options for every run (see nostride train --help; default: none)")
-    p.add_argument("--batch-size", type=int, help="batch size (default 64)")
-    p.add_argument("--lr", type=float, help="learning rate (default 0.05)")
+    p.add_argument("--recipe", help="YAML file of training options for every run (see nostride train --help), or a "
+                   f"packaged recipe: {', '.join(packaged_recipes())} (default: {DEFAULT_RECIPE} with the default "
+                   "data, else none)")
+    p.add_argument("--batch-size", type=int, help="batch size (default: the recipe's, else 64 for classification, "
+                   "16 for detection)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the recipe's, else 0.05 for classification, "
+                   "the hyp file's for detection)")
     p.add_argument("--max-per-class", type=int, help="use at most N images per class (quick studies; default: all)")
     p.add_argument("--workers", type=int, help="DataLoader workers per run (default 0 on CPU, 4 on GPU)")
     p.add_argument("--set", dest="overrides", type=key_value, action="append", default=[], metavar="KEY=VALUE",

@@ -18,7 +18,7 @@ from .tasks import study_task
 
 __all__ = ["compare", "StudyResult", "DEFAULT_MODELS", "DEFAULT_DATA", "STUDY_VERSION"]
 
-from .defaults import DEFAULT_DATA, DEFAULT_MODELS, DEFAULT_SEEDS
+from .defaults import DEFAULT_DATA, DEFAULT_MODELS, DEFAULT_RECIPE, DEFAULT_SEEDS, default_models, resolve_recipe
 STUDY_VERSION = 1
 _NOT_COMMON = ("model", "width", "model_options", "spdify", "img_size", "seed", "project", "name", "exist_ok",
                "resume", "quiet")
@@ -122,16 +122,21 @@ def compare(
     Args:
         models: model specs, comma-separated or a list: registry names (``resnet18_spd``), with
             builder options (``resnet18@width=32``), or converted (``spdify:resnet18@width=32``).
-            Default: ``resnet18@width=8,resnet18_spd@width=8``.
-        data: any dataset the training command reads, or ``builtin:lowres`` (the default) /
-            ``builtin:small-objects``.
-        epochs: epochs per run (default 10).
+            Default: ``yolov5n,yolov5n_spd`` for detection data (and the default data),
+            ``resnet18@width=8,resnet18_spd@width=8`` for classification data.
+        data: any dataset the training command reads, or a built-in set: ``builtin:lowres`` /
+            ``builtin:small-objects`` (default: the small objects at 128 px,
+            ``builtin:small-objects@img_size=128,min_size=4,max_size=24``).
+        epochs: epochs per run (default: the recipe's, else 10 for classification and 30 for
+            detection).
         seeds: number of seeds (0, 1, ...) or the seeds themselves (default 3).
         img_sizes: image sizes to repeat the study at (images resized to S x S, e.g. ``[32, 16]``);
             default the dataset's own size.
         match: ``"flops"`` or ``"params"``: add, for each SPD model, its strided baseline widened until
             its FLOPs (parameters) at each image size are within 5 % of the SPD model's.
-        recipe: a YAML file of training options applied to every run (``options`` override it).
+        recipe: a YAML file of training options applied to every run (``options`` override it), or
+            the name of a packaged recipe (``small-objects-cpu``: what the default data is trained
+            with when neither data nor recipe is given).
         device: ``cpu``, ``cuda``, ``cuda:N``, or several comma-separated for parallel jobs.
         project, name: the study folder PROJECT/NAME; the same study started again continues there
             (finished runs are never trained again, interrupted ones resume); a different one goes to
@@ -149,7 +154,9 @@ def compare(
     """
     from nostride.engine.config import build_config, load_config_file
 
-    specs = parse_model_list(models if models is not None else DEFAULT_MODELS)
+    specs = parse_model_list(models if models is not None else default_models(data))
+    if not data and recipe is None:
+        recipe = DEFAULT_RECIPE  # the default data's own recipe
     data = data or DEFAULT_DATA
     task = study_task(_task_of(specs))
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
@@ -164,7 +171,7 @@ def compare(
     # common training options: task defaults < recipe < options; checked as the engine checks them
     common: dict[str, Any] = dict(task.defaults)
     if recipe:
-        common.update(load_config_file(recipe))
+        common.update(load_config_file(resolve_recipe(recipe)))
     for key in options:
         if key in _NOT_COMMON:
             raise ValueError(f"option {key!r} is set per run by compare (use models, seeds, img_sizes, name)")
