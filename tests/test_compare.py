@@ -213,14 +213,14 @@ def test_parallel_jobs_train_each_run_in_its_own_process(cache, tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_detection_study_end_to_end(cache, tmp_path):
+def test_tiny_detection_study_end_to_end(cache, tmp_path, capsys):
     """yolov5n against yolov5n_spd on a tiny built-in small-object set: two seeds, one epoch each, the
     test split scored with each run's best.pt and compared by mAP50-95, AP small and mAP50."""
     import nostride
 
     data = "builtin:small-objects@img_size=64,train=4,val=2,test=3,max_size=16,min_objects=2,max_objects=4"
     models = "yolov5n@width_multiple=0.0625,yolov5n_spd@width_multiple=0.0625"
-    result = nostride.compare(models, data, epochs=1, seeds=2, batch_size=4, latency=False, quiet=True,
+    result = nostride.compare(models, data, epochs=1, seeds=2, batch_size=4, latency=False,
                               project=tmp_path, name="det", workers=0)
     assert not result.failed
     spd, strided = result.row("yolov5n_spd@width_multiple=0.0625"), result.row("yolov5n@width_multiple=0.0625")
@@ -237,6 +237,9 @@ def test_tiny_detection_study_end_to_end(cache, tmp_path):
         final = json.loads(open(f"{r['run_dir']}/final_metrics.json").read())
         assert float(r["mAP50-95"]) == pytest.approx(100 * final["test"]["mAP50-95"], rel=1e-5, abs=1e-9)
         assert (tmp_path / r["run_dir"] / "weights" / "best.pt").is_file()
+    # the progress line shows each run's metric in the table's unit (%)
+    out = capsys.readouterr().out
+    assert f"64px {runs[0]['model']} seed 0: mAP50-95 % {float(runs[0]['mAP50-95']):.2f} (" in out
     report = (result.dir / "report.md").read_text()
     assert "mAP50-95 %" in report and "AP small %" in report and "64 x 64 pixels" in report
 
@@ -258,3 +261,13 @@ def test_defaults_models_by_task_of_the_data_and_packaged_recipes():
     assert cfg.task_options["mosaic"] == 0.0 and cfg.lr == 0.002
     with pytest.raises(FileNotFoundError, match="packaged: small-objects-cpu"):
         resolve_recipe("no-such-recipe")
+
+
+def test_progress_line_shows_the_metric_in_the_tables_unit(capsys, tmp_path):
+    from nostride.comparison.study import Run, RunResult, StudyProgress
+
+    run = Run(128, parse_model_spec("yolov5n"), 1, tmp_path, {"epochs": 3})
+    progress = StudyProgress(total_epochs=3, total_runs=1)
+    progress.finished(RunResult(run, final={"test": {"mAP50-95": 0.1234}}, train_time=5.0), "mAP50-95",
+                      "mAP50-95 %", scale=100.0)
+    assert "[1/1] 128px yolov5n seed 1: mAP50-95 % 12.34 (5 s training)" in capsys.readouterr().out

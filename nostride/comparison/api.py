@@ -219,7 +219,7 @@ def compare(
               f"{_n(len(runs), 'run')} of {_n(common['epochs'], 'epoch')} on {data}; study folder {study_dir}"
               f"{' (continuing)' if continued else ''}", flush=True)
     results = execute_runs(runs, task.metrics[0], jobs=jobs, nproc_per_run=nproc_per_run, devices=devices,
-                           quiet=quiet)
+                           quiet=quiet, scale=task.scale)
     for r in results:
         if not r.error:
             r.scores = task.scores(r.final)

@@ -123,7 +123,7 @@ class StudyProgress:
         left = per_epoch * (self.total - self.done)
         return f", about {_duration(left)} left" if left >= 1 else ""
 
-    def finished(self, result: RunResult, metric: str, label: str) -> None:
+    def finished(self, result: RunResult, metric: str, label: str, scale: float = 1.0) -> None:
         with self.lock:
             self.runs_done += 1
         if self.quiet:
@@ -133,7 +133,7 @@ class StudyProgress:
         else:
             split = result.final.get("test") or result.final.get("val") or {}
             v = split.get(metric)
-            what = f"{label} {v:.2f}" if isinstance(v, (int, float)) else "finished"
+            what = f"{label} {v * scale:.2f}" if isinstance(v, (int, float)) else "finished"
             what += " (done before)" if result.reused else f" ({_duration(result.train_time)} training)"
         line = f"[{self.runs_done}/{self.total_runs}] {result.run.title}: {what}{self.eta()}"
         (self.bar.write if self.bar is not None else print)(line)
@@ -222,11 +222,12 @@ def _run_subprocess(run: Run, progress: StudyProgress, nproc: int, env: dict[str
 
 
 def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_per_run: int = 1,
-                 devices: list[str] | None = None, quiet: bool = False) -> list[RunResult]:
+                 devices: list[str] | None = None, quiet: bool = False, scale: float = 1.0) -> list[RunResult]:
     """Run what is not finished yet; returns one result per run, in ``runs`` order.
 
     Args:
         metric: (key, label) of the metric shown as runs finish.
+        scale: what that metric is multiplied by when shown (detection: fractions -> %).
         jobs: runs trained at once. 1 (and ``nproc_per_run`` 1) trains in this process; more start
             ``nostride train`` worker processes (on CPU each gets ``cpu_count // jobs`` threads).
         nproc_per_run: processes per run (a torchrun group, e.g. one per GPU).
@@ -240,7 +241,7 @@ def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_
         if done is not None:
             results[i] = done
             progress.epochs(run.options["epochs"], trained=False)
-            progress.finished(done, *metric)
+            progress.finished(done, *metric, scale)
         else:
             todo.append(i)
     try:
@@ -250,7 +251,7 @@ def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_
                 if devices:
                     run.options["device"] = devices[0]
                 results[i] = _run_in_process(run, progress)
-                progress.finished(results[i], *metric)
+                progress.finished(results[i], *metric, scale)
         else:
             slots = list(devices or [""])
             free = [slots[k % len(slots)] for k in range(max(jobs, 1))]
@@ -268,7 +269,7 @@ def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_
                     env["OMP_NUM_THREADS"] = str(threads)
                 try:
                     results[i] = _run_subprocess(run, progress, nproc_per_run, env)
-                    progress.finished(results[i], *metric)
+                    progress.finished(results[i], *metric, scale)
                 finally:
                     with lock:
                         free.append(device)
