@@ -95,7 +95,7 @@ def test_tiny_study_end_to_end_and_resume_runs_only_what_is_missing(cache, tmp_p
     import nostride
     from nostride.comparison import study
 
-    kwargs = dict(epochs=1, seeds=2, project=tmp_path / "runs", batch_size=16, latency=False)
+    kwargs = dict(epochs=1, seeds=2, project=tmp_path / "runs", batch_size=16, latency=False, jobs=1)
     # interrupt the study after its first run: a KeyboardInterrupt in the second
     real, calls = study._train_in_process, []
 
@@ -147,7 +147,7 @@ def test_cli_compare_with_matching_and_two_sizes(cache, tmp_path, capsys):
 
     rc = main(["compare", "--models", "resnet18_spd@width=4", "--data", TINY_DATA, "--epochs", "1", "--seeds", "1",
                "--img-sizes", "32,16", "--match", "flops", "--batch-size", "16", "--project", str(tmp_path),
-               "--name", "s", "--no-latency", "--set", "label_smoothing=0.1"])
+               "--name", "s", "--no-latency", "--set", "label_smoothing=0.1", "--jobs", "1"])
     assert rc == 0
     out = capsys.readouterr().out
     assert "### 32 x 32 pixels" in out and "### 16 x 16 pixels" in out and "(flops-matched" in out
@@ -220,7 +220,7 @@ def test_tiny_detection_study_end_to_end(cache, tmp_path, capsys):
 
     data = "builtin:small-objects@img_size=64,train=4,val=2,test=3,max_size=16,min_objects=2,max_objects=4"
     models = "yolov5n@width_multiple=0.0625,yolov5n_spd@width_multiple=0.0625"
-    result = nostride.compare(models, data, epochs=1, seeds=2, batch_size=4, latency=False,
+    result = nostride.compare(models, data, epochs=1, seeds=2, batch_size=4, latency=False, jobs=1,
                               project=tmp_path, name="det", workers=0)
     assert not result.failed
     spd, strided = result.row("yolov5n_spd@width_multiple=0.0625"), result.row("yolov5n@width_multiple=0.0625")
@@ -271,3 +271,17 @@ def test_progress_line_shows_the_metric_in_the_tables_unit(capsys, tmp_path):
     progress.finished(RunResult(run, final={"test": {"mAP50-95": 0.1234}}, train_time=5.0), "mAP50-95",
                       "mAP50-95 %", scale=100.0)
     assert "[1/1] 128px yolov5n seed 1: mAP50-95 % 12.34 (5 s training)" in capsys.readouterr().out
+
+
+def test_default_jobs_two_one_thread_runs_on_a_multicore_cpu(monkeypatch):
+    import os
+
+    from nostride.comparison import api
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert api._default_jobs(["cpu"], 1) == 2
+    assert api._default_jobs(["cuda:0", "cuda:1"], 1) == 2
+    assert api._default_jobs(["cuda:0"], 1) == 1
+    assert api._default_jobs(["cpu"], 2) == 1  # each run is already a torchrun group
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert api._default_jobs(["cpu"], 1) == 1

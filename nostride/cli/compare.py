@@ -55,7 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "default: none)")
     p.add_argument("--device", default="", help="cpu, cuda, cuda:N, or several (cuda:0,cuda:1) for parallel jobs "
                    "(default: cuda if available, else cpu)")
-    p.add_argument("--jobs", type=int, default=1, help="runs trained at the same time, each in its own process")
+    p.add_argument("--jobs", type=int, help="runs trained at the same time, each in its own process (default: 2 on "
+                   "a CPU with 2 or more cores, each on half the cores; one per device with several devices; else 1)")
     p.add_argument("--nproc-per-run", type=int, default=1, help="processes per run (torchrun, e.g. GPUs per run)")
     p.add_argument("--project", default="runs/compare", help="studies root (default runs/compare)")
     p.add_argument("--name", default="exp", help="study name; the same study again continues in its folder")
