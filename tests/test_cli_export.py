@@ -78,3 +78,13 @@ def test_onnx_export_of_a_detector_with_nms(tmp_path, capsys):
     assert got.shape[1] == 7 and abs(len(got) - len(expected)) <= 0.05 * len(expected) and len(expected) > 0
     assert main(["export", "--weights", str(ckpt), "--nms", "--format", "torchscript"]) == 2
     assert "ONNX only" in capsys.readouterr().err
+
+
+def test_export_nms_thresholds_are_spelled_as_in_predict_and_val():
+    from nostride.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["export", "--weights", "w.pt", "--nms", "--conf", "0.3", "--iou", "0.5"])
+    assert (args.conf_thres, args.iou_thres) == (0.3, 0.5)
+    args = parser.parse_args(["export", "--weights", "w.pt", "--nms", "--conf-thres", "0.2", "--iou-thres", "0.4"])
+    assert (args.conf_thres, args.iou_thres) == (0.2, 0.4)  # the YOLOv5 spellings still work

@@ -27,8 +27,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-check", dest="check", action="store_false", help="skip the check against PyTorch")
     p.add_argument("--nms", action="store_true",
                    help="detectors, ONNX: NMS in the graph, output (n, 7) [image, x1, y1, x2, y2, conf, class] (default: off)")
-    p.add_argument("--conf-thres", type=float, default=0.25, help="with --nms: confidence threshold (default: 0.25)")
-    p.add_argument("--iou-thres", type=float, default=0.45, help="with --nms: NMS IoU threshold (default: 0.45)")
+    # --conf/--iou as in predict and val; the YOLOv5 spellings are kept as aliases
+    p.add_argument("--conf", "--conf-thres", dest="conf_thres", type=float, default=0.25,
+                   help="with --nms: confidence threshold (default: 0.25)")
+    p.add_argument("--iou", "--iou-thres", dest="iou_thres", type=float, default=0.45,
+                   help="with --nms: NMS IoU threshold (default: 0.45)")
     p.add_argument("--max-det", type=int, default=300, help="with --nms: most detections per image (default: 300)")
     p.set_defaults(func=run)
 
