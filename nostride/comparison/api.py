@@ -165,11 +165,11 @@ def compare(
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seed_list:
         raise ValueError("seeds must be at least 1")
+    devices = [d.strip() for d in str(device).split(",") if d.strip()]
     if jobs is None:
         jobs = _default_jobs(devices, nproc_per_run)
     if jobs < 1 or nproc_per_run < 1:
         raise ValueError("jobs and nproc_per_run must be >= 1")
-    devices = [d.strip() for d in str(device).split(",") if d.strip()]
     if len(devices) > 1 and nproc_per_run > 1:
         raise ValueError("give either several devices (one run per device) or nproc_per_run > 1, not both")
 
