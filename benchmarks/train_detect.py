@@ -2,8 +2,10 @@
 
 * model step: forward + :class:`YOLOv5Loss` + backward + SGD step on a synthetic batch (8 boxes
   per image, the same for every variant), in train mode (AMP + GradScaler on CUDA), for yolov5n and
-  yolov5n_spd at each size. Variants: nostride as ``nostride train`` runs it, nostride with
-  channels-last memory, nostride with ``torch.compile`` (``--compile``), and, when given
+  yolov5n_spd at each size. Variants: nostride as ``nostride train`` runs it, and with the speed
+  options of ``nostride train`` alone and combined: channels-last memory, for yolov5n_spd the
+  strided SPD form (``--spd-form strided``), and with ``--compile`` each of those again under
+  ``torch.compile`` (compilation happens in the warm-up call, outside the timing); and, when given
   (``--reference``), YOLOv5 v6.0's own ``Model`` + ``ComputeLoss`` from a checkout of
   ultralytics/yolov5 (tag v6.0) and, for yolov5n_spd, the SPD-Conv fork's (``--reference-spd``,
   the YOLOv5-SPD folder of LabSAINT/SPD-Conv). The reference code is imported from those folders
@@ -23,6 +25,7 @@
     python benchmarks/train_detect.py [--device cpu|cuda] [--threads 2] [--batch-size 16]
         [--sizes 320 640] [--workers 2] [--compile] [--reference /tmp/yolov5-v6.0]
         [--reference-spd /tmp/SPD-Conv/YOLOv5-SPD] [--data ../shared/data/coco128/data.yaml] [--quick]
+        [--models yolov5n_spd] [--no-loader]
 """
 
 from __future__ import annotations
@@ -233,6 +236,9 @@ def main() -> None:
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128" / "data.yaml"))
     p.add_argument("--loader-epochs", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="320 only, 1 repeat, 1 loader epoch")
+    p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
+                   help="model-step rows for these models only (the loader section needs both)")
+    p.add_argument("--no-loader", action="store_true", help="model step only (no loader / together sections)")
     args = p.parse_args()
     if args.quick:
         args.sizes, args.repeats, args.loader_epochs = [320], 1, 1
@@ -254,7 +260,7 @@ def main() -> None:
     step_ips: dict[tuple[str, int], tuple[float, float]] = {}
     for size in args.sizes:
         x, t = synthetic_batch(args.batch_size, size, device)
-        for name in MODELS:
+        for name in args.models:
             # the levers of `nostride train`: --channels-last, --spd-form strided (SPD models), --compile
             spd = ("spd", "strided") if name.endswith("_spd") else ("spd",)
             fns = {}
@@ -278,6 +284,8 @@ def main() -> None:
             w, c = times["nostride"]
             step_ips[(name, size)] = (args.batch_size / w, args.batch_size / c)
 
+    if args.no_loader or len(args.models) < len(MODELS):
+        return
     if not Path(args.data).is_file():
         print(f"\nloader: {args.data} not found, skipped")
         return
