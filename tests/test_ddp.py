@@ -36,9 +36,10 @@ SCRIPT = textwrap.dedent('''
                 json.dump(info, f)
 
     torch.set_num_threads(1)
-    nostride.train(model="resnet18_cifar", data=sys.argv[1], width=4, epochs=2, batch_size=8, lr=0.05,
+    extra = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
+    nostride.train(**{**dict(model="resnet18_cifar", data=sys.argv[1], width=4, epochs=2, batch_size=8, lr=0.05,
                    workers=0, device="cpu", project=sys.argv[2], name="ddp", quiet=True, val_fraction=0.25,
-                   sync_bn=True, ema=True, hooks=[Witness()])
+                   sync_bn=True, ema=True, hooks=[Witness()]), **extra})
 ''')
 
 
@@ -95,3 +96,28 @@ def test_ddp_two_processes_on_cpu(tmp_path):
 
     model = model_from_checkpoint(out / "ddp" / "weights" / "best.pt")
     assert model.names == ref.classes
+
+
+def test_ddp_with_compile_and_strided_spd_form(tmp_path):
+    """--compile wraps the DDP module (no_sync of gradient accumulation reaches DDP through it);
+    replicas stay identical and the checkpoint holds the plain module's keys."""
+    data = _image_folder(tmp_path / "data")
+    out = tmp_path / "out"
+    out.mkdir()
+    script = tmp_path / "ddp_train.py"
+    script.write_text(SCRIPT)
+    extra = {"model": "resnet18_spd", "epochs": 1, "compile": True, "spd_form": "strided", "accumulate": 2,
+             "sync_bn": False}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+         str(script), str(data), str(out), json.dumps(extra)],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-6)
+    from nostride import load_checkpoint
+
+    ckpt = load_checkpoint(out / "ddp" / "weights" / "last.pt")
+    assert not [k for k in ckpt["model"] if "_orig_mod" in k or k.startswith("module.")]
+
