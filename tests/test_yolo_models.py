@@ -465,3 +465,18 @@ def test_onnx_export_with_dynamic_size():
             expected = model(x)[0]
         got = session.run(["decoded"], {"images": x.numpy()})[0]
         torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-4, atol=1e-3)
+
+
+def test_building_measures_strides_without_touching_batchnorm_or_the_compiler_stack():
+    import subprocess
+    import sys
+
+    model = create_model("yolov5n_spd", num_classes=3)
+    assert model.training and model.stride.tolist() == [8.0, 16.0, 32.0]
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            assert m.running_mean.abs().max() == 0 and (m.running_var == 1).all() and m.num_batches_tracked == 0
+    # importing torch._dynamo costs seconds on every command that builds a detector
+    code = "import sys; from nostride.models import create_model; create_model('yolov5n'); print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -19,7 +19,7 @@ from .names import default_names
 
 __all__ = ["YOLOv5", "check_anchor_order"]
 
-_PROBE_SIZE = 256  # strides come from a forward pass at this size (as in YOLOv5)
+_PROBE_SIZE = 128  # strides come from a forward pass at this size (YOLOv5: 256; the same strides)
 
 
 def _tracing() -> bool:
@@ -41,14 +41,20 @@ def check_anchor_order(m: Detect) -> bool:
     return False
 
 
-def _run_layers(layers: nn.ModuleList, save: list[int], x: torch.Tensor) -> Any:
-    """Run the layers in order; a layer reads the previous output or the saved ones its ``f`` names."""
+def _run_layers(layers: Any, save: list[int], x: torch.Tensor, outputs_for: Any = None) -> Any:
+    """Run the layers in order; a layer reads the previous output or the saved ones its ``f`` names.
+
+    With ``outputs_for`` (a ``from`` spec), return what a next layer with that spec would read
+    instead of the last output.
+    """
     y: list[Any] = []
     for m in layers:
         if m.f != -1:
             x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
         x = m(x)
         y.append(x if m.i in save else None)
+    if outputs_for is not None and outputs_for != -1:
+        return y[outputs_for] if isinstance(outputs_for, int) else [x if j == -1 else y[j] for j in outputs_for]
     return x
 
 
@@ -129,16 +135,25 @@ class YOLOv5(nn.Module):
                 module.inplace = True
 
     def _probe_strides(self) -> torch.Tensor:
-        """Strides of the Detect inputs: 256 / feature height for a 256x256 input, as in YOLOv5.
+        """Strides of the Detect inputs: input size / feature height, as YOLOv5 measures them.
 
-        The pass runs on a copy of the layers on the "meta" device (shapes only), so it costs
-        nothing and leaves this model's BatchNorm statistics untouched. (YOLOv5's real training-
-        mode pass also moves every running_var from 1 to 0.9 once; that has no lasting effect.)
+        A pass without gradients through this model's own layers up to the Detect head, in eval
+        mode (BatchNorm statistics untouched; YOLOv5's training-mode pass moves every running_var
+        from 1 to 0.9 once, which has no lasting effect), at 128 px: the strides are the same at any
+        size the deepest stride (at most 64) divides, and the pass costs milliseconds. (A pass on the
+        "meta" device would allocate nothing but makes PyTorch import its compiler stack to
+        decompose batch norm: seconds.)
         """
-        with torch.device("meta"):
-            layers, save = parse_model(self.yaml, self.yaml["ch"])
-            layers.train()
-            feats = _run_layers(layers, save, torch.zeros(1, self.yaml["ch"], _PROBE_SIZE, _PROBE_SIZE))
+        layers = self.model
+        was_training = layers.training
+        device = next(iter(layers.parameters())).device
+        try:
+            layers.eval()
+            with torch.no_grad():
+                x = torch.zeros(1, self.yaml["ch"], _PROBE_SIZE, _PROBE_SIZE, device=device)
+                feats = _run_layers(layers[:-1], self.save, x, outputs_for=self.detect.f)
+        finally:
+            layers.train(was_training)
         return torch.tensor([_PROBE_SIZE / x.shape[-2] for x in feats], dtype=torch.float32)
 
     def forward(self, x: torch.Tensor) -> Any:
