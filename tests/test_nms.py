@@ -109,3 +109,24 @@ def test_bad_arguments():
         non_max_suppression(torch.zeros(1, 1, 6), iou_thres=-0.1)
     with pytest.raises(ValueError, match="5 \\+ nc"):
         non_max_suppression(torch.zeros(1, 4, 5))
+
+
+@pytest.mark.parametrize("nc,ties", [(8, False), (8, True), (80, True), (3, False)])
+def test_class_by_class_nms_keeps_what_the_one_call_form_keeps_in_the_same_order(nc, ties, monkeypatch):
+    """Above 4000 candidates a CPU runs NMS class by class; it must give the one-call (class-offset)
+    form's detections exactly: same boxes, same order (ties by index), at validation settings."""
+    from nostride.tasks.detect import nms as nms_module
+
+    gen = torch.Generator().manual_seed(nc)
+    pred = torch.rand(2, 2000, 5 + nc, generator=gen)
+    pred[..., :2] *= 128
+    pred[..., 2:4] = pred[..., 2:4] * 20 + 2
+    if ties:
+        pred[..., 4:] = (pred[..., 4:] * 20).round() / 20
+    for kwargs in (dict(conf_thres=0.001, iou_thres=0.6, multi_label=True), dict(conf_thres=0.001, iou_thres=0.6)):
+        by_class = nms_module.non_max_suppression(pred, **kwargs)
+        monkeypatch.setattr(nms_module, "_ONE_CALL_MAX", 10**9)
+        one_call = nms_module.non_max_suppression(pred, **kwargs)
+        monkeypatch.undo()
+        assert all(torch.equal(a, b) for a, b in zip(by_class, one_call))
+    assert sum(len(d) for d in by_class) > 0

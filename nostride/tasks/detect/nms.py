@@ -5,6 +5,8 @@ probability x objectness; boxes to xyxy; one detection per box (its best class) 
 ``multi_label``, one per (box, class) pair above the threshold; optional class filter; keep the
 ``max_nms`` most confident; per-class NMS by offsetting each class's boxes by ``class * max_wh``
 (so boxes of different classes never overlap) unless ``agnostic``; then the first ``max_det``.
+With many candidates on a CPU the per-class NMS runs class by class instead: the same detections
+in the same order, without comparing boxes of different classes.
 
 The reference stops after a wall-clock limit (10 s in v6.0) and returns what it has; that makes
 results depend on machine load, so it is left out here.
@@ -90,7 +92,33 @@ def non_max_suppression(
             continue
         if n > max_nms:
             x = x[x[:, 4].argsort(descending=True)[:max_nms]]
-        c = x[:, 5:6] * (0 if agnostic else max_wh)  # class offset -> per-class NMS in one call
-        keep = torchvision.ops.nms(x[:, :4] + c, x[:, 4], iou_thres)
+        if agnostic or n <= _ONE_CALL_MAX or x.device.type != "cpu":
+            c = x[:, 5:6] * (0 if agnostic else max_wh)  # class offset -> per-class NMS in one call
+            keep = torchvision.ops.nms(x[:, :4] + c, x[:, 4], iou_thres)
+        else:
+            keep = _nms_class_by_class(x, iou_thres)
         output.append(x[keep[:max_det]])
     return output
+
+
+# Above this many candidates a CPU runs NMS class by class: the one-call form compares every pair
+# of boxes (quadratic), including the pairs of different classes its offsets keep apart; with many
+# low-confidence candidates (validation at conf 0.001) that is most of the time of an evaluation.
+# torchvision's batched_nms switches at the same count.
+_ONE_CALL_MAX = 4000
+
+
+def _nms_class_by_class(x: Tensor, iou_thres: float) -> Tensor:
+    """The indices the one-call, class-offset NMS keeps, computed one class at a time.
+
+    The same boxes survive (a box is only ever suppressed by a higher-ranked box of its own class,
+    and ``torchvision.ops.nms`` ranks ties by index, here and there), in the same order: by
+    decreasing score, ties by index.
+    """
+    cls = x[:, 5]
+    keep = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    for c in cls.unique():
+        idx = torch.nonzero(cls == c).view(-1)
+        keep[idx[torchvision.ops.nms(x[idx, :4], x[idx, 4], iou_thres)]] = True
+    kept = torch.nonzero(keep).view(-1)  # increasing index
+    return kept[x[kept, 4].sort(descending=True, stable=True)[1]]
