@@ -96,7 +96,7 @@ def non_max_suppression(
             c = x[:, 5:6] * (0 if agnostic else max_wh)  # class offset -> per-class NMS in one call
             keep = torchvision.ops.nms(x[:, :4] + c, x[:, 4], iou_thres)
         else:
-            keep = _nms_class_by_class(x, iou_thres)
+            keep = _nms_class_by_class(x, iou_thres, max_wh)
         output.append(x[keep[:max_det]])
     return output
 
@@ -108,17 +108,20 @@ def non_max_suppression(
 _ONE_CALL_MAX = 4000
 
 
-def _nms_class_by_class(x: Tensor, iou_thres: float) -> Tensor:
+def _nms_class_by_class(x: Tensor, iou_thres: float, max_wh: int) -> Tensor:
     """The indices the one-call, class-offset NMS keeps, computed one class at a time.
 
     The same boxes survive (a box is only ever suppressed by a higher-ranked box of its own class,
     and ``torchvision.ops.nms`` ranks ties by index, here and there), in the same order: by
-    decreasing score, ties by index.
+    decreasing score, ties by index. Each class's boxes keep their offset, so every IoU is computed
+    from the same float32 coordinates, rounded as the one-call form rounds them.
     """
-    cls = x[:, 5]
+    cls = x[:, 5:6]
+    boxes = x[:, :4] + cls * max_wh
+    cls = cls.view(-1)
     keep = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     for c in cls.unique():
         idx = torch.nonzero(cls == c).view(-1)
-        keep[idx[torchvision.ops.nms(x[idx, :4], x[idx, 4], iou_thres)]] = True
+        keep[idx[torchvision.ops.nms(boxes[idx], x[idx, 4], iou_thres)]] = True
     kept = torch.nonzero(keep).view(-1)  # increasing index
     return kept[x[kept, 4].sort(descending=True, stable=True)[1]]
