@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,8 +261,6 @@ def _n(k: int, noun: str) -> str:
 
 def _default_jobs(devices: list[str], nproc_per_run: int) -> int:
     """Parallel runs when none are asked for: one per device, or 2 on a CPU with >= 2 cores."""
-    import os
-
     if len(devices) > 1:
         return len(devices)
     if nproc_per_run > 1 or not _on_cpu(devices):
