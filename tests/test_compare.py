@@ -242,6 +242,7 @@ def test_tiny_detection_study_end_to_end(cache, tmp_path, capsys):
     assert f"64px {runs[0]['model']} seed 0: mAP50-95 % {float(runs[0]['mAP50-95']):.2f} (" in out
     report = (result.dir / "report.md").read_text()
     assert "mAP50-95 %" in report and "AP small %" in report and "64 x 64 pixels" in report
+    assert "mAP50-95 % of the test split (best checkpoint)" in report
 
 
 def test_defaults_models_by_task_of_the_data_and_packaged_recipes():
@@ -285,3 +286,15 @@ def test_default_jobs_two_one_thread_runs_on_a_multicore_cpu(monkeypatch):
     assert api._default_jobs(["cpu"], 2) == 1  # each run is already a torchrun group
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     assert api._default_jobs(["cpu"], 1) == 1
+
+
+def test_report_names_the_split_its_scores_come_from(tmp_path):
+    from nostride.comparison.api import _scored_split
+    from nostride.comparison.study import Run, RunResult
+
+    run = Run(128, parse_model_spec("yolov5n"), 0, tmp_path, {"epochs": 1})
+    with_test = RunResult(run, final={"test": {"mAP50-95": 0.1}, "val": {"mAP50-95": 0.2}})
+    val_only = RunResult(run, final={"val": {"mAP50-95": 0.2}})  # coco128: train = val, no test split
+    assert _scored_split([with_test, with_test]) == "test split"
+    assert _scored_split([val_only]) == "validation split (the data has no test split)"
+    assert _scored_split([with_test, val_only]).startswith("test split (validation split")

@@ -237,8 +237,9 @@ def compare(
     labels = dict(task.metrics)
     rows = build_rows(results, costs, latencies, metrics)
     diffs = build_differences(rows, metrics)
+    split = _scored_split(results)
     header = (f"{task.name} on `{data}`, {_n(common['epochs'], 'epoch')}, seeds {', '.join(map(str, seed_list))}: "
-              f"{labels[metrics[0]]} of the test split (best checkpoint), mean ± std over seeds.\n")
+              f"{labels[metrics[0]]} of the {split} (best checkpoint), mean ± std over seeds.\n")
     md = markdown_report(rows, diffs, labels, dev_name, header)
     files = write_csvs(study_dir, results, rows, diffs, metrics)
     report = study_dir / "report.md"
@@ -257,6 +258,16 @@ def compare(
 
 def _n(k: int, noun: str) -> str:
     return f"{k} {noun}{'' if k == 1 else 's'}"
+
+
+def _scored_split(results: list[RunResult]) -> str:
+    """Which split the scores come from: the test split, or the validation split of data without one."""
+    has_test = [bool(r.final.get("test")) for r in results if not r.error]
+    if all(has_test):
+        return "test split"
+    if not any(has_test):
+        return "validation split (the data has no test split)"
+    return "test split (validation split where a run had none)"
 
 
 def _default_jobs(devices: list[str], nproc_per_run: int) -> int:
