@@ -42,15 +42,17 @@ def _rows(run: Path) -> list[dict[str, str]]:
 def test_overfitting_known_squares_lowers_the_loss_and_raises_map(squares, tmp_path):
     data = tmp_path / "overfit.yaml"  # validate on the training images themselves
     data.write_text(squares.read_text().replace("val: images/val", "val: images/train"))
-    out = nostride.train("yolov5n", str(data), epochs=16, lr=0.05, mosaic=0.0, scale=0.0, translate=0.0,
-                         fliplr=0.0, ema=False, project=str(tmp_path), name="fit", **QUICK)
+    # AdamW: from scratch, SGD barely moves mAP in 16 epochs (measured: 2e-4 -> 1e-4 at lr 0.05, so an
+    # assertion on it is a coin toss), AdamW at lr 0.01 raises it a hundredfold
+    out = nostride.train("yolov5n", str(data), epochs=16, optimizer="adamw", lr=0.01, mosaic=0.0, scale=0.0,
+                         translate=0.0, fliplr=0.0, ema=False, project=str(tmp_path), name="fit", **QUICK)
     run = Path(out["run_dir"])
     rows = _rows(run)
     assert len(rows) == 16 and [int(r["epoch"]) for r in rows] == list(range(1, 17))
     first, last = rows[0], rows[-1]
     assert float(last["train/box"]) < 0.8 * float(first["train/box"])  # the box loss falls
     assert float(last["val/box_loss"]) < float(first["val/box_loss"])
-    assert float(last["val/mAP50-95"]) > float(first["val/mAP50-95"]) > 0  # and mAP rises
+    assert float(last["val/mAP50-95"]) > 10 * float(first["val/mAP50-95"]) > 0  # and mAP rises
     for col in ("val/precision", "val/recall", "val/mAP50", "val/AP_small", "val/obj_loss", "fitness", "lr"):
         assert col in first
     for f in ("labels.jpg", "train_batch0.jpg", "results.png", "args.yaml",  # one batch an epoch: one picture
