@@ -1,9 +1,10 @@
 """Image decoding: nostride's read_image_rgb (header check + the right decoder + conversions)
 against reading the file and torchvision's bare decode_image, on the same files, per image kind.
 
-read_image_rgb reads the header with Pillow first (pixel-count limit, format, EXIF), then decodes
-JPEG with torchvision and everything else with Pillow (torchvision's PNG decoder crashes on some
-damaged files). The table shows what that costs per image, as a ratio measured in the same run.
+read_image_rgb reads the header first (pixel-count limit, format; JPEG sizes by a few segment hops,
+other kinds with Pillow), then decodes with OpenCV (the pixels of YOLOv5's cv2.imread; GIF and
+kinds OpenCV does not read with Pillow). The table shows what that costs per image against a bare
+torchvision decode, as a ratio measured in the same run.
 
     python benchmarks/decode_images.py [--repeats 7]
 """

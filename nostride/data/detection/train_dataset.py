@@ -29,8 +29,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from .augment import (augment_hsv, flip_lr, flip_ud, mixup, mosaic4, random_perspective, xywhn_to_xyxy,
-                      xyxy_to_xywhn)
+from .augment import augment_hsv, flip_lr, flip_ud, mixup, mosaic4, random_perspective, xyxy_to_xywhn
 from .dataset import DetectionDataset
 from .image_cache import ImageCache
 from .letterbox import letterbox
@@ -95,10 +94,14 @@ class DetectionTrainDataset(Dataset):
 
     def pixel_labels(self, i: int, w: float, h: float, padw: float = 0.0, padh: float = 0.0) -> Tensor:
         """Image ``i``'s labels as (k, 5) ``[cls, x1, y1, x2, y2]`` for the image drawn ``w`` x ``h`` at ``(padw, padh)``."""
-        lab = torch.from_numpy(self.index.labels[i].copy())
-        if len(lab):
-            lab[:, 1:] = xywhn_to_xyxy(lab[:, 1:], w, h, padw, padh)
-        return lab
+        x = self.index.labels[i]
+        lab = x.copy()
+        if len(lab):  # in NumPy: a few rows, where torch's per-operation overhead would dominate
+            lab[:, 1] = w * (x[:, 1] - x[:, 3] / 2) + padw
+            lab[:, 2] = h * (x[:, 2] - x[:, 4] / 2) + padh
+            lab[:, 3] = w * (x[:, 1] + x[:, 3] / 2) + padw
+            lab[:, 4] = h * (x[:, 2] + x[:, 4] / 2) + padh
+        return torch.from_numpy(lab)
 
     def load_mosaic(self, i: int) -> tuple[Tensor, Tensor]:
         """A mosaic of image ``i`` and 3 random others, warped to ``img_size`` squares; pixel labels."""
@@ -143,7 +146,8 @@ class DetectionTrainDataset(Dataset):
                 img, labels = flip_lr(img, labels)
         out = torch.zeros((len(labels), 6), dtype=torch.float32)
         out[:, 1:] = labels
-        return img.contiguous(), out, str(self.index.im_files[i]), shapes
+        # the (3, H, W) view of OpenCV's (H, W, 3) memory: collating copies it into the batch once
+        return img, out, str(self.index.im_files[i]), shapes
 
 
 class RectTrainBatchSampler(Sampler[list[int]]):

@@ -59,6 +59,10 @@ def perspective_matrix(
         translate: (x, y) position of the input centre in the output, as fractions of its size.
         perspective: the (x, y) perspective terms ``P[2, 0], P[2, 1]``.
     """
+    return torch.from_numpy(_matrix(in_hw, out_hw, degrees, scale, shear, translate, perspective))
+
+
+def _matrix(in_hw, out_hw, degrees, scale, shear, translate, perspective) -> np.ndarray:
     h, w = in_hw
     C = np.eye(3)
     C[0, 2], C[1, 2] = -w / 2, -h / 2
@@ -71,7 +75,7 @@ def perspective_matrix(
     S[1, 0] = math.tan(shear[1] * math.pi / 180)
     T = np.eye(3)
     T[0, 2], T[1, 2] = translate[0] * out_hw[1], translate[1] * out_hw[0]
-    return torch.from_numpy(T @ S @ R @ P @ C)
+    return T @ S @ R @ P @ C
 
 
 def warp_image(img: Tensor, M: Tensor, out_hw: tuple[int, int], fill: float = FILL) -> Tensor:
@@ -80,14 +84,15 @@ def warp_image(img: Tensor, M: Tensor, out_hw: tuple[int, int], fill: float = FI
     ``cv2.warpAffine`` (``cv2.warpPerspective`` when ``M`` is projective), bilinear: every output
     pixel is sampled at ``M^-1 (x, y, 1)``; outside the input it gets ``fill``.
     """
+    return from_hwc(_warp(to_hwc(img), M.detach().cpu().numpy().astype(np.float64), out_hw, fill))
+
+
+def _warp(hwc: np.ndarray, m: np.ndarray, out_hw: tuple[int, int], fill: float) -> np.ndarray:
     oh, ow = out_hw
-    m = M.detach().cpu().numpy().astype(np.float64)
-    border = (float(fill),) * max(3, img.shape[0])
+    border = (float(fill),) * max(3, hwc.shape[2])
     if m[2, 0] != 0 or m[2, 1] != 0:
-        out = cv2.warpPerspective(to_hwc(img), m, dsize=(int(ow), int(oh)), borderValue=border)
-    else:
-        out = cv2.warpAffine(to_hwc(img), m[:2], dsize=(int(ow), int(oh)), borderValue=border)
-    return from_hwc(out)
+        return cv2.warpPerspective(hwc, m, dsize=(int(ow), int(oh)), borderValue=border)
+    return cv2.warpAffine(hwc, m[:2], dsize=(int(ow), int(oh)), borderValue=border)
 
 
 def transform_boxes(boxes: Tensor, M: Tensor, out_hw: tuple[int, int]) -> Tensor:
@@ -96,17 +101,22 @@ def transform_boxes(boxes: Tensor, M: Tensor, out_hw: tuple[int, int]) -> Tensor
     n = boxes.shape[0]
     if n == 0:
         return boxes.new_zeros((0, 4))
-    b = boxes.to(torch.float64)
-    corners = b[:, [0, 1, 2, 3, 0, 3, 2, 1]].reshape(n * 4, 2)  # x1y1, x2y2, x1y2, x2y1
-    xy = torch.cat((corners, torch.ones(n * 4, 1, dtype=torch.float64)), 1) @ M.to(torch.float64).T
-    if bool((M[2, :2] != 0).any()):
-        xy = xy[:, :2] / xy[:, 2:3]
-    xy = xy[:, :2].reshape(n, 8)
+    b = boxes.detach().cpu().numpy().astype(np.float64)
+    return torch.from_numpy(_transform(b, M.detach().cpu().numpy().astype(np.float64), out_hw)).to(boxes.dtype)
+
+
+def _transform(b: np.ndarray, m: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    # NumPy float64, as the reference: a few rows, where torch's per-operation overhead dominates
+    n = b.shape[0]
+    xy = np.ones((n * 4, 3))
+    xy[:, :2] = b[:, [0, 1, 2, 3, 0, 3, 2, 1]].reshape(n * 4, 2)  # x1y1, x2y2, x1y2, x2y1
+    xy = xy @ m.T
+    xy = (xy[:, :2] / xy[:, 2:3] if (m[2, 0] != 0 or m[2, 1] != 0) else xy[:, :2]).reshape(n, 8)
     x, y = xy[:, [0, 2, 4, 6]], xy[:, [1, 3, 5, 7]]
-    new = torch.stack((x.amin(1), y.amin(1), x.amax(1), y.amax(1)), 1)
-    new[:, [0, 2]] = new[:, [0, 2]].clamp(0, out_hw[1])
-    new[:, [1, 3]] = new[:, [1, 3]].clamp(0, out_hw[0])
-    return new.to(boxes.dtype)
+    new = np.stack((x.min(1), y.min(1), x.max(1), y.max(1)), 1)
+    new[:, [0, 2]] = new[:, [0, 2]].clip(0, out_hw[1])
+    new[:, [1, 3]] = new[:, [1, 3]].clip(0, out_hw[0])
+    return new
 
 
 def box_candidates(old: Tensor, new: Tensor, wh_thr: float = 2.0, ar_thr: float = 20.0, area_thr: float = 0.1,
@@ -115,9 +125,15 @@ def box_candidates(old: Tensor, new: Tensor, wh_thr: float = 2.0, ar_thr: float 
     ``wh_thr`` pixels, keep more than ``area_thr`` of the area of ``old`` (n, 4) (the boxes before
     augmentation, already multiplied by the augmentation's scale), and have an aspect ratio
     (max of w/h, h/w) below ``ar_thr``."""
-    w1, h1 = old[:, 2] - old[:, 0], old[:, 3] - old[:, 1]
-    w2, h2 = new[:, 2] - new[:, 0], new[:, 3] - new[:, 1]
-    ar = torch.maximum(w2 / (h2 + eps), h2 / (w2 + eps))
+    return torch.from_numpy(_candidates(old.detach().cpu().numpy(), new.detach().cpu().numpy(), wh_thr, ar_thr,
+                                        area_thr, eps))
+
+
+def _candidates(o: np.ndarray, b: np.ndarray, wh_thr: float = 2.0, ar_thr: float = 20.0, area_thr: float = 0.1,
+                eps: float = 1e-16) -> np.ndarray:
+    w1, h1 = o[:, 2] - o[:, 0], o[:, 3] - o[:, 1]
+    w2, h2 = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    ar = np.maximum(w2 / (h2 + eps), h2 / (w2 + eps))
     return (w2 > wh_thr) & (h2 > wh_thr) & (w2 * h2 / (w1 * h1 + eps) > area_thr) & (ar < ar_thr)
 
 
@@ -154,14 +170,16 @@ def random_perspective(
     s = r.uniform(1 - scale, 1 + scale)
     sh = (r.uniform(-shear, shear), r.uniform(-shear, shear))
     t = (r.uniform(0.5 - translate, 0.5 + translate), r.uniform(0.5 - translate, 0.5 + translate))
-    M = perspective_matrix((h, w), out_hw, degrees=a, scale=s, shear=sh, translate=t, perspective=p)
-    if border[0] or border[1] or not torch.equal(M, torch.eye(3, dtype=M.dtype)):  # the image changed
-        img = warp_image(img, M, out_hw)
-    if len(labels):
-        new = transform_boxes(labels[:, 1:5], M, out_hw)
-        keep = box_candidates(labels[:, 1:5] * s, new)
-        labels = labels[keep].clone()
-        labels[:, 1:5] = new[keep]
+    m = _matrix((h, w), out_hw, a, s, sh, t, p)
+    if border[0] or border[1] or (m != np.eye(3)).any():  # the image changed
+        img = from_hwc(_warp(to_hwc(img), m, out_hw, FILL))
+    if len(labels):  # in NumPy (float64 boxes, as the reference), back to the labels' dtype
+        lab = labels.detach().cpu().numpy()
+        new = _transform(lab[:, 1:5].astype(np.float64), m, out_hw)
+        keep = _candidates(lab[:, 1:5] * s, new)
+        out = lab[keep].copy()
+        out[:, 1:5] = new[keep]
+        labels = torch.from_numpy(out)
     return img, labels
 
 
@@ -170,7 +188,7 @@ def flip_lr(img: Tensor, xywhn: Tensor) -> tuple[Tensor, Tensor]:
     out = xywhn.clone()
     if len(out):
         out[:, -4] = 1 - out[:, -4]
-    return img.flip(-1), out
+    return from_hwc(np.ascontiguousarray(to_hwc(img)[:, ::-1])), out  # one copy in OpenCV's layout
 
 
 def flip_ud(img: Tensor, xywhn: Tensor) -> tuple[Tensor, Tensor]:
@@ -178,4 +196,4 @@ def flip_ud(img: Tensor, xywhn: Tensor) -> tuple[Tensor, Tensor]:
     out = xywhn.clone()
     if len(out):
         out[:, -3] = 1 - out[:, -3]
-    return img.flip(-2), out
+    return from_hwc(np.ascontiguousarray(to_hwc(img)[::-1])), out
