@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from .augment import augment_hsv, flip_lr, flip_ud, mixup, mosaic4, random_perspective, xyxy_to_xywhn
+from .augment import augment_hsv, flip_lr, flip_ud, mixup, mosaic4, random_perspective
 from .dataset import DetectionDataset
 from .image_cache import ImageCache
 from .letterbox import letterbox
@@ -136,8 +136,13 @@ class DetectionTrainDataset(Dataset):
                 img, labels = random_perspective(img, labels, hyp["degrees"], hyp["translate"], hyp["scale"],
                                                  hyp["shear"], hyp["perspective"])
         H, W = img.shape[1:]
-        if len(labels):
-            labels[:, 1:5] = xyxy_to_xywhn(labels[:, 1:5], W, H, clip=True, eps=1e-3)
+        if len(labels):  # xyxy pixels -> normalised xywh, corners clipped to [0, W - eps] (NumPy: a few rows)
+            b = labels[:, 1:5].numpy().copy()
+            b[:, [0, 2]] = b[:, [0, 2]].clip(0, W - 1e-3)
+            b[:, [1, 3]] = b[:, [1, 3]].clip(0, H - 1e-3)
+            labels = labels.clone()
+            labels[:, 1:5] = torch.from_numpy(np.stack(((b[:, 0] + b[:, 2]) / 2 / W, (b[:, 1] + b[:, 3]) / 2 / H,
+                                                        (b[:, 2] - b[:, 0]) / W, (b[:, 3] - b[:, 1]) / H), 1))
         if self.augment:
             img = augment_hsv(img, hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"])
             if random.random() < hyp["flipud"]:

@@ -26,11 +26,12 @@ def mosaic4(images: list[Tensor], labels: list[Tensor], s: int, center: tuple[in
         raise ValueError(f"mosaic4 needs 4 images and 4 label arrays, got {len(images)} and {len(labels)}")
     xc, yc = center
     c = images[0].shape[0]
-    # channels-last memory (a (C, H, W) view), as the OpenCV warp that follows reads it
-    canvas = torch.full((2 * s, 2 * s, c), fill, dtype=images[0].dtype).permute(2, 0, 1)
+    # in OpenCV's (H, W, C) layout, as the reference and the warp that follows: row copies
+    canvas = np.full((2 * s, 2 * s, c), fill, dtype=images[0].numpy().dtype)
     out = []
     for i, (img, lab) in enumerate(zip(images, labels)):
         h, w = img.shape[-2:]
+        img = img.permute(1, 2, 0).numpy()  # a view of the image's memory
         if i == 0:  # top left
             x1a, y1a, x2a, y2a = max(xc - w, 0), max(yc - h, 0), xc, yc
             x1b, y1b, x2b, y2b = w - (x2a - x1a), h - (y2a - y1a), w, h
@@ -43,16 +44,16 @@ def mosaic4(images: list[Tensor], labels: list[Tensor], s: int, center: tuple[in
         else:  # bottom right
             x1a, y1a, x2a, y2a = xc, yc, min(xc + w, 2 * s), min(2 * s, yc + h)
             x1b, y1b, x2b, y2b = 0, 0, min(w, x2a - x1a), min(y2a - y1a, h)
-        canvas[:, y1a:y2a, x1a:x2a] = img[:, y1b:y2b, x1b:x2b]
+        canvas[y1a:y2a, x1a:x2a] = img[y1b:y2b, x1b:x2b]
         padw, padh = x1a - x1b, y1a - y1b
-        lab = lab.clone().to(torch.float32)
+        lab = lab.numpy().astype(np.float32)  # a copy
         if len(lab):
             lab[:, [1, 3]] += padw
             lab[:, [2, 4]] += padh
         out.append(lab)
-    all_labels = torch.cat(out, 0) if out else torch.zeros((0, 5))
-    all_labels[:, 1:5] = all_labels[:, 1:5].clamp(0, 2 * s)
-    return canvas, all_labels
+    all_labels = np.concatenate(out, 0).reshape(-1, 5)
+    np.clip(all_labels[:, 1:5], 0, 2 * s, out=all_labels[:, 1:5])
+    return torch.from_numpy(canvas).permute(2, 0, 1), torch.from_numpy(all_labels)
 
 
 def mixup(img: Tensor, labels: Tensor, img2: Tensor, labels2: Tensor, r: float | None = None) -> tuple[Tensor, Tensor]:
