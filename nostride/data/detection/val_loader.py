@@ -147,7 +147,30 @@ def collate_detection(batch: Sequence[tuple]) -> tuple[torch.Tensor, torch.Tenso
     images, labels, paths, shapes = zip(*batch)
     for i, lab in enumerate(labels):
         lab[:, 0] = i
-    return torch.stack(images, 0), torch.cat(labels, 0), list(paths), list(shapes)
+    return _stack_images(images), torch.cat(labels, 0), list(paths), list(shapes)
+
+
+def _stack_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack(images)`` (contiguous (B, 3, H, W)); same-shape uint8 CPU images are copied by
+    NumPy, which moves OpenCV's channels-last pixels into channels-first rows about twice as fast,
+    straight into shared memory inside a DataLoader worker (as PyTorch's default collate does)."""
+    first = images[0]
+    if first.dtype != torch.uint8 or first.device.type != "cpu" or any(im.shape != first.shape for im in images):
+        return torch.stack(images, 0)
+    shape = (len(images), *first.shape)
+    out = None
+    if torch.utils.data.get_worker_info() is not None:
+        try:  # the batch goes back to the main process through shared memory: allocate it there
+            storage = first._typed_storage()._new_shared(math.prod(shape), device=first.device)
+            out = first.new(storage).resize_(shape)
+        except (AttributeError, RuntimeError):  # pragma: no cover - private API changed
+            out = None
+    if out is None:
+        out = torch.empty(shape, dtype=torch.uint8)
+    arr = out.numpy()
+    for i, im in enumerate(images):
+        arr[i] = im.numpy()
+    return out
 
 
 def build_val_loader(
