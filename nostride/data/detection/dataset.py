@@ -10,6 +10,7 @@ warning per file naming the file and line; a summary line says what was found.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -99,6 +100,19 @@ def list_split_images(sources: Sequence[str | os.PathLike]) -> tuple[list[str], 
             raise ValueError(f"{p}: not a folder, an image list (.txt), a COCO json or an image")
     files = [f for f in files if is_image_file(f)]
     return sorted(set(files)), coco
+
+
+def _cache_path(sources: Sequence[Path], files: list[str], first_label: str) -> Path:
+    """Where a split's label cache goes: ``labels/val2017.nostride-cache.npz`` for a folder, with a
+    key of the image list added for anything else (``labels/train2017.1a2b3c4d.nostride-cache.npz``
+    for a ``.txt`` list), so two lists of one folder keep a cache each instead of rewriting one."""
+    first = Path(first_label)
+    if first.suffix == ".json":
+        return first.with_suffix(".nostride-cache.npz")
+    name = first.parent.name
+    if not (len(sources) == 1 and sources[0].is_dir()):
+        name += "." + hashlib.sha1("\n".join(files).encode()).hexdigest()[:8]
+    return first.parent.with_name(name + ".nostride-cache.npz")
 
 
 _IMAGES, _LABELS = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
@@ -211,10 +225,7 @@ class DetectionDataset(Dataset):
                 coco_labels[str(path)] = (lab, iid)
         stats = DatasetStats(found=len(files))
         hash_ = files_hash(files + sorted(set(label_files)))
-        first = Path(label_files[0])
-        preferred = first.parent.with_name(first.parent.name + ".nostride-cache.npz")
-        if first.suffix == ".json":
-            preferred = first.with_suffix(".nostride-cache.npz")
+        preferred = _cache_path(self.sources, files, label_files[0])
         cached = load_cache(preferred, hash_) if use_cache else None
         if cached is not None:
             shapes, counts, flat, meta = cached["shapes"], cached["counts"], cached["labels"], cached["meta"]
