@@ -65,7 +65,7 @@ def test_overfitting_known_squares_lowers_the_loss_and_raises_map(squares, tmp_p
     assert out["best_fitness"] == pytest.approx(max(float(r["fitness"]) for r in rows), rel=1e-4)
     # `nostride val` on best.pt reproduces the run's final metrics
     again = nostride.val(str(run / "weights" / "best.pt"), str(data), img_size=64, batch_size=8, device="cpu",
-                         workers=0, plots=False, verbose=False)
+                         workers=0, plots=False, verbose=False, project=str(tmp_path / "val"))
     for k in ("mAP50", "mAP50-95", "precision", "recall"):
         assert again[k] == pytest.approx(out["val"][k], abs=1e-9), k
     assert fitness == pytest.approx(0.1 * again["mAP50"] + 0.9 * again["mAP50-95"])

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, SHARED_DATA
+from conftest import REPO_ROOT, SHARED_DATA, shared_data_shadow
 
 DOC_FILES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 _FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)")
@@ -134,9 +134,10 @@ def _reader_checkout(tmp_path: Path) -> Path:
     for name in _REPO_ENTRIES:
         if (REPO_ROOT / name).exists():
             (work / name).symlink_to(REPO_ROOT / name, target_is_directory=True)
-    if SHARED_DATA.is_dir():
+    shadow = shared_data_shadow()  # files written beside the data (label caches) stay in tmp folders
+    if shadow is not None:
         (tmp_path / "shared").mkdir()
-        (tmp_path / "shared" / "data").symlink_to(SHARED_DATA, target_is_directory=True)
+        (tmp_path / "shared" / "data").symlink_to(shadow, target_is_directory=True)
     return work
 
 

@@ -137,8 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from nostride.utils.paths import removing_empty_run_folders
+
     try:
-        return int(args.func(args) or 0)
+        with removing_empty_run_folders():
+            return int(args.func(args) or 0)
     except (OSError, ValueError, KeyError) as e:
         # bad input or a failed write (disk full, permissions): one clear line, no traceback
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
