@@ -15,7 +15,7 @@ text) are not executed; the CLI has its own tests. A block written as an interac
 the plain/``text`` block that follows a python block directly or after a lead-in line "prints" /
 "Output ...:" (``...`` matches anything; a lead-in saying the output "varies" exempts the block).
 
-Examples run from a directory laid out like a checkout: docs/ and configs/ are there, and the real
+Examples run from a directory laid out like a checkout: docs/ is there, and the real
 datasets are at ../shared/data (a file whose examples need them is skipped when they are absent).
 A file whose examples import an optional package (an extra: timm, keras, ultralytics...) that is not
 installed is skipped from that example on, as tests of an extra are.
@@ -122,11 +122,11 @@ def _python_blocks(path: Path) -> list[CodeBlock]:
 
 FILES_WITH_PYTHON = [path for path in DOC_FILES if _python_blocks(path)]
 # repository folders examples may read (the docs say "run from the repository root")
-_REPO_ENTRIES = ("docs", "configs")
+_REPO_ENTRIES = ("docs",)
 
 
 def _reader_checkout(tmp_path: Path) -> Path:
-    """A working directory laid out like a checkout: <tmp>/repo (docs/, configs/ linked read-only
+    """A working directory laid out like a checkout: <tmp>/repo (docs/ linked read-only
     from the real repository) beside <tmp>/shared/data (the real datasets, when present), so the
     examples' paths work as written while everything they write stays in tmp_path."""
     work = tmp_path / "repo"

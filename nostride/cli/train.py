@@ -37,7 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--data", help="classification: a dataset folder or archive (image folder, CIFAR-10, Tiny "
                    "ImageNet); detection: a dataset YAML (YOLO or COCO labels); or builtin:lowres / "
                    "builtin:small-objects (generated; no default)")
-    g.add_argument("--config", help="YAML file of options (e.g. configs/resnet18_spd_tiny_imagenet.yaml; default: none)")
+    from nostride.configs import packaged_configs
+
+    g.add_argument("--config", help="YAML file of options, or the name of a shipped recipe: "
+                   f"{', '.join(packaged_configs())} (docs/training.md; default: none)")
     g.add_argument("--width", type=int, help="model width (ResNet stem channels; small = quick runs; default: the model's own)")
     g.add_argument("--img-size", type=int, help="image size (default: classification, the dataset's native size; "
                                                      "detection, 640, or a built-in set's own size)")

@@ -208,10 +208,11 @@ def _normalise(options: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML options file (``yaml.safe_load``) into validated ``{option: value}``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+    """Read a YAML options file (``yaml.safe_load``) into validated ``{option: value}``; a name that is
+    not a file is looked up among the shipped recipes (:func:`nostride.configs.find_config`)."""
+    from nostride.configs import find_config
+
+    path = find_config(path)
     data = read_yaml(path)
     if data is None:
         return {}
