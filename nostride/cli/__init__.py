@@ -138,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     from nostride.utils.paths import removing_empty_run_folders
+    from nostride.utils.signals import route_termination_to_sigint
 
+    route_termination_to_sigint()  # kill -TERM / a closed terminal: stop workers as Ctrl-C does
     try:
         with removing_empty_run_folders():
             return int(args.func(args) or 0)
@@ -147,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"nostride {args.command}: error: {msg}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"nostride {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C, kill -TERM, kill -HUP
+        hint = getattr(args, "interrupted", "")
+        print(f"nostride {args.command}: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
         return 130
 
 

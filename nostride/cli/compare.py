@@ -62,7 +62,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default="exp", help="study name; the same study again continues in its folder")
     p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
     p.add_argument("--quiet", action="store_true", help="only the final table")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, interrupted="finished runs are kept and the same command continues the study "
+                   "(interrupted runs resume from their last epoch)")
 
 
 def run(args: argparse.Namespace) -> int:
