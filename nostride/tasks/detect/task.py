@@ -41,6 +41,17 @@ __all__ = ["DetectTask", "transfer_weights", "freeze_layers", "load_source_weigh
 FITNESS_WEIGHTS = {"mAP50": 0.1, "mAP50-95": 0.9}
 VAL_CONF, VAL_IOU, FINAL_IOU_COCO = 0.001, 0.6, 0.65
 LOSS_KEYS = ("box", "obj", "cls")
+# metric -> YOLOv5's results.csv column
+RESULTS_METRICS = {"precision": "metrics/precision", "recall": "metrics/recall", "mAP50": "metrics/mAP_0.5",
+                   "mAP50-95": "metrics/mAP_0.5:0.95"}
+# results.csv columns of earlier nostride versions -> today's (a resumed run's file is rewritten)
+LEGACY_RESULTS_COLUMNS = {"lr": "x/lr1", **{f"train/{k}": f"train/{k}_loss" for k in LOSS_KEYS},
+                          **{f"val/{k}": c for k, c in RESULTS_METRICS.items()},
+                          **{f"val/{k}": f"metrics/{k}" for k in ("AP_small", "AP_medium", "AP_large")}}
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _rank_world() -> tuple[int, int]:
@@ -232,6 +243,26 @@ class DetectTask(Task):
         parts = [f"{'P' if k == 'precision' else 'R' if k == 'recall' else k} {metrics[k]:.4g}"
                  for k in keys if isinstance(metrics.get(k), float) and not math.isnan(metrics[k])]
         return "  ".join(parts)
+
+    # --------------------------------------------------------------- results
+    def results_layout(self) -> dict[str, Any]:
+        """results.csv as YOLOv5 writes it: its names, padded fields; older nostride names renamed on resume."""
+        return {"padded": True, "rename": LEGACY_RESULTS_COLUMNS.get}
+
+    def results_row(self, trainer: Any) -> dict[str, Any]:
+        """YOLOv5's results.csv columns in its order (``x/lr0..2``: norm weights, other weights, biases,
+        its parameter groups), then nostride's: AP by object size and the other metrics, ``fitness``."""
+        lrs = {g.get("group"): g["lr"] for g in trainer.optimizer.param_groups}
+        t, m = trainer.train_items, trainer.metrics
+        row: dict[str, Any] = {"epoch": trainer.epoch + 1}
+        row.update({f"train/{k}_loss": t.get(k) for k in LOSS_KEYS})
+        row.update({col: m.get(key) for key, col in RESULTS_METRICS.items()})
+        row.update({f"val/{k}_loss": m.get(f"{k}_loss") for k in LOSS_KEYS})
+        row.update({f"x/lr{i}": lrs.get(g) for i, g in enumerate(("norm", "decay", "bias"))})
+        done = set(RESULTS_METRICS) | {f"{k}_loss" for k in LOSS_KEYS}
+        row.update({f"metrics/{k}": float(v) for k, v in m.items() if k not in done and _is_number(v)})
+        row["fitness"] = trainer.fitness
+        return row
 
     # ------------------------------------------------------------------ extras
     def hooks(self) -> list[Any]:
