@@ -103,3 +103,42 @@ def test_resume_rewrites_an_older_results_csv_in_the_new_columns(tmp_path):
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert rows[0]["train/box_loss"] == "0.5" and rows[0]["metrics/mAP_0.5"] == "0.1" and rows[0]["x/lr1"] == "0.01"
     assert rows[1]["train/box_loss"] == "0.44" and rows[0]["val/odd"] == "7" and rows[1]["val/odd"] == ""
+
+
+@pytest.mark.slow
+def test_coco_data_evaluates_best_pt_once_for_both_metrics(tmp_path, monkeypatch):
+    """On COCO-format data (the built-in small objects carry COCO jsons) best.pt is run over the
+    validation images once at the end: that pass gives YOLOv5's metrics and pycocotools'."""
+    import json
+
+    from nostride.data.builtin import make_builtin
+    from nostride.engine.trainer import Trainer
+    from nostride.tasks.detect import coco_eval, evaluate
+
+    root = make_builtin("small-objects", tmp_path / "so", quiet=True, img_size=64, train=4, val=3, test=0,
+                        max_size=16, seed=0)
+    passes: list[str] = []
+    plain = Trainer.evaluate
+
+    def counted(self, loader, model=None):
+        passes.append("val" if loader is self.val_loader else "other")
+        return plain(self, loader, model)
+
+    summaries = []
+    plain_summary = coco_eval.coco_summary
+
+    def counted_summary(*args, **kwargs):
+        summaries.append(1)
+        return plain_summary(*args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "evaluate", counted)
+    monkeypatch.setattr(coco_eval, "coco_summary", counted_summary)
+    monkeypatch.setattr(evaluate, "evaluate_detector", lambda *a, **k: pytest.fail("a second pass over val"))
+    data = root / "coco.yaml"  # validation labels read from the COCO json
+    data.write_text((root / "data.yaml").read_text().replace("val: images/val", "val: annotations/instances_val.json"))
+    out = nostride.train("yolov5n", str(data), epochs=1, project=str(tmp_path), name="c", quiet=True,
+                         **QUICK)
+    assert passes == ["val", "val"]  # the epoch's validation and best.pt's final one
+    assert len(summaries) == 1
+    coco = json.loads((Path(out["run_dir"]) / "coco_eval.json").read_text())
+    assert set(coco) >= {"AP", "AP50", "APs"} and out["val"]["coco"]["AP"] == coco["AP"]

@@ -503,6 +503,9 @@ class Trainer:
                 result["test"] = to_plain(self.evaluate(self.test_loader, best))
                 self.log(f"test (best.pt, epoch {self.best_epoch}): {self.task.summary(result['test'])}",
                          always=True)
+        report = getattr(self.task, "final_report", None)  # e.g. detection's pycocotools summary
+        if report is not None:
+            report(self, result)
         if self.info.is_main:
             from ..utils.numbers import round_floats
 
