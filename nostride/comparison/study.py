@@ -5,7 +5,6 @@ processes (each optionally a torchrun group)."""
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import subprocess
@@ -83,8 +82,10 @@ def _train_time(folder: Path) -> float:
     path = folder / "results.csv"
     if not path.is_file():
         return float("nan")
-    with open(path, newline="") as f:
-        return float(sum(float(r.get("time") or 0) for r in csv.DictReader(f)))
+    from nostride.engine.results import read_results  # names padded as YOLOv5's in detection runs
+
+    # the training part of each epoch (files of earlier versions: "time" was that part alone)
+    return float(sum(float(r.get("time/train") or r.get("time") or 0) for r in read_results(path)))
 
 
 def _finished(run: Run) -> RunResult | None:

@@ -52,12 +52,10 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
 
 OPTION_KEYS: tuple[str, ...] = HYP_KEYS + tuple(PIPELINE_DEFAULTS)
 
-#: what a detection run uses unless told otherwise (YOLOv5 v6.0 train.py)
-ENGINE_DEFAULTS: dict[str, Any] = {
-    "epochs": 300, "batch_size": 16, "img_size": 640, "optimizer": "sgd", "nesterov": True,
-    "schedule": "cosine", "schedule_unit": "epoch", "nominal_batch_size": 64, "warmup_min_iters": 1000,
-    "ema": True, "ema_decay": 0.9999, "ema_tau": 2000.0, "patience": 100, "decay_norm_bias": False,
-}
+#: what a detection run uses unless told otherwise (YOLOv5 v6.0 train.py), in a YAML file that
+#: ``nostride train --help`` reads without importing this package
+ENGINE_DEFAULTS_FILE = Path(__file__).with_name("train_defaults.yaml")
+ENGINE_DEFAULTS: dict[str, Any] = dict(read_yaml(ENGINE_DEFAULTS_FILE))
 
 
 def hyp_path(name: str) -> Path:
