@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from ..engine.hooks import Hook
+from ..utils.atomic import atomic_write_text
 from .specs import ModelSpec
 
 __all__ = ["Run", "RunResult", "StudyProgress", "execute_runs", "plan_runs", "run_folder"]
@@ -202,7 +203,7 @@ def _train_command(run: Run, nproc: int) -> list[str]:
     config = run.folder / "compare_run.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
     keep = {k: v for k, v in run.options.items() if k not in ("project", "name", "exist_ok")}
-    config.write_text(yaml.safe_dump(keep, sort_keys=False))
+    atomic_write_text(config, yaml.safe_dump(keep, sort_keys=False))
     return launcher + ["-m", "nostride", "train", "--config", str(config), "--project", str(run.folder.parent),
                        "--name", run.folder.name, "--exist-ok"]
 

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nostride.tasks.base import DatasetSplits, Task
+from nostride.utils.atomic import atomic_write_text
 
 from .hyp import HYP_KEYS, check_task_options
 
@@ -348,7 +349,7 @@ class _DetectHook:
                                 progress=False, verbose=False)
         summary = out.get("coco")
         if trainer.info.is_main and summary:
-            (trainer.run_dir / "coco_eval.json").write_text(json.dumps(summary, indent=1))
+            atomic_write_text(trainer.run_dir / "coco_eval.json", json.dumps(summary, indent=1))
             trainer.log("pycocotools (best.pt): " + "  ".join(f"{k} {v:.4g}" for k, v in summary.items()
                                                             if isinstance(v, float)), always=True)
 
