@@ -165,7 +165,22 @@ class _EpochHook(Hook):
         self.progress.epochs(1)
 
 
+def _busy(run: Run) -> RunResult | None:
+    """A failed result when another living process trains ``run``'s folder (e.g. a worker of a killed
+    compare, which outlives it): the folder is left to it, not trained twice at once."""
+    from ..engine.rundir import lock_holder
+
+    holder = lock_holder(run.folder)
+    if holder is None:
+        return None
+    return RunResult(run, error=f"{run.folder}: not started: the run folder is in use by {holder} "
+                                "(a worker of an interrupted compare?); run compare again when it has finished")
+
+
 def _run_in_process(run: Run, progress: StudyProgress) -> RunResult:
+    busy = _busy(run)
+    if busy is not None:
+        return busy
     last = run.folder / "weights" / "last.pt"
     hooks = [_EpochHook(progress)]
     run.folder.mkdir(parents=True, exist_ok=True)
@@ -209,6 +224,9 @@ def _train_command(run: Run, nproc: int) -> list[str]:
 
 
 def _run_subprocess(run: Run, progress: StudyProgress, nproc: int, env: dict[str, str]) -> RunResult:
+    busy = _busy(run)
+    if busy is not None:
+        return busy
     run.folder.mkdir(parents=True, exist_ok=True)
     log = run.folder / "train.log"
     with open(log, "a") as f:
