@@ -22,6 +22,8 @@ source           ``"nostride"`` (default: ``model_name`` is a registry name),
 epoch            epochs finished: the 1-based number of the last one (0: untrained, converted
                  or imported weights); ``best_epoch`` likewise (format version 1 counted from 0
                  and is read as version 2)
+results         the rows of the run's ``results.csv`` up to ``epoch`` (a resume rebuilds
+                 the file from them when it is missing, empty or damaged)
 checksums        CRC-32 of every tensor of ``model`` and ``ema`` (``{"model/NAME": crc}``),
                  written by :func:`save_checkpoint` and verified by :func:`load_checkpoint`
 ...              trainer state (optimizer, scheduler, rng, config, metrics) where present
@@ -164,6 +166,8 @@ def check_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike | None = None
         "best_epoch": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "an int"),
         "config": (lambda v: v is None or isinstance(v, dict), "a dict of training options"),
         "metrics": (lambda v: v is None or isinstance(v, dict), "a dict"),
+        "results": (lambda v: v is None or (isinstance(v, list) and all(isinstance(r, dict) for r in v)),
+                    "a list of results.csv rows (dicts)"),
     }
     for key, (ok, expected) in expect.items():
         if key in ckpt and not ok(ckpt[key]):

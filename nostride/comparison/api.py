@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..utils.atomic import atomic_write_text
 from ..utils.paths import increment_path
 from .matching import build_spec_model, match_baseline, model_cost
 from .report import DifferenceRow, ModelRow, build_differences, build_rows, markdown_report, write_csvs
@@ -91,7 +92,7 @@ def _open_study(project: str | Path, name: str, identity: dict[str, Any]) -> tup
             except ValueError:
                 pass
     p = increment_path(path, exist_ok=False)
-    (p / "study.json").write_text(json.dumps({"identity": identity, "version": STUDY_VERSION}, indent=2))
+    atomic_write_text(p / "study.json", json.dumps({"identity": identity, "version": STUDY_VERSION}, indent=2))
     return p, False
 
 
@@ -243,7 +244,7 @@ def compare(
     md = markdown_report(rows, diffs, labels, dev_name, header)
     files = write_csvs(study_dir, results, rows, diffs, metrics)
     report = study_dir / "report.md"
-    report.write_text(md)
+    atomic_write_text(report, md)
     files.append(report)
     files += _charts(study_dir, rows, metrics[0], labels[metrics[0]], len(sizes) > 1)
     failed = [r for r in results if r.error]

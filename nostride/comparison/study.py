@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from ..engine.hooks import Hook
+from ..utils.atomic import atomic_write_text
 from .specs import ModelSpec
 
 __all__ = ["Run", "RunResult", "StudyProgress", "execute_runs", "plan_runs", "run_folder"]
@@ -171,7 +172,22 @@ class _EpochHook(Hook):
         self.progress.epochs(1)
 
 
+def _busy(run: Run) -> RunResult | None:
+    """A failed result when another living process trains ``run``'s folder (e.g. a worker of a killed
+    compare, which outlives it): the folder is left to it, not trained twice at once."""
+    from ..engine.rundir import lock_holder
+
+    holder = lock_holder(run.folder)
+    if holder is None:
+        return None
+    return RunResult(run, error=f"{run.folder}: not started: the run folder is in use by {holder} "
+                                "(a worker of an interrupted compare?); run compare again when it has finished")
+
+
 def _run_in_process(run: Run, progress: StudyProgress) -> RunResult:
+    busy = _busy(run)
+    if busy is not None:
+        return busy
     last = run.folder / "weights" / "last.pt"
     hooks = [_EpochHook(progress)]
     run.folder.mkdir(parents=True, exist_ok=True)
@@ -209,7 +225,7 @@ def _train_command(run: Run, nproc: int) -> list[str]:
     config = run.folder / "compare_run.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
     keep = {k: v for k, v in run.options.items() if k not in ("project", "name", "exist_ok")}
-    config.write_text(yaml.safe_dump(keep, sort_keys=False))
+    atomic_write_text(config, yaml.safe_dump(keep, sort_keys=False))
     return launcher + ["-m", "nostride", "train", "--config", str(config), "--project", str(run.folder.parent),
                        "--name", run.folder.name, "--exist-ok"]
 
@@ -272,6 +288,9 @@ def _run_subprocess(run: Run, progress: StudyProgress, nproc: int, env: dict[str
     """The run trained by a worker process; ``None`` if the study stopped before it started."""
     if workers.stopping.is_set():
         return None
+    busy = _busy(run)
+    if busy is not None:
+        return busy
     run.folder.mkdir(parents=True, exist_ok=True)
     log = run.folder / "train.log"
     with open(log, "a") as f:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_image
 
+from ..utils.atomic import atomic_write_bytes
 from ..utils.numbers import plural
 
 __all__ = [
@@ -87,8 +88,7 @@ def write_image(img: torch.Tensor, path: str | os.PathLike, quality: int = 95) -
             data = encode_jpeg(img, quality=quality)
     # written from Python: torchvision's write_file costs milliseconds per file, which adds up to
     # minutes for the thousands of small images a generated dataset has
-    path.write_bytes(data.numpy().tobytes())
-    return path
+    return atomic_write_bytes(path, data.numpy().tobytes(), clean_stale=False, sync=False)
 
 
 def is_image_file(path: str | os.PathLike) -> bool:

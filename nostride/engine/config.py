@@ -250,7 +250,6 @@ def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> Path:
     """Write the effective options as YAML (loadable again with ``--config``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    return path
+    from ..utils.atomic import atomic_write_text
+
+    return atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

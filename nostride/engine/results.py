@@ -3,34 +3,50 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..utils.atomic import atomic_write_text
 from ..utils.figures import new_figure, save_figure
 
-__all__ = ["ResultsWriter", "plot_results", "read_results", "YOLOV5_WIDTH"]
+__all__ = ["ResultsWriter", "plot_results", "read_results", "inspect_results", "YOLOV5_WIDTH"]
 
 YOLOV5_WIDTH = 20  # YOLOv5 writes every results.csv field right-aligned in 20 characters ("%20s", "%20.5g")
 
 
 class ResultsWriter:
-    """Appends one row per epoch to ``run_dir/results.csv`` and redraws ``results.png`` (at most every
+    """Keeps one row per epoch in ``run_dir/results.csv`` and redraws ``results.png`` (at most every
     ``plot_interval`` seconds, drawing takes ~0.5 s, and always on :meth:`close`).
 
-    The columns are fixed by the first row written. On resume, rows after the checkpoint's epoch are
-    dropped first so the file matches the state training continues from; a file written with other
-    columns (an older version's names) is rewritten in the new ones, its columns renamed by
-    ``rename`` (old name -> new name or ``None``), columns the new rows lack kept at the end.
+    The file is rewritten whole for every row, atomically (written aside, then renamed over the old
+    one), so a kill or a full disk leaves the previous table or the new one, never an empty or
+    torn file. :attr:`rows` (the table as written) goes into every checkpoint, so that a resume can
+    rebuild the table from ``last.pt`` when the file is missing, empty or damaged.
 
-    ``padded``: YOLOv5's layout, every field right-aligned in :data:`YOLOV5_WIDTH` characters and
-    numbers as ``%.5g`` (:func:`read_results` and pandas with stripped names read it back).
+    The columns are fixed by the first row written after a start or a resume. On resume, rows after
+    the checkpoint's epoch are dropped first so the file matches the state training continues from;
+    a table written with other columns (an older version's names) is rewritten in the new ones, its
+    columns renamed by ``rename`` (old name -> new name or ``None``), columns the new rows lack kept
+    at the end.
+
+    Args:
+        run_dir: the run folder.
+        tensorboard: also write TensorBoard scalars.
+        resume_epoch: the epoch a resumed run continues after (``None``: a new run, which starts a
+            new table).
+        plot_interval: seconds between redraws of ``results.png``.
+        history: the rows the resumed checkpoint recorded (its ``results`` entry), if any.
+        padded: YOLOv5's layout, every field right-aligned in :data:`YOLOV5_WIDTH` characters and
+            numbers as ``%.5g`` (:func:`read_results` and pandas with stripped names read it back).
+        rename: maps an older table's column names to the current ones.
     """
 
     def __init__(self, run_dir: str | Path, tensorboard: bool = False, resume_epoch: int | None = None,
-                 plot_interval: float = 60.0, padded: bool = False,
-                 rename: Callable[[str], str | None] | None = None) -> None:
+                 plot_interval: float = 60.0, history: list[dict[str, Any]] | None = None,
+                 padded: bool = False, rename: Callable[[str], str | None] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.plot_interval = plot_interval
         self.padded = padded
@@ -40,10 +56,13 @@ class ResultsWriter:
         self.csv_path = self.run_dir / "results.csv"
         self.png_path = self.run_dir / "results.png"
         self.columns: list[str] | None = None
+        self._columns_settled = False
+        self.rows: list[dict[str, Any]] = []
+        self.note: str | None = None  # what a resume did to the table, in words (for the log)
         self.tb = None
-        if resume_epoch is not None and self.csv_path.is_file():
-            self._truncate_after(resume_epoch)
-        elif self.csv_path.exists() and resume_epoch is None:
+        if resume_epoch is not None:
+            self._resume(resume_epoch, history)
+        elif self.csv_path.exists():
             self.csv_path.unlink()  # a fresh run in an existing folder (--exist-ok) starts a new table
         if tensorboard:
             try:
@@ -54,37 +73,50 @@ class ResultsWriter:
             else:
                 self.tb = SummaryWriter(str(self.run_dir))
 
-    def _truncate_after(self, epoch: int) -> None:
-        rows = read_results(self.csv_path)
-        self._kept = [r for r in rows if int(float(r["epoch"])) <= epoch]
-        self._rewrite = True  # at the first row: in that row's columns (older files had other names)
+    def _resume(self, epoch: int, history: list[dict[str, Any]] | None) -> None:
+        rows, problem = inspect_results(self.csv_path)
+        rows = [r for r in rows if int(r["epoch"]) <= epoch]
+        kept = [{str(k).strip(): v for k, v in r.items()} for r in history or []
+                if isinstance(r, dict) and _epoch_of(r) is not None and _epoch_of(r) <= epoch]
+        if problem is None and len(rows) < len(kept):
+            problem = f"it has {len(rows)} of the {len(kept)} rows up to epoch {epoch}"
+        if problem is not None and kept:
+            self.note = f"{self.csv_path}: {problem}; rebuilt from the checkpoint's record ({len(kept)} rows)"
+            rows = kept
+        elif problem is not None and epoch > 0:
+            self.note = (f"{self.csv_path}: {problem}, and the checkpoint records no rows (an older version): "
+                         f"the table continues with {len(rows)} of the {epoch} earlier rows")
+        if self.rename is not None:
+            rows = [{self.rename(k) or k: v for k, v in r.items()} for r in rows]
+        self.rows = rows
+        self.columns = list(dict.fromkeys(k for r in rows for k in r)) if rows else None
+        if rows or self.csv_path.exists():
+            self._save()
 
-    def _write_rows(self, rows: list[dict[str, Any]], mode: str, header: bool) -> None:
-        with open(self.csv_path, mode, newline="") as f:
-            if self.padded:  # YOLOv5's layout: "%20s," fields, no quoting (no name holds a comma)
-                cells = lambda values: ",".join(f"{_fmt(v, True):>{YOLOV5_WIDTH}}" for v in values)  # noqa: E731
-                if header:
-                    f.write(cells(self.columns) + "\n")
-                for r in rows:
-                    f.write(cells(r.get(k, "") for k in self.columns) + "\n")
-                return
-            w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
-            if header:
-                w.writeheader()
-            w.writerows({k: _fmt(r.get(k, "")) for k in self.columns} for r in rows)
+    def _save(self) -> None:
+        columns = self.columns or []
+        buffer = io.StringIO(newline="")
+        if self.padded:  # YOLOv5's layout: "%20s," fields, no quoting (no name holds a comma)
+            def cells(values: Any) -> str:
+                return ",".join(f"{_fmt(v, True):>{YOLOV5_WIDTH}}" for v in values)
+
+            buffer.write(cells(columns) + "\n")
+            for r in self.rows:
+                buffer.write(cells(r.get(k, "") for k in columns) + "\n")
+        else:
+            w = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+            w.writeheader()
+            w.writerows({k: _fmt(r.get(k, "")) for k in columns} for r in self.rows)
+        atomic_write_text(self.csv_path, buffer.getvalue())
 
     def write(self, row: dict[str, Any]) -> None:
-        """Append a row (scalars only; epoch numbered from 1, as in checkpoints) and redraw the plot."""
-        if self.columns is None:
-            self.columns = list(row)
-        if getattr(self, "_rewrite", False):  # resuming: the kept rows, renamed into this row's columns
-            kept = [{(self.rename(k) if self.rename else k) or k: v for k, v in r.items()} for r in self._kept]
-            extra = [k for r in kept for k in r if k not in self.columns]
-            self.columns += list(dict.fromkeys(extra))
-            self._write_rows(kept, "w", header=True)
-            self._rewrite = False
-        new_file = not self.csv_path.exists()
-        self._write_rows([row], "a", header=new_file)
+        """Add a row (scalars only; epoch numbered from 1, as in checkpoints), rewrite the table
+        atomically and redraw the plot."""
+        if not self._columns_settled:  # this row's columns first, an older table's others after them
+            self.columns = list(row) + [k for k in self.columns or [] if k not in row]
+            self._columns_settled = True
+        self.rows.append({k: _fmt(row.get(k, ""), self.padded) for k in row})
+        self._save()
         if self.tb is not None:
             for k, v in row.items():
                 if k != "epoch" and isinstance(v, (int, float)):
@@ -117,10 +149,48 @@ def _fmt(v: Any, padded: bool = False) -> Any:
     return v
 
 
+def _epoch_of(row: dict[str, Any]) -> int | None:
+    try:
+        return int(str(row["epoch"]).strip())
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def read_results(csv_path: str | Path) -> list[dict[str, str]]:
     """The rows of a results.csv as dicts, names and values stripped of YOLOv5's padding."""
     with open(csv_path, newline="") as f:
         return [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def inspect_results(path: str | Path) -> tuple[list[dict[str, str]], str | None]:
+    """The rows of a results.csv (stripped as by :func:`read_results`) and ``None``, or the rows that
+    could be read and what is wrong with the file, in words (missing, empty, no ``epoch`` column, a
+    damaged row)."""
+    path = Path(path)
+    if not path.is_file():
+        return [], "the file is missing"
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames:
+                return [], "the file is empty"
+            names = [(k or "").strip() for k in reader.fieldnames]
+            if "epoch" not in names:
+                return [], "it has no header with an 'epoch' column"
+            rows = []
+            for i, r in enumerate(reader, 2):
+                if None in r or any(v is None for v in r.values()):
+                    return rows, f"line {i} is damaged"
+                r = {(k or "").strip(): (v or "").strip() for k, v in r.items()}
+                if _epoch_of(r) is None:
+                    return rows, f"line {i} is damaged"
+                rows.append(r)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        return [], f"cannot be read ({e})"
+    epochs = [int(r["epoch"]) for r in rows]
+    if epochs != list(range(1, len(epochs) + 1)):
+        return [], "its epochs are not numbered 1, 2, 3, ..."
+    return rows, None
 
 
 # YOLOv5's results.png panels, in its order (2 x 5): the losses above the metrics they lead to

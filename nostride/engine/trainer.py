@@ -55,6 +55,7 @@ from .hooks import CheckpointHook, EMAHook, EvalHook, Hook, LRScheduleHook, Resu
 from .loaders import eval_loader, set_loader_epoch, train_loader
 from .optim import build_optimizer
 from .results import ResultsWriter
+from .rundir import RunFolderLock
 from ..utils.atomic import remove_stale_temp_files
 from ..utils.jsonio import write_json
 from .schedule import LRSchedule, milestones_beyond
@@ -95,6 +96,7 @@ class Trainer:
         self.last_saved_epoch = 0  # epochs finished in the state weights/last.pt holds
         self.train_items: dict[str, float] = {}
         self.results: ResultsWriter | None = None
+        self._run_lock: RunFolderLock | None = None
         self.final_metrics: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ set-up
@@ -124,6 +126,7 @@ class Trainer:
         resume_ckpt = None
         if cfg.resume:
             cfg.resume = str(resolve_resume_path(cfg.resume, cfg.project, cfg.name))
+            self._lock_run_dir(Path(cfg.resume).resolve().parent.parent)  # before reading: one process per run
             resume_ckpt = load_checkpoint(cfg.resume)
             check_resumable(resume_ckpt, cfg.resume)
         cfg.data = absolute_data_path(cfg.data)  # recorded absolute: resume / val from any folder
@@ -133,6 +136,7 @@ class Trainer:
         model = self.task.build_model().to(self.device)
         # the run folder only now, so bad data or model options leave no empty folder behind
         self.run_dir = Path(cfg.resume).resolve().parent.parent if cfg.resume else self._make_run_dir()
+        self._lock_run_dir(self.run_dir)
         self.weights_dir = self.run_dir / "weights"
         self.last_path, self.best_path = self.weights_dir / "last.pt", self.weights_dir / "best.pt"
         if self.info.is_main:
@@ -209,12 +213,29 @@ class Trainer:
             save_config(cfg, self.run_dir / "args.yaml")
             layout = dict(getattr(self.task, "results_layout", lambda: {})())  # e.g. detection: YOLOv5's
             self.results = ResultsWriter(self.run_dir, cfg.tensorboard,
-                                         resume_epoch=self.start_epoch if resume_ckpt is not None else None, **layout)
+                                         resume_epoch=self.start_epoch if resume_ckpt is not None else None,
+                                         history=(resume_ckpt or {}).get("results"), **layout)
+            if self.results.note:
+                self.log(f"resume: {self.results.note}", always=True)
         n_val = len(splits.val) if splits.val is not None else 0
         skipped = f" ({plural(splits.skipped, 'unreadable file')} skipped)" if splits.skipped else ""
         self.log(f"{cfg.model}: {count_parameters(model):,} parameters on {self.device}"
                  f"{f' x {self.info.world_size} processes' if self.info.distributed else ''}; "
                  f"{len(splits.train)} train / {n_val} val images{skipped}; run dir {self.run_dir}")
+
+    def _lock_run_dir(self, folder: Path) -> None:
+        """Rank 0 takes the run folder's lock (:class:`RunFolderLock`) for the rest of the run."""
+        if not self.info.is_main or (self._run_lock is not None and self._run_lock.folder == folder):
+            return
+        self._run_lock = RunFolderLock(folder).acquire()
+        if self._run_lock.stale:
+            self.log(f"{folder}: took over the lock of {self._run_lock.stale}, which no longer runs")
+
+    def release(self) -> None:
+        """Give back what the run holds (the run folder's lock); :meth:`train` does it at its end."""
+        if self._run_lock is not None:
+            self._run_lock.release()
+            self._run_lock = None
 
     def _eval_loader(self, dataset: Any):
         if dataset is None or len(dataset) == 0:
@@ -302,6 +323,7 @@ class Trainer:
             scaler=self.scaler.state_dict(), best_fitness=self.best_fitness, best_epoch=self.best_epoch,
             metrics=to_plain({k: v for k, v in self.metrics.items() if _is_scalar(v)}),
             config=self.cfg.to_dict(), rng=capture_rng_state(), rng_ranks=rng_ranks or [],
+            results=[dict(r) for r in self.results.rows] if self.results is not None else [],  # rebuilds results.csv
             **dict(getattr(self.task, "checkpoint_extra", lambda: {})()),
         )
 
@@ -312,7 +334,11 @@ class Trainer:
 
     def train(self) -> dict[str, Any]:
         """Run the whole training; returns the final metrics (see :attr:`final_metrics`)."""
-        self.setup()
+        try:
+            self.setup()
+        except BaseException:
+            self.release()
+            raise
         try:
             self._call("before_train")
             if getattr(self, "_resume_rng", None) is not None:
@@ -336,6 +362,7 @@ class Trainer:
         finally:
             if self.results is not None:
                 self.results.close()
+            self.release()
             if getattr(self, "_owns_process_group", False):
                 D.cleanup_distributed()
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ...utils.atomic import atomic_write_text
 from ...utils.cache import user_cache_dir
 from ...utils.specs import parse_spec
 from .lowres import LOWRES_DEFAULTS, make_lowres
@@ -132,7 +133,7 @@ def make_builtin(name: str, root: str | os.PathLike, *, quiet: bool = False, **o
         print(file=sys.stderr)
     card = {"name": name, "task": BUILTINS[name].task, "options": opts, "generator_version": GENERATOR_VERSION,
             "seconds": round(time.monotonic() - t0, 1)}
-    (root / _CARD).write_text(json.dumps(card, indent=2))
+    atomic_write_text(root / _CARD, json.dumps(card, indent=2))
     return root
 
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nostride.tasks.base import DatasetSplits, Task
+from nostride.utils.atomic import atomic_write_text
 
 from .hyp import HYP_KEYS, check_task_options
 
