@@ -186,6 +186,7 @@ class DetectTask(Task):
         YOLOv5's ``--multi-scale``; targets are normalised so they stay valid."""
         gs = self.stride
         sz = random.randrange(int(self.img_size * 0.5), int(self.img_size * 1.5) + gs) // gs * gs
+        sz = max(sz, gs)  # at img_size 32 the draw can round down to 0 (no image left)
         sf = sz / max(images.shape[2:])
         if sf == 1:
             return images
