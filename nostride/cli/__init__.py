@@ -17,7 +17,7 @@ import sys
 
 from nostride.utils import bounds
 
-__all__ = ["main", "build_parser", "Parser", "HelpFormatter", "int_arg", "float_arg", "path_arg"]
+__all__ = ["main", "build_parser", "Parser", "HelpFormatter", "int_arg", "float_arg", "path_arg", "output_file_arg"]
 
 # sub-command modules, in the order `nostride --help` lists them
 _COMMANDS = ["compare", "convert", "train", "val", "predict", "export", "import_yolov5", "models", "data", "benchmark"]
@@ -67,6 +67,25 @@ def path_arg(text: str) -> str:
     """argparse type for file and folder names: any non-empty string (``''`` would mean the current folder)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a file or folder name, got an empty string")
+    return text
+
+
+def output_file_arg(text: str) -> str:
+    """argparse type for a file to write: not empty, and not an existing folder, device, FIFO or socket
+    (writing there would block, fail late, or replace a device node)."""
+    import os
+    import stat
+
+    path_arg(text)
+    try:
+        mode = os.stat(text).st_mode
+    except OSError:
+        return text  # absent (or unreachable: the write will say why)
+    if stat.S_ISDIR(mode):
+        raise argparse.ArgumentTypeError(f"{text} is a folder; expected the name of a file to write")
+    if not stat.S_ISREG(mode):
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a regular file (a device, FIFO or socket); "
+                                         "expected the name of a file to write")
     return text
 
 

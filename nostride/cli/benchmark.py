@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import batch_size_arg, img_size_arg, int_arg, path_arg
+from . import batch_size_arg, img_size_arg, int_arg, output_file_arg
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,8 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int_arg(1, 1_000_000), default=30, help="timed calls per model and form (default: 30)")
     p.add_argument("--warmup", type=int_arg(0, 1_000_000), default=3, help="untimed calls first (default: 3)")
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory pass")
-    p.add_argument("--csv", default=None, type=path_arg, help="also write the rows to this CSV file (default: none)")
-    p.add_argument("--json", default=None, type=path_arg, help="also write the run to this JSON file (default: none)")
+    p.add_argument("--csv", default=None, type=output_file_arg, help="also write the rows to this CSV file (default: none)")
+    p.add_argument("--json", default=None, type=output_file_arg, help="also write the run to this JSON file (default: none)")
     p.set_defaults(func=run)
 
 

@@ -6,7 +6,7 @@ import argparse
 
 from nostride.utils import bounds
 
-from . import img_size_arg, int_arg, path_arg
+from . import img_size_arg, int_arg, output_file_arg, path_arg
 
 _POLICIES = ["convert", "keep", "drop"]
 
@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", choices=["preserve", "random"], default="preserve", help="weights of the new convs")
     p.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN", help="module names to leave alone (fnmatch; default: none)")
     p.add_argument("--num-classes", type=int_arg(1, bounds.MAX_CLASSES), default=None, help="build the model with this many classes (default: the model's own)")
-    p.add_argument("--output", default=None, metavar="FILE.pt", type=path_arg, help="save the converted weights as a nostride checkpoint (default: not saved)")
+    p.add_argument("--output", default=None, metavar="FILE.pt", type=output_file_arg, help="save the converted weights as a nostride checkpoint (default: not saved)")
     p.set_defaults(func=run)
 
 

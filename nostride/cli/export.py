@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from . import batch_size_arg, img_size_arg, int_arg, max_det_arg, path_arg, probability_arg
+from . import batch_size_arg, img_size_arg, int_arg, max_det_arg, output_file_arg, path_arg, probability_arg
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,13 +19,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--weights", required=True, type=path_arg, help="nostride checkpoint (.pt)")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="output format")
-    p.add_argument("--output", default=None, type=path_arg, help="output file (default: the checkpoint's path with the format's suffix)")
+    p.add_argument("--output", default=None, type=output_file_arg, help="output file (default: the checkpoint's path with the format's suffix)")
     p.add_argument("--img-size", type=img_size_arg, nargs="+", default=None, help="input size: S or H W (default: the training size)")
     p.add_argument("--batch-size", type=batch_size_arg, default=1, help="batch size of the example input")
     p.add_argument("--dynamic", action="store_true", help="ONNX: dynamic batch, height and width")
     p.add_argument("--no-fuse", dest="fuse", action="store_false", help="export the unfused model")
-    p.add_argument("--opset", type=int_arg(7, 99), default=18,
-                   help="ONNX opset, from 7 to the newest the installed onnx package knows")
+    p.add_argument("--opset", type=int_arg(18, 99), default=18,
+                   help="ONNX opset, from 18 (the oldest the exporter writes) to the newest the installed onnx package knows")
     p.add_argument("--no-check", dest="check", action="store_false", help="skip the check against PyTorch")
     p.add_argument("--nms", action="store_true",
                    help="detectors, ONNX: NMS in the graph, output (n, 7) [image, x1, y1, x2, y2, conf, class] (default: off)")
@@ -54,7 +55,7 @@ def _input_channels(model) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from nostride.checkpoint import load_checkpoint, model_from_checkpoint
-    from nostride.export import EXPORT_FORMATS, export
+    from nostride.export import EXPORT_FORMATS, ExportCheckError, export
 
     ckpt = load_checkpoint(args.weights)
     model = model_from_checkpoint(ckpt)
@@ -86,7 +87,16 @@ def run(args: argparse.Namespace) -> int:
         # boxes after NMS are not compared with PyTorch's: boxes of equal score (common for
         # untrained or flat-image outputs) may be resolved differently by two runtimes
         kwargs["check"] = False
-    path = export(model, output, format=args.format, **kwargs)
+    if output.is_dir():
+        raise ValueError(f"{output} is a folder; pass --output with the name of the file to write")
+    try:
+        path = export(model, output, format=args.format, **kwargs)
+    except ExportCheckError as e:
+        # the file does not compute what the model computes: never leave it where a deployment would pick it up
+        output.unlink(missing_ok=True)
+        print(f"nostride export: error: {output}: the exported model failed its check against PyTorch, so the "
+              f"file was removed: {e}", file=sys.stderr)
+        return 1
     size_mb = path.stat().st_size / 1e6
     checked = "checked against PyTorch" if args.check else "not checked"
     if args.nms and args.check:

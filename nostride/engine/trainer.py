@@ -210,7 +210,7 @@ class Trainer:
             self.results = ResultsWriter(self.run_dir, cfg.tensorboard,
                                          resume_epoch=self.start_epoch if resume_ckpt is not None else None)
         n_val = len(splits.val) if splits.val is not None else 0
-        skipped = f" ({plural(splits.skipped, 'unreadable file')} skipped)" if splits.skipped else ""
+        skipped = f" ({plural(splits.skipped, 'unreadable file')} skipped so far)" if splits.skipped else ""
         self.log(f"{cfg.model}: {count_parameters(model):,} parameters on {self.device}"
                  f"{f' x {self.info.world_size} processes' if self.info.distributed else ''}; "
                  f"{len(splits.train)} train / {n_val} val images{skipped}; run dir {self.run_dir}")
@@ -480,6 +480,11 @@ class Trainer:
                 result["test"] = to_plain(self.evaluate(self.test_loader, best))
                 self.log(f"test (best.pt, epoch {self.best_epoch}): {self.task.summary(result['test'])}",
                          always=True)
+        # every split has now been read in full: the count of unreadable input files is exact
+        result["skipped"] = self.splits.skipped_now()
+        if result["skipped"]:
+            self.log(f"warning: {plural(result['skipped'], 'unreadable input file')} skipped in all (named in "
+                     "the warnings above)", always=True)
         if self.info.is_main:
             from ..utils.numbers import round_floats
 

@@ -95,7 +95,7 @@ class DetectTask(Task):
         self.data_cfg = dc = load_data_yaml(cfg.data)
         self.names = list(dc.names)
         verbose = rank == 0 and not cfg.quiet
-        train_index = DetectionDataset(dc.train, names=dc.names, verbose=verbose, prefix="train: ")
+        train_index = DetectionDataset(dc.split("train"), names=dc.names, verbose=verbose, prefix="train: ")
         per_rank = max(cfg.batch_size // world, 1)
         self.train_set = DetectionTrainDataset(
             train_index, self.img_size, hyp=opts, augment=cfg.augment, rect=opts["rect"], batch_size=per_rank,
