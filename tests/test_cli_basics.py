@@ -226,4 +226,4 @@ def test_sizes_and_batch_sizes_must_be_positive(capsys, argv):
         main(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith(f"nostride {argv[0]}: error: argument --") and ("at least 1" in err or "whole number" in err)
+    assert err.startswith(f"nostride {argv[0]}: error: argument --") and ("must be in [" in err or "whole number" in err)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from . import positive_int
+from nostride.utils import bounds
+
+from . import img_size_arg, int_arg, output_file_arg, path_arg
 
 _POLICIES = ["convert", "keep", "drop"]
 
@@ -23,12 +25,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(`nostride models`) or timm:NAME (needs timm); prefix 'torchvision:' or 'nostride:' to choose when "
         "both have it (default: torchvision)",
     )
-    p.add_argument("--weights", default=None, metavar="FILE",
+    p.add_argument("--weights", default=None, metavar="FILE", type=path_arg,
                    help="weights to convert and check: a torchvision/timm state dict (.pth), a training "
                    "checkpoint holding one, or a nostride checkpoint (default: random initialisation); "
                    "the class count is taken from the file unless --num-classes is given"),
-    p.add_argument("--img-size", type=positive_int, default=224, help="square input size for FLOPs and the check (default 224)")
-    p.add_argument("--kernel-size", type=int, default=None, help="odd kernel of the new convs (default: per layer)")
+    p.add_argument("--img-size", type=img_size_arg, default=224, help="square input size for FLOPs and the check (default 224)")
+    p.add_argument("--kernel-size", type=int_arg(1, 31), default=None, help="odd kernel of the new convs (default: per layer)")
     p.add_argument("--pool", choices=_POLICIES, default="convert", help="what to do with strided pooling")
     p.add_argument("--max-pool", choices=_POLICIES, default=None, help="policy for max-pooling only (default: --pool)")
     p.add_argument(
@@ -36,8 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--init", choices=["preserve", "random"], default="preserve", help="weights of the new convs")
     p.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN", help="module names to leave alone (fnmatch; default: none)")
-    p.add_argument("--num-classes", type=int, default=None, help="build the model with this many classes (default: the model's own)")
-    p.add_argument("--output", default=None, metavar="FILE.pt", help="save the converted weights as a nostride checkpoint (default: not saved)")
+    p.add_argument("--num-classes", type=int_arg(1, bounds.MAX_CLASSES), default=None, help="build the model with this many classes (default: the model's own)")
+    p.add_argument("--output", default=None, metavar="FILE.pt", type=output_file_arg, help="save the converted weights as a nostride checkpoint (default: not saved)")
     p.set_defaults(func=run)
 
 

@@ -218,7 +218,7 @@ class Trainer:
             if self.results.note:
                 self.log(f"resume: {self.results.note}", always=True)
         n_val = len(splits.val) if splits.val is not None else 0
-        skipped = f" ({plural(splits.skipped, 'unreadable file')} skipped)" if splits.skipped else ""
+        skipped = f" ({plural(splits.skipped, 'unreadable file')} skipped so far)" if splits.skipped else ""
         self.log(f"{cfg.model}: {count_parameters(model):,} parameters on {self.device}"
                  f"{f' x {self.info.world_size} processes' if self.info.distributed else ''}; "
                  f"{len(splits.train)} train / {n_val} val images{skipped}; run dir {self.run_dir}")
@@ -530,6 +530,11 @@ class Trainer:
                 result["test"] = to_plain(self.evaluate(self.test_loader, best))
                 self.log(f"test (best.pt, epoch {self.best_epoch}): {self.task.summary(result['test'])}",
                          always=True)
+        # every split has now been read in full: the count of unreadable input files is exact
+        result["skipped"] = self.splits.skipped_now()
+        if result["skipped"]:
+            self.log(f"warning: {plural(result['skipped'], 'unreadable input file')} skipped in all (named in "
+                     "the warnings above)", always=True)
         report = getattr(self.task, "final_report", None)  # e.g. detection's pycocotools summary
         if report is not None:
             report(self, result)

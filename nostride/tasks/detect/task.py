@@ -108,7 +108,7 @@ class DetectTask(Task):
         self.data_cfg = dc = load_data_yaml(cfg.data)
         self.names = list(dc.names)
         verbose = rank == 0 and not cfg.quiet
-        train_index = DetectionDataset(dc.train, names=dc.names, verbose=verbose, prefix="train: ")
+        train_index = DetectionDataset(dc.split("train"), names=dc.names, verbose=verbose, prefix="train: ")
         per_rank = max(cfg.batch_size // world, 1)
         self.train_set = DetectionTrainDataset(
             train_index, self.img_size, hyp=opts, augment=cfg.augment, rect=opts["rect"], batch_size=per_rank,
@@ -199,6 +199,7 @@ class DetectTask(Task):
         YOLOv5's ``--multi-scale``; targets are normalised so they stay valid."""
         gs = self.stride
         sz = random.randrange(int(self.img_size * 0.5), int(self.img_size * 1.5) + gs) // gs * gs
+        sz = max(sz, gs)  # at img_size 32 the draw can round down to 0 (no image left)
         sf = sz / max(images.shape[2:])
         if sf == 1:
             return images
