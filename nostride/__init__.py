@@ -20,6 +20,8 @@ _LAZY = {
     "model_from_checkpoint": ".checkpoint",
     "save_checkpoint": ".checkpoint",
     "fuse": ".convert",
+    "convert_downsampling": ".convert",
+    "list_downsample_ops": ".layers",
     "spdify": ".convert",
     "DepthToSpace": ".layers",
     "SPDConv": ".layers",
@@ -33,7 +35,8 @@ _LAZY = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-    from .convert import fuse, spdify
+    from .convert import convert_downsampling, fuse, spdify
+    from .layers import list_downsample_ops
     from .layers import DepthToSpace, SPDConv, SpaceToDepth, depth_to_space, space_to_depth
     from .models import create_model, list_models
     from .models.yolo.import_yolov5 import load_yolov5
