@@ -129,7 +129,7 @@ def export_onnx(
                 verbose=verbose,
                 **kwargs,
             )
-        _check_opset(path, opset)
+        _check_opset(tmp, opset)
         if simplify:
             import onnxscript.optimizer
 
@@ -142,7 +142,8 @@ def export_onnx(
 
 
 def _check_opset(path: Path, opset: int) -> None:
-    """Raise ``ValueError`` (and remove the file) when the exporter wrote another opset than asked for:
+    """Raise ``ValueError`` when the exporter wrote another opset than asked for (the caller's atomic
+    writer then removes the file):
     torch's exporter writes opset 18 for older requests it cannot convert down to, and for newer ones
     than it knows, without an error."""
     import onnx
@@ -151,7 +152,6 @@ def _check_opset(path: Path, opset: int) -> None:
     model = onnx.load(str(path), load_external_data=False)
     written = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if written != opset:
-        path.unlink(missing_ok=True)
         raise ValueError(f"ONNX opset {opset} was asked for, but the exporter can only write opset {written} for "
                          f"this model; choose an opset from {MIN_OPSET} to {newest} (the installed onnx package's newest)")
 
