@@ -127,7 +127,7 @@ class StudyProgress:
         left = per_epoch * (self.total - self.done)
         return f", about {_duration(left)} left" if left >= 1 else ""
 
-    def finished(self, result: RunResult, metric: str, label: str, scale: float = 1.0) -> None:
+    def finished(self, result: RunResult, metric: str, label: str, scale: float = 1.0, digits: int = 2) -> None:
         with self.lock:
             self.runs_done += 1
         if self.quiet:
@@ -139,7 +139,7 @@ class StudyProgress:
         else:
             split = result.final.get("test") or result.final.get("val") or {}
             v = split.get(metric)
-            what = f"{label} {v * scale:.2f}" if isinstance(v, (int, float)) else "finished"
+            what = f"{label} {v * scale:.{digits}f}" if isinstance(v, (int, float)) else "finished"
             what += " (done before)" if result.reused else f" ({_duration(result.train_time)} training)"
         line = f"[{self.runs_done}/{self.total_runs}] {result.run.title}: {what}{self.eta()}"
         (self.bar.write if self.bar is not None else print)(line)
@@ -289,12 +289,13 @@ def _run_subprocess(run: Run, progress: StudyProgress, nproc: int, env: dict[str
 
 
 def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_per_run: int = 1,
-                 devices: list[str] | None = None, quiet: bool = False, scale: float = 1.0) -> list[RunResult]:
+                 devices: list[str] | None = None, quiet: bool = False, scale: float = 1.0,
+                 digits: int = 2) -> list[RunResult]:
     """Run what is not finished yet; returns one result per run, in ``runs`` order.
 
     Args:
         metric: (key, label) of the metric shown as runs finish.
-        scale: what that metric is multiplied by when shown (detection: fractions -> %).
+        scale, digits: what that metric is multiplied by when shown, and its decimals.
         jobs: runs trained at once. 1 (and ``nproc_per_run`` 1) trains in this process; more start
             ``nostride train`` worker processes (on CPU each gets ``cpu_count // jobs`` threads).
         nproc_per_run: processes per run (a torchrun group, e.g. one per GPU).
@@ -308,7 +309,7 @@ def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_
         if done is not None:
             results[i] = done
             progress.epochs(run.options["epochs"], trained=False)
-            progress.finished(done, *metric, scale)
+            progress.finished(done, *metric, scale, digits)
         else:
             todo.append(i)
     try:
@@ -318,7 +319,7 @@ def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_
                 if devices:
                     run.options["device"] = devices[0]
                 results[i] = _run_in_process(run, progress)
-                progress.finished(results[i], *metric, scale)
+                progress.finished(results[i], *metric, scale, digits)
         else:
             slots = list(devices or [""])
             free = [slots[k % len(slots)] for k in range(max(jobs, 1))]
@@ -338,7 +339,7 @@ def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_
                 try:
                     results[i] = _run_subprocess(run, progress, nproc_per_run, env, workers)
                     if results[i] is not None:
-                        progress.finished(results[i], *metric, scale)
+                        progress.finished(results[i], *metric, scale, digits)
                 finally:
                     with lock:
                         free.append(device)
