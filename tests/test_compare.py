@@ -304,3 +304,27 @@ def test_report_names_the_split_its_scores_come_from(tmp_path):
     assert _scored_split([with_test, with_test]) == "test split"
     assert _scored_split([val_only]) == "validation split (the data has no test split)"
     assert _scored_split([with_test, val_only]).startswith("test split (validation split")
+
+
+def test_redirected_output_gets_a_study_progress_line_at_a_steady_interval(capsys, tmp_path):
+    """When stderr is not a terminal (a log file, CI), the study writes a progress line every interval,
+    counting the epochs worker processes have finished (their results.csv rows) between run ends."""
+    import time
+
+    from nostride.comparison.study import StudyProgress
+
+    progress = StudyProgress(total_epochs=10, total_runs=2, interval=0.1)
+    progress.epochs(2)  # a run in this process: two epochs so far
+    worker = tmp_path / "seed0"
+    worker.mkdir()
+    (worker / "results.csv").write_text("epoch,time\n1,0.5\n")  # resumed: one epoch before this session
+    progress.run_started(worker)
+    (worker / "results.csv").write_text("epoch,time\n1,0.5\n2,0.5\n3,0.5\n4,0.5\n")  # three more since
+    time.sleep(0.55)
+    progress.close()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("study: ")]
+    assert len(lines) >= 3  # one per interval, not one per finished run
+    assert lines[-1].startswith("study: 5/10 epochs (50%), 0/2 runs done, ") and "left" in lines[-1]
+    time.sleep(0.25)
+    assert not capsys.readouterr().err  # closed: no more lines
+    assert StudyProgress(10, 2, quiet=True)._ticker is None

@@ -99,19 +99,60 @@ def _finished(run: Run) -> RunResult | None:
 
 
 class StudyProgress:
-    """Progress over the whole study, in epochs: a bar on a terminal, a line per finished run always."""
+    """Progress over the whole study, in epochs: a bar on a terminal, a line per finished run always,
+    and, when stderr is redirected, a progress line every ``NOSTRIDE_LOG_INTERVAL`` seconds (default
+    30) as training writes, counting the epochs that worker processes have finished so far."""
 
-    def __init__(self, total_epochs: int, total_runs: int, quiet: bool = False) -> None:
+    def __init__(self, total_epochs: int, total_runs: int, quiet: bool = False, interval: float | None = None) -> None:
+        from ..utils.progress import log_interval
+
         self.total, self.total_runs, self.quiet = total_epochs, total_runs, quiet
         self.done = self.runs_done = 0
         self.start = time.monotonic()
         self.trained = 0  # epochs trained in this session (for the time estimate)
         self.lock = threading.Lock()
+        self.running: dict[Path, int] = {}  # run folder of a worker process -> its results.csv rows at its start
         self.bar = None
+        self._stop = threading.Event()
+        self._ticker = None
         if not quiet and sys.stderr.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=total_epochs, unit="epoch", desc="study", dynamic_ncols=True)
+        elif not quiet:
+            self.interval = log_interval() if interval is None else interval
+            if self.interval > 0:
+                self._ticker = threading.Thread(target=self._tick, name="study-progress", daemon=True)
+                self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval):
+            print(self.line(), file=sys.stderr, flush=True)
+
+    def line(self) -> str:
+        """The study's progress as one line (what the redirected output gets at each interval)."""
+        with self.lock:
+            done, trained = self.done + self._live(), self.trained + self._live()
+            runs_done = self.runs_done
+        elapsed = time.monotonic() - self.start
+        text = (f"study: {done}/{self.total} epochs ({100 * done / max(self.total, 1):.0f}%), "
+                f"{runs_done}/{self.total_runs} runs done, {_duration(elapsed)} elapsed")
+        if trained and done < self.total:
+            text += f", about {_duration(elapsed / trained * (self.total - done))} left"
+        return text
+
+    def _live(self) -> int:
+        """Epochs finished by runs in worker processes, not yet counted (their results.csv rows)."""
+        return sum(max(_csv_rows(folder) - at_start, 0) for folder, at_start in self.running.items())
+
+    def run_started(self, folder: Path) -> None:
+        """A worker process took this run: count its epochs as they land in its results.csv."""
+        with self.lock:
+            self.running[folder] = _csv_rows(folder)
+
+    def run_ended(self, folder: Path) -> None:
+        with self.lock:
+            self.running.pop(folder, None)
 
     def epochs(self, n: int, trained: bool = True) -> None:
         with self.lock:
@@ -121,10 +162,12 @@ class StudyProgress:
                 self.bar.update(n)
 
     def eta(self) -> str:
-        if not self.trained:
+        with self.lock:
+            trained, done = self.trained + self._live(), self.done + self._live()
+        if not trained:
             return ""
-        per_epoch = (time.monotonic() - self.start) / self.trained
-        left = per_epoch * (self.total - self.done)
+        per_epoch = (time.monotonic() - self.start) / trained
+        left = per_epoch * (self.total - done)
         return f", about {_duration(left)} left" if left >= 1 else ""
 
     def finished(self, result: RunResult, metric: str, label: str, scale: float = 1.0, digits: int = 2) -> None:
@@ -146,8 +189,20 @@ class StudyProgress:
         sys.stdout.flush()
 
     def close(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
         if self.bar is not None:
             self.bar.close()
+
+
+def _csv_rows(folder: Path) -> int:
+    """Data rows of ``folder/results.csv`` (one per finished epoch); 0 when there is none yet."""
+    try:
+        with open(folder / "results.csv", "rb") as f:
+            return max(sum(1 for line in f if line.strip()) - 1, 0)
+    except OSError:
+        return 0
 
 
 def _duration(seconds: float) -> str:
@@ -273,8 +328,12 @@ def _run_subprocess(run: Run, progress: StudyProgress, nproc: int, env: dict[str
         return None
     run.folder.mkdir(parents=True, exist_ok=True)
     log = run.folder / "train.log"
-    with open(log, "a") as f:
-        status = workers.run(_train_command(run, nproc), stdout=f, stderr=subprocess.STDOUT, env=env)
+    progress.run_started(run.folder)
+    try:
+        with open(log, "a") as f:
+            status = workers.run(_train_command(run, nproc), stdout=f, stderr=subprocess.STDOUT, env=env)
+    finally:
+        progress.run_ended(run.folder)
     if status is None:
         return None
     result = _finished(run)
