@@ -338,7 +338,7 @@ def _run_subprocess(run: Run, progress: StudyProgress, nproc: int, env: dict[str
         return None
     result = _finished(run)
     if status != 0 or result is None:
-        if status in _STOPPED:  # not a failure: last.pt holds the run so far, the next compare resumes it
+        if status in _STOPPED or workers.stopping.is_set():  # stopped, not failed: the next compare resumes it
             return RunResult(run, error="interrupted", interrupted=True)
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
         return RunResult(run, error=f"exit status {status} ({tail[0]}; see {log})")
