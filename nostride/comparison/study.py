@@ -21,6 +21,7 @@ import yaml
 
 from ..engine.hooks import Hook
 from .specs import ModelSpec
+from .workers import STOPPED_STATUSES, Workers
 
 __all__ = ["Run", "RunResult", "StudyProgress", "execute_runs", "plan_runs", "run_folder"]
 
@@ -268,59 +269,6 @@ def _train_command(run: Run, nproc: int) -> list[str]:
                        "--name", run.folder.name, "--exist-ok"]
 
 
-# exit statuses of a worker stopped by a signal: 130 (it handled SIGINT / SIGTERM / SIGHUP as Ctrl-C),
-# 128 + N from a shell or launcher, -N when the signal ended it
-_STOPPED = {130, 128 + 15, 128 + 1, -2, -15, -1}
-
-
-class Workers:
-    """The worker processes a study has running, so that stopping the study stops them too."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen] = []
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-
-    def run(self, command: list[str], **kwargs: Any) -> int | None:
-        """Run ``command`` to its end; ``None`` when the study is stopping (nothing started)."""
-        with self.lock:
-            if self.stopping.is_set():
-                return None
-            proc = subprocess.Popen(command, **kwargs)
-            self.procs.append(proc)
-        try:
-            return proc.wait()
-        finally:
-            with self.lock:
-                self.procs.remove(proc)
-
-    def stop(self, grace: float = 2.0, timeout: float = 60.0) -> None:
-        """Stop every running worker: a moment to finish on its own (Ctrl-C reaches the whole process
-        group), then SIGTERM (each stops as on Ctrl-C, keeping last.pt), then SIGKILL after ``timeout``."""
-        self.stopping.set()
-        with self.lock:
-            procs = list(self.procs)
-        deadline = time.monotonic() + grace
-        for proc in procs:
-            _wait(proc, deadline)
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + timeout
-        for proc in procs:
-            if not _wait(proc, deadline):
-                proc.kill()
-                proc.wait()
-
-
-def _wait(proc: subprocess.Popen, deadline: float) -> bool:
-    try:
-        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        return True
-    except subprocess.TimeoutExpired:
-        return False
-
-
 def _run_subprocess(run: Run, progress: StudyProgress, nproc: int, env: dict[str, str],
                     workers: Workers) -> RunResult | None:
     """The run trained by a worker process; ``None`` if the study stopped before it started."""
@@ -338,7 +286,7 @@ def _run_subprocess(run: Run, progress: StudyProgress, nproc: int, env: dict[str
         return None
     result = _finished(run)
     if status != 0 or result is None:
-        if status in _STOPPED or workers.stopping.is_set():  # stopped, not failed: the next compare resumes it
+        if status in STOPPED_STATUSES or workers.stopping.is_set():  # stopped, not failed: the next compare resumes it
             return RunResult(run, error="interrupted", interrupted=True)
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
         return RunResult(run, error=f"exit status {status} ({tail[0]}; see {log})")
