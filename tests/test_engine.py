@@ -255,6 +255,12 @@ def test_resume_path_forms(tmp_path):
     assert resolve_resume_path(str(tmp_path / "b"), str(tmp_path), "x") == tmp_path / "b" / "weights" / "last.pt"
     assert resolve_resume_path(True, str(tmp_path), "b") == tmp_path / "b" / "weights" / "last.pt"  # own run
     assert resolve_resume_path(True, str(tmp_path), "exp") == tmp_path / "a" / "weights" / "last.pt"  # newest
+    assert resolve_resume_path(True, str(tmp_path)) == tmp_path / "a" / "weights" / "last.pt"
+    # the most recent run, at any depth, even when an older PROJECT/exp exists (as YOLOv5's --resume)
+    save_checkpoint({"format": "nostride"}, tmp_path / "exp" / "weights" / "last.pt")
+    time.sleep(0.01)
+    save_checkpoint({"format": "nostride"}, tmp_path / "study" / "runs" / "seed0" / "weights" / "last.pt")
+    assert resolve_resume_path(True, str(tmp_path)) == tmp_path / "study" / "runs" / "seed0" / "weights" / "last.pt"
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         resolve_resume_path(str(tmp_path / "nope.pt"), str(tmp_path), "x")
 

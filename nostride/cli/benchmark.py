@@ -11,7 +11,8 @@ from . import batch_size_arg, img_size_arg, int_arg, output_file_arg
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "benchmark",
-        help="parameters, GFLOPs, latency, throughput and memory of models (eager, fused, ONNX Runtime...)",
+        help="parameters, GFLOPs, latency, throughput and memory of models (eager, fused, compiled, "
+        "TorchScript, ONNX Runtime, OpenVINO, ncnn)",
         description="Benchmark models side by side: parameters, GFLOPs, median and p90 latency, throughput "
         "and peak activation memory, in each form asked for. Models are timed interleaved (one call of each "
         "in turn), so the ratios against the first model hold on a busy machine.",
@@ -21,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="square input size(s) (default: 640 for detectors, 224 for classifiers)")
     p.add_argument("--batch-size", type=batch_size_arg, nargs="+", default=[1], help="batch size(s) (default: 1)")
     p.add_argument("--forms", nargs="+", default=["eager", "fused"],
-                   help="eager fused compile torchscript onnxruntime openvino, or 'all' (default: eager fused)")
+                   help="eager fused compile torchscript onnxruntime openvino ncnn, or 'all' (default: eager fused)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--half", action="store_true", help="float16 models and inputs (CUDA)")
     p.add_argument("--threads", type=int_arg(1, 1024), default=None, help="CPU threads for torch, ONNX Runtime, OpenVINO (default: torch's)")

@@ -115,7 +115,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--name", help="run name (default exp; NAME2, NAME3 ... if it exists)")
     g.add_argument("--exist-ok", action="store_true", help="reuse PROJECT/NAME if it exists")
     g.add_argument("--resume", nargs="?", const=True, metavar="PATH",
-                   help="continue a run: its last.pt, its folder, or nothing for PROJECT/NAME (default: a new run)")
+                   help="continue a run: its last.pt, its folder, or nothing for the most recent run under "
+                   "--project (with --name, that run); a finished run with a larger --epochs trains on "
+                   "(default: a new run)")
     g.add_argument("--seed", type=int, help="random seed (default 0)")
     _flag(g, "--deterministic", "deterministic algorithms (slower; exact repeats on the same machine; default off)")
     _flag(g, "--tensorboard", "also log to TensorBoard (needs the tensorboard package; default off)")

@@ -23,8 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, type=path_arg, help="dataset path (default: the training data the checkpoint records)")
     p.add_argument("--split", choices=("test", "val", "train"), default=None,
                    help="classifiers: test = the dataset's own test split, val = the held-out part of train used "
-                   "during training (default: test if the dataset has one, else val); detectors: the dataset "
-                   "YAML's split (default: val)")
+                   "during training; detectors: the dataset YAML's split (default for both: test if the dataset has "
+                   "one, else val, as nostride compare scores)")
     p.add_argument("--batch-size", type=batch_size_arg, default=None,
                    help="images per forward pass (default: 128 for classifiers, 32 for detectors)")
     p.add_argument("--img-size", type=img_size_arg, default=None, help="evaluation size (default: the training size)")

@@ -226,7 +226,7 @@ def compare(
               f"{_n(len(runs), 'run')} of {_n(common['epochs'], 'epoch')} on {data}; study folder {study_dir}"
               f"{' (continuing)' if continued else ''}", flush=True)
     results = execute_runs(runs, task.metrics[0], jobs=jobs, nproc_per_run=nproc_per_run, devices=devices,
-                           quiet=quiet, scale=task.scale)
+                           quiet=quiet, scale=task.scale, digits=task.digits)
     for r in results:
         if not r.error:
             r.scores = task.scores(r.final)
@@ -240,8 +240,9 @@ def compare(
     diffs = build_differences(rows, metrics)
     split = _scored_split(results)
     header = (f"{task.name} on `{data}`, {_n(common['epochs'], 'epoch')}, seeds {', '.join(map(str, seed_list))}: "
-              f"{labels[metrics[0]]} of the {split} (best checkpoint), mean ± std over seeds.\n")
-    md = markdown_report(rows, diffs, labels, dev_name, header)
+              f"{labels[metrics[0]]} of the {split} (best checkpoint), mean ± std over seeds; scores in "
+              f"{task.unit}, as `nostride val` prints them.\n")
+    md = markdown_report(rows, diffs, labels, dev_name, header, task.digits)
     files = write_csvs(study_dir, results, rows, diffs, metrics)
     report = study_dir / "report.md"
     atomic_write_text(report, md)

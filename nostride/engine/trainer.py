@@ -280,9 +280,8 @@ class Trainer:
         else:  # another world size: rank 0 continues the saved stream, the others keep seed + rank
             self._resume_rng = ckpt.get("rng") if self.info.is_main else None
         if self.start_epoch >= self.cfg.epochs:
-            self.log(f"resume: {self.cfg.resume} already finished {self.start_epoch} of {self.cfg.epochs} epochs; "
-                     f"nothing to train. To train longer, start a new run from its weights: nostride train --weights "
-                     f"{self.cfg.resume} --epochs N", always=True)
+            self.log(f"resume: {self.cfg.resume} already finished {self.start_epoch} of {self.cfg.epochs} epochs "
+                     "but not its final evaluation: evaluating best.pt", always=True)
         else:
             self.log(f"resuming {self.cfg.resume} from epoch {self.start_epoch + 1}/{self.cfg.epochs}")
 

@@ -346,6 +346,16 @@ def validate(
     return metrics
 
 
+def _default_split(data: Any) -> str:
+    """The split ``nostride val`` scores when none is asked for: the test split if the dataset has one,
+    else the validation split (as classifiers and ``nostride compare`` do)."""
+    try:
+        cfg = data if isinstance(data, DetectionDataConfig) else load_data_yaml(data)
+    except (OSError, ValueError):
+        return "val"  # the evaluation names the problem
+    return "test" if cfg.test else "val"
+
+
 def run_cli(args: Any, ckpt: dict[str, Any] | None) -> int:
     """``nostride val`` for a detector: ``ckpt`` is the nostride checkpoint, or ``None`` for a YOLOv5 ``.pt``."""
     from ...checkpoint import recorded_option
@@ -362,7 +372,7 @@ def run_cli(args: Any, ckpt: dict[str, Any] | None) -> int:
         what = f"a detection checkpoint ({ckpt.get('model_name')})" if ckpt is not None else "a detector"
         raise ValueError(f"{args.weights} is {what}: --data must be a dataset YAML (path, train, val, names), "
                          f"got the folder {data}")
-    split = args.split or "val"
+    split = args.split or _default_split(data)
     print(f"{args.weights} on {data} ({split} split)", file=sys.stderr)
     metrics = validate(source, data, project=args.project, name=args.name,
                        exist_ok=args.exist_ok, weights_name=str(args.weights), split=split, img_size=args.img_size,
