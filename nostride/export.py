@@ -51,6 +51,7 @@ def export_onnx(
     rtol: float = 1e-3,
     dynamo: bool = True,
     verbose: bool = False,
+    metadata: dict | None = None,
 ) -> Path:
     """Export ``model`` to an ONNX file and (by default) check it against PyTorch.
 
@@ -72,6 +73,8 @@ def export_onnx(
         atol, rtol: tolerances of the check.
         dynamo: use the torch.export-based exporter (default) or the legacy TorchScript one.
         verbose: let the exporter print its progress.
+        metadata: JSON data stored in the file's ``metadata_props`` under ``"nostride"`` (``nostride
+            export`` records the task, class names and input size there, see :mod:`nostride.exported`).
 
     Returns:
         The path written.
@@ -120,6 +123,13 @@ def export_onnx(
             import onnxscript.optimizer
 
             onnx.save(onnxscript.optimizer.optimize(onnx.load(str(path))), str(path))
+        if metadata is not None:
+            import json
+
+            proto = onnx.load(str(path))
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = "nostride", json.dumps(metadata)
+            onnx.save(proto, str(path))
         if check:
             onnx.checker.check_model(str(path), full_check=True)
             shapes = [tuple(input_shape), *_check_shapes(input_shape, dynamic, check_shapes)]
@@ -136,6 +146,7 @@ def export_torchscript(
     check_shapes: Sequence[Shape] | None = None,
     atol: float = 1e-5,
     rtol: float = 1e-4,
+    metadata: dict | None = None,
 ) -> Path:
     """Trace ``model`` with ``torch.jit.trace`` and save it (loadable from C++ with libtorch).
 
@@ -151,17 +162,22 @@ def export_torchscript(
         check: compare the loaded file's outputs with PyTorch's; raises :class:`ExportCheckError`.
         check_shapes: further input shapes to check.
         atol, rtol: tolerances of the check.
+        metadata: JSON data stored in the archive as the extra file ``nostride.json`` (see
+            :mod:`nostride.exported`).
 
     Returns:
         The path written.
     """
+    import json
+
     path = _prepare_path(path)
     with _export_mode(model, fuse) as net:
         device = _device_of(net)
         with warnings.catch_warnings(), torch.no_grad():
             warnings.filterwarnings("ignore", message=".*torch.jit.*deprecated.*")
             traced = torch.jit.trace(net, torch.randn(*input_shape, device=device))
-            torch.jit.save(traced, str(path))
+            extra = {"nostride.json": json.dumps(metadata)} if metadata is not None else {}
+            torch.jit.save(traced, str(path), _extra_files=extra)
             if check:
                 loaded = torch.jit.load(str(path), map_location=device)
                 for shape in [tuple(input_shape), *(check_shapes or [])]:

@@ -15,7 +15,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Run a checkpoint on an image or a folder of images. The task (classify or detect) "
         "is read from the checkpoint.",
     )
-    p.add_argument("--weights", required=True, help="nostride checkpoint (.pt)")
+    p.add_argument("--weights", required=True,
+                   help="nostride checkpoint (.pt), a model exported by nostride export (.onnx, .torchscript), or a "
+                   "YOLOv5 / YOLOv5-SPD .pt")
     p.add_argument("--source", required=True, help="an image file or a folder of images")
     p.add_argument("--img-size", type=positive_int, default=None, help="inference size (default: the model's training size)")
     p.add_argument("--device", default="", help="cpu, cuda, cuda:N or mps (default: cuda if available)")
@@ -37,9 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nostride.checkpoint import load_checkpoint
+    from nostride.checkpoint import open_weights
 
-    ckpt = load_checkpoint(args.weights)
+    ckpt = open_weights(args.weights)  # a checkpoint, an exported model or a YOLOv5 .pt
     task = ckpt.get("task")
     if task not in ("classify", "detect"):
         raise ValueError(f"{args.weights}: checkpoint has unknown task {task!r}")

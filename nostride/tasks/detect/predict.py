@@ -105,6 +105,11 @@ def iter_detections(
     model = model.to(dev).eval()
     stride = _model_stride(model)
     size = check_img_size(int(img_size), stride)
+    fixed = getattr(model, "fixed_input_hw", None)  # an exported file of a fixed input shape
+    if fixed is not None and size != fixed[0]:
+        warnings.warn(f"{model.path.name} takes {fixed[0]}x{fixed[1]} inputs; predicting at {fixed[0]}, not {size}",
+                      stacklevel=3)
+        size = fixed[0]
     class_names = _class_names(model, names)
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
     if workers is None:  # worker start-up costs more than it saves on a few images
