@@ -18,7 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", required=True,
                    help="nostride checkpoint (.pt), a model exported by nostride export (.onnx, .torchscript), or a "
                    "YOLOv5 / YOLOv5-SPD .pt")
-    p.add_argument("--source", required=True, help="an image file or a folder of images")
+    p.add_argument("--source", required=True,
+                   help="an image file, a folder of images (video frames: in natural order, frame2 before frame10) "
+                   "or, for detectors, a video file (.mp4, .avi, .mov, .mkv, ...)")
     p.add_argument("--img-size", type=positive_int, default=None, help="inference size (default: the model's training size)")
     p.add_argument("--device", default="", help="cpu, cuda, cuda:N or mps (default: cuda if available)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass")
@@ -29,6 +31,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold")
     g.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
     g.add_argument("--agnostic-nms", action="store_true", help="class-agnostic NMS")
+    g.add_argument("--classes", type=int, nargs="+", default=None, metavar="N",
+                   help="keep only these class indices, e.g. --classes 0 2 (default: all)")
+    g.add_argument("--save-txt", action="store_true",
+                   help="also write labels/NAME.txt per image: YOLO rows 'class x y w h conf' (fractions of the image)")
+    g.add_argument("--line-width", type=positive_int, default=None,
+                   help="box line width in pixels (default: grows with the image, 1 below ~500 px)")
+    g.add_argument("--hide-labels", action="store_true", help="draw boxes without labels")
+    g.add_argument("--hide-conf", action="store_true", help="labels without the confidence")
     g = p.add_argument_group("output")
     g.add_argument("--project", default="runs/predict", help="output folder root")
     g.add_argument("--name", default="exp", help="output run name: PROJECT/NAME (NAME2, ... if it exists)")
