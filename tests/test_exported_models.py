@@ -109,6 +109,7 @@ def test_exported_file_without_metadata_is_a_one_line_error(tmp_path, capsys):
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "carries no nostride metadata" in err
 
 
+@pytest.mark.slow
 def test_export_rounds_img_size_up_to_the_stride(tmp_path, capsys):
     model = nostride.create_model("yolov5n", num_classes=2)
     weights = save_checkpoint(make_checkpoint(model, names=["a", "b"], img_size=64), tmp_path / "d.pt")
@@ -132,6 +133,7 @@ def yolov5_pt(tmp_path_factory) -> Path:
     return write_yolov5_checkpoint(tmp_path_factory.mktemp("v5") / "best.pt", ref)
 
 
+@pytest.mark.slow
 def test_predict_and_export_take_a_yolov5_pt(yolov5_pt, tmp_path, capsys):
     from detect_fixtures import make_square_dataset as squares
 
@@ -179,6 +181,7 @@ def create_classifier():
     return nostride.create_model("resnet18_cifar", num_classes=3, width=8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["c.onnx", "c.torchscript"])
 def test_val_and_predict_run_exported_classifiers_with_the_checkpoints_numbers(classifier, name, capsys):
     c = classifier
@@ -230,6 +233,7 @@ def test_detector_object_holds_the_checkpoint_and_its_options(detector):
     assert [len(x) for x in again] == pytest.approx([len(x) for x in direct], abs=2)
 
 
+@pytest.mark.slow
 def test_classifier_object_and_top_level_val_and_predict(classifier, capsys):
     from nostride.tasks.classify.predict import predict_classes
 

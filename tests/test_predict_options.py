@@ -73,6 +73,7 @@ def test_drawings_leave_small_objects_visible_on_a_128px_image(hide_conf):
     assert (thick != img).sum() > 2 * (bare != img).sum()
 
 
+@pytest.mark.slow
 def test_save_txt_classes_and_the_best_confidence_hint(setup, capsys):
     rc, run = _predict(setup, "txt", "--source", str(setup["images"]), "--conf", "0.001", "--save-txt",
                        "--classes", "2", "--hide-conf")
@@ -94,6 +95,7 @@ def test_save_txt_classes_and_the_best_confidence_hint(setup, capsys):
     assert "nothing scored above --conf 0.9: the highest confidence was" in err and "e.g. --conf 0.0" in err
 
 
+@pytest.mark.slow
 def test_video_file_and_folder_of_frames(setup, capsys):
     import cv2
     import numpy as np
