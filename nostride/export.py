@@ -56,6 +56,7 @@ def export_onnx(
     rtol: float = 1e-3,
     dynamo: bool = True,
     verbose: bool = False,
+    metadata: dict | None = None,
 ) -> Path:
     """Export ``model`` to an ONNX file and (by default) check it against PyTorch.
 
@@ -77,6 +78,8 @@ def export_onnx(
         atol, rtol: tolerances of the check.
         dynamo: use the torch.export-based exporter (default) or the legacy TorchScript one.
         verbose: let the exporter print its progress.
+        metadata: JSON data stored in the file's ``metadata_props`` under ``"nostride"`` (``nostride
+            export`` records the task, class names and input size there, see :mod:`nostride.exported`).
 
     Returns:
         The path written.
@@ -134,6 +137,13 @@ def export_onnx(
             import onnxscript.optimizer
 
             onnx.save(onnxscript.optimizer.optimize(onnx.load(str(tmp))), str(tmp))
+        if metadata is not None:
+            import json
+
+            proto = onnx.load(str(tmp))
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = "nostride", json.dumps(metadata)
+            onnx.save(proto, str(tmp))
         if check:
             onnx.checker.check_model(str(tmp), full_check=True)
             shapes = [tuple(input_shape), *_check_shapes(input_shape, dynamic, check_shapes)]
@@ -165,6 +175,7 @@ def export_torchscript(
     check_shapes: Sequence[Shape] | None = None,
     atol: float = 1e-5,
     rtol: float = 1e-4,
+    metadata: dict | None = None,
 ) -> Path:
     """Trace ``model`` with ``torch.jit.trace`` and save it (loadable from C++ with libtorch).
 
@@ -180,18 +191,23 @@ def export_torchscript(
         check: compare the loaded file's outputs with PyTorch's; raises :class:`ExportCheckError`.
         check_shapes: further input shapes to check.
         atol, rtol: tolerances of the check.
+        metadata: JSON data stored in the archive as the extra file ``nostride.json`` (see
+            :mod:`nostride.exported`).
 
     Returns:
         The path written.
     """
+    import json
+
     path = _prepare_path(path)
     with _export_mode(model, fuse) as net:
         device = _device_of(net)
         with warnings.catch_warnings(), torch.no_grad():
             warnings.filterwarnings("ignore", message=".*torch.jit.*deprecated.*")
             traced = torch.jit.trace(net, torch.randn(*input_shape, device=device))
+            extra = {"nostride.json": json.dumps(metadata)} if metadata is not None else {}
             buffer = io.BytesIO()  # serialised in memory: libtorch's file writer aborts the process on a full disk
-            torch.jit.save(traced, buffer)
+            torch.jit.save(traced, buffer, _extra_files=extra)
             with atomic_output(path) as tmp:  # checked aside, then renamed: never a torn or unverified file
                 tmp.write_bytes(buffer.getvalue())
                 if check:

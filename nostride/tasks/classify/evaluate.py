@@ -17,7 +17,7 @@ from ...utils.device import select_device
 from ...utils.paths import increment_path
 from .metrics import ClassificationEvaluator
 
-__all__ = ["evaluate_classifier", "resolve_device"]
+__all__ = ["evaluate_classifier", "resolve_device", "validate_classifier"]
 
 resolve_device = select_device  # the earlier name, kept for existing imports
 
@@ -181,12 +181,19 @@ def _undefined_reason(metrics: dict[str, Any]) -> str:
 
 
 def run_cli(args: Any, ckpt: dict[str, Any]) -> int:
+    """``nostride val`` for a classification checkpoint (:func:`validate_classifier`); returns 0."""
+    validate_classifier(args, ckpt)
+    return 0
+
+
+def validate_classifier(args: Any, ckpt: dict[str, Any]) -> dict[str, Any]:
     """``nostride val`` for a classification checkpoint: metrics on the test or validation split.
 
     The data is built as in training (the checkpoint's ``img_size``, ``val_fraction``, ``seed``,
     ``max_per_class`` and normalisation), so ``--split val`` is exactly the held-out part of train
     the run validated on. Prints top-1/top-5 and a per-class table; writes ``metrics.json``,
-    ``confusion_matrix.png`` and ``per_class_accuracy.png`` to ``--project/--name``.
+    ``confusion_matrix.png`` and ``per_class_accuracy.png`` to ``--project/--name``; returns what
+    ``metrics.json`` holds, with ``save_dir``.
     """
 
     from ...checkpoint import model_from_checkpoint
@@ -279,4 +286,4 @@ def run_cli(args: Any, ckpt: dict[str, Any]) -> int:
         print(f"warning: {len(undefined)} metrics are undefined and written as null ({', '.join(undefined[:4])}"
               f"{' ...' if len(undefined) > 4 else ''}): {_undefined_reason(metrics)}", file=sys.stderr)
     print(f"results saved to {out} (metrics.json, confusion_matrix.png, per_class_accuracy.png)")
-    return 0
+    return {**record, "save_dir": str(out)}

@@ -51,24 +51,18 @@ def _model_nc(model: nn.Module) -> int | None:
 
 
 def load_detector(weights: nn.Module | dict | str | os.PathLike) -> tuple[nn.Module, dict[str, Any] | None, str]:
-    """``(model, nostride checkpoint or None, description)`` from a model, a nostride checkpoint or a YOLOv5 ``.pt``."""
+    """``(model, checkpoint dict or None, description)`` from a model, a nostride checkpoint, an exported
+    model (``.onnx``, ``.torchscript``) or a YOLOv5 ``.pt`` (:func:`nostride.checkpoint.open_weights`)."""
     if isinstance(weights, nn.Module):
         return weights, None, type(weights).__name__
-    from ...checkpoint import load_checkpoint, model_from_checkpoint
+    from ...checkpoint import RUNTIME_MODEL_KEY, model_from_checkpoint
 
     if isinstance(weights, dict):
         ckpt = weights
-    else:
-        try:
-            ckpt = load_checkpoint(weights)
-        except ValueError as nostride_error:
-            from ...models.yolo.import_yolov5 import load_yolov5
+    else:  # a checkpoint, an exported model or a YOLOv5 .pt (read by the safe importer)
+        from ...checkpoint import open_weights
 
-            try:
-                model = load_yolov5(weights)
-            except (ValueError, RuntimeError, KeyError):
-                raise nostride_error from None
-            return model, None, f"YOLOv5 checkpoint {weights}"
+        ckpt = open_weights(weights)
     if ckpt.get("task") not in (None, "detect"):
         raise ValueError(f"{weights if not isinstance(weights, dict) else 'checkpoint'} is a {ckpt.get('task')} "
                          "checkpoint, not a detector")
@@ -78,6 +72,8 @@ def load_detector(weights: nn.Module | dict | str | os.PathLike) -> tuple[nn.Mod
         where = weights if not isinstance(weights, dict) else "checkpoint"
         raise ValueError(f"{where}: the weights do not fit the {ckpt.get('model_name')} model it records "
                          f"({str(e).splitlines()[0]})") from None
+    if isinstance(ckpt.get(RUNTIME_MODEL_KEY), nn.Module):  # an exported file or a YOLOv5 .pt
+        return model, ckpt, str(ckpt.get("model_name") or type(model).__name__)
     return model, ckpt, f"{ckpt.get('model_name')} checkpoint"
 
 
@@ -121,6 +117,7 @@ def evaluate_detector(
     progress: bool = True,
     verbose: bool = True,
     cache: bool = True,
+    rect: bool = True,
 ) -> dict[str, Any]:
     """mAP, P, R, AP by object size (and the pycocotools summary for COCO data) of a detector.
 
@@ -142,6 +139,8 @@ def evaluate_detector(
         coco: run pycocotools (default: when the data is COCO, see :mod:`.coco_eval`).
         progress: progress bar; verbose: print the results table.
         cache: use the label cache.
+        rect: rectangular batches (YOLOv5's validation); ``False``: every image letterboxed into an
+            ``img_size`` square. An exported model of a fixed input shape always gets squares of its size.
 
     Returns:
         :meth:`DetectionEvaluator.evaluate`'s dict plus ``speed_ms`` (pre-process, inference, NMS
@@ -171,6 +170,16 @@ def evaluate_detector(
               f"{'; '.join(differ[:5])}{' ...' if len(differ) > 5 else ''}; scoring by class index", file=sys.stderr)
     stride = _stride(model)
     size = int(math.ceil(img_size / stride) * stride)
+    fixed = getattr(model, "fixed_input_hw", None)  # an exported file of a fixed input shape
+    if fixed is not None:
+        if fixed[0] != fixed[1]:
+            raise ValueError(f"{model.path}: a fixed {fixed[0]}x{fixed[1]} input; evaluation needs a square or "
+                             "dynamic export (nostride export --dynamic)")
+        if verbose and rank == 0:
+            note = f" (not {size})" if size != fixed[0] else ""
+            print(f"{model.path.name}: fixed input {fixed[0]}x{fixed[1]}{note}, so every image is letterboxed into "
+                  "that square (no rectangular batches; export with --dynamic for YOLOv5's)", file=sys.stderr)
+        size, rect = fixed[0], False
     target = coco_target(ds) if coco is not False else None
     if coco and target is None:
         raise ValueError("coco=True but the dataset is not COCO data (no COCO json, not COCO's 80 classes "
@@ -180,7 +189,7 @@ def evaluate_detector(
     json_categories = (target.category_ids if target is not None else list(range(nc))) if (save_json or target) else None
     evaluator = DetectionEvaluator(nc, names=names if not single_cls else ["item"], single_cls=single_cls,
                                    json_categories=json_categories)
-    loader = build_val_loader(ds, size, batch_size, stride, pad=0.5, rect=True, workers=workers,
+    loader = build_val_loader(ds, size, batch_size, stride, pad=0.5, rect=rect, workers=workers,
                               rank=rank, world_size=world, pin_memory=dev.type == "cuda")
     items = loader.dataset
     image_ids = target.image_ids if target is not None else [
@@ -229,7 +238,7 @@ def evaluate_detector(
     metrics["speed_ms"] = {"preprocess": speed[0].item() / n * 1e3, "inference": speed[1].item() / n * 1e3,
                            "nms": speed[2].item() / n * 1e3}
     metrics["skipped"] = ds.stats.skipped
-    metrics["options"] = {"split": split, "img_size": size, "batch_size": batch_size, "conf": conf, "iou": iou,
+    metrics["options"] = {"split": split, "img_size": size, "rect": rect, "batch_size": batch_size, "conf": conf, "iou": iou,
                           "max_det": max_det, "single_cls": single_cls, "half": half, "world_size": world}
     out_dir = Path(save_dir) if save_dir is not None else None
     if out_dir is not None and rank == 0:
