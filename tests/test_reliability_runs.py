@@ -25,6 +25,7 @@ from nostride.engine.results import ResultsWriter, read_results
 from nostride.engine.rundir import RunFolderBusyError, RunFolderLock, lock_holder
 from nostride.tasks.base import DatasetSplits
 from nostride.tasks.classify.task import ClassificationTask
+from strace_kill import fixed_temp_name, run_killed_at, was_killed
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -122,43 +123,20 @@ def test_results_table_is_rewritten_atomically(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
 
 
-DEAD_PID = 2**22 + 1  # above Linux's largest pid: a writer that no longer runs
-
-
-def _strace_kill(paths: list[Path], syscall: str, code: str) -> int:
-    """Run ``code`` in a fresh Python under strace, which sends SIGKILL at the first ``syscall``
-    (``write``, ``fsync``, ``rename``) on one of ``paths`` (a write through a descriptor of the file,
-    a rename from it). Skips when strace is missing or cannot trace here."""
-    strace = shutil.which("strace")
-    if strace is None:
-        pytest.skip("strace is not installed")
-    if subprocess.run([strace, "-qq", "-o", os.devnull, "true"], capture_output=True).returncode != 0:
-        pytest.skip("strace cannot trace here (ptrace not permitted)")
-    names = {"rename": "rename,renameat,renameat2", "write": "write,pwrite64"}.get(syscall, syscall)
-    cmd = [strace, "-qq", "-o", os.devnull, *[a for p in paths for a in ("-P", str(p))], "-e", f"trace={names}",
-           "-e", f"inject={names}:signal=KILL:when=1", sys.executable, "-c", textwrap.dedent(code)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
-
-
-@pytest.mark.parametrize("syscall", ["write", pytest.param("fsync", marks=pytest.mark.slow), "rename"])
+@pytest.mark.parametrize("syscall", ["write", pytest.param("fsync", marks=pytest.mark.slow),
+                                     pytest.param("rename", marks=pytest.mark.slow)])
 def test_sigkill_while_resume_rewrites_results_csv_keeps_the_table(tmp_path, syscall):
     """A real SIGKILL, at a write, the flush or the rename of the resume's rewrite of results.csv
     (dropping rows after the checkpoint's epoch): the table stays whole (the old one), and the next
-    start removes the killed writer's temporary file. (The temporary file's name is fixed in the
-    child so that strace can target it.)"""
+    start removes the killed writer's temporary file."""
     tmp_path = tmp_path.resolve()
     path = tmp_path / "results.csv"
     path.write_text("epoch,loss\n1,0.9\n2,0.8\n3,0.7\n")
-    temp = tmp_path / f".results.csv.{DEAD_PID}-deadbeef.tmp"
-    rc = _strace_kill([path, temp], syscall, f"""
-        from pathlib import Path
-        import nostride.utils.atomic as atomic
-        atomic.temp_name = lambda p: Path({str(temp)!r})
+    proc = run_killed_at([path, fixed_temp_name(path)], syscall, f"""
         from nostride.engine.results import ResultsWriter
         ResultsWriter({str(tmp_path)!r}, resume_epoch=2)
     """)
-    assert rc in (-signal.SIGKILL, 128 + signal.SIGKILL), rc
+    assert was_killed(proc), (proc.returncode, proc.stderr[-2000:])
     rows, problem = read_results(path)
     assert problem is None and [r["epoch"] for r in rows] == ["1", "2", "3"]
     w = ResultsWriter(tmp_path, resume_epoch=2)  # the next start: the killed writer's temp file is removed

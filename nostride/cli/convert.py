@@ -47,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
     from nostride.convert import spdify
     from nostride.utils import count_flops, count_parameters
 
+    if args.output:
+        from nostride.utils.atomic import check_output_path
+
+        check_output_path(args.output)  # before the work: a folder, device or FIFO is never replaced by a file
     model, source, name, weights_note = build_model(args.model, args.num_classes, args.weights)
     model.eval()
     shape = (1, _in_channels(model), args.img_size, args.img_size)

@@ -54,7 +54,10 @@ def _input_channels(model) -> int:
 def run(args: argparse.Namespace) -> int:
     from nostride.checkpoint import load_checkpoint, model_from_checkpoint
     from nostride.export import EXPORT_FORMATS, export
+    from nostride.utils.atomic import check_output_path
 
+    if args.output:
+        check_output_path(args.output)  # before the work: a folder, device or FIFO is never replaced by a file
     ckpt = load_checkpoint(args.weights)
     model = model_from_checkpoint(ckpt)
     size = args.img_size or [_default_size(ckpt)]
