@@ -41,13 +41,14 @@ path to read.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .safe_load import WeightsFileError, read_weights_file, tensor_checksums, verify_checksums
+from .safe_load import WeightsFileError, conform_state_dict, read_weights_file, tensor_checksums, verify_checksums
 from .utils.atomic import AtomicWriteError, atomic_write
 from .utils.meta import shapes_only
 
@@ -382,6 +383,9 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | os.PathLike, use_ema: boo
         raise WeightsFileError(f"{path or 'checkpoint'}: no model weights (entry 'model' is missing or empty)")
     check_architecture(ckpt, state, path)
     model = build_model_from_checkpoint(ckpt)
+    state, notes = conform_state_dict(model.state_dict(), state, path or "checkpoint")
+    if notes:
+        warnings.warn(f"{path or 'checkpoint'}: {'; '.join(notes)}", stacklevel=2)
     model.load_state_dict(state)
     if ckpt.get("names") is not None:
         model.names = list(ckpt["names"])

@@ -37,6 +37,7 @@ __all__ = [
     "iter_tensors",
     "tensor_checksums",
     "verify_checksums",
+    "conform_state_dict",
 ]
 
 _TORCH_ZIP_MARK = "data.pkl"
@@ -161,7 +162,7 @@ def read_weights_file(path: str | os.PathLike, map_location: str | torch.device 
     return obj
 
 
-MAX_ELEMENTS = 10_000_000  # containers and values, shared references counted each time they are met
+MAX_ELEMENTS = 1_000_000  # containers and values, shared references counted each time they are met (checkpoints: thousands)
 _SLACK_BYTES = 64 * 2**20
 
 
@@ -326,3 +327,49 @@ def verify_checksums(ckpt: dict[str, Any], path: str | os.PathLike, keys: tuple[
             "the file was damaged after it was written; use another copy")
     if gone:
         raise WeightsFileError(f"{path}: {plural(len(gone), 'tensor')} listed in its checksums not found (e.g. {gone[0]})")
+
+
+def _kind(dtype: torch.dtype) -> str:
+    if dtype.is_complex:
+        return "complex"
+    if dtype.is_floating_point:
+        return "floating"
+    return "bool" if dtype == torch.bool else "integer"
+
+
+def conform_state_dict(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
+                       where: str | os.PathLike) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The one rule for tensors whose type differs from the model's: ``(state, notes)``.
+
+    * another floating type (float16, bfloat16, float64 where the model has float32): converted,
+      and said in ``notes`` (``"3 tensors stored as float16, converted to float32"``);
+    * another integer width (int32 where the model has int64): converted, likewise;
+    * complex numbers where the model has real ones (the imaginary part would be dropped), integers
+      or booleans where it has floating point (or the reverse), a sparse or quantized tensor:
+      refused (:class:`WeightsFileError`, one line naming the file and a tensor).
+
+    Tensors absent from ``expected`` are left as they are (architecture checks report them).
+    """
+    out = dict(state)
+    converted: dict[tuple[str, str], int] = {}
+    for name, t in state.items():
+        e = expected.get(name)
+        if not isinstance(t, torch.Tensor) or not isinstance(e, torch.Tensor):
+            continue
+        if t.layout != torch.strided or t.is_quantized:
+            raise WeightsFileError(f"{where}: tensor {name!r} is stored as a {str(t.layout).replace('torch.', '')}"
+                                   f"{' quantized' if t.is_quantized else ''} tensor; the model expects a dense "
+                                   f"{str(e.dtype).replace('torch.', '')} one (refused)")
+        if t.dtype == e.dtype:
+            continue
+        have, want = _kind(t.dtype), _kind(e.dtype)
+        if have != want or have in ("complex", "bool"):
+            lost = " (its imaginary part would be dropped)" if have == "complex" else ""
+            raise WeightsFileError(
+                f"{where}: tensor {name!r} holds {have} numbers ({str(t.dtype).replace('torch.', '')}) where the model "
+                f"has {want} ones ({str(e.dtype).replace('torch.', '')}){lost}: not weights of this model (refused)")
+        out[name] = t.to(e.dtype)
+        pair = (str(t.dtype).replace("torch.", ""), str(e.dtype).replace("torch.", ""))
+        converted[pair] = converted.get(pair, 0) + 1
+    notes = [f"{plural(n, 'tensor')} stored as {a}, converted to {b}" for (a, b), n in sorted(converted.items())]
+    return out, notes

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ...utils.jsonio import read_json
+
 __all__ = ["COCO80_TO_91", "coco80_to_91", "CocoJsonSource", "read_coco_json"]
 
 # COCO's 80 detection classes (YOLO ids 0-79) -> COCO category ids (1-90, with gaps)
@@ -72,7 +74,7 @@ def read_coco_json(json_file: str | os.PathLike) -> CocoJsonSource:
     """Read a COCO ``instances_*.json`` into per-image labels (see the module documentation)."""
     json_file = Path(json_file)
     try:
-        data = json.loads(json_file.read_text(encoding="utf-8"))
+        data = read_json(json_file)
         images, categories = data["images"], data["categories"]
         annotations = data.get("annotations", [])
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -65,13 +65,29 @@ class DetectionDataConfig:
         return sources
 
 
+MAX_CLASSES = 100_000  # more than any dataset has (ImageNet-21k: 21,841); names and heads of this size fit in memory
+
+
+def _class_count(nc: Any, where: str) -> int:
+    """``nc`` as a class count between 1 and :data:`MAX_CLASSES` (one line naming the file if not)."""
+    try:
+        n = int(nc)
+    except (TypeError, ValueError, OverflowError):
+        n = None
+    if n is None or isinstance(nc, bool) or n != nc:
+        raise ValueError(f"{where}: 'nc' must be a whole number of classes, got {str(nc)[:40]!r}")
+    if not 1 <= n <= MAX_CLASSES:
+        raise ValueError(f"{where}: 'nc' is {n:,}; a dataset has 1 to {MAX_CLASSES:,} classes")
+    return n
+
+
 def _names(data: dict[str, Any], where: str) -> list[str]:
     names = data.get("names")
     nc = data.get("nc")
     if names is None:
         if nc is None:
             raise ValueError(f"{where}: no 'names' (a list of class names or an {{id: name}} mapping)")
-        names = [f"class{i}" for i in range(int(nc))]
+        names = [f"class{i}" for i in range(_class_count(nc, where))]
     if isinstance(names, dict):
         try:
             keys = sorted(int(k) for k in names)
