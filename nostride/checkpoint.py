@@ -41,7 +41,6 @@ path to read.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -383,9 +382,9 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | os.PathLike, use_ema: boo
         raise WeightsFileError(f"{path or 'checkpoint'}: no model weights (entry 'model' is missing or empty)")
     check_architecture(ckpt, state, path)
     model = build_model_from_checkpoint(ckpt)
-    state, notes = conform_state_dict(model.state_dict(), state, path or "checkpoint")
-    if notes:
-        warnings.warn(f"{path or 'checkpoint'}: {'; '.join(notes)}", stacklevel=2)
+    # the one rule for tensor types: complex or integer tensors where floats belong are refused;
+    # float16 weights (``nostride import`` keeps YOLOv5's) load into the float32 model as before
+    state, _ = conform_state_dict(model.state_dict(), state, path or "checkpoint")
     model.load_state_dict(state)
     if ckpt.get("names") is not None:
         model.names = list(ckpt["names"])
