@@ -35,6 +35,9 @@ __all__ = ["EXPORT_FORMATS", "ExportCheckError", "ExportFormat", "export", "expo
 Shape = Sequence[int]
 
 
+MIN_OPSET = 18  # the oldest opset torch's (torch.export-based) ONNX exporter writes itself
+
+
 class ExportCheckError(RuntimeError):
     """The exported model's outputs differ from the PyTorch model's."""
 
@@ -84,6 +87,12 @@ def export_onnx(
     _require("onnx", "onnxscript" if dynamo or simplify else None)
     import onnx
 
+    # torch's exporter writes opset 18 and newer; older requests go through a version converter that
+    # fails on these models (and logs a traceback) and then writes opset 18 anyway
+    lowest = MIN_OPSET if dynamo else 7
+    if isinstance(opset, bool) or not isinstance(opset, int) or not lowest <= opset <= onnx.defs.onnx_opset_version():
+        raise ValueError(f"ONNX opset must be a whole number from {lowest} to {onnx.defs.onnx_opset_version()} "
+                         f"(the installed onnx package's newest), got {opset!r}")
     path = _prepare_path(path)
     # written aside and checked there, then renamed over ``path``: a kill, a full disk or a failed
     # check leaves the previous file (or none), never a torn or unverified one
@@ -120,6 +129,7 @@ def export_onnx(
                 verbose=verbose,
                 **kwargs,
             )
+        _check_opset(path, opset)
         if simplify:
             import onnxscript.optimizer
 
@@ -129,6 +139,21 @@ def export_onnx(
             shapes = [tuple(input_shape), *_check_shapes(input_shape, dynamic, check_shapes)]
             _check_onnx(net, tmp, shapes, atol, rtol, device, shown=path)
     return path
+
+
+def _check_opset(path: Path, opset: int) -> None:
+    """Raise ``ValueError`` (and remove the file) when the exporter wrote another opset than asked for:
+    torch's exporter writes opset 18 for older requests it cannot convert down to, and for newer ones
+    than it knows, without an error."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    model = onnx.load(str(path), load_external_data=False)
+    written = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:
+        path.unlink(missing_ok=True)
+        raise ValueError(f"ONNX opset {opset} was asked for, but the exporter can only write opset {written} for "
+                         f"this model; choose an opset from {MIN_OPSET} to {newest} (the installed onnx package's newest)")
 
 
 def export_torchscript(

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from nostride.checkpoint import load_checkpoint
 from nostride.engine import Hook, Trainer, build_config, resolve_config
-from nostride.engine.results import ResultsWriter, read_results
+from nostride.engine.results import ResultsWriter, inspect_results
 from nostride.engine.rundir import RunFolderBusyError, RunFolderLock, lock_holder
 from nostride.tasks.base import DatasetSplits
 from nostride.tasks.classify.task import ClassificationTask
@@ -120,7 +120,7 @@ def test_results_writer_rebuilds_a_damaged_table_from_the_recorded_rows(tmp_path
     _damage(path, how)
     w = ResultsWriter(tmp_path, resume_epoch=2, history=history, plot_interval=1e9)
     assert w.note.startswith(f"{path}: ") and "rebuilt from the checkpoint's record (2 rows)" in w.note
-    assert read_results(path) == ([{"epoch": "1", "loss": "0.9"}, {"epoch": "2", "loss": "0.8"}], None)
+    assert inspect_results(path) == ([{"epoch": "1", "loss": "0.9"}, {"epoch": "2", "loss": "0.8"}], None)
     w = ResultsWriter(tmp_path, resume_epoch=2, history=history, plot_interval=1e9)  # a whole table is kept as it is
     assert w.note is None and len(w.rows) == 2
 
@@ -130,7 +130,7 @@ def test_results_table_is_rewritten_atomically(tmp_path):
     w = ResultsWriter(tmp_path, plot_interval=1e9)
     for epoch in (1, 2):
         w.write({"epoch": epoch, "loss": 1.0 / epoch})
-    assert read_results(tmp_path / "results.csv") == ([{"epoch": "1", "loss": "1"}, {"epoch": "2", "loss": "0.5"}], None)
+    assert inspect_results(tmp_path / "results.csv") == ([{"epoch": "1", "loss": "1"}, {"epoch": "2", "loss": "0.5"}], None)
     assert w.rows == [{"epoch": 1, "loss": "1"}, {"epoch": 2, "loss": "0.5"}]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
 
@@ -149,7 +149,7 @@ def test_sigkill_while_resume_rewrites_results_csv_keeps_the_table(tmp_path, sys
         ResultsWriter({str(tmp_path)!r}, resume_epoch=2)
     """)
     assert was_killed(proc), (proc.returncode, proc.stderr[-2000:])
-    rows, problem = read_results(path)
+    rows, problem = inspect_results(path)
     assert problem is None and [r["epoch"] for r in rows] == ["1", "2", "3"]
     w = ResultsWriter(tmp_path, resume_epoch=2)  # the next start: the killed writer's temp file is removed
     assert [r["epoch"] for r in w.rows] == ["1", "2"]

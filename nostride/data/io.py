@@ -105,7 +105,9 @@ def walk_image_files(folder: str | os.PathLike, tree: str | os.PathLike | None =
                      warn: bool = True) -> list[Path]:
     """Image files under ``folder`` (recursively; sorted by folder, then name), each folder entered once.
 
-    Links to files are followed. A link to a folder is followed only when its target lies outside
+    Links to files are followed. An entry with an image's name that is not a regular file (a
+    FIFO, a device, a link to one) is listed too: :func:`read_image_rgb` refuses it by name
+    without opening it, so it is reported and counted like any unreadable image. A link to a folder is followed only when its target lies outside
     ``tree`` (default: ``folder``) and does not contain it, and the target was not entered before:
     anything else would list files twice, give them another folder's label, or loop forever.
     Skipped links and broken links are reported in one ``RuntimeWarning`` (with ``warn``).
@@ -150,8 +152,12 @@ def walk_image_files(folder: str | os.PathLike, tree: str | os.PathLike | None =
             elif is_file:
                 if is_image_file(entry.name):
                     files.append(Path(entry.path))
-            elif entry.is_symlink():
+            elif entry.is_symlink() and not os.path.exists(entry.path):
                 broken.append(entry.path)
+            elif is_image_file(entry.name):
+                # a FIFO, device or socket (or a link to one) with an image's name: listed, so that
+                # reading it reports it by name and counts it, instead of dropping it silently
+                files.append(Path(entry.path))
         for d in subdirs:
             walk(d)
 
@@ -185,8 +191,8 @@ def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list
                 raise FileNotFoundError(f"image not found: {f}")
         return files
     path = Path(source).expanduser()
-    if path.is_file():
-        return [path]
+    if path.is_file() or (path.exists() and not path.is_dir()):
+        return [path]  # a FIFO or device is refused by name when read
     if not path.exists():
         raise FileNotFoundError(f"source not found: {path}")
     files = sorted(walk_image_files(path))
@@ -311,8 +317,7 @@ def read_image_size(path: str | os.PathLike, max_pixels: int | None = _DEFAULT_L
         FileNotFoundError, ImageTooLargeError, ImageDecodeError: as :func:`read_image_rgb`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
+    _check_regular_file(path)
     from PIL import Image
 
     limit = max_image_pixels() if max_pixels is _DEFAULT_LIMIT else max_pixels
@@ -351,6 +356,17 @@ def _declared_pixels(head: bytes) -> int | None:
         except Exception:  # noqa: BLE001: the header is not in the first bytes (TIFF) or not an image
             return None
     return size[0] * size[1]
+
+
+def _check_regular_file(path: Path) -> None:
+    """``FileNotFoundError`` for a missing file, ``ImageDecodeError`` for one that is not a regular
+    file (opening a FIFO would block; a device never ends)."""
+    if path.is_file():
+        return
+    if not path.exists():
+        raise FileNotFoundError(f"image not found: {path}")
+    kind = "a folder" if path.is_dir() else "not a regular file (a FIFO, device or socket)"
+    raise ImageDecodeError(f"{path}: cannot decode image ({kind}; expected an image file)")
 
 
 def _read(path: Path) -> bytes:
@@ -412,8 +428,7 @@ def read_image_rgb(path: str | os.PathLike, max_pixels: int | None = _DEFAULT_LI
         ImageDecodeError: the file exists but is not a decodable image.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
+    _check_regular_file(path)
     limit = max_image_pixels() if max_pixels is _DEFAULT_LIMIT else max_pixels
     raw = _read(path)
     size = _jpeg_size(raw)  # the common case, without Pillow's header parser

@@ -28,7 +28,7 @@ from ...data.detection.dataset_yaml import DetectionDataConfig, load_data_yaml
 from ...data.detection.val_loader import build_val_loader
 from ...utils.atomic import atomic_write_text
 from ...utils.device import select_device
-from ...utils.paths import increment_path
+from ...utils.paths import increment_path, removing_empty_run_folders
 from .coco_eval import coco_summary, coco_target
 from .evaluator import DetectionEvaluator, to_original, val_nms
 
@@ -301,6 +301,7 @@ def format_results(metrics: dict[str, Any], names: Sequence[str] | None = None, 
     return "\n".join(lines)
 
 
+@removing_empty_run_folders()
 def validate(
     weights: nn.Module | dict | str | os.PathLike,
     data: str | os.PathLike | dict | DetectionDataConfig | DetectionDataset,
