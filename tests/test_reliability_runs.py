@@ -84,7 +84,7 @@ def _copy(run: Path, tmp_path: Path) -> Path:
 
 def _table(path: Path) -> list[dict]:
     with open(path, newline="") as f:
-        return [{k: v for k, v in r.items() if k != "time"} for r in csv.DictReader(f)]
+        return [{k: v for k, v in r.items() if not k.startswith("time")} for r in csv.DictReader(f)]
 
 
 def _damage(path: Path, how: str) -> None:
