@@ -208,6 +208,9 @@ def initialise_model(model: nn.Module, path: str | os.PathLike, spdify: bool = F
     steps = []
     if recorded and not getattr(model, "spdify_options", None):
         for options in recorded:  # the file's own conversion, so its tensors fit
+            options = dict(options)
+            if options.get("example_input"):  # checked by read_weights; shapes need one sample only
+                options["example_input"] = [1, *list(options["example_input"])[1:]]
             model, _ = spdify_model(model, **{**options, "init": "random", "inplace": True})
         steps.append("converted to SPD-Conv as the file records")
         spdify = False

@@ -169,6 +169,8 @@ def test_refusal_messages_say_what_is_wrong(bombs):
         load_checkpoint(bombs["dag_kwargs"])
     with pytest.raises(WeightsFileError, match=r"example_input \[16, 3, 4096, 4096\] declares 50,331,648 values"):
         load_checkpoint(bombs["example_input"])
+    with pytest.raises(WeightsFileError, match="example_input"):
+        read_weights(bombs["example_input"])  # train --weights re-applies a recorded conversion too
     from nostride.data.detection.dataset_yaml import load_data_yaml
     from nostride.utils.yamlio import read_yaml
 
