@@ -250,6 +250,10 @@ def export_weights(
     from nostride.checkpoint import model_from_checkpoint, open_weights
     from nostride.export import EXPORT_FORMATS, export
 
+    from nostride.utils.atomic import check_output_path
+
+    if output is not None:
+        check_output_path(output)  # before the work: a folder, device or FIFO is never replaced by a file
     ckpt = weights if isinstance(weights, dict) else open_weights(weights)
     source = ckpt.get("_path") or "checkpoint"
     model = model_from_checkpoint(ckpt)

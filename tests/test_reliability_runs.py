@@ -25,6 +25,7 @@ from nostride.engine.results import ResultsWriter, inspect_results
 from nostride.engine.rundir import RunFolderBusyError, RunFolderLock, lock_holder
 from nostride.tasks.base import DatasetSplits
 from nostride.tasks.classify.task import ClassificationTask
+from strace_kill import fixed_temp_name, run_killed_at, was_killed
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")
 
@@ -83,7 +84,7 @@ def _copy(run: Path, tmp_path: Path) -> Path:
 
 def _table(path: Path) -> list[dict]:
     with open(path, newline="") as f:
-        return [{k: v for k, v in r.items() if k.split("/")[0] != "time"} for r in csv.DictReader(f)]
+        return [{k: v for k, v in r.items() if not k.startswith("time")} for r in csv.DictReader(f)]
 
 
 def _damage(path: Path, how: str) -> None:
@@ -98,18 +99,30 @@ def _damage(path: Path, how: str) -> None:
         path.write_text("".join(path.read_text().splitlines(keepends=True)[1:]))
 
 
-@pytest.mark.parametrize("how", ["empty", "torn", pytest.param("missing", marks=pytest.mark.slow),
-                                 pytest.param("headerless", marks=pytest.mark.slow)])
-def test_resume_rebuilds_a_lost_results_csv_from_the_checkpoint(two_epochs, tmp_path, capsys, how):
+def test_resume_rebuilds_a_lost_results_csv_from_the_checkpoint(two_epochs, tmp_path, capsys):
+    """The file a kill could empty before this version: the resumed run ends with the whole table."""
     run = _copy(two_epochs, tmp_path)
     before = _table(run / "results.csv")
     assert len(before) == 2 and [r["epoch"] for r in load_checkpoint(run / "weights" / "last.pt")["results"]] == [1, 2]
-    _damage(run / "results.csv", how)
+    _damage(run / "results.csv", "empty")
     cfg = resolve_config(resume=str(run / "weights" / "last.pt"))
     Trainer(cfg, task=TinyTask(cfg)).train()
     after = _table(run / "results.csv")
     assert after[:2] == before and [r["epoch"] for r in after] == ["1", "2", "3"]
-    assert "rebuilt from the checkpoint's record (2 rows)" in capsys.readouterr().out
+    assert "the file is empty; rebuilt from the checkpoint's record (2 rows)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("how", ["missing", "empty", "torn", "headerless"])
+def test_results_writer_rebuilds_a_damaged_table_from_the_recorded_rows(tmp_path, how):
+    history = [{"epoch": 1, "loss": "0.9"}, {"epoch": 2, "loss": "0.8"}, {"epoch": 3, "loss": "0.7"}]
+    path = tmp_path / "results.csv"
+    path.write_text("epoch,loss\n1,0.9\n2,0.8\n3,0.7\n")
+    _damage(path, how)
+    w = ResultsWriter(tmp_path, resume_epoch=2, history=history, plot_interval=1e9)
+    assert w.note.startswith(f"{path}: ") and "rebuilt from the checkpoint's record (2 rows)" in w.note
+    assert inspect_results(path) == ([{"epoch": "1", "loss": "0.9"}, {"epoch": "2", "loss": "0.8"}], None)
+    w = ResultsWriter(tmp_path, resume_epoch=2, history=history, plot_interval=1e9)  # a whole table is kept as it is
+    assert w.note is None and len(w.rows) == 2
 
 
 def test_results_table_is_rewritten_atomically(tmp_path):
@@ -122,43 +135,20 @@ def test_results_table_is_rewritten_atomically(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
 
 
-DEAD_PID = 2**22 + 1  # above Linux's largest pid: a writer that no longer runs
-
-
-def _strace_kill(paths: list[Path], syscall: str, code: str) -> int:
-    """Run ``code`` in a fresh Python under strace, which sends SIGKILL at the first ``syscall``
-    (``write``, ``fsync``, ``rename``) on one of ``paths`` (a write through a descriptor of the file,
-    a rename from it). Skips when strace is missing or cannot trace here."""
-    strace = shutil.which("strace")
-    if strace is None:
-        pytest.skip("strace is not installed")
-    if subprocess.run([strace, "-qq", "-o", os.devnull, "true"], capture_output=True).returncode != 0:
-        pytest.skip("strace cannot trace here (ptrace not permitted)")
-    names = {"rename": "rename,renameat,renameat2", "write": "write,pwrite64"}.get(syscall, syscall)
-    cmd = [strace, "-qq", "-o", os.devnull, *[a for p in paths for a in ("-P", str(p))], "-e", f"trace={names}",
-           "-e", f"inject={names}:signal=KILL:when=1", sys.executable, "-c", textwrap.dedent(code)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
-
-
-@pytest.mark.parametrize("syscall", ["write", pytest.param("fsync", marks=pytest.mark.slow), "rename"])
-def test_sigkill_while_resume_rewrites_results_csv_keeps_the_table(tmp_path, syscall):
-    """A real SIGKILL, at a write, the flush or the rename of the resume's rewrite of results.csv
-    (dropping rows after the checkpoint's epoch): the table stays whole (the old one), and the next
-    start removes the killed writer's temporary file. (The temporary file's name is fixed in the
-    child so that strace can target it.)"""
+def test_sigkill_while_resume_rewrites_results_csv_keeps_the_table(tmp_path, syscall="write"):
+    """A real SIGKILL at the first write of the resume's rewrite of results.csv (dropping rows after
+    the checkpoint's epoch; before this version: after the truncating open, leaving an empty file):
+    the table stays whole, and the next start removes the killed writer's temporary file. (Killing
+    at the flush or the rename instead, ``syscall="fsync"``/``"rename"``, gives the same: checked
+    by hand, left out of the suite for time.)"""
     tmp_path = tmp_path.resolve()
     path = tmp_path / "results.csv"
     path.write_text("epoch,loss\n1,0.9\n2,0.8\n3,0.7\n")
-    temp = tmp_path / f".results.csv.{DEAD_PID}-deadbeef.tmp"
-    rc = _strace_kill([path, temp], syscall, f"""
-        from pathlib import Path
-        import nostride.utils.atomic as atomic
-        atomic.temp_name = lambda p: Path({str(temp)!r})
+    proc = run_killed_at([path, fixed_temp_name(path)], syscall, f"""
         from nostride.engine.results import ResultsWriter
         ResultsWriter({str(tmp_path)!r}, resume_epoch=2)
     """)
-    assert rc in (-signal.SIGKILL, 128 + signal.SIGKILL), rc
+    assert was_killed(proc), (proc.returncode, proc.stderr[-2000:])
     rows, problem = inspect_results(path)
     assert problem is None and [r["epoch"] for r in rows] == ["1", "2", "3"]
     w = ResultsWriter(tmp_path, resume_epoch=2)  # the next start: the killed writer's temp file is removed
@@ -168,16 +158,18 @@ def test_sigkill_while_resume_rewrites_results_csv_keeps_the_table(tmp_path, sys
 
 # ----------------------------------------------------------------------------- one process per run folder
 def _hold_lock(folder: Path) -> subprocess.Popen:
-    """Another process that takes ``folder``'s run lock and keeps it until killed."""
+    """Another process that holds ``folder``'s run lock as nostride's does (an flock on RUN/.lock
+    and a record of its pid and host) until it is killed. Plain Python: no second torch import."""
     code = textwrap.dedent(f"""
-        import sys, time
-        from nostride.engine.rundir import RunFolderLock
-        lock = RunFolderLock({str(folder)!r}).acquire()
+        import fcntl, json, os, socket, time
+        os.makedirs({str(folder)!r}, exist_ok=True)
+        fd = os.open(os.path.join({str(folder)!r}, ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, json.dumps({{"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}}).encode())
         print("held", flush=True)
         time.sleep(120)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc
 

@@ -53,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
     from nostride.convert import spdify
     from nostride.utils import count_flops, count_parameters
 
+    if args.output:
+        from nostride.utils.atomic import check_output_path
+
+        check_output_path(args.output)  # before the work: a folder, device or FIFO is never replaced by a file
     from nostride.layers import downsample_op
 
     op = downsample_op(args.to).name  # an unknown name lists the known ones (before building anything)

@@ -34,11 +34,13 @@ def run(args: argparse.Namespace) -> int:
     from nostride.checkpoint import make_checkpoint, save_checkpoint
     from nostride.models.yolo.import_yolov5 import build_yolov5, read_yolov5_checkpoint
     from nostride.utils import count_parameters
+    from nostride.utils.atomic import check_output_path
 
     use_ema = {"auto": "auto", "ema": True, "model": False}[args.weights]
     src, out = Path(args.source), Path(args.output)
     if src.resolve() == out.resolve():
         raise ValueError(f"{out}: output would overwrite the source file; choose another name")
+    check_output_path(out)  # before the work: a folder, device or FIFO is never replaced by a file
     meta = read_yolov5_checkpoint(src, use_ema=use_ema)
     model = build_yolov5(meta, fp32=args.fp32)
     imported_from = {"file": src.name, "weights": meta.weights, **meta.info}

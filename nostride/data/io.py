@@ -338,6 +338,26 @@ def read_image_size(path: str | os.PathLike, max_pixels: int | None = _DEFAULT_L
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
 
+_HEAD_BYTES = 1 << 20  # read first: enough for the header of every format but TIFF (whose may be at the end)
+_FILE_SLACK = 16 << 20
+
+
+def _max_file_bytes(pixels: int) -> int:
+    """The largest file an image of ``pixels`` pixels can be: 64 frames of 16-bit RGBA stored
+    uncompressed, plus 16 MB of metadata (ICC profiles, EXIF, text)."""
+    return pixels * 8 * 64 + _FILE_SLACK
+
+
+def _declared_pixels(head: bytes) -> int | None:
+    size = _jpeg_size(head)
+    if size is None:
+        try:
+            size = _open_header(head).size
+        except Exception:  # noqa: BLE001: the header is not in the first bytes (TIFF) or not an image
+            return None
+    return size[0] * size[1]
+
+
 def _check_regular_file(path: Path) -> None:
     """``FileNotFoundError`` for a missing file, ``ImageDecodeError`` for one that is not a regular
     file (opening a FIFO would block; a device never ends)."""
@@ -350,8 +370,19 @@ def _check_regular_file(path: Path) -> None:
 
 
 def _read(path: Path) -> bytes:
+    """The file's bytes, refusing (before reading them all) a file far larger than the image its
+    header declares: a sparse multi-gigabyte file with a small image's header costs nothing to
+    make and would otherwise be read whole."""
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(_HEAD_BYTES)
+            pixels = _declared_pixels(head) if size > _FILE_SLACK else None
+            if pixels is not None and size > _max_file_bytes(pixels):
+                raise ImageDecodeError(
+                    f"{path}: cannot decode image (the file is {size / 2**20:,.0f} MB, far more than the {pixels:,} "
+                    "pixels its header declares take: a damaged or crafted file; not read)")
+            raw = head + f.read() if len(head) == _HEAD_BYTES else head
     except OSError as e:
         raise ImageDecodeError(f"{path}: cannot read file ({e.strerror or e})") from None
     if not raw:

@@ -36,6 +36,7 @@ from torch import nn
 
 from nostride.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, state_dict_mismatch
 
+from ..safe_load import conform_state_dict
 from ..utils.numbers import plural
 from ..utils.paths import increment_path
 from ..utils.profile import count_parameters
@@ -260,7 +261,10 @@ class Trainer:
         if differ:  # a hand-edited or mixed-up file: one line, not load_state_dict's traceback
             raise ValueError(f"{self.cfg.resume}: its weights do not fit the model its options build "
                              f"({self.cfg.model}): {differ}")
-        self.model.load_state_dict(ckpt["model"])
+        state, notes = conform_state_dict(self.model.state_dict(), ckpt["model"], self.cfg.resume)
+        if notes:
+            self.log(f"resume: {'; '.join(notes)}", always=True)
+        self.model.load_state_dict(state)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt.get("scaler"):

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ...utils.jsonio import read_json
 from .labels import COORD_TOLERANCE
 
 __all__ = ["COCO80_TO_91", "coco80_to_91", "CocoJsonSource", "read_coco_json"]
@@ -91,7 +92,7 @@ def read_coco_json(json_file: str | os.PathLike) -> CocoJsonSource:
     """
     json_file = Path(json_file)
     try:
-        data = json.loads(json_file.read_text(encoding="utf-8"))
+        data = read_json(json_file)
         images, categories = data["images"], data["categories"]
         annotations = data.get("annotations", [])
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
