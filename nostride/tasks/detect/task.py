@@ -203,18 +203,19 @@ class DetectTask(Task):
         return _WithLosses(DetectionEvaluator(len(self.names), names=self.names))
 
     def eval_step(self, model: nn.Module, batch: Any, evaluator: Any) -> None:
-        from .evaluator import to_original, val_nms
+        from .evaluator import nonfinite_images, to_original, val_nms
 
         images, targets, paths, shapes = batch[0], batch[1], batch[2], batch[3]
         out, train_out = model(images)
         if self.loss_fn is not None:
             evaluator.add_loss(self.loss_fn([x.float() for x in train_out], targets)[1])
         iou = FINAL_IOU_COCO if self.final and self._is_coco() else VAL_IOU
+        bad = nonfinite_images(out)
         preds = val_nms(out.float(), conf=VAL_CONF, iou=iou)  # as nostride val: v6.0's validation NMS
         p, lab = to_original(preds, targets, tuple(images.shape[2:]), shapes)
         positions = getattr(self, "_eval_positions", {})
         keys = [positions.get(str(x)) for x in paths]
-        evaluator.process(p, lab, keys=keys if None not in keys else list(paths))
+        evaluator.process(p, lab, keys=keys if None not in keys else list(paths), nonfinite=bad)
 
     def _is_coco(self) -> bool:
         """COCO data (a COCO json, or COCO's 80 classes with numeric file names), as the evaluator decides."""
