@@ -29,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from nostride.checkpoint import make_checkpoint, save_checkpoint
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     use_ema = {"auto": "auto", "ema": True, "model": False}[args.weights]
     src, out = Path(args.source), Path(args.output)
-    if src.resolve() == out.resolve():
+    if os.path.realpath(src) == os.path.realpath(out):  # realpath, unlike resolve(), never raises on a link loop
         raise ValueError(f"{out}: output would overwrite the source file; choose another name")
     meta = read_yolov5_checkpoint(src, use_ema=use_ema)
     model = build_yolov5(meta, fp32=args.fp32)
