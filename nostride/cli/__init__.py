@@ -180,6 +180,13 @@ def _reject_unknown(parser: Parser, args: argparse.Namespace, extras: list[str])
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nostride`` console script; returns the exit status."""
+    for stream in (sys.stdout, sys.stderr):
+        # file names that are not UTF-8 (held by Python as surrogates) print as their own bytes
+        # instead of failing the command with a UnicodeEncodeError
+        try:
+            stream.reconfigure(errors="surrogateescape")
+        except (AttributeError, ValueError, OSError):
+            pass
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if extras:

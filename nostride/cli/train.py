@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import path_arg
+
 S = argparse.SUPPRESS
 
 
@@ -27,14 +29,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("what")
     g.add_argument("--model", help="registry name, e.g. resnet18_spd (see `nostride models`), torchvision:NAME or "
                    "timm:NAME (default: the model --weights records, else none)")
-    g.add_argument("--weights", metavar="PATH",
+    g.add_argument("--weights", metavar="PATH", type=path_arg,
                    help="start a NEW run from these weights (unlike --resume): a nostride checkpoint (best.pt, "
                    "nostride convert --output, nostride import), a torchvision/timm state dict or a training "
                    "checkpoint holding one; a classifier head with another class count is re-initialised "
                    "(default: random initialisation)")
     _flag(g, "--spdify", "convert the model to SPD-Conv before training (with --weights: after loading them, "
           "keeping their function; default off)")
-    g.add_argument("--data", help="classification: a dataset folder or archive (image folder, CIFAR-10, Tiny "
+    g.add_argument("--data", type=path_arg, help="classification: a dataset folder or archive (image folder, CIFAR-10, Tiny "
                    "ImageNet); detection: a dataset YAML (YOLO or COCO labels); or builtin:lowres / "
                    "builtin:small-objects (generated; no default)")
     from nostride.configs import packaged_configs
@@ -93,7 +95,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "space-to-depth then the conv (spd), or the equal single strided conv with the weights "
                    "rearranged every step (strided; same weights and checkpoints; default spd)")
     g = p.add_argument_group("detection (YOLOv5 models; defaults from the --hyp file and YOLOv5's train.py)")
-    g.add_argument("--hyp", metavar="NAME|FILE", help="hyperparameters: scratch, scratch-low, scratch-med, scratch-high "
+    g.add_argument("--hyp", metavar="NAME|FILE", type=path_arg, help="hyperparameters: scratch, scratch-low, scratch-med, scratch-high "
                    "or a YAML file (default scratch; detection runs only)")
     _flag(g, "--rect", "rectangular training batches, no mosaic (default off)")
     g.add_argument("--cache", choices=["ram", "disk"], help="keep resized images in memory or as .npy files "
@@ -111,10 +113,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         g.add_argument(f"--{key.replace('_', '-')}", type=float, dest=key, metavar="X",
                        help=f"hyp {key} (default: the --hyp file's; scratch: {value:g})")
     g = p.add_argument_group("run")
-    g.add_argument("--project", help="runs root (default runs/train)")
-    g.add_argument("--name", help="run name (default exp; NAME2, NAME3 ... if it exists)")
+    g.add_argument("--project", type=path_arg, help="runs root (default runs/train)")
+    g.add_argument("--name", type=path_arg, help="run name (default exp; NAME2, NAME3 ... if it exists)")
     g.add_argument("--exist-ok", action="store_true", help="reuse PROJECT/NAME if it exists")
-    g.add_argument("--resume", nargs="?", const=True, metavar="PATH",
+    g.add_argument("--resume", nargs="?", const=True, metavar="PATH", type=path_arg,
                    help="continue a run: its last.pt, its folder, or nothing for the most recent run under "
                    "--project (with --name, that run); a finished run with a larger --epochs trains on "
                    "(default: a new run)")

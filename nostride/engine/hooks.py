@@ -95,7 +95,9 @@ class CheckpointHook(Hook):
 
     def after_epoch(self, trainer: "Trainer") -> None:
         f = trainer.fitness
-        is_best = f is None or trainer.best_fitness is None or f >= trainer.best_fitness
+        best = trainer.best_fitness
+        # an undefined (NaN) fitness, e.g. from non-finite outputs, is worse than any defined one
+        is_best = f is None or best is None or best != best or (f == f and f >= best)
         if is_best:
             trainer.best_fitness = f
             trainer.best_epoch = trainer.epoch + 1

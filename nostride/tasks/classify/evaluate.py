@@ -167,7 +167,8 @@ def format_per_class_table(metrics: dict[str, Any], max_rows: int = 30) -> str:
     for name, count, acc in rows:
         shown = f"{acc:6.2f}%" if acc is not None else ("" if name == "..." else "    n/a")
         lines.append(f"{name:<{width}}  {count:>7}  {shown:>7}")
-    lines.append(f"{'all':<{width}}  {metrics['count']:>7}  {metrics['top1']:6.2f}%")
+    top1 = metrics["top1"]
+    lines.append(f"{'all':<{width}}  {metrics['count']:>7}  " + (f"{top1:6.2f}%" if math.isfinite(top1) else "    n/a"))
     if note:
         lines.append(note)
     return "\n".join(lines)
@@ -175,6 +176,9 @@ def format_per_class_table(metrics: dict[str, Any], max_rows: int = 30) -> str:
 
 def _undefined_reason(metrics: dict[str, Any]) -> str:
     loss = metrics.get("loss")
+    if metrics.get("nonfinite"):
+        return (f"the model's outputs are not finite for {metrics['nonfinite']} of {metrics['count']} images "
+                "(NaN/inf logits: diverged or damaged weights), so no metric is defined")
     if isinstance(loss, float) and not math.isfinite(loss):
         return "the model's outputs are not finite (NaN/inf logits: diverged or damaged weights)"
     return "no images to measure them on (e.g. a class without images in this split)"
@@ -259,8 +263,11 @@ def validate_classifier(args: Any, ckpt: dict[str, Any]) -> dict[str, Any]:
     base = dataset.dataset if hasattr(dataset, "dataset") else dataset  # under a Subset
     skipped = int(getattr(base, "skipped", 0))
 
-    print(f"top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  loss {metrics['loss']:.4f}  "
-          f"mean class accuracy {metrics['mean_class_accuracy']:.2f}%  ({metrics['count']} images)")
+    if metrics.get("nonfinite"):
+        print(f"top-1 n/a  top-5 n/a  loss n/a  ({metrics['count']} images: {_undefined_reason(metrics)})")
+    else:
+        print(f"top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  loss {metrics['loss']:.4f}  "
+              f"mean class accuracy {metrics['mean_class_accuracy']:.2f}%  ({metrics['count']} images)")
     print(format_per_class_table(metrics))
     if skipped:
         from ...utils.numbers import plural

@@ -30,7 +30,7 @@ from ...utils.atomic import atomic_write_text
 from ...utils.device import select_device
 from ...utils.paths import increment_path, removing_empty_run_folders
 from .coco_eval import coco_summary, coco_target
-from .evaluator import DetectionEvaluator, to_original, val_nms
+from .evaluator import DetectionEvaluator, nonfinite_images, to_original, val_nms
 
 __all__ = ["evaluate_detector", "validate", "load_detector", "format_results", "run_cli", "METRICS_FILE"]
 
@@ -217,13 +217,14 @@ def evaluate_detector(
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             t2 = time.perf_counter()
+            bad = nonfinite_images(pred)
             dets = val_nms(pred, conf, iou, max_det, single_cls)
             t3 = time.perf_counter()
             t_pre, t_inf, t_nms = t_pre + t1 - t0, t_inf + t2 - t1, t_nms + t3 - t2
             seen += len(paths)
             p_orig, l_orig = to_original(dets, targets, tuple(images.shape[2:]), shapes)
             ids = [image_ids[int(items.order[j])] for j in idx]
-            evaluator.process(p_orig, l_orig, keys=list(idx), image_ids=ids)
+            evaluator.process(p_orig, l_orig, keys=list(idx), image_ids=ids, nonfinite=bad)
     finally:
         if half:
             model.float()
@@ -247,12 +248,14 @@ def evaluate_detector(
     if save_json and out_dir is not None and rank == 0:
         json_path = out_dir / "predictions.json"
         atomic_write_text(json_path, json.dumps(evaluator.jdict))
-    if target is not None:
+    if target is not None and not metrics.get("nonfinite"):
         evaluated = sorted(set(image_ids))  # every image of the split (all ranks' shards)
         metrics["coco"] = coco_summary(target.gt, evaluator.jdict, image_ids=evaluated) if rank == 0 else None
         metrics["coco_ground_truth"] = str(target.gt) if isinstance(target.gt, Path) else "built from YOLO labels"
     if out_dir is not None and rank == 0:
         record = {k: v for k, v in metrics.items()}
+        if metrics.get("nonfinite"):  # NaN is written as null: say why, as classification's metrics.json does
+            record["undefined"] = {"why": metrics["undefined_reason"]}
         atomic_write_text(out_dir / METRICS_FILE, json.dumps(_json_safe(record), indent=1, allow_nan=False))
         if plots:
             from .plots import plot_all
@@ -307,6 +310,8 @@ def format_results(metrics: dict[str, Any], names: Sequence[str] | None = None, 
         from nostride.utils.numbers import plural
 
         lines.append(f"warning: {plural(metrics['skipped'], 'unreadable image')} skipped")
+    if metrics.get("nonfinite"):
+        lines.append(f"warning: every metric is undefined (null in metrics.json): {metrics['undefined_reason']}")
     return "\n".join(lines)
 
 

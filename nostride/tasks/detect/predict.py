@@ -134,11 +134,19 @@ def iter_detections(
         x = torch.stack([b[2] for b in batch]).to(dev).to(dtype) / 255
         out = model(x)
         pred = out[0] if isinstance(out, (tuple, list)) else out
+        finite = torch.isfinite(pred).flatten(1).all(1).tolist()
+        if not all(finite):  # NaN/inf outputs are no detections: those images are reported, not drawn
+            pred = torch.nan_to_num(pred, nan=0.0, posinf=0.0, neginf=0.0)
         best = _best_scores(pred, classes)
         dets = non_max_suppression(pred, conf, iou, classes=classes, agnostic=agnostic, max_det=max_det)
         dets = [d.float().cpu() for d in dets]  # (also waits for the device, for the timing)
         dt = (time.perf_counter() - t0) / len(batch)
-        for (name, img0, img, ratio, pad), d, top in zip(batch, dets, best):
+        for (name, img0, img, ratio, pad), d, top, ok in zip(batch, dets, best, finite):
+            if not ok:
+                bar.update(1)
+                yield None, None, (f"{name}: the model's outputs for this image are not finite (NaN/inf: diverged "
+                                   "or damaged weights); no detections"), dt
+                continue
             boxes = scale_boxes(img.shape[1:], d[:, :4].clone(), img0.shape[1:], (ratio, pad))
             result = Detections(
                 path=name,
@@ -304,7 +312,7 @@ def run_cli(args: argparse.Namespace, ckpt: dict[str, Any]) -> int:
               f"({best[1]}); lower the threshold to see such boxes, e.g. --conf {_lower_conf(best[0])}",
               file=sys.stderr)
     if skipped:
-        print(f"skipped {plural(len(skipped), 'unreadable image')}:", file=sys.stderr)
+        print(f"skipped {plural(len(skipped), 'image')} (unreadable, or no finite model output):", file=sys.stderr)
         for err in skipped:
             print(f"  {err}", file=sys.stderr)
     return 0 if records else 1
