@@ -97,7 +97,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     down = kwargs.pop("down", None)
     model = info.builder(**kwargs)
     if down is not None:
-        model = _with_downsampling(model, name, str(down))
+        model = with_downsampling(model, name, str(down))
         kwargs["down"] = str(down)
     model.model_name = name
     model.model_kwargs = dict(kwargs)
@@ -105,8 +105,12 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     return model
 
 
-def _with_downsampling(model: nn.Module, name: str, down: str) -> nn.Module:
-    """``model`` with every downsampling site using operator ``down`` (fresh weights)."""
+def with_downsampling(model: nn.Module, name: str, down: str, record: bool = False) -> nn.Module:
+    """``model`` with every downsampling site using operator ``down`` (fresh weights).
+
+    ``record``: keep the conversion's record on the model (``downsample_options``/``spdify_options``)
+    so a checkpoint re-applies it (torchvision and timm models, whose builders take no ``down``).
+    """
     import warnings
 
     from ..convert import convert_downsampling, downsampling_sites
@@ -124,7 +128,7 @@ def _with_downsampling(model: nn.Module, name: str, down: str) -> nn.Module:
                                              inplace=True)
     # create_model's kwargs (down=...) rebuild the conversion; a checkpoint must not apply it twice
     for attr in ("spdify_options", "downsample_options"):
-        if hasattr(model, attr):
+        if hasattr(model, attr) and not record:
             delattr(model, attr)
     model.down_report = report
     return model
