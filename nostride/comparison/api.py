@@ -59,11 +59,12 @@ def _own_baseline(spec: ModelSpec) -> ModelSpec | None:
     """The strided model an SPD model replaces: ``X`` for ``X_spd`` and for ``spdify:X`` (same options)."""
     if spec.spdify:
         return ModelSpec(spec.name, dict(spec.options))
-    if spec.name.endswith("_spd"):
-        try:
-            return parse_model_spec(spec.name[: -len("_spd")]).with_options(**spec.options)
-        except KeyError:
-            return None
+    for suffix, plain in (("_spd", ""), ("_spd_p2", "_p2")):  # X_spd -> X, X_spd_p2 -> X_p2
+        if spec.name.endswith(suffix):
+            try:
+                return parse_model_spec(spec.name[: -len(suffix)] + plain).with_options(**spec.options)
+            except KeyError:
+                return None
     return None
 
 
