@@ -179,3 +179,17 @@ def test_cli_convert_to_an_operator_reports_and_saves_a_rebuildable_checkpoint(t
     assert main(["convert", "resnet18", "--to", "wavelet"]) == 2
     err = capsys.readouterr().err
     assert "unknown downsampling operator 'wavelet'; known: strided" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_cli_export_of_a_down_model_checkpoint_runs_in_onnxruntime(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from nostride.cli import main
+
+    model = create_model("resnet18", down="hwd", width=4, num_classes=3)
+    path = save_checkpoint(make_checkpoint(model), tmp_path / "hwd.pt")
+    # export fuses the model (HWD + BN -> one 2x2 stride-2 conv) and checks the file in onnxruntime
+    assert main(["export", "--weights", str(path), "--img-size", "32", "--output", str(tmp_path / "hwd.onnx")]) == 0
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "hwd.onnx")).graph.node}
+    assert "BatchNormalization" not in ops and "Conv" in ops
