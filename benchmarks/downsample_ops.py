@@ -3,6 +3,7 @@ ONNX Runtime), alone at typical shapes and inside yolov5n / resnet18 (``down=OP`
 same run and interleaved, as ratios to the strided conv.
 
     python benchmarks/downsample_ops.py [--device cpu|cuda] [--repeats 10] [--quick] [--ops strided,spd,hwd]
+                                        [--only shapes|models]
 
 Training step: forward + backward + zeroing the gradients, in training mode. Inference: batch 1,
 ``nostride benchmark``'s forms (onnxruntime: the fused model's ONNX export). docs/downsampling.md
@@ -50,6 +51,7 @@ def main() -> int:
     add_device_args(parser)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="one small shape, few repeats (a smoke run)")
+    parser.add_argument("--only", choices=["shapes", "models"], default=None, help="run one part (default: both)")
     parser.add_argument("--ops", default=",".join(DEFAULT_OPS), help=f"operators (known: {', '.join(list_downsample_ops())})")
     args = parser.parse_args()
     apply_threads(args.threads)
@@ -60,7 +62,7 @@ def main() -> int:
     print(f"# downsampling operators: {describe_device(device)}, torch {torch.__version__}, "
           f"median of {repeats} interleaved calls; ratios to 'strided' in the same run\n")
 
-    for n, c, h, w, co in shapes:
+    for n, c, h, w, co in shapes if args.only != "models" else []:
         blocks = {op: build_downsample(op, c, co).to(device) for op in ops}
         for b in blocks.values():
             b.model_kwargs = {"in_chans": c}  # the benchmark's example input has this many channels
@@ -71,7 +73,7 @@ def main() -> int:
         _table(f"{c} -> {co} channels, {h}x{w} input, train batch {n}", ops, blocks, (1, c, h, w), train,
                inference.rows, "op:")
 
-    for spec, ch, img, batch in MODELS[:1] if args.quick else MODELS:
+    for spec, ch, img, batch in (MODELS[:1] if args.quick else MODELS) if args.only != "shapes" else []:
         img = 32 if args.quick else img
         models = {op: build(spec, op).to(device) for op in ops}
         x = torch.randn(batch, ch, img, img, device=device)

@@ -155,6 +155,15 @@ def test_down_model_round_trips_through_a_checkpoint_and_fuses(tmp_path):
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
 
 
+def test_every_down_yolov5n_fuses_to_the_same_function():
+    x = torch.randn(1, 3, 64, 64)
+    for op in ("spd", "blurpool", "scdown"):  # spdify's SPD inside YOLOv5's Conv blocks; a new block; a new module
+        model = create_model("yolov5n", down=op, num_classes=2).eval()
+        fused = fuse(model)
+        torch.testing.assert_close(fused(x)[0], model(x)[0], atol=1e-4, rtol=1e-4)
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules()), op
+
+
 def test_spec_with_down_builds_through_the_comparison_specs():
     from nostride.comparison.matching import build_spec_model
     from nostride.comparison.specs import parse_model_spec

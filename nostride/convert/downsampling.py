@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..layers.downsample import downsample_op, list_downsample_ops
+from ..layers.downsample import downsample_op
 from ..utils.profile import count_parameters
 from .downsample_sites import SITE_BUILDERS, ConvSite, PoolSite
 from .report import ConversionEntry, ConversionReport
@@ -199,5 +199,3 @@ def _record(model: nn.Module, op: str, init: str, patterns: list[str], example_i
     options = {"to": op, "exclude": patterns, "example_input": shape}
     model.downsample_options = [*getattr(model, "downsample_options", []), options]
 
-
-_ = list_downsample_ops  # re-exported through nostride.convert

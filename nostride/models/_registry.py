@@ -123,9 +123,14 @@ def with_downsampling(model: nn.Module, name: str, down: str, record: bool = Fal
     first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     channels = first.in_channels if first is not None else 3
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # layers it cannot serve are in the report (create_model(...).down_report)
+        warnings.simplefilter("ignore")  # said once below, naming the model
         model, report = convert_downsampling(model, op, init="random", example_input=(1, channels, 64, 64),
                                              inplace=True)
+    left = [e for e in report if e.action == "unsupported"]
+    if left:
+        warnings.warn(f"{name} with down={op}: {len(left)} downsampling {'site' if len(left) == 1 else 'sites'} left "
+                      f"as {'it was' if len(left) == 1 else 'they were'}: "
+                      + "; ".join(f"{e.name} ({e.note.split(': ', 1)[-1]})" for e in left), stacklevel=3)
     # create_model's kwargs (down=...) rebuild the conversion; a checkpoint must not apply it twice
     for attr in ("spdify_options", "downsample_options"):
         if hasattr(model, attr) and not record:
