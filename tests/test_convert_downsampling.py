@@ -155,9 +155,9 @@ def test_down_model_round_trips_through_a_checkpoint_and_fuses(tmp_path):
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
 
 
-def test_every_down_yolov5n_fuses_to_the_same_function():
+def test_yolov5n_down_spd_fuses_to_the_same_function():
     x = torch.randn(1, 3, 64, 64)
-    for op in ("spd", "blurpool", "scdown"):  # spdify's SPD inside YOLOv5's Conv blocks; a new block; a new module
+    for op in ("spd",):  # spdify's SPD inside YOLOv5's Conv blocks (the other blocks: test_downsample_ops.py)
         model = create_model("yolov5n", down=op, num_classes=2).eval()
         fused = fuse(model)
         torch.testing.assert_close(fused(x)[0], model(x)[0], atol=1e-4, rtol=1e-4)
