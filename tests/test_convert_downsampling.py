@@ -202,3 +202,13 @@ def test_cli_export_of_a_down_model_checkpoint_runs_in_onnxruntime(tmp_path, cap
     assert main(["export", "--weights", str(path), "--img-size", "32", "--output", str(tmp_path / "hwd.onnx")]) == 0
     ops = {n.op_type for n in onnx.load(str(tmp_path / "hwd.onnx")).graph.node}
     assert "BatchNormalization" not in ops and "Conv" in ops
+
+
+def test_cli_train_down_becomes_a_builder_option(monkeypatch):
+    import nostride.engine
+    from nostride.cli import main
+
+    seen = {}
+    monkeypatch.setattr(nostride.engine, "train", lambda config=None, **options: seen.update(options))
+    assert main(["train", "--model", "yolov5n", "--down", "hwd", "--data", "builtin:small-objects"]) == 0
+    assert seen["model_options"] == {"down": "hwd"} and "down" not in seen
