@@ -133,7 +133,8 @@ def test_down_option_replaces_every_site_of_registry_models():
     y = yolo.eval()(torch.randn(1, 3, 64, 64))
     assert y[0].shape[-1] == 8
     res = create_model("resnet18", down="blurpool", num_classes=4, width=8)
-    assert sum(isinstance(m, nostride.layers.BlurConv) for m in res.modules()) == 7
+    # 4 blurs after a BN and ReLU (stem, three strided 3x3s), 3 after the 1x1 shortcuts, 1 after the max
+    assert sum(isinstance(m, nostride.layers.BlurPool2d) for m in res.modules()) == 8
     assert sum(isinstance(m, nostride.layers.MaxBlurPool) for m in res.modules()) == 1
     assert res(torch.randn(2, 3, 32, 32)).shape == (2, 4)
 
@@ -212,3 +213,20 @@ def test_cli_train_down_becomes_a_builder_option(monkeypatch):
     monkeypatch.setattr(nostride.engine, "train", lambda config=None, **options: seen.update(options))
     assert main(["train", "--model", "yolov5n", "--down", "hwd", "--data", "builtin:small-objects"]) == 0
     assert seen["model_options"] == {"down": "hwd"} and "down" not in seen
+
+
+def test_blurpool_in_a_resnet_block_blurs_after_bn_and_relu_as_the_paper(tv_resnet):
+    import torch.nn.functional as F
+
+    from nostride.layers import BlurPool2d
+
+    model, report = convert_downsampling(tv_resnet, "blurpool", example_input=(1, 3, 64, 64))
+    block = model.layer2[0].eval()
+    assert block.conv1.stride == (1, 1) and isinstance(block.bn1[2], BlurPool2d)
+    x = torch.randn(2, 64, 15, 15)
+    bn1 = block.bn1[0]
+    inner = block.bn1[2](F.relu(bn1(block.conv1(x))))  # Zhang 2019: conv (stride 1) -> BN -> ReLU -> blur
+    expected = F.relu(block.bn2(block.conv2(inner)) + block.downsample(x))
+    torch.testing.assert_close(block(x), expected)
+    (entry,) = [e for e in report if e.name == "layer2.0.conv1"]
+    assert "the blur after layer2.0.bn1 and its ReLU" in entry.note
