@@ -47,6 +47,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--match", choices=["flops", "params"],
                    help="add each SPD model's strided baseline widened to the SPD model's FLOPs or parameters "
                    "(default: none)")
+    p.add_argument("--down", nargs="?", const="all", metavar="OP,OP,...",
+                   help="one arm per downsampling operator from the base model (--models, default resnet18@width=8 "
+                   "for classification data, yolov5n for detection): e.g. strided,spd,conv-equal,blurpool,hwd,adown,"
+                   "scdown (those with no list); --match flops widens every arm to the most expensive one; the "
+                   "report ranks the arms and states the null check, SPD against conv-equal (default: off)")
     p.add_argument("--recipe", type=path_arg, help="YAML file of training options for every run (see nostride train --help), or a "
                    f"packaged recipe: {', '.join(packaged_recipes())} (default: {DEFAULT_RECIPE} with the default "
                    "data, else none)")
@@ -82,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     result = compare(args.models, args.data, epochs=args.epochs, seeds=args.seeds, img_sizes=args.img_sizes,
                      match=args.match, recipe=args.recipe, device=args.device, project=args.project,
                      name=args.name, jobs=args.jobs, nproc_per_run=args.nproc_per_run,
-                     latency=not args.no_latency, quiet=args.quiet, **options)
+                     latency=not args.no_latency, quiet=args.quiet, down=args.down, **options)
     if args.quiet:
         print(result.markdown)
     return 1 if result.failed and len(result.failed) == sum(r.summary(result.metric).n + len(r.failed)

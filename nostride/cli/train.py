@@ -36,6 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(default: random initialisation)")
     _flag(g, "--spdify", "convert the model to SPD-Conv before training (with --weights: after loading them, "
           "keeping their function; default off)")
+    g.add_argument("--down", metavar="OP", help="downsampling operator for every strided conv / pool of the model "
+                   "(hwd, blurpool, conv-equal, ...: docs/downsampling.md; default: the model's own)")
     g.add_argument("--data", type=path_arg, help="classification: a dataset folder or archive (image folder, CIFAR-10, Tiny "
                    "ImageNet); detection: a dataset YAML (YOLO or COCO labels); or builtin:lowres / "
                    "builtin:small-objects (generated; no default)")
@@ -171,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
     from nostride.engine import CompileUnavailableError, NonFiniteLossError, train
 
     options = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config")}
+    if "down" in options:  # a builder option of every model (nostride.create_model(..., down=OP))
+        options["model_options"] = {**dict(options.get("model_options") or {}), "down": options.pop("down")}
     try:
         train(config=getattr(args, "config", None), **options)
     except (NonFiniteLossError, CompileUnavailableError) as e:

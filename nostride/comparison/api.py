@@ -60,11 +60,12 @@ def _own_baseline(spec: ModelSpec) -> ModelSpec | None:
     """The strided model an SPD model replaces: ``X`` for ``X_spd`` and for ``spdify:X`` (same options)."""
     if spec.spdify:
         return ModelSpec(spec.name, dict(spec.options))
-    if spec.name.endswith("_spd"):
-        try:
-            return parse_model_spec(spec.name[: -len("_spd")]).with_options(**spec.options)
-        except KeyError:
-            return None
+    for suffix, plain in (("_spd", ""), ("_spd_p2", "_p2")):  # X_spd -> X, X_spd_p2 -> X_p2
+        if spec.name.endswith(suffix):
+            try:
+                return parse_model_spec(spec.name[: -len(suffix)] + plain).with_options(**spec.options)
+            except KeyError:
+                return None
     return None
 
 
@@ -112,6 +113,7 @@ def compare(
     nproc_per_run: int = 1,
     latency: bool = True,
     quiet: bool = False,
+    down: str | Sequence[str] | None = None,
     **options: Any,
 ) -> StudyResult:
     """Train SPD models and strided baselines alike and compare them, fairly, over several seeds.
@@ -135,7 +137,13 @@ def compare(
         img_sizes: image sizes to repeat the study at (images resized to S x S, e.g. ``[32, 16]``);
             default the dataset's own size.
         match: ``"flops"`` or ``"params"``: add, for each SPD model, its strided baseline widened until
-            its FLOPs (parameters) at each image size are within 5 % of the SPD model's.
+            its FLOPs (parameters) at each image size are within 5 % of the SPD model's. With ``down``:
+            widen every operator's arm to the most expensive arm's FLOPs (parameters) instead.
+        down: downsampling operators (``"strided,spd,conv-equal,hwd"``, a list, or ``"all"``: strided,
+            spd, conv-equal, blurpool, hwd, adown, scdown): one arm per operator built from each model of
+            ``models`` (default ``resnet18@width=8`` for classification data, ``yolov5n`` for
+            detection) with ``down=OP``; the report ranks the arms by metric and by cost and states the
+            null check (SPD against conv-equal). docs/downsampling.md.
         recipe: a YAML file of training options applied to every run (``options`` override it), or
             the name of a packaged recipe (``small-objects-cpu``: what the default data is trained
             with when neither data nor recipe is given).
@@ -160,6 +168,13 @@ def compare(
     from nostride.engine.config import build_config, load_config_file
 
     specs = parse_model_list(models if models is not None else default_models(data))
+    down_ops: list[str] = []
+    if down is not None:
+        from .down_arms import down_arms, parse_down
+
+        down_ops = parse_down(down)
+        # the arms come from the strided model(s): by default the first of the default pair
+        specs = down_arms(specs if models is not None else specs[:1], down_ops)
     if not data and recipe is None:
         recipe = DEFAULT_RECIPE  # the default data's own recipe
     data = data or DEFAULT_DATA
@@ -200,6 +215,15 @@ def compare(
     per_size: dict[int, list[ModelSpec]] = {}
     for size in sizes:
         size_specs = list(specs)
+        if down_ops:
+            if match:
+                from .down_arms import match_down_arms
+
+                note = (lambda m: warnings.warn(m, RuntimeWarning, stacklevel=2)) if quiet else \
+                    (lambda m: print(f"compare: note: {m}", flush=True))
+                size_specs = match_down_arms(size_specs, match, num_classes, size, note)
+            per_size[size] = size_specs
+            continue
         if match:
             for spd in [s for s in specs if s.is_spd]:
                 base = _own_baseline(spd)
@@ -243,6 +267,10 @@ def compare(
               f"{labels[metrics[0]]} of the {split} (best checkpoint), mean ± std over seeds; scores in "
               f"{task.unit}, as `nostride val` prints them.\n")
     md = markdown_report(rows, diffs, labels, dev_name, header, task.digits)
+    if down_ops:
+        from .down_arms import down_section
+
+        md += "\n" + down_section(rows, metrics[0], labels[metrics[0]], getattr(task, "higher_is_better", True))
     files = write_csvs(study_dir, results, rows, diffs, metrics)
     report = study_dir / "report.md"
     atomic_write_text(report, md)

@@ -268,6 +268,13 @@ def _fuse_spd_conv(block: SPDConv) -> nn.Module:
 
 
 def _fuse_conv_bn_act(block: ConvBnAct) -> nn.Module:
+    if type(block.conv) is not nn.Conv2d:  # e.g. spdify put an SPDDownsample in a YOLOv5 Conv
+        block.conv = _fuse(block.conv)
+        if isinstance(block.bn, nn.BatchNorm2d):
+            folded = _fold_bn_into(block.conv, block.bn)
+            if folded is not None:
+                block.conv, block.bn = folded, nn.Identity()
+        return block
     conv = fold_norm(block.conv, block.bn)
     if conv is not None:
         block.conv, block.bn = conv, nn.Identity()
