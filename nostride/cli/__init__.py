@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nostride`` console script; returns the exit status."""
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the exact command (a study's report records it)
     if extras:
         _reject_unknown(parser, args, extras)
     if not getattr(args, "func", None):

@@ -50,6 +50,7 @@ class RunResult:
     error: str | None = None
     reused: bool = False
     scores: dict[str, float] = field(default_factory=dict)  # the study's metrics (filled by the caller)
+    details: list[str] = field(default_factory=list)  # a failed run's log, last lines (the report lists them)
 
 
 def run_folder(study_dir: Path, img_size: int, model: ModelSpec, seed: int) -> Path:
@@ -222,7 +223,8 @@ def _run_subprocess(run: Run, progress: StudyProgress, nproc: int, env: dict[str
 
 
 def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_per_run: int = 1,
-                 devices: list[str] | None = None, quiet: bool = False, scale: float = 1.0) -> list[RunResult]:
+                 devices: list[str] | None = None, quiet: bool = False, scale: float = 1.0,
+                 launcher: Any = None) -> list[RunResult]:
     """Run what is not finished yet; returns one result per run, in ``runs`` order.
 
     Args:
@@ -232,6 +234,8 @@ def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_
             ``nostride train`` worker processes (on CPU each gets ``cpu_count // jobs`` threads).
         nproc_per_run: processes per run (a torchrun group, e.g. one per GPU).
         devices: devices handed out to concurrent runs in turn (``["cuda:0", "cuda:1"]``).
+        launcher: a :class:`~nostride.comparison.launchers.Launcher` that trains the unfinished runs
+            elsewhere (a Slurm or Ray cluster) instead of ``jobs`` / ``devices`` here.
     """
     progress = StudyProgress(sum(r.options["epochs"] for r in runs), len(runs), quiet)
     results: list[RunResult | None] = [None] * len(runs)
@@ -245,7 +249,15 @@ def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_
         else:
             todo.append(i)
     try:
-        if jobs <= 1 and nproc_per_run <= 1:
+        if launcher is not None:
+            def came_back(result: RunResult) -> None:
+                if not result.error:
+                    progress.epochs(result.run.options["epochs"], trained=not result.reused)
+                progress.finished(result, *metric, scale)
+
+            for i, result in zip(todo, launcher.launch([runs[i] for i in todo], came_back)):
+                results[i] = result
+        elif jobs <= 1 and nproc_per_run <= 1:
             for i in todo:
                 run = runs[i]
                 if devices:
