@@ -60,6 +60,10 @@ def run_job(job: RunJob) -> RunResult:
     if done is not None:  # finished by an earlier job (a duplicate submission, a requeue after the end)
         return done
     _write_environment(run, job)
+    last = run.folder / "weights" / "last.pt"
+    if last.is_file():  # a requeued, resubmitted or re-executed job: say so in the run's log
+        with open(run.folder / "train.log", "a") as log:
+            print(f"compare: resuming from {last} on {socket.gethostname()}", file=log)
     progress = StudyProgress(run.options.get("epochs", 0), 1, quiet=True)
     if job.nproc > 1:
         env = dict(os.environ)

@@ -77,15 +77,16 @@ class SlurmLauncher(Launcher):
         mem: ``--mem`` (``32G``).
         options: any other sbatch option, ``{"qos": "high", "constraint": "a100"}`` (``True``: a bare flag).
         cluster: submitit's executor: ``slurm``, or ``local`` (submitit runs the same jobs as local
-            processes; for tests and trials).
+            processes; for tests and trials). Default :attr:`default_cluster`.
         poll_s: seconds between job-state checks (default 30 on Slurm, 0.5 locally).
     """
 
     name = "slurm"
+    default_cluster = "slurm"
 
     def __init__(self, partition: str | None = None, gpus_per_run: int | None = None, time: str | int | None = None,
                  cpus_per_run: int | None = None, mem: str | None = None, account: str | None = None,
-                 options: dict[str, Any] | None = None, cluster: str = "slurm", poll_s: float | None = None) -> None:
+                 options: dict[str, Any] | None = None, cluster: str | None = None, poll_s: float | None = None) -> None:
         super().__init__()
         if gpus_per_run is not None and gpus_per_run < 0:
             raise ValueError(f"--slurm-gpus-per-run must be >= 0, got {gpus_per_run}")
@@ -98,8 +99,8 @@ class SlurmLauncher(Launcher):
         self.time_min = parse_slurm_time(time if time is not None else DEFAULT_TIME)
         self.cpus_per_run = int(cpus_per_run or (4 * self.gpus_per_run if self.gpus_per_run else 1))
         self.options = {str(k).lstrip("-"): v for k, v in (options or {}).items()}
-        self.cluster = cluster
-        self.poll_s = poll_s if poll_s is not None else (30.0 if cluster == "slurm" else 0.5)
+        self.cluster = cluster or self.default_cluster
+        self.poll_s = poll_s if poll_s is not None else (30.0 if self.cluster == "slurm" else 0.5)
 
     # ---------------------------------------------------------------------------------- set-up
     def check(self) -> None:
