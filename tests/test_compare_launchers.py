@@ -10,6 +10,7 @@ import shlex
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import types
@@ -266,12 +267,14 @@ def test_ray_study_equals_local(cache, tmp_path, local_study, monkeypatch):
     from nostride.comparison.launchers.ray_cluster import RayLauncher
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # no token written into the home folder
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=str(tmp_path / "ray"))
+    ray_tmp = tempfile.mkdtemp(prefix="ray")  # short: Ray's socket paths must stay under 107 bytes
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=ray_tmp)
     try:
         result = nostride.compare(MODELS, TINY_DATA, project=tmp_path, name="ray", quiet=True,
                                   launcher=RayLauncher(cpus_per_run=1, gpus_per_run=0), **STUDY)
     finally:
         ray.shutdown()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert not result.failed
     assert _per_run(result) == _per_run(local_study)
     record = json.loads((result.dir / "provenance.json").read_text())
