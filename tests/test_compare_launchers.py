@@ -96,6 +96,44 @@ def test_slurm_options_map_to_sbatch_lines(tmp_path, monkeypatch):
         SlurmLauncher(mem="lots")
 
 
+def test_slurm_waits_for_a_job_still_queued_instead_of_submitting_it_again(tmp_path, monkeypatch):
+    """compare started again while Slurm still runs a run's job (recorded in the run folder) waits for
+    that job; a job Slurm no longer has is submitted again."""
+    import submitit
+
+    from nostride.comparison.launchers.slurm import SlurmLauncher
+    from nostride.comparison.study import RunResult, plan_runs
+
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", staticmethod(lambda: 1))
+    (run,) = plan_runs(tmp_path / "exp", [parse_model_spec("resnet18@width=4")], [32], [0], {"epochs": 1})
+    run.folder.mkdir(parents=True)
+    (run.folder / "launcher.json").write_text(json.dumps({"cluster": "slurm", "job_id": "77",
+                                                          "folder": str(tmp_path / "exp" / "slurm")}))
+    states = {"77": "RUNNING"}
+
+    class FakeSlurmJob:  # sacct's view of a job, without a cluster
+        def __init__(self, folder, job_id):
+            self.job_id = job_id
+
+        state = property(lambda self: states[self.job_id])
+        done = lambda self, force_check=False: True  # noqa: E731
+        result = lambda self: RunResult(run, final={"test": {"top1": 50.0}})  # noqa: E731
+
+    monkeypatch.setattr(submitit, "SlurmJob", FakeSlurmJob)
+    submitted = []
+    launcher = SlurmLauncher(poll_s=0)
+    monkeypatch.setattr(launcher, "_submit", lambda executor, r: submitted.append(r) or FakeSlurmJob("", "78"))
+    launcher.prepare(tmp_path / "exp")
+    back = []
+    (result,) = launcher.launch([run], back.append)
+    assert submitted == [] and result.final == {"test": {"top1": 50.0}} and back == [result]
+    for state in ("FAILED", "CANCELLED by 0", "TIMEOUT", "NODE_FAIL"):
+        states["77"] = state
+        submitted.clear()
+        launcher.launch([run], back.append)
+        assert submitted == [run], state
+
+
 # ------------------------------------------------------------------------------------- bad input
 def test_launchers_bad_input_gets_one_line(capsys, tmp_path, monkeypatch):
     from nostride.cli import main
@@ -259,9 +297,25 @@ def test_report_records_what_makes_the_study_reproducible(cache, tmp_path, local
 
 
 # ------------------------------------------------------------------------------------------ Ray
+def _ray_worker_of(run: Path) -> int:
+    """The pid of the Ray worker process that has the run's train.log open."""
+    import psutil
+
+    log = str(run / "train.log")
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any("ray" in part for part in p.info["cmdline"] or []) and \
+                    any(f.path == log for f in p.open_files()):
+                return p.info["pid"]
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    raise AssertionError(f"no Ray worker has {log} open")
+
+
 @pytest.mark.slow
 def test_ray_study_equals_local(cache, tmp_path, local_study, monkeypatch):
-    """One Ray task per run on a local Ray instance (2 CPUs): the same metrics as the local study."""
+    """One Ray task per run on a local Ray instance (2 CPUs); a worker killed mid-run: Ray runs its task
+    again, which resumes the run; every run has the same metrics as in the local study."""
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'nostride[ray]')")
     import nostride
     from nostride.comparison.launchers.ray_cluster import RayLauncher
@@ -269,13 +323,25 @@ def test_ray_study_equals_local(cache, tmp_path, local_study, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # no token written into the home folder
     ray_tmp = tempfile.mkdtemp(prefix="ray")  # short: Ray's socket paths must stay under 107 bytes
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=ray_tmp)
+    victim = tmp_path / "ray" / "runs" / "32px" / "resnet18_spd-width4" / "seed0"
+    out: dict = {}
     try:
-        result = nostride.compare(MODELS, TINY_DATA, project=tmp_path, name="ray", quiet=True,
-                                  launcher=RayLauncher(cpus_per_run=1, gpus_per_run=0), **STUDY)
+        study = threading.Thread(target=lambda: out.update(result=nostride.compare(
+            MODELS, TINY_DATA, project=tmp_path, name="ray", quiet=True,
+            launcher=RayLauncher(cpus_per_run=1, gpus_per_run=0), **STUDY)))
+        study.start()
+        # kill the worker process training one run after its first epoch: Ray runs the task again
+        deadline = time.monotonic() + 300
+        while not _first_epoch_committed(victim) and study.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        _kill_job_tree(_ray_worker_of(victim))
+        study.join(300)
     finally:
         ray.shutdown()
         shutil.rmtree(ray_tmp, ignore_errors=True)
+    result = out["result"]
     assert not result.failed
+    assert "compare: resuming from" in (victim / "train.log").read_text()
     assert _per_run(result) == _per_run(local_study)
     record = json.loads((result.dir / "provenance.json").read_text())
     assert record["launcher"].startswith("Ray tasks on a local Ray instance") and record["threads_per_run"] == 1
