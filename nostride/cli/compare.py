@@ -115,6 +115,7 @@ def _launcher(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from nostride.comparison import compare
+    from nostride.cli import invoked_argv
     from nostride.comparison.provenance import command_line
 
     launcher = _launcher(args)
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
                      match=args.match, recipe=args.recipe, device=args.device, project=args.project,
                      name=args.name, jobs=args.jobs, nproc_per_run=args.nproc_per_run,
                      latency=not args.no_latency, quiet=args.quiet, launcher=launcher,
-                     command=command_line(args.argv) if getattr(args, "argv", None) is not None else None, **options)
+                     command=command_line(invoked_argv()), **options)
     if args.quiet:
         print(result.markdown)
     return 1 if result.failed and len(result.failed) == sum(r.summary(result.metric).n + len(r.failed)
