@@ -104,5 +104,3 @@ def log_tail(path: Path | str | None, lines: int = 5) -> list[str]:
         return []
     return [line for line in text.strip().splitlines() if line.strip()][-lines:]
 
-
-FinishedCallback = Callable[["RunResult"], None]
