@@ -135,7 +135,7 @@ def test_slurm_waits_for_a_job_still_queued_instead_of_submitting_it_again(tmp_p
 
 
 # ------------------------------------------------------------------------------------- bad input
-def test_launchers_bad_input_gets_one_line(capsys, tmp_path, monkeypatch):
+def test_launchers_bad_input_gets_one_line(cache, capsys, tmp_path, monkeypatch):
     from nostride.cli import main
 
     base = ["compare", "--data", TINY_DATA, "--project", str(tmp_path)]
@@ -223,6 +223,7 @@ def test_slurm_study_equals_local_and_resumes_a_killed_job(cache, tmp_path, loca
     assert f"job {job_id} failed" in failed.error and f"{tmp_path}/slurm/slurm/{job_id}_0_log.err" in failed.error
     report = (first.dir / "report.md").read_text()
     assert "### Failed runs (1, left out of the statistics)" in report and failed.error in report
+    assert failed.details and all(line in report for line in failed.details)  # the log's last lines
     assert first.row("resnet18@width=4").summary("top1").n == 1  # the other run finished
 
     # the same study again, as typed: only the killed run is submitted, and it resumes
@@ -240,6 +241,12 @@ def test_slurm_study_equals_local_and_resumes_a_killed_job(cache, tmp_path, loca
     runs = list(csv.DictReader(open(first.dir / "runs.csv")))
     assert len(runs) == 2 and not any(r["error"] for r in runs)
     assert _per_run(first) == _per_run(local_study)  # same metrics, epoch by epoch, as trained locally
+
+    # collected anywhere: on a machine without Slurm the same command writes the report from the runs
+    monkeypatch.setattr(SlurmLauncher, "default_cluster", "slurm")
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    assert main(argv) == 0 and len(list((tmp_path / "slurm" / "slurm").glob("*_submitted.pkl"))) == 3
+    assert main(argv[:-4] + ["--seeds", "2"] + argv[-4:]) == 2  # new runs need the cluster
 
     # where the runs trained, with how many threads, on the same data as the local study
     record = json.loads((first.dir / "provenance.json").read_text())

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..utils.paths import increment_path
+from .launchers import LauncherUnavailable
 from .matching import build_spec_model, match_baseline, model_cost
 from .provenance import provenance_markdown, run_environments, study_provenance
 from .report import (DifferenceRow, ModelRow, build_differences, build_rows, failures_markdown, markdown_report,
                      write_csvs)
 from .specs import ModelSpec, parse_model_list, parse_model_spec
-from .study import RunResult, execute_runs, plan_runs
+from .study import RunResult, all_finished, execute_runs, plan_runs
 from .tasks import study_task
 
 __all__ = ["compare", "StudyResult", "DEFAULT_MODELS", "DEFAULT_DATA", "STUDY_VERSION"]
@@ -77,6 +78,20 @@ def _task_of(specs: list[ModelSpec]) -> str:
     if len(tasks) > 1:
         raise ValueError(f"the models mix tasks ({', '.join(sorted(tasks))}); compare models of one task")
     return tasks.pop()
+
+
+def _find_study(project: str | Path, name: str, identity: dict[str, Any]) -> Path | None:
+    """The existing folder PROJECT/NAME[k] of the study with this identity, or ``None``."""
+    path = Path(project) / name
+    for p in [path] + [Path(f"{path}{k}") for k in range(2, 10000)]:
+        if not p.exists():
+            return None
+        try:
+            if json.loads((p / "study.json").read_text()).get("identity") == identity:
+                return p
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def _open_study(project: str | Path, name: str, identity: dict[str, Any]) -> tuple[Path, bool]:
@@ -180,8 +195,14 @@ def compare(
                               launcher=launcher if isinstance(launcher, str) else None, **options)
     if isinstance(launcher, str):
         launcher = build_launcher(launcher)
+    unavailable, trained_by = None, launcher
     if launcher is not None:
-        launcher.check()  # before any work: a missing library or cluster is one line, now
+        try:
+            launcher.check()  # before any work: a missing library or cluster is one line, now
+        except LauncherUnavailable as e:
+            if not (Path(project) / name / "study.json").is_file():
+                raise  # a new study: nothing to collect
+            unavailable = e  # fatal unless the study exists and every run finished (then: collect)
     specs = parse_model_list(models if models is not None else default_models(data))
     if not data and recipe is None:
         recipe = DEFAULT_RECIPE  # the default data's own recipe
@@ -245,8 +266,14 @@ def compare(
         per_size[size] = size_specs
 
     identity = {"task": task.name, "common": {k: common[k] for k in sorted(common) if k not in ("device", "workers")}}
+    if unavailable is not None and _find_study(project, name, identity) is None:
+        raise unavailable
     study_dir, continued = _open_study(project, name, identity)
     runs = plan_runs(study_dir, per_size, sizes, seed_list, common)
+    if unavailable is not None:
+        if not all_finished(runs):
+            raise unavailable
+        launcher = None  # every run finished: collecting the results needs no cluster
     if launcher is not None:
         launcher.prepare(study_dir, nproc_per_run)
     if not quiet:
@@ -272,9 +299,9 @@ def compare(
               f"{labels[metrics[0]]} of the {split} (best checkpoint), mean ± std over seeds.\n")
     md = markdown_report(rows, diffs, labels, dev_name, header) + failures_markdown(results)
     files = write_csvs(study_dir, results, rows, diffs, metrics)
-    record = study_provenance(command, data, _device_text(devices, launcher),
-                              _threads_per_run(jobs, nproc_per_run, devices, launcher),
-                              launcher.describe() if launcher is not None else "this machine")
+    record = study_provenance(command, data, _device_text(devices, trained_by),
+                              _threads_per_run(jobs, nproc_per_run, devices, trained_by),
+                              trained_by.describe() if trained_by is not None else "this machine")
     (study_dir / "provenance.json").write_text(json.dumps(record, indent=2))
     report = study_dir / "report.md"
     report.write_text(md + "\n" + provenance_markdown(record, run_environments(results)))

@@ -22,7 +22,7 @@ import yaml
 from ..engine.hooks import Hook
 from .specs import ModelSpec
 
-__all__ = ["Run", "RunResult", "StudyProgress", "execute_runs", "plan_runs", "run_folder"]
+__all__ = ["Run", "RunResult", "StudyProgress", "all_finished", "execute_runs", "plan_runs", "run_folder"]
 
 
 @dataclass
@@ -93,6 +93,11 @@ def _finished(run: Run) -> RunResult | None:
     except (OSError, ValueError):
         return None
     return RunResult(run, final, _train_time(run.folder), reused=True)
+
+
+def all_finished(runs: list[Run]) -> bool:
+    """Whether every run's folder holds its final metrics."""
+    return all(_finished(run) is not None for run in runs)
 
 
 class StudyProgress:

@@ -84,6 +84,8 @@ class RayLauncher(Launcher):
             return float(self.gpus_per_run)
         import ray
 
+        if not ray.is_initialized():  # collecting a finished study without the cluster
+            return 0.0
         return 1.0 if ray.cluster_resources().get("GPU", 0) else 0.0
 
     def uses_gpus(self) -> bool:
