@@ -78,6 +78,8 @@ def run_job(job: RunJob) -> RunResult:
         result = _run_in_process(run, progress)
     if result.error:
         log = run.folder / "train.log"
+        with open(log, "a") as f:  # the log tells on its own what ended the run
+            print(f"compare: the run failed on {socket.gethostname()}: {result.error}", file=f)
         result.error = f"{result.error} (log: {log})" if str(log) not in result.error else result.error
         result.details = log_tail(log)
     return result
