@@ -20,6 +20,8 @@ _LAZY = {
     "model_from_checkpoint": ".checkpoint",
     "save_checkpoint": ".checkpoint",
     "fuse": ".convert",
+    "convert_downsampling": ".convert",
+    "list_downsample_ops": ".layers",
     "spdify": ".convert",
     "DepthToSpace": ".layers",
     "SPDConv": ".layers",
@@ -33,7 +35,8 @@ _LAZY = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-    from .convert import fuse, spdify
+    from .convert import convert_downsampling, fuse, spdify
+    from .layers import list_downsample_ops
     from .layers import DepthToSpace, SPDConv, SpaceToDepth, depth_to_space, space_to_depth
     from .models import create_model, list_models
     from .models.yolo.import_yolov5 import load_yolov5
@@ -53,7 +56,12 @@ def __dir__() -> list[str]:
 
 
 def train(model=None, data=None, **options):
-    """Train a model (see :func:`nostride.engine.train`; imported lazily to keep ``import nostride`` light)."""
+    """Train a model; returns the final metrics (see :func:`nostride.engine.train` for every option).
+
+    Defaults follow the task of ``model``: a classifier trains 100 epochs at batch 64 (lr 0.1, no
+    warm-up, no EMA), a detector as YOLOv5's ``train.py``: 300 epochs at batch 16, 640 px, lr 0.01,
+    momentum 0.937, 3 warm-up epochs, EMA, patience 100. Imported lazily to keep ``import nostride`` light.
+    """
     from .engine import train as _train
 
     return _train(model, data, **options)

@@ -16,12 +16,15 @@ ema              EMA ``state_dict`` or ``None``
 names            class names (list of str) or ``None``
 spdify           for models converted with :func:`nostride.spdify`: the list of option dicts
                  it was applied with (re-applied before loading the weights), else absent
+downsample       for models converted with :func:`nostride.convert_downsampling`: the same, for it
 source           ``"nostride"`` (default: ``model_name`` is a registry name),
                  ``"torchvision"`` (``source_model`` is a ``torchvision.models`` name) or
                  ``"timm"`` (``source_model`` is a ``timm.create_model`` name)
 epoch            epochs finished: the 1-based number of the last one (0: untrained, converted
                  or imported weights); ``best_epoch`` likewise (format version 1 counted from 0
                  and is read as version 2)
+results         the rows of the run's ``results.csv`` up to ``epoch`` (a resume rebuilds
+                 the file from them when it is missing, empty or damaged)
 checksums        CRC-32 of every tensor of ``model`` and ``ema`` (``{"model/NAME": crc}``),
                  written by :func:`save_checkpoint` and verified by :func:`load_checkpoint`
 ...              trainer state (optimizer, scheduler, rng, config, metrics) where present
@@ -158,12 +161,16 @@ def check_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike | None = None
                   "a list of class names (str)"),
         "spdify": (lambda v: v is None or isinstance(v, dict) or (isinstance(v, list) and all(isinstance(o, dict) for o in v)),
                    "a list of option dicts"),
+        "downsample": (lambda v: v is None or (isinstance(v, list) and all(isinstance(o, dict) for o in v)),
+                       "a list of option dicts"),
         "source": (lambda v: v is None or v in ("nostride", "torchvision", "timm"), "'nostride', 'torchvision' or 'timm'"),
         "source_model": (lambda v: v is None or isinstance(v, str), "a model name (str)"),
         "epoch": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an int"),
         "best_epoch": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "an int"),
         "config": (lambda v: v is None or isinstance(v, dict), "a dict of training options"),
         "metrics": (lambda v: v is None or isinstance(v, dict), "a dict"),
+        "results": (lambda v: v is None or (isinstance(v, list) and all(isinstance(r, dict) for r in v)),
+                    "a list of results.csv rows (dicts)"),
     }
     for key, (ok, expected) in expect.items():
         if key in ckpt and not ok(ckpt[key]):
@@ -204,6 +211,8 @@ def make_checkpoint(model: nn.Module, names: list[str] | None = None, **extra: A
                          "(or nostride.models.external.build_named_model for torchvision/timm models)")
     if getattr(model, "spdify_options", None):
         extra.setdefault("spdify", list(model.spdify_options))
+    if getattr(model, "downsample_options", None):
+        extra.setdefault("downsample", list(model.downsample_options))
     if name is None:  # a torchvision or timm model: rebuilt from its source
         extra.setdefault("source", source)
         extra.setdefault("source_model", model.source_model)
@@ -226,8 +235,8 @@ def build_model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
     """The model a checkpoint describes, freshly initialised (no weights loaded).
 
     Builds the registry model (or the torchvision model for ``source == "torchvision"``) with
-    the recorded keyword arguments, then re-applies every recorded :func:`nostride.spdify`
-    conversion (with random init: the weights are loaded afterwards).
+    the recorded keyword arguments, then re-applies every recorded :func:`nostride.spdify` and
+    :func:`nostride.convert_downsampling` conversion (with random init: the weights are loaded afterwards).
     """
     from nostride.models import create_model
 
@@ -255,6 +264,16 @@ def build_model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
 
         for options in conversions:
             model, _ = spdify(model, **{**options, "init": "random", "inplace": True})
+    downsample = ckpt.get("downsample") or []
+    if downsample:  # nostride.convert_downsampling conversions (nostride convert --to OP)
+        import warnings
+
+        from nostride.convert import convert_downsampling
+
+        for options in downsample:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # what it could not serve was reported when converting
+                model, _ = convert_downsampling(model, **{**options, "init": "random", "inplace": True})
     return model
 
 

@@ -289,11 +289,11 @@ def test_results_writer_csv_resume_truncation_and_missing_tensorboard(tmp_path, 
     assert "tensorboard: not installed" in capsys.readouterr().out
     monkeypatch.undo()
     for e in range(3):
-        w.write({"epoch": e, "lr": 0.1 / (e + 1), "train/loss": 2.0 - e})
+        w.write({"epoch": e + 1, "lr": 0.1 / (e + 1), "train/loss": 2.0 - e})
     w.close()
     assert (tmp_path / "results.png").stat().st_size > 0
-    # resuming from epoch 1's checkpoint drops the later row, then appends
-    w = ResultsWriter(tmp_path, resume_epoch=1, plot_interval=1e9)
-    w.write({"epoch": 2, "lr": 0.01, "train/loss": 0.5})
+    # resuming from epoch 2's checkpoint drops the later row, then appends
+    w = ResultsWriter(tmp_path, resume_epoch=2, plot_interval=1e9)
+    w.write({"epoch": 3, "lr": 0.01, "train/loss": 0.5})
     rows = list(_csv.DictReader(open(tmp_path / "results.csv")))
-    assert [(r["epoch"], r["train/loss"]) for r in rows] == [("0", "2"), ("1", "1"), ("2", "0.5")]
+    assert [(r["epoch"], r["train/loss"]) for r in rows] == [("1", "2"), ("2", "1"), ("3", "0.5")]

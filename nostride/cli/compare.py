@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from . import key_value
+from nostride.utils import bounds
+
+from . import batch_size_arg, float_arg, int_arg, key_value, path_arg, workers_arg
 
 
-def _ints(text: str) -> list[int]:
+def _img_sizes(text: str) -> list[int]:
+    """Comma-separated image sizes, each within the image-size bounds."""
+    values = [v for v in text.split(",") if v.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated image sizes, got {text!r}")
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        return [bounds.check_img_size(v, "each size") for v in values]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,41 +35,42 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", help=f"comma-separated model specs: NAME, NAME@width=32 (builder options), "
                    f"spdify:NAME (converted) (default: {DEFAULT_MODELS} for detection data, "
                    f"{DEFAULT_CLASSIFY_MODELS} for classification data)")
-    p.add_argument("--data",
+    p.add_argument("--data", type=path_arg,
                    help=f"dataset (any the train command reads) or builtin:lowres / builtin:small-objects "
                    f"(default: {DEFAULT_DATA})")
-    p.add_argument("--epochs", type=int, help="epochs per run (default: the recipe's, else 10 for classification, "
+    p.add_argument("--epochs", type=int_arg(1, bounds.MAX_EPOCHS), help="epochs per run (default: the recipe's, else 10 for classification, "
                    "30 for detection)")
-    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
+    p.add_argument("--seeds", type=int_arg(1, 1000), default=DEFAULT_SEEDS,
                    help=f"seeds per model (0, 1, ...; default {DEFAULT_SEEDS})")
-    p.add_argument("--img-sizes", type=_ints, help="repeat the study at these image sizes, e.g. 32,16 "
+    p.add_argument("--img-sizes", type=_img_sizes, help="repeat the study at these image sizes, e.g. 32,16 "
                    "(default: the dataset's own size)")
     p.add_argument("--match", choices=["flops", "params"],
                    help="add each SPD model's strided baseline widened to the SPD model's FLOPs or parameters "
                    "(default: none)")
-    p.add_argument("--recipe", help="YAML file of training options for every run (see nostride train --help), or a "
+    p.add_argument("--recipe", type=path_arg, help="YAML file of training options for every run (see nostride train --help), or a "
                    f"packaged recipe: {', '.join(packaged_recipes())} (default: {DEFAULT_RECIPE} with the default "
                    "data, else none)")
-    p.add_argument("--batch-size", type=int, help="batch size (default: the recipe's, else 64 for classification, "
+    p.add_argument("--batch-size", type=batch_size_arg, help="batch size (default: the recipe's, else 64 for classification, "
                    "16 for detection)")
-    p.add_argument("--lr", type=float, help="learning rate (default: the recipe's, else 0.05 for classification, "
+    p.add_argument("--lr", type=float_arg(0, 100, low_open=True), help="learning rate (default: the recipe's, else 0.05 for classification, "
                    "the hyp file's for detection)")
-    p.add_argument("--max-per-class", type=int, help="use at most N images per class (quick studies; default: all)")
-    p.add_argument("--workers", type=int, help="DataLoader workers per run (default 0 on CPU, 4 on GPU)")
+    p.add_argument("--max-per-class", type=int_arg(1, bounds.MAX_COUNT), help="use at most N images per class (quick studies; default: all)")
+    p.add_argument("--workers", type=workers_arg, help="DataLoader workers per run (default 0 on CPU, 4 on GPU)")
     p.add_argument("--set", dest="overrides", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="any other training option for every run, e.g. --set label_smoothing=0.1 (repeatable; "
                    "default: none)")
     p.add_argument("--device", default="", help="cpu, cuda, cuda:N, or several (cuda:0,cuda:1) for parallel jobs "
                    "(default: cuda if available, else cpu)")
-    p.add_argument("--jobs", type=int, help="runs trained at the same time, each in its own process (default: 2 on "
+    p.add_argument("--jobs", type=int_arg(1, 256), help="runs trained at the same time, each in its own process (default: 2 on "
                    "a CPU with 2 or more cores, each on half the cores; one per device with several devices; else 1)")
-    p.add_argument("--nproc-per-run", type=int, default=1, help="processes per run (torchrun, e.g. GPUs per run)")
-    p.add_argument("--project", default="runs/compare", help="studies root (default runs/compare)")
-    p.add_argument("--name", default="exp", help="study name; the same study again continues in its folder")
+    p.add_argument("--nproc-per-run", type=int_arg(1, 1024), default=1, help="processes per run (torchrun, e.g. GPUs per run)")
+    p.add_argument("--project", default="runs/compare", type=path_arg, help="studies root (default runs/compare)")
+    p.add_argument("--name", default="exp", type=path_arg, help="study name; the same study again continues in its folder")
     p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
     p.add_argument("--quiet", action="store_true", help="only the final table")
     _add_launcher_options(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, interrupted="finished runs are kept and the same command continues the study "
+                   "(interrupted runs resume from their last epoch)")
 
 
 def _add_launcher_options(p: argparse.ArgumentParser) -> None:

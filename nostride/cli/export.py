@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from . import positive_int
+from . import batch_size_arg, img_size_arg, int_arg, max_det_arg, output_file_arg, path_arg, probability_arg
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,23 +17,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(BatchNorm folded, SPD + conv as one strided conv: nostride.fuse) and the exported file is "
         "checked against the PyTorch model on random inputs.",
     )
-    p.add_argument("--weights", required=True, help="nostride checkpoint (.pt)")
+    p.add_argument("--weights", required=True, type=path_arg, help="nostride checkpoint (.pt)")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="output format")
-    p.add_argument("--output", default=None, help="output file (default: the checkpoint's path with the format's suffix)")
-    p.add_argument("--img-size", type=positive_int, nargs="+", default=None, help="input size: S or H W (default: the training size)")
-    p.add_argument("--batch-size", type=positive_int, default=1, help="batch size of the example input")
+    p.add_argument("--output", default=None, type=output_file_arg, help="output file (default: the checkpoint's path with the format's suffix)")
+    p.add_argument("--img-size", type=img_size_arg, nargs="+", default=None, help="input size: S or H W (default: the training size)")
+    p.add_argument("--batch-size", type=batch_size_arg, default=1, help="batch size of the example input")
     p.add_argument("--dynamic", action="store_true", help="ONNX: dynamic batch, height and width")
     p.add_argument("--no-fuse", dest="fuse", action="store_false", help="export the unfused model")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset")
+    p.add_argument("--opset", type=int_arg(18, 99), default=18,
+                   help="ONNX opset, from 18 (the oldest the exporter writes) to the newest the installed onnx package knows")
     p.add_argument("--no-check", dest="check", action="store_false", help="skip the check against PyTorch")
     p.add_argument("--nms", action="store_true",
                    help="detectors, ONNX: NMS in the graph, output (n, 7) [image, x1, y1, x2, y2, conf, class] (default: off)")
     # --conf/--iou as in predict and val; the YOLOv5 spellings are kept as aliases
-    p.add_argument("--conf", "--conf-thres", dest="conf_thres", type=float, default=0.25,
+    p.add_argument("--conf", "--conf-thres", dest="conf_thres", type=probability_arg, default=0.25,
                    help="with --nms: confidence threshold (default: 0.25)")
-    p.add_argument("--iou", "--iou-thres", dest="iou_thres", type=float, default=0.45,
+    p.add_argument("--iou", "--iou-thres", dest="iou_thres", type=probability_arg, default=0.45,
                    help="with --nms: NMS IoU threshold (default: 0.45)")
-    p.add_argument("--max-det", type=int, default=300, help="with --nms: most detections per image (default: 300)")
+    p.add_argument("--max-det", type=max_det_arg, default=300, help="with --nms: most detections per image (default: 300)")
     p.set_defaults(func=run)
 
 
@@ -53,7 +55,7 @@ def _input_channels(model) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from nostride.checkpoint import load_checkpoint, model_from_checkpoint
-    from nostride.export import EXPORT_FORMATS, export
+    from nostride.export import EXPORT_FORMATS, ExportCheckError, export
 
     ckpt = load_checkpoint(args.weights)
     model = model_from_checkpoint(ckpt)
@@ -85,7 +87,16 @@ def run(args: argparse.Namespace) -> int:
         # boxes after NMS are not compared with PyTorch's: boxes of equal score (common for
         # untrained or flat-image outputs) may be resolved differently by two runtimes
         kwargs["check"] = False
-    path = export(model, output, format=args.format, **kwargs)
+    if output.is_dir():
+        raise ValueError(f"{output} is a folder; pass --output with the name of the file to write")
+    try:
+        path = export(model, output, format=args.format, **kwargs)
+    except ExportCheckError as e:
+        # the file does not compute what the model computes: never leave it where a deployment would pick it up
+        output.unlink(missing_ok=True)
+        print(f"nostride export: error: {output}: the exported model failed its check against PyTorch, so the "
+              f"file was removed: {e}", file=sys.stderr)
+        return 1
     size_mb = path.stat().st_size / 1e6
     checked = "checked against PyTorch" if args.check else "not checked"
     if args.nms and args.check:

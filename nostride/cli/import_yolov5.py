@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import output_file_arg, path_arg
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -14,8 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "nostride, and write a nostride checkpoint (loadable with weights_only=True) for "
         "`nostride predict/val/train`. See docs/import.md.",
     )
-    p.add_argument("source", help="YOLOv5 .pt file (e.g. yolov5s.pt, runs/train/exp/weights/best.pt)")
-    p.add_argument("output", help="nostride checkpoint to write (.pt)")
+    p.add_argument("source", type=path_arg, help="YOLOv5 .pt file (e.g. yolov5s.pt, runs/train/exp/weights/best.pt)")
+    p.add_argument("output", type=output_file_arg, help="nostride checkpoint to write (.pt)")
     p.add_argument("--fp32", action="store_true", help="store float32 weights (default: keep the file's dtype, float16)")
     p.add_argument(
         "--weights",

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..utils.atomic import atomic_write_text
 from ..utils.paths import increment_path
 from .launchers import LauncherUnavailable
 from .matching import build_spec_model, match_baseline, model_cost
@@ -109,7 +110,7 @@ def _open_study(project: str | Path, name: str, identity: dict[str, Any]) -> tup
             except ValueError:
                 pass
     p = increment_path(path, exist_ok=False)
-    (p / "study.json").write_text(json.dumps({"identity": identity, "version": STUDY_VERSION}, indent=2))
+    atomic_write_text(p / "study.json", json.dumps({"identity": identity, "version": STUDY_VERSION}, indent=2))
     return p, False
 
 
@@ -302,9 +303,9 @@ def compare(
     record = study_provenance(command, data, _device_text(devices, trained_by),
                               _threads_per_run(jobs, nproc_per_run, devices, trained_by),
                               trained_by.describe() if trained_by is not None else "this machine")
-    (study_dir / "provenance.json").write_text(json.dumps(record, indent=2))
     report = study_dir / "report.md"
-    report.write_text(md + "\n" + provenance_markdown(record, run_environments(results)))
+    atomic_write_text(study_dir / "provenance.json", json.dumps(record, indent=2))
+    atomic_write_text(report, md + "\n" + provenance_markdown(record, run_environments(results)))
     files += [report, study_dir / "provenance.json"]
     files += _charts(study_dir, rows, metrics[0], labels[metrics[0]], len(sizes) > 1)
     failed = [r for r in results if r.error]

@@ -3,12 +3,15 @@ of every SPD model against every strided model; markdown for people, CSV for pro
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from ..utils.atomic import atomic_write_text
 from .specs import ModelSpec
 from .stats import PairedDifference, Summary, paired_difference, summarize
 
@@ -144,20 +147,26 @@ def failures_markdown(results: list[Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+@contextlib.contextmanager
+def _atomic_csv(path: Path) -> Iterator[Any]:
+    """A ``csv.writer`` whose rows replace ``path`` atomically when the block ends."""
+    buffer = io.StringIO(newline="")
+    yield csv.writer(buffer)
+    atomic_write_text(path, buffer.getvalue())
+
+
 def write_csvs(folder: Path, results: list[Any], rows: list[ModelRow], diffs: list[DifferenceRow],
                metrics: list[str]) -> list[Path]:
     """``runs.csv`` (one row per run), ``summary.csv`` (per model and size), ``differences.csv``."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / "runs.csv", folder / "summary.csv", folder / "differences.csv"]
-    with open(paths[0], "w", newline="") as f:
-        w = csv.writer(f)
+    with _atomic_csv(paths[0]) as w:
         w.writerow(["img_size", "model", "spd", "seed", *metrics, "train_time_s", "run_dir", "error"])
         for r in results:
             w.writerow([r.run.img_size, r.run.model.text, int(r.run.model.is_spd), r.run.seed,
                         *[_csv(r.scores.get(m)) for m in metrics], _csv(r.train_time), str(r.run.folder),
                         r.error or ""])
-    with open(paths[1], "w", newline="") as f:
-        w = csv.writer(f)
+    with _atomic_csv(paths[1]) as w:
         w.writerow(["img_size", "model", "spd", "matched_to", "n_seeds",
                     *[c for m in metrics for c in (f"{m}_mean", f"{m}_std")],
                     "params", "flops", "latency_ms", "train_time_s_mean"])
@@ -166,8 +175,7 @@ def write_csvs(folder: Path, results: list[Any], rows: list[ModelRow], diffs: li
                         r.summary(metrics[0]).n,
                         *[_csv(v) for m in metrics for v in (r.summary(m).mean, r.summary(m).std)],
                         r.params, r.flops, _csv(r.latency_ms), _csv(r.train_time.mean)])
-    with open(paths[2], "w", newline="") as f:
-        w = csv.writer(f)
+    with _atomic_csv(paths[2]) as w:
         w.writerow(["img_size", "spd_model", "baseline", "metric", "n_pairs", "difference", "ci95_low",
                     "ci95_high", "significant", "flops_ratio", "params_ratio"])
         for d in diffs:

@@ -5,7 +5,6 @@ processes (each optionally a torchrun group)."""
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import subprocess
@@ -20,6 +19,7 @@ from typing import Any
 import yaml
 
 from ..engine.hooks import Hook
+from ..utils.atomic import atomic_write_text
 from .specs import ModelSpec
 
 __all__ = ["Run", "RunResult", "StudyProgress", "all_finished", "execute_runs", "plan_runs", "run_folder"]
@@ -42,7 +42,10 @@ class Run:
 
 @dataclass
 class RunResult:
-    """A finished (or failed) run: its final metrics and training time (sum of epoch times)."""
+    """A finished (or failed) run: its final metrics and training time (sum of epoch times).
+
+    ``interrupted``: stopped by a signal (Ctrl-C, kill -TERM); running the study again resumes it.
+    """
 
     run: Run
     final: dict[str, Any] = field(default_factory=dict)
@@ -51,6 +54,7 @@ class RunResult:
     reused: bool = False
     scores: dict[str, float] = field(default_factory=dict)  # the study's metrics (filled by the caller)
     details: list[str] = field(default_factory=list)  # a failed run's log, last lines (the report lists them)
+    interrupted: bool = False
 
 
 def run_folder(study_dir: Path, img_size: int, model: ModelSpec, seed: int) -> Path:
@@ -80,8 +84,10 @@ def _train_time(folder: Path) -> float:
     path = folder / "results.csv"
     if not path.is_file():
         return float("nan")
-    with open(path, newline="") as f:
-        return float(sum(float(r.get("time") or 0) for r in csv.DictReader(f)))
+    from nostride.engine.results import read_results  # names padded as YOLOv5's in detection runs
+
+    # the training part of each epoch (files of earlier versions: "time" was that part alone)
+    return float(sum(float(r.get("time/train") or r.get("time") or 0) for r in read_results(path)))
 
 
 def _finished(run: Run) -> RunResult | None:
@@ -134,7 +140,9 @@ class StudyProgress:
             self.runs_done += 1
         if self.quiet:
             return
-        if result.error:
+        if result.interrupted:
+            what = "interrupted (running the same compare again resumes it)"
+        elif result.error:
             what = f"FAILED: {result.error}"
         else:
             split = result.final.get("test") or result.final.get("val") or {}
@@ -170,7 +178,22 @@ class _EpochHook(Hook):
         self.progress.epochs(1)
 
 
+def _busy(run: Run) -> RunResult | None:
+    """A failed result when another living process trains ``run``'s folder (e.g. a worker of a killed
+    compare, which outlives it): the folder is left to it, not trained twice at once."""
+    from ..engine.rundir import lock_holder
+
+    holder = lock_holder(run.folder)
+    if holder is None:
+        return None
+    return RunResult(run, error=f"{run.folder}: not started: the run folder is in use by {holder} "
+                                "(a worker of an interrupted compare?); run compare again when it has finished")
+
+
 def _run_in_process(run: Run, progress: StudyProgress) -> RunResult:
+    busy = _busy(run)
+    if busy is not None:
+        return busy
     last = run.folder / "weights" / "last.pt"
     hooks = [_EpochHook(progress)]
     run.folder.mkdir(parents=True, exist_ok=True)
@@ -208,20 +231,84 @@ def _train_command(run: Run, nproc: int) -> list[str]:
     config = run.folder / "compare_run.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
     keep = {k: v for k, v in run.options.items() if k not in ("project", "name", "exist_ok")}
-    config.write_text(yaml.safe_dump(keep, sort_keys=False))
+    atomic_write_text(config, yaml.safe_dump(keep, sort_keys=False))
     return launcher + ["-m", "nostride", "train", "--config", str(config), "--project", str(run.folder.parent),
                        "--name", run.folder.name, "--exist-ok"]
 
 
-def _run_subprocess(run: Run, progress: StudyProgress, nproc: int, env: dict[str, str]) -> RunResult:
+# exit statuses of a worker stopped by a signal: 130 (it handled SIGINT / SIGTERM / SIGHUP as Ctrl-C),
+# 128 + N from a shell or launcher, -N when the signal ended it
+_STOPPED = {130, 128 + 15, 128 + 1, -2, -15, -1}
+
+
+class Workers:
+    """The worker processes a study has running, so that stopping the study stops them too."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    def run(self, command: list[str], **kwargs: Any) -> int | None:
+        """Run ``command`` to its end; ``None`` when the study is stopping (nothing started)."""
+        with self.lock:
+            if self.stopping.is_set():
+                return None
+            proc = subprocess.Popen(command, **kwargs)
+            self.procs.append(proc)
+        try:
+            return proc.wait()
+        finally:
+            with self.lock:
+                self.procs.remove(proc)
+
+    def stop(self, grace: float = 2.0, timeout: float = 60.0) -> None:
+        """Stop every running worker: a moment to finish on its own (Ctrl-C reaches the whole process
+        group), then SIGTERM (each stops as on Ctrl-C, keeping last.pt), then SIGKILL after ``timeout``."""
+        self.stopping.set()
+        with self.lock:
+            procs = list(self.procs)
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            _wait(proc, deadline)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            if not _wait(proc, deadline):
+                proc.kill()
+                proc.wait()
+
+
+def _wait(proc: subprocess.Popen, deadline: float) -> bool:
+    try:
+        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _run_subprocess(run: Run, progress: StudyProgress, nproc: int, env: dict[str, str],
+                    workers: Workers) -> RunResult | None:
+    """The run trained by a worker process; ``None`` if the study stopped before it started."""
+    if workers.stopping.is_set():
+        return None
+    busy = _busy(run)
+    if busy is not None:
+        return busy
     run.folder.mkdir(parents=True, exist_ok=True)
     log = run.folder / "train.log"
     with open(log, "a") as f:
-        proc = subprocess.run(_train_command(run, nproc), stdout=f, stderr=subprocess.STDOUT, env=env)
+        status = workers.run(_train_command(run, nproc), stdout=f, stderr=subprocess.STDOUT, env=env)
+    if status is None:
+        return None
     result = _finished(run)
-    if proc.returncode != 0 or result is None:
+    if status != 0 or result is None:
+        if status in _STOPPED:  # not a failure: last.pt holds the run so far, the next compare resumes it
+            return RunResult(run, error="interrupted", interrupted=True)
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        return RunResult(run, error=f"exit status {proc.returncode} ({tail[0]}; see {log})")
+        return RunResult(run, error=f"exit status {status} ({tail[0]}; see {log})")
     progress.epochs(run.options["epochs"])
     result.reused = False
     return result
@@ -274,6 +361,7 @@ def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_
             free = [slots[k % len(slots)] for k in range(max(jobs, 1))]
             lock = threading.Lock()
             threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+            workers = Workers()
 
             def work(i: int) -> None:
                 with lock:
@@ -285,14 +373,21 @@ def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_
                 elif not os.environ.get("OMP_NUM_THREADS"):
                     env["OMP_NUM_THREADS"] = str(threads)
                 try:
-                    results[i] = _run_subprocess(run, progress, nproc_per_run, env)
-                    progress.finished(results[i], *metric, scale)
+                    results[i] = _run_subprocess(run, progress, nproc_per_run, env, workers)
+                    if results[i] is not None:
+                        progress.finished(results[i], *metric, scale)
                 finally:
                     with lock:
                         free.append(device)
 
-            with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
+            pool = ThreadPoolExecutor(max_workers=max(jobs, 1))
+            try:
                 list(pool.map(work, todo))
+            except BaseException:  # Ctrl-C, kill -TERM, kill -HUP: stop the workers before leaving
+                workers.stop()
+                raise
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
     finally:
         progress.close()
     return [r if r is not None else RunResult(runs[i], error="not run") for i, r in enumerate(results)]

@@ -117,6 +117,29 @@ def train(model: str | None = None, data: str | None = None, *, config: str | No
         hooks: extra :class:`nostride.engine.hooks.Hook` objects.
         **options: any :class:`TrainConfig` field (``epochs=10, batch_size=128, resume=True, ...``).
 
+    Defaults that depend on the task (detection's are YOLOv5's ``train.py`` and its ``scratch`` hyp file;
+    ``nostride train --help`` lists them too):
+
+    ==================  ==============  =========
+    option              classification  detection
+    ==================  ==============  =========
+    epochs              100             300
+    batch_size          64              16
+    img_size            native          640
+    lr                  0.1             0.01
+    lrf                 0               0.1
+    momentum            0.9             0.937
+    nesterov            False           True
+    schedule_unit       iter            epoch
+    warmup_epochs       0               3
+    warmup_momentum     None            0.8
+    warmup_bias_lr      None            0.1
+    warmup_min_iters    0               1000
+    nominal_batch_size  None            64
+    ema                 False           True
+    patience            None            100
+    ==================  ==============  =========
+
     Example:
         >>> import nostride
         >>> nostride.train("resnet18_cifar", "data/cifar10", epochs=30, batch_size=128)  # doctest: +SKIP

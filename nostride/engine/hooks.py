@@ -14,6 +14,7 @@ hook may read: ``trainer.epoch``, ``trainer.iter`` (global batch index), ``train
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from nostride.checkpoint import save_checkpoint
@@ -69,10 +70,12 @@ class EvalHook(Hook):
 
     def after_epoch(self, trainer: "Trainer") -> None:
         if trainer.val_loader is None:
-            trainer.metrics, trainer.fitness = {}, None
+            trainer.metrics, trainer.fitness, trainer._val_time = {}, None, 0.0
             return
+        t0 = time.time()
         trainer.metrics = trainer.evaluate(trainer.val_loader)
         trainer.fitness = float(trainer.task.fitness(trainer.metrics))
+        trainer._val_time = time.time() - t0
 
 
 class CheckpointHook(Hook):

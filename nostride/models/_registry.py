@@ -82,7 +82,11 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     Args:
         name: a name from :func:`list_models`.
         **kwargs: passed to the builder (e.g. ``num_classes``); ``None`` values are dropped so
-            callers can forward optional CLI arguments unchanged.
+            callers can forward optional CLI arguments unchanged. One keyword is the registry's own:
+            ``down``, a downsampling operator (``"hwd"``, ``"blurpool"``, ... see
+            :func:`nostride.layers.list_downsample_ops`): every downsampling site of the network
+            (strided conv or pool) uses it, trained from scratch, the rest is unchanged
+            (:func:`nostride.convert_downsampling` with ``init="random"``).
 
     Returns:
         The model, with attributes ``model_name`` (its registry name) and ``model_kwargs`` (the
@@ -90,8 +94,37 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     """
     info = model_info(name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    down = kwargs.pop("down", None)
     model = info.builder(**kwargs)
+    if down is not None:
+        model = _with_downsampling(model, name, str(down))
+        kwargs["down"] = str(down)
     model.model_name = name
     model.model_kwargs = dict(kwargs)
     model.task = info.task
+    return model
+
+
+def _with_downsampling(model: nn.Module, name: str, down: str) -> nn.Module:
+    """``model`` with every downsampling site using operator ``down`` (fresh weights)."""
+    import warnings
+
+    from ..convert import convert_downsampling, downsampling_sites
+    from ..layers import downsample_op
+
+    op = downsample_op(down).name  # unknown names list the known ones
+    if not downsampling_sites(model):
+        raise ValueError(f"model {name!r} has no downsampling sites (strided convolutions or pooling layers), "
+                         f"so down={down!r} has nothing to replace")
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    channels = first.in_channels if first is not None else 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # layers it cannot serve are in the report (create_model(...).down_report)
+        model, report = convert_downsampling(model, op, init="random", example_input=(1, channels, 64, 64),
+                                             inplace=True)
+    # create_model's kwargs (down=...) rebuild the conversion; a checkpoint must not apply it twice
+    for attr in ("spdify_options", "downsample_options"):
+        if hasattr(model, attr):
+            delattr(model, attr)
+    model.down_report = report
     return model

@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write_text
+
 __all__ = ["json_safe", "write_json"]
 
 
@@ -47,5 +49,5 @@ def write_json(path: str | os.PathLike, obj: dict[str, Any], reason: str | None 
     if undefined:
         safe["undefined"] = {"metrics": undefined,
                              "why": reason or "not a finite number (e.g. the model's outputs are NaN, or no samples)"}
-    Path(path).write_text(json.dumps(safe, indent=indent, allow_nan=False, default=str))
+    atomic_write_text(path, json.dumps(safe, indent=indent, allow_nan=False, default=str))
     return list(undefined)

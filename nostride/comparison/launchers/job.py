@@ -16,7 +16,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..study import Run, RunResult, StudyProgress, _finished, _run_in_process, _run_subprocess
+from ..study import Run, RunResult, StudyProgress, Workers, _finished, _run_in_process, _run_subprocess
 from . import log_tail
 
 __all__ = ["RunJob", "run_job", "ENV_PREFIXES"]
@@ -69,7 +69,8 @@ def run_job(job: RunJob) -> RunResult:
         env = dict(os.environ)
         if job.threads:
             env["OMP_NUM_THREADS"] = str(job.threads)
-        result = _run_subprocess(run, progress, job.nproc, env)
+        result = _run_subprocess(run, progress, job.nproc, env, Workers()) or \
+            RunResult(run, error="interrupted", interrupted=True)
     else:
         if job.threads:
             import torch

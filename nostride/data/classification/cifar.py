@@ -65,7 +65,14 @@ def _read_batch(path: Path, num_classes: int) -> tuple[torch.Tensor, torch.Tenso
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         shape = getattr(data, "shape", None)
         raise ValueError(f"{path}: b'data' must be a uint8 array (N, 3072), got {type(data).__name__} {shape}")
-    labels = np.asarray(batch["labels"], dtype=np.int64)
+    raw = batch["labels"]
+    try:
+        if not isinstance(raw, (list, tuple, np.ndarray)) or any(isinstance(v, (str, bytes)) for v in raw):
+            raise TypeError
+        labels = np.asarray(raw, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{path}: b'labels' must be a list of whole-number class ids, got "
+                         f"{type(raw).__name__} {str(raw)[:60]}") from None
     if labels.shape != (data.shape[0],):
         raise ValueError(f"{path}: {data.shape[0]} images but {labels.size} labels")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):

@@ -4,8 +4,8 @@ The cache is keyed by a hash of the image and label file lists with each file's 
 modification time: adding, removing or editing any file invalidates it. It is written next to the
 labels (``labels/val2017.nostride-cache.npz``, beside YOLOv5's own ``val2017.cache``) when that
 folder is writable (a folder without write permission bits counts as read-only even for root),
-else into the user cache folder (``$NOSTRIDE_CACHE_DIR``, else
-``$XDG_CACHE_HOME/nostride``, else ``~/.cache/nostride``), so read-only datasets work. Writes are
+else into the user cache folder (:func:`nostride.utils.cache.user_cache_dir`: ``$NOSTRIDE_CACHE``,
+else ``$XDG_CACHE_HOME/nostride``, else ``~/.cache/nostride``), so read-only datasets work. Writes are
 atomic (a temporary file then a rename).
 """
 
@@ -20,18 +20,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ...utils.cache import user_cache_dir
+
 __all__ = ["CACHE_VERSION", "files_hash", "cache_locations", "load_cache", "save_cache", "user_cache_dir"]
 
 CACHE_VERSION = "nostride-labels-1"
-
-
-def user_cache_dir() -> Path:
-    """nostride's per-user cache folder."""
-    env = os.environ.get("NOSTRIDE_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "nostride"
 
 
 def files_hash(files: Sequence[str | os.PathLike]) -> str:

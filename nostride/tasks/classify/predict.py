@@ -281,19 +281,22 @@ def save_predictions(results: list[dict[str, Any]], folder: str | Path, **info: 
     """Write ``predictions.json`` (``info`` plus one entry per image) and ``predictions.csv`` (one row per
     image and rank: ``path, rank, class_index, class_name, probability``) to ``folder``."""
     import csv
+    import io
     import json
 
+    from ...utils.atomic import atomic_write_text
     from ...utils.numbers import round_sig
 
     folder = Path(folder)
     images = [{"path": r["path"], "topk": [{"class_index": int(i), "class_name": name, "probability": round_sig(float(p))}
                                            for i, name, p in r["topk"]]} for r in results]
     json_path, csv_path = folder / "predictions.json", folder / "predictions.csv"
-    json_path.write_text(json.dumps({**info, "images": images}, indent=1))
-    with open(csv_path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "rank", "class_index", "class_name", "probability"])
-        for image in images:
-            for rank, t in enumerate(image["topk"], 1):
-                w.writerow([image["path"], rank, t["class_index"], t["class_name"], t["probability"]])
+    atomic_write_text(json_path, json.dumps({**info, "images": images}, indent=1))
+    buffer = io.StringIO(newline="")
+    w = csv.writer(buffer)
+    w.writerow(["path", "rank", "class_index", "class_name", "probability"])
+    for image in images:
+        for rank, t in enumerate(image["topk"], 1):
+            w.writerow([image["path"], rank, t["class_index"], t["class_name"], t["probability"]])
+    atomic_write_text(csv_path, buffer.getvalue())
     return json_path, csv_path

@@ -26,8 +26,9 @@ from torch import nn
 from ...data.detection.dataset import DetectionDataset
 from ...data.detection.dataset_yaml import DetectionDataConfig, load_data_yaml
 from ...data.detection.val_loader import build_val_loader
+from ...utils.atomic import atomic_write_text
 from ...utils.device import select_device
-from ...utils.paths import increment_path
+from ...utils.paths import increment_path, removing_empty_run_folders
 from .coco_eval import coco_summary, coco_target
 from .evaluator import DetectionEvaluator, to_original, val_nms
 
@@ -236,14 +237,14 @@ def evaluate_detector(
     json_path = None
     if save_json and out_dir is not None and rank == 0:
         json_path = out_dir / "predictions.json"
-        json_path.write_text(json.dumps(evaluator.jdict))
+        atomic_write_text(json_path, json.dumps(evaluator.jdict))
     if target is not None:
         evaluated = sorted(set(image_ids))  # every image of the split (all ranks' shards)
         metrics["coco"] = coco_summary(target.gt, evaluator.jdict, image_ids=evaluated) if rank == 0 else None
         metrics["coco_ground_truth"] = str(target.gt) if isinstance(target.gt, Path) else "built from YOLO labels"
     if out_dir is not None and rank == 0:
         record = {k: v for k, v in metrics.items()}
-        (out_dir / METRICS_FILE).write_text(json.dumps(_json_safe(record), indent=1, allow_nan=False))
+        atomic_write_text(out_dir / METRICS_FILE, json.dumps(_json_safe(record), indent=1, allow_nan=False))
         if plots:
             from .plots import plot_all
 
@@ -300,6 +301,7 @@ def format_results(metrics: dict[str, Any], names: Sequence[str] | None = None, 
     return "\n".join(lines)
 
 
+@removing_empty_run_folders()
 def validate(
     weights: nn.Module | dict | str | os.PathLike,
     data: str | os.PathLike | dict | DetectionDataConfig | DetectionDataset,
@@ -339,7 +341,7 @@ def validate(
         if path.exists():
             record = json.loads(path.read_text())
             record["weights"] = metrics["weights"]
-            path.write_text(json.dumps(record, indent=1, allow_nan=False))
+            atomic_write_text(path, json.dumps(record, indent=1, allow_nan=False))
         print(f"results saved to {save_dir}", file=sys.stderr)
     return metrics
 

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from ...checkpoint import model_from_checkpoint, model_or_checkpoint, recorded_option
 from ...data.detection.letterbox import scale_boxes
 from ...data.io import list_images
+from ...utils.atomic import atomic_write_text
 from ...utils.device import select_device
 from ...utils.paths import increment_path
 from .detections import Detections
@@ -256,8 +257,7 @@ def run_cli(args: argparse.Namespace, ckpt: dict[str, Any]) -> int:
         "images": records,
         "skipped": skipped,
     }
-    with open(save_dir / "predictions.json", "w") as f:
-        json.dump(summary, f, indent=1)
+    atomic_write_text(save_dir / "predictions.json", json.dumps(summary, indent=1))
     n_det = sum(len(r["detections"]) for r in records)
     from nostride.utils.numbers import plural
 

@@ -1,0 +1,98 @@
+"""What a test run may not touch: the checkout, the shared datasets and the user's caches.
+
+``isolate_environment`` points every cache and settings variable nostride and its optional
+packages read (nostride, XDG, torch hub, Hugging Face, Keras, matplotlib, ultralytics) at one
+temporary folder for the whole run, so nothing lands in the user's home. ``snapshot`` records the
+files of the folders a run must leave alone; ``changes`` names what differs afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["CACHE_VARIABLES", "changes", "isolate_environment", "shadow_tree", "snapshot", "user_cache_folders"]
+
+# variable -> sub-folder of the run's temporary folder
+CACHE_VARIABLES = {
+    "NOSTRIDE_CACHE": "nostride",
+    "XDG_CACHE_HOME": "xdg-cache",
+    "XDG_CONFIG_HOME": "xdg-config",
+    "XDG_DATA_HOME": "xdg-data",
+    "TORCH_HOME": "torch",
+    "HF_HOME": "huggingface",
+    "KERAS_HOME": "keras",
+    "MPLCONFIGDIR": "matplotlib",
+    "YOLO_CONFIG_DIR": "ultralytics",  # ultralytics' settings.json and fonts
+}
+# folders (beside the checkout) that the tests' own bookkeeping may write
+_RUN_ARTEFACTS = {".pytest_cache", "__pycache__", ".git", ".venv"}
+
+
+def user_cache_folders(environ: dict[str, str] | None = None) -> list[Path]:
+    """The user's cache and settings folders the packages above would write to, as they resolve now."""
+    env = dict(os.environ if environ is None else environ)
+    home = Path.home()
+    cache = Path(env.get("XDG_CACHE_HOME") or home / ".cache")
+    config = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
+    folders = [Path(env.get("NOSTRIDE_CACHE") or cache / "nostride"), cache / "torch", cache / "huggingface",
+               cache / "matplotlib", config / "matplotlib", config / "Ultralytics", home / ".keras"]
+    for var in ("TORCH_HOME", "HF_HOME", "KERAS_HOME", "MPLCONFIGDIR", "YOLO_CONFIG_DIR"):
+        if env.get(var):
+            folders.append(Path(env[var]))
+    return list(dict.fromkeys(folders))
+
+
+def isolate_environment(root: Path) -> dict[str, str]:
+    """Set every variable of :data:`CACHE_VARIABLES` to a folder below ``root``; returns the old values
+    (``""`` for unset ones)."""
+    old = {}
+    for var, sub in CACHE_VARIABLES.items():
+        old[var] = os.environ.get(var, "")
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        os.environ[var] = str(root / sub)
+    os.environ.setdefault("YOLO_OFFLINE", "1")  # never contact the network
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    return old
+
+
+def snapshot(folders: list[Path], skip: set[str] = _RUN_ARTEFACTS) -> dict[str, tuple[int, int]]:
+    """path -> (size, modification time) of every file and folder below ``folders`` (absent ones
+    count as empty), leaving out folders named in ``skip``."""
+    out: dict[str, tuple[int, int]] = {}
+    for folder in folders:
+        if not folder.exists():
+            continue
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames[:] = [d for d in dirnames if d not in skip]
+            for name in filenames + dirnames:
+                p = os.path.join(dirpath, name)
+                try:
+                    st = os.lstat(p)
+                except OSError:
+                    continue
+                out[p] = (st.st_size if not os.path.isdir(p) else 0, st.st_mtime_ns)
+    return out
+
+
+def changes(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> list[str]:
+    """``"added X"``, ``"removed X"``, ``"changed X"`` lines (folders whose listing changed show up as
+    changed; their new files as added)."""
+    lines = [f"added {p}" for p in sorted(after.keys() - before.keys())]
+    lines += [f"removed {p}" for p in sorted(before.keys() - after.keys())]
+    lines += [f"changed {p}" for p in sorted(before.keys() & after.keys())
+              if before[p] != after[p] and not os.path.isdir(p)]
+    return lines
+
+
+def shadow_tree(src: Path, dst: Path) -> Path:
+    """``dst`` laid out as ``src`` with real folders and symbolic links to its files: reads see the
+    real data, files that tools write beside it (label caches) land in ``dst``."""
+    for dirpath, dirnames, filenames in os.walk(src):
+        rel = Path(dirpath).relative_to(src)
+        (dst / rel).mkdir(parents=True, exist_ok=True)
+        for name in filenames:
+            link = dst / rel / name
+            if not link.exists():
+                link.symlink_to(Path(dirpath) / name)
+    return dst
