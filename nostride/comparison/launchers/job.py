@@ -16,6 +16,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...utils.atomic import atomic_write_text
 from ..study import Run, RunResult, StudyProgress, Workers, _finished, _run_in_process, _run_subprocess
 from . import log_tail
 
@@ -94,4 +95,4 @@ def _write_environment(run: Run, job: RunJob) -> None:
     record = {"host": socket.gethostname(), "platform": platform.platform(), "versions": versions(),
               "nproc": job.nproc, "threads": job.threads or None,
               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
-    (Path(run.folder) / "environment.json").write_text(json.dumps(record, indent=2))
+    atomic_write_text(Path(run.folder) / "environment.json", json.dumps(record, indent=2))

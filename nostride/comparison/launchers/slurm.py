@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+from ...utils.atomic import atomic_write_text
 from ..study import Run, RunResult
 from . import Launcher, LauncherUnavailable, log_tail
 from .job import RunJob, run_job, submitter_env
@@ -178,7 +179,7 @@ class SlurmLauncher(Launcher):
         run.folder.mkdir(parents=True, exist_ok=True)
         record = {"launcher": self.name, "cluster": self.cluster, "job_id": str(job.job_id),
                   "folder": str(job.paths.folder), "name": self.job_name(run)}
-        (run.folder / RECORD).write_text(json.dumps(record, indent=2))
+        atomic_write_text(run.folder / RECORD, json.dumps(record, indent=2))
         return job
 
     def _running_job(self, run: Run) -> Any:
