@@ -178,6 +178,14 @@ def _reject_unknown(parser: Parser, args: argparse.Namespace, extras: list[str])
     target.error(text)
 
 
+_INVOKED: list[str] = []
+
+
+def invoked_argv() -> list[str]:
+    """The arguments of the running ``nostride`` command, as typed (after the program name)."""
+    return list(_INVOKED)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nostride`` console script; returns the exit status."""
     for stream in (sys.stdout, sys.stderr):
@@ -189,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
+    _INVOKED[:] = list(sys.argv[1:] if argv is None else argv)  # the exact command (a study's report records it)
     if extras:
         _reject_unknown(parser, args, extras)
     if not getattr(args, "func", None):

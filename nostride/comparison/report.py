@@ -15,7 +15,8 @@ from ..utils.atomic import atomic_write_text
 from .specs import ModelSpec
 from .stats import PairedDifference, Summary, paired_difference, summarize
 
-__all__ = ["ModelRow", "DifferenceRow", "build_rows", "build_differences", "markdown_report", "write_csvs"]
+__all__ = ["ModelRow", "DifferenceRow", "build_rows", "build_differences", "markdown_report", "write_csvs",
+           "failures_markdown"]
 
 
 @dataclass
@@ -131,6 +132,19 @@ def markdown_report(rows: list[ModelRow], diffs: list[DifferenceRow], metric_lab
                     d.spd.spec.label, d.baseline.spec.label, metric_labels[d.metric], d.diff.format(digits),
                     d.diff.verdict(), f"{d.flops_ratio:.2f}x", f"{d.params_ratio:.2f}x"]) + " |")
         lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def failures_markdown(results: list[Any]) -> str:
+    """The failed runs, each with its error and its log's last lines ("" when none failed)."""
+    failed = [r for r in results if r.error]
+    if not failed:
+        return ""
+    lines = ["", f"### Failed runs ({len(failed)}, left out of the statistics)", ""]
+    for r in failed:
+        lines.append(f"- {r.run.title}: {r.error}")
+        if getattr(r, "details", None):
+            lines += ["", "  ```text", *[f"  {line}" for line in r.details], "  ```", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -23,7 +23,7 @@ from ..utils.atomic import atomic_write_text
 from .specs import ModelSpec
 from .workers import STOPPED_STATUSES, Workers
 
-__all__ = ["Run", "RunResult", "StudyProgress", "execute_runs", "plan_runs", "run_folder"]
+__all__ = ["Run", "RunResult", "StudyProgress", "all_finished", "execute_runs", "plan_runs", "run_folder"]
 
 
 @dataclass
@@ -54,6 +54,7 @@ class RunResult:
     error: str | None = None
     reused: bool = False
     scores: dict[str, float] = field(default_factory=dict)  # the study's metrics (filled by the caller)
+    details: list[str] = field(default_factory=list)  # a failed run's log, last lines (the report lists them)
     interrupted: bool = False
 
 
@@ -99,6 +100,11 @@ def _finished(run: Run) -> RunResult | None:
     except (OSError, ValueError):
         return None
     return RunResult(run, final, _train_time(run.folder), reused=True)
+
+
+def all_finished(runs: list[Run]) -> bool:
+    """Whether every run's folder holds its final metrics."""
+    return all(_finished(run) is not None for run in runs)
 
 
 class StudyProgress:
@@ -317,7 +323,7 @@ def _run_subprocess(run: Run, progress: StudyProgress, nproc: int, env: dict[str
 
 def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_per_run: int = 1,
                  devices: list[str] | None = None, quiet: bool = False, scale: float = 1.0,
-                 digits: int = 2) -> list[RunResult]:
+                 digits: int = 2, launcher: Any = None) -> list[RunResult]:
     """Run what is not finished yet; returns one result per run, in ``runs`` order.
 
     Args:
@@ -327,6 +333,8 @@ def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_
             ``nostride train`` worker processes (on CPU each gets ``cpu_count // jobs`` threads).
         nproc_per_run: processes per run (a torchrun group, e.g. one per GPU).
         devices: devices handed out to concurrent runs in turn (``["cuda:0", "cuda:1"]``).
+        launcher: a :class:`~nostride.comparison.launchers.Launcher` that trains the unfinished runs
+            elsewhere (a Slurm or Ray cluster) instead of ``jobs`` / ``devices`` here.
     """
     progress = StudyProgress(sum(r.options["epochs"] for r in runs), len(runs), quiet)
     results: list[RunResult | None] = [None] * len(runs)
@@ -340,7 +348,15 @@ def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_
         else:
             todo.append(i)
     try:
-        if jobs <= 1 and nproc_per_run <= 1:
+        if launcher is not None:
+            def came_back(result: RunResult) -> None:
+                if not result.error:
+                    progress.epochs(result.run.options["epochs"], trained=not result.reused)
+                progress.finished(result, *metric, scale, digits)
+
+            for i, result in zip(todo, launcher.launch([runs[i] for i in todo], came_back)):
+                results[i] = result
+        elif jobs <= 1 and nproc_per_run <= 1:
             for i in todo:
                 run = runs[i]
                 if devices:
