@@ -326,22 +326,18 @@ class _DetectHook:
 
     def after_train(self, trainer: Any) -> None:
         self.task.final = True
-        if self.task.val_index is not None and self.task._is_coco() and trainer.best_path.is_file():
+        if self.task.val_index is not None and self.task._is_coco():
             self._coco_eval(trainer)
 
     def _coco_eval(self, trainer: Any) -> None:
         """COCO data: best.pt once more through pycocotools (IoU 0.65, as the reference's train.py)."""
         import json
 
-        import torch.distributed as dist
-
-        from nostride.checkpoint import load_checkpoint, model_from_checkpoint
-
         from .evaluate import evaluate_detector
 
-        if dist.is_available() and dist.is_initialized():
-            dist.barrier()  # rank 0 has written best.pt
-        model = model_from_checkpoint(load_checkpoint(trainer.best_path, trainer.device)).to(trainer.device)
+        model = trainer.best_model()  # the same answer on every rank, so all ranks evaluate or none
+        if model is None:
+            return
         out = evaluate_detector(model, self.task.val_index, img_size=self.task.img_size,
                                 batch_size=trainer.batch_per_rank, iou=FINAL_IOU_COCO, device=trainer.device,
                                 workers=trainer.cfg.workers, save_dir=trainer.run_dir / "best_coco", plots=False,
