@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .convert.fuse import fuse as fuse_model
+from .layers import fixed_size_graph
 from .utils.outputs import output_tensors
 
 __all__ = ["EXPORT_FORMATS", "ExportCheckError", "ExportFormat", "export", "export_onnx", "export_torchscript"]
@@ -104,18 +105,20 @@ def export_onnx(
             # the legacy exporter's deprecation notice is expected when asked for explicitly
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=FutureWarning)
-            torch.onnx.export(
-                net,
-                (example,),
-                str(path),
-                input_names=["images"],
-                output_names=output_names,
-                opset_version=opset,
-                dynamo=dynamo,
-                external_data=False,
-                verbose=verbose,
-                **kwargs,
-            )
+            recording = fixed_size_graph() if not dynamic else contextlib.nullcontext()
+            with recording:  # a fixed-size graph pads only where the example needs it
+                torch.onnx.export(
+                    net,
+                    (example,),
+                    str(path),
+                    input_names=["images"],
+                    output_names=output_names,
+                    opset_version=opset,
+                    dynamo=dynamo,
+                    external_data=False,
+                    verbose=verbose,
+                    **kwargs,
+                )
         if simplify:
             import onnxscript.optimizer
 
