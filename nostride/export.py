@@ -29,7 +29,8 @@ from .convert.fuse import fuse as fuse_model
 from .layers import fixed_size_graph
 from .utils.outputs import output_tensors
 
-__all__ = ["EXPORT_FORMATS", "ExportCheckError", "ExportFormat", "export", "export_onnx", "export_torchscript"]
+__all__ = ["EXPORT_FORMATS", "ExportCheckError", "ExportFormat", "export", "export_onnx", "export_torchscript",
+           "onnx_providers"]
 
 Shape = Sequence[int]
 
@@ -52,6 +53,7 @@ def export_onnx(
     rtol: float = 1e-3,
     dynamo: bool = True,
     verbose: bool = False,
+    half: bool = False,
 ) -> Path:
     """Export ``model`` to an ONNX file and (by default) check it against PyTorch.
 
@@ -73,6 +75,9 @@ def export_onnx(
         atol, rtol: tolerances of the check.
         dynamo: use the torch.export-based exporter (default) or the legacy TorchScript one.
         verbose: let the exporter print its progress.
+        half: a float16 graph (weights, input and outputs), exported from the model on its CUDA
+            device (float16 convolutions need one); the check then runs ONNX Runtime's CUDA
+            provider when it is installed, with float16 tolerances (at least 0.05 absolute, 1 %).
 
     Returns:
         The path written.
@@ -85,8 +90,15 @@ def export_onnx(
 
     path = _prepare_path(path)
     inputs = torch.randn(*input_shape)
-    with _export_mode(model, fuse) as net:
+    if half and _device_of(model).type != "cuda":
+        raise ValueError(f"a float16 (half) export needs the model on a CUDA device, it is on {_device_of(model)} "
+                         "(float16 convolutions run on GPUs)")
+    with _export_mode(model if not half or fuse else copy.deepcopy(model), fuse) as net:
         device = _device_of(net)
+        if half:
+            net.half()
+            inputs = inputs.half()
+            atol, rtol = max(atol, 0.05), max(rtol, 0.01)
         example = inputs.to(device)
         with torch.no_grad():
             output_names = [f"output{i}" for i in range(len(output_tensors(net(example))))]
@@ -126,7 +138,7 @@ def export_onnx(
         if check:
             onnx.checker.check_model(str(path), full_check=True)
             shapes = [tuple(input_shape), *_check_shapes(input_shape, dynamic, check_shapes)]
-            _check_onnx(net, path, shapes, atol, rtol, device)
+            _check_onnx(net, path, shapes, atol, rtol, device, torch.float16 if half else torch.float32)
     return path
 
 
@@ -254,16 +266,26 @@ def _check_shapes(input_shape: Shape, dynamic: bool, check_shapes: Sequence[Shap
     return [(n + 1, c, h + 32, w + 32)]
 
 
-def _check_onnx(net: nn.Module, path: Path, shapes: list[tuple], atol: float, rtol: float, device) -> None:
+def onnx_providers(device: torch.device) -> list[str]:
+    """ONNX Runtime providers for a model on ``device``: CUDA's first when the model is on a GPU
+    and the installed onnxruntime has it (onnxruntime-gpu), then the CPU's."""
+    import onnxruntime
+
+    cuda = device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    return (["CUDAExecutionProvider"] if cuda else []) + ["CPUExecutionProvider"]
+
+
+def _check_onnx(net: nn.Module, path: Path, shapes: list[tuple], atol: float, rtol: float, device,
+                dtype: torch.dtype = torch.float32) -> None:
     if importlib.util.find_spec("onnxruntime") is None:
         warnings.warn("onnxruntime is not installed: the exported ONNX file was validated but not run")
         return
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(str(path), providers=onnx_providers(torch.device(device)))
     name = session.get_inputs()[0].name
     for shape in shapes:
-        x = torch.randn(*shape)
+        x = torch.randn(*shape).to(dtype)
         with torch.no_grad():
             expected = output_tensors(net(x.to(device)))
         try:

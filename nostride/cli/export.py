@@ -24,6 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dynamic", action="store_true", help="ONNX: dynamic batch, height and width")
     p.add_argument("--no-fuse", dest="fuse", action="store_false", help="export the unfused model")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset")
+    p.add_argument("--half", action="store_true", help="ONNX: a float16 graph, exported on a GPU (needs --device cuda)")
+    p.add_argument("--device", default="cpu", help="where the model runs for the export and its check: cpu, cuda, "
+                   "cuda:N (default cpu)")
     p.add_argument("--no-check", dest="check", action="store_false", help="skip the check against PyTorch")
     p.add_argument("--nms", action="store_true",
                    help="detectors, ONNX: NMS in the graph, output (n, 7) [image, x1, y1, x2, y2, conf, class] (default: off)")
@@ -55,8 +58,15 @@ def run(args: argparse.Namespace) -> int:
     from nostride.checkpoint import load_checkpoint, model_from_checkpoint
     from nostride.export import EXPORT_FORMATS, export
 
+    from nostride.utils.device import select_device
+
+    if args.half and args.format != "onnx":
+        raise ValueError("--half applies to ONNX only")
+    device = select_device(args.device)
+    if args.half and device.type != "cuda":
+        raise ValueError(f"--half needs a CUDA device (--device cuda), got {device}: float16 convolutions run on GPUs")
     ckpt = load_checkpoint(args.weights)
-    model = model_from_checkpoint(ckpt)
+    model = model_from_checkpoint(ckpt).to(device)
     size = args.img_size or [_default_size(ckpt)]
     if len(size) not in (1, 2):
         raise ValueError(f"--img-size takes one or two numbers, got {size}")
@@ -78,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         args.fuse = False
     kwargs = dict(input_shape=shape, fuse=args.fuse, check=args.check)
     if args.format == "onnx":
-        kwargs.update(dynamic=args.dynamic, opset=args.opset)
+        kwargs.update(dynamic=args.dynamic, opset=args.opset, half=args.half)
     elif args.dynamic:
         raise ValueError("--dynamic applies to ONNX only")
     if args.nms:
@@ -93,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         checked = "checked: valid ONNX, runs in ONNX Runtime"
     print(
         f"{ckpt['model_name'] or ckpt.get('source_model')}: {args.format} export of input {tuple(shape)}"
-        f"{' (dynamic)' if args.dynamic else ''}, {'fused' if args.fuse or args.nms else 'unfused'}"
+        f"{' (dynamic)' if args.dynamic else ''}{', float16' if args.half else ''}, "
+        f"{'fused' if args.fuse or args.nms else 'unfused'}"
         f"{', NMS in the graph' if args.nms else ''}, {checked} -> "
         f"{path} ({size_mb:.1f} MB)"
     )
