@@ -28,9 +28,11 @@ from torch import nn
 
 from .convert.fuse import fuse as fuse_model
 from .utils.atomic import atomic_output, check_output_path
+from .layers import fixed_size_graph
 from .utils.outputs import output_tensors
 
-__all__ = ["EXPORT_FORMATS", "ExportCheckError", "ExportFormat", "export", "export_onnx", "export_torchscript"]
+__all__ = ["EXPORT_FORMATS", "ExportCheckError", "ExportFormat", "export", "export_onnx", "export_torchscript",
+           "onnx_providers"]
 
 Shape = Sequence[int]
 
@@ -57,6 +59,7 @@ def export_onnx(
     dynamo: bool = True,
     verbose: bool = False,
     metadata: dict | None = None,
+    half: bool = False,
 ) -> Path:
     """Export ``model`` to an ONNX file and (by default) check it against PyTorch.
 
@@ -80,6 +83,9 @@ def export_onnx(
         verbose: let the exporter print its progress.
         metadata: JSON data stored in the file's ``metadata_props`` under ``"nostride"`` (``nostride
             export`` records the task, class names and input size there, see :mod:`nostride.exported`).
+        half: a float16 graph (weights, input and outputs), exported from the model on its CUDA
+            device (float16 convolutions need one); the check then runs ONNX Runtime's CUDA
+            provider when it is installed, with float16 tolerances (at least 0.05 absolute, 1 %).
 
     Returns:
         The path written.
@@ -100,8 +106,15 @@ def export_onnx(
     # written aside and checked there, then renamed over ``path``: a kill, a full disk or a failed
     # check leaves the previous file (or none), never a torn or unverified one
     inputs = torch.randn(*input_shape)
-    with _export_mode(model, fuse) as net, atomic_output(path) as tmp:
+    if half and _device_of(model).type != "cuda":
+        raise ValueError(f"a float16 (half) export needs the model on a CUDA device, it is on {_device_of(model)} "
+                         "(float16 convolutions run on GPUs)")
+    with _export_mode(model if not half or fuse else copy.deepcopy(model), fuse) as net, atomic_output(path) as tmp:
         device = _device_of(net)
+        if half:
+            net.half()
+            inputs = inputs.half()
+            atol, rtol = max(atol, 0.05), max(rtol, 0.01)
         example = inputs.to(device)
         with torch.no_grad():
             output_names = [f"output{i}" for i in range(len(output_tensors(net(example))))]
@@ -120,18 +133,20 @@ def export_onnx(
             # the legacy exporter's deprecation notice is expected when asked for explicitly
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=FutureWarning)
-            torch.onnx.export(
-                net,
-                (example,),
-                str(tmp),
-                input_names=["images"],
-                output_names=output_names,
-                opset_version=opset,
-                dynamo=dynamo,
-                external_data=False,
-                verbose=verbose,
-                **kwargs,
-            )
+            recording = fixed_size_graph() if not dynamic else contextlib.nullcontext()
+            with recording:  # a fixed-size graph pads only where the example needs it
+                torch.onnx.export(
+                    net,
+                    (example,),
+                    str(tmp),
+                    input_names=["images"],
+                    output_names=output_names,
+                    opset_version=opset,
+                    dynamo=dynamo,
+                    external_data=False,
+                    verbose=verbose,
+                    **kwargs,
+                )
         _check_opset(tmp, opset)
         if simplify:
             import onnxscript.optimizer
@@ -147,7 +162,7 @@ def export_onnx(
         if check:
             onnx.checker.check_model(str(tmp), full_check=True)
             shapes = [tuple(input_shape), *_check_shapes(input_shape, dynamic, check_shapes)]
-            _check_onnx(net, tmp, shapes, atol, rtol, device, shown=path)
+            _check_onnx(net, tmp, shapes, atol, rtol, device, torch.float16 if half else torch.float32, shown=path)
     return path
 
 
@@ -299,17 +314,26 @@ def _check_shapes(input_shape: Shape, dynamic: bool, check_shapes: Sequence[Shap
     return [(n + 1, c, h + 32, w + 32)]
 
 
+def onnx_providers(device: torch.device) -> list[str]:
+    """ONNX Runtime providers for a model on ``device``: CUDA's first when the model is on a GPU
+    and the installed onnxruntime has it (onnxruntime-gpu), then the CPU's."""
+    import onnxruntime
+
+    cuda = device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    return (["CUDAExecutionProvider"] if cuda else []) + ["CPUExecutionProvider"]
+
+
 def _check_onnx(net: nn.Module, path: Path, shapes: list[tuple], atol: float, rtol: float, device,
-                shown: Path | None = None) -> None:
+                dtype: torch.dtype = torch.float32, shown: Path | None = None) -> None:
     if importlib.util.find_spec("onnxruntime") is None:
         warnings.warn("onnxruntime is not installed: the exported ONNX file was validated but not run")
         return
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(str(path), providers=onnx_providers(torch.device(device)))
     name = session.get_inputs()[0].name
     for shape in shapes:
-        x = torch.randn(*shape)
+        x = torch.randn(*shape).to(dtype)
         with torch.no_grad():
             expected = output_tensors(net(x.to(device)))
         try:

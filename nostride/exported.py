@@ -227,6 +227,8 @@ def export_weights(
     iou: float = 0.45,
     max_det: int = 300,
     verbose: bool = True,
+    half: bool = False,
+    device: str | None = "cpu",
 ) -> Path:
     """Export a checkpoint (or a YOLOv5 ``.pt``) as ``nostride export`` does; returns the file written.
 
@@ -243,6 +245,8 @@ def export_weights(
         check: compare the file's outputs with PyTorch's.
         nms, conf, iou, max_det: detectors, ONNX: NMS in the graph (output ``(n, 7)``).
         verbose: print the one-line summary.
+        half: ONNX only: a float16 graph, exported from the model on a CUDA ``device``.
+        device: where the model runs for the export and its check (``cpu``, ``cuda``, ``cuda:N``).
 
     The file records the task, class names, training options and input shape (:func:`export_metadata`),
     so ``nostride val`` and ``nostride predict`` run it.
@@ -254,6 +258,13 @@ def export_weights(
 
     if output is not None:
         check_output_path(output)  # before the work: a folder, device or FIFO is never replaced by a file
+    from nostride.utils.device import select_device
+
+    if half and format != "onnx":
+        raise ValueError("--half applies to ONNX only")
+    dev = select_device(device)
+    if half and dev.type != "cuda":
+        raise ValueError(f"--half needs a CUDA device (--device cuda), got {dev}: float16 convolutions run on GPUs")
     ckpt = weights if isinstance(weights, dict) else open_weights(weights)
     source = ckpt.get("_path") or "checkpoint"
     model = model_from_checkpoint(ckpt)
@@ -286,21 +297,21 @@ def export_weights(
                                   metadata=export_metadata(ckpt, model, shape, format, dynamic=dynamic, fused=fuse,
                                                            nms=nms))
     if format == "onnx":
-        kwargs.update(dynamic=dynamic, opset=opset)
+        kwargs.update(dynamic=dynamic, opset=opset, half=half)
     elif dynamic:
         raise ValueError("--dynamic applies to ONNX only")
     if nms:
         # boxes after NMS are not compared with PyTorch's: boxes of equal score (common for
         # untrained or flat-image outputs) may be resolved differently by two runtimes
         kwargs["check"] = False
-    path = export(model, output, format=format, **kwargs)
+    path = export(model.to(dev), output, format=format, **kwargs)
     checked = "checked against PyTorch" if check else "not checked"
     if nms and check:
         _check_runs(path, shape)
         checked = "checked: valid ONNX, runs in ONNX Runtime"
     if verbose:
         print(f"{ckpt.get('model_name') or ckpt.get('source_model')}: {format} export of input {tuple(shape)}"
-              f"{' (dynamic)' if dynamic else ''}, {'fused' if fuse else 'unfused'}"
+              f"{' (dynamic)' if dynamic else ''}{', float16' if half else ''}, {'fused' if fuse else 'unfused'}"
               f"{', NMS in the graph' if nms else ''}, {checked} -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return path
 

@@ -4,6 +4,7 @@ and their ONNX graphs have the op counts of the strided baselines."""
 from __future__ import annotations
 
 import collections
+import warnings
 
 import pytest
 import torch
@@ -161,3 +162,129 @@ def test_fused_resnet_spd_legacy_exporter_opset_11_dynamic(tmp_path):
                        check_shapes=[(2, 3, 45, 37)])
     ops = {node.op_type for node in onnx_.load(str(path)).graph.node}
     assert onnx_.load(str(path)).opset_import[0].version == 11 and not ops & set(SPD_OPS)
+
+
+# ------------------------------------------------------------------------- every exporter, every SPD model
+@pytest.mark.parametrize("scale,kernel,padding", [(2, 3, 1), (2, 1, 0), (3, 3, 1), (2, 3, 0), (2, 5, 2)])
+def test_fused_spd_conv_traced_for_every_size_is_exact(scale, kernel, padding):
+    """A TorchScript trace (what the TorchScript-based ONNX exporter records) must run on every
+    size: the bottom/right pad to a multiple of the block then sits in the kernel (sh - 1 zero rows
+    on top, as much more padding), one Conv and no Pad; equal to SPD + conv on odd and even sizes."""
+    from nostride.convert.fuse import spd_conv_to_strided
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2 * scale * scale, 3, kernel, padding=padding).double()
+    fused = spd_conv_to_strided(conv, scale).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(fused, torch.randn(1, 2, 12, 12, dtype=torch.float64))
+    kinds = {n.kind() for n in traced.inlined_graph.nodes()}
+    assert "aten::pad" not in kinds and "aten::constant_pad_nd" not in kinds
+    for h, w in [(12, 12), (13, 11), (7, 9), (scale * 3, scale * 4 + 1), (1, 2)]:
+        x = torch.randn(2, 2, h, w, dtype=torch.float64)
+        if (h + scale - 1) // scale + 2 * padding < kernel or (w + scale - 1) // scale + 2 * padding < kernel:
+            continue  # the unfused conv refuses it too
+        with torch.no_grad():
+            expected = conv(space_to_depth(x, scale))
+            torch.testing.assert_close(traced(x), expected, rtol=0, atol=1e-12)
+            torch.testing.assert_close(fused(x), expected, rtol=0, atol=1e-12)
+
+
+def _legacy_ops(model: nn.Module, tmp_path, name: str, dynamic: bool, shape=(1, 3, 64, 64)) -> collections.Counter:
+    global onnx
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    from nostride.export import export_onnx
+
+    odd = [(2, shape[1], shape[2] + 33, shape[3] - 1)] if dynamic else []
+    path = export_onnx(model, tmp_path / f"{name}.onnx", shape, fuse=True, dynamic=dynamic, dynamo=False,
+                       simplify=True, check=True, check_shapes=odd)
+    return collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_fused_resnet_spd_legacy_exporter_has_baseline_ops(tmp_path, dynamic):
+    # The TorchScript-based exporter turned each SPD site's bottom/right pad into Pad plus
+    # Reshape/Transpose/Slice arithmetic on the pad amounts (4 Transpose + 8 Reshape for ResNet18-SPD)
+    kwargs = dict(num_classes=10, width=8)
+    base = _legacy_ops(nostride.create_model("resnet18", **kwargs), tmp_path, "base", dynamic)
+    spd = _legacy_ops(nostride.create_model("resnet18_spd", **kwargs), tmp_path, "spd", dynamic)
+    _assert_like_baseline(spd, base)
+
+
+def _registry_spd_models() -> list[str]:
+    return [name for name in nostride.list_models() if name.endswith("_spd")]
+
+
+def _small(name: str) -> nn.Module:
+    """The registry model at a small width (ResNets; YOLOv5 scales keep their own topology)."""
+    if name.startswith("resnet"):
+        return nostride.create_model(name, num_classes=5, width=8)
+    return nostride.create_model(name, num_classes=3)
+
+
+def _traced_kinds(model: nn.Module, shape=(1, 3, 64, 64)) -> collections.Counter:
+    fused = nostride.fuse(model).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(fused, torch.rand(*shape), check_trace=False)
+    return collections.Counter(n.kind() for n in traced.inlined_graph.nodes())
+
+
+DATA_MOVEMENT = ("aten::reshape", "aten::view", "aten::permute", "aten::transpose", "aten::pixel_unshuffle",
+                 "aten::pad", "aten::constant_pad_nd", "aten::slice", "aten::index_select", "aten::cat")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _registry_spd_models())
+def test_every_registry_spd_model_fuses_free_of_space_to_depth(name):
+    """Every SPD model of the registry, traced for every size (the strictest recording): no
+    space-to-depth module is left and the graph moves data no more than its strided baseline's."""
+    spd = _small(name)
+    fused = nostride.fuse(spd)
+    assert not any(isinstance(m, SpaceToDepth) for m in fused.modules()), name
+    kinds, base = _traced_kinds(spd), _traced_kinds(_small(name[: -len("_spd")]))
+    for kind in DATA_MOVEMENT:
+        assert kinds[kind] <= base[kind], (name, kind, kinds[kind], base[kind])
+
+
+def _spdify_cases() -> list:
+    cases = [pytest.param("torchvision", "resnet18", id="torchvision-resnet18")]
+    for name in ("resnet18", "mobilenetv3_small_100"):
+        cases.append(pytest.param("timm", name, id=f"timm-{name}"))
+    return cases
+
+
+def _third_party(source: str, name: str) -> nn.Module:
+    if source == "torchvision":
+        torchvision = pytest.importorskip("torchvision")
+        return getattr(torchvision.models, name)(num_classes=5)
+    timm = pytest.importorskip("timm")
+    return timm.create_model(name, num_classes=5, pretrained=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source,name", _spdify_cases())
+def test_spdify_results_export_free_of_space_to_depth(tmp_path, source, name):
+    """spdify of third-party models, fused: both ONNX exporters, fixed and dynamic sizes, the op
+    counts of the strided original (pools become convolutions), outputs checked in onnxruntime
+    (odd sizes included for the dynamic graphs)."""
+    from nostride.convert import spdify
+
+    torch.manual_seed(0)
+    base = randomize_bn(_third_party(source, name)).eval()
+    spd, _ = spdify(base, example_input=(1, 3, 64, 64))
+    spd = randomize_bn(spd).eval()
+    for dynamic in (False, True):
+        for exporter in ("dynamo", "legacy"):
+            if exporter == "dynamo":
+                if not dynamic and source == "timm" and name != "resnet18":
+                    continue  # a minute per export here: the fixed dynamo graph is the dynamic one's easy case
+                ops_b = _ops(base, (1, 3, 64, 64), tmp_path, f"b{dynamic}", dynamic)
+                ops_s = _ops(spd, (1, 3, 64, 64), tmp_path, f"s{dynamic}", dynamic, odd=True)
+            else:
+                ops_b = _legacy_ops(base, tmp_path, f"lb{dynamic}", dynamic)
+                ops_s = _legacy_ops(spd, tmp_path, f"ls{dynamic}", dynamic)
+            assert not any(ops_s[op] for op in SPD_OPS)
+            for op in ("Reshape", "Transpose", "Shape", "Gather", "Slice", "Pad", "Concat"):
+                assert ops_s[op] <= ops_b[op], (exporter, dynamic, op, ops_s[op], ops_b[op])

@@ -26,6 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-fuse", dest="fuse", action="store_false", help="export the unfused model")
     p.add_argument("--opset", type=int_arg(18, 99), default=18,
                    help="ONNX opset, from 18 (the oldest the exporter writes) to the newest the installed onnx package knows")
+    p.add_argument("--half", action="store_true", help="ONNX: a float16 graph, exported on a GPU (needs --device cuda)")
+    p.add_argument("--device", default="cpu", help="where the model runs for the export and its check: cpu, cuda, "
+                   "cuda:N (default cpu)")
     p.add_argument("--no-check", dest="check", action="store_false", help="skip the check against PyTorch")
     p.add_argument("--nms", action="store_true",
                    help="detectors, ONNX: NMS in the graph, output (n, 7) [image, x1, y1, x2, y2, conf, class] (default: off)")
@@ -45,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         export_weights(args.weights, output=args.output, format=args.format, img_size=args.img_size,
                        batch_size=args.batch_size, dynamic=args.dynamic, fuse=args.fuse, opset=args.opset,
-                       check=args.check, nms=args.nms, conf=args.conf_thres, iou=args.iou_thres, max_det=args.max_det)
+                       check=args.check, nms=args.nms, conf=args.conf_thres, iou=args.iou_thres, max_det=args.max_det,
+                       half=args.half, device=args.device)
     except ExportCheckError as e:
         # the file does not compute what the model computes: it is never put where a deployment would pick it up
         print(f"nostride export: error: {args.output or args.weights}: the exported model failed its check against "

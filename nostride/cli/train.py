@@ -170,7 +170,9 @@ def _scratch_hyp() -> dict[str, float]:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from nostride.engine import CompileUnavailableError, NonFiniteLossError, train
+    import time
+
+    from nostride.engine import CompileUnavailableError, NonFiniteLossError, PeerLostError, train
 
     options = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config")}
     if "down" in options:  # a builder option of every model (nostride.create_model(..., down=OP))
@@ -179,5 +181,9 @@ def run(args: argparse.Namespace) -> int:
         train(config=getattr(args, "config", None), **options)
     except (NonFiniteLossError, CompileUnavailableError) as e:
         print(f"nostride train: error: {e}", file=sys.stderr)
+        return 1
+    except PeerLostError as e:
+        print(f"nostride train: error: {e}", file=sys.stderr, flush=True)
+        time.sleep(e.grace)  # torchrun stops this process sooner, having seen the failed one first
         return 1
     return 0
