@@ -116,15 +116,19 @@ def test_predict_maps_boxes_back_to_original_pixels():
     img = torch.randint(0, 255, (3, 480, 640), dtype=torch.uint8)
     (res,) = predict(model, img, img_size=320, device="cpu")
     x = model.inputs[0]
-    assert x.shape == (1, 3, 320, 320) and x.dtype == torch.float32
-    assert torch.allclose(x[0, :, :40], torch.full((3, 40, 320), 114 / 255))  # letterbox padding, scaled
-    # letterboxed xyxy (50, 65, 150, 165): minus pad (0, 40), divided by 0.5
-    assert res.boxes.tolist() == [[100.0, 50.0, 300.0, 250.0]]
+    # one image per batch: YOLOv5 detect.py's minimal rectangle, 240 rows padded to 256
+    assert x.shape == (1, 3, 256, 320) and x.dtype == torch.float32
+    assert torch.allclose(x[0, :, :8], torch.full((3, 8, 320), 114 / 255))  # letterbox padding, scaled
+    # letterboxed xyxy (50, 65, 150, 165): minus pad (0, 8), divided by 0.5
+    assert res.boxes.tolist() == [[100.0, 114.0, 300.0, 314.0]]
     assert res.scores.tolist() == pytest.approx([0.72])
     assert res.classes.tolist() == [1] and res.names == ["cat", "dog"]
     assert res.image_size == (480, 640) and res.path is None
-    assert res.summary() == "1 dog"
-    j = res.to_json()
+    res2, _ = predict(model, [img, img], img_size=320, device="cpu", batch_size=2)  # a batch shares a square
+    assert model.inputs[-1].shape == (2, 3, 320, 320)
+    assert res2.boxes.tolist() == [[100.0, 50.0, 300.0, 250.0]]  # pad (0, 40)
+    assert res2.summary() == "1 dog"
+    j = res2.to_json()
     assert j["detections"][0]["box_xyxy"] == [100.0, 50.0, 300.0, 250.0]
     assert j["detections"][0]["box_xywh"] == [100.0, 50.0, 200.0, 200.0]
     assert j["detections"][0]["class_name"] == "dog" and (j["height"], j["width"]) == (480, 640)

@@ -1,7 +1,9 @@
 """Detect objects with a YOLOv5(-SPD) model: ``predict()`` from Python and ``nostride predict``.
 
-Pipeline per image: decode to uint8 RGB -> letterbox to a square ``img_size`` (a multiple of the
-model's largest stride; grey 114 padding) -> scale to [0, 1] -> eval-mode model ->
+Pipeline per image: decode to uint8 RGB -> letterbox to ``img_size`` (a multiple of the model's
+largest stride; OpenCV's ``INTER_LINEAR`` resize, grey 114 padding; with one image per batch the
+minimal stride-multiple rectangle, YOLOv5 ``detect.py``'s tensor pixel for pixel; with larger
+batches a square, so images stack) -> scale to [0, 1] -> eval-mode model ->
 :func:`~nostride.tasks.detect.nms.non_max_suppression` -> boxes mapped back to the original image
 with the letterbox's own ratio and padding (:func:`~nostride.data.detection.scale_boxes`).
 """
@@ -116,7 +118,9 @@ def iter_detections(
     if workers is None:  # worker start-up costs more than it saves on a few images
         from_files = not any(isinstance(item, Tensor) for _, item in items)
         workers = min(4, os.cpu_count() or 1) if from_files and len(items) > 4 * batch_size else 0
-    loader = DataLoader(LetterboxedImages(items, size, stride), batch_size=batch_size, num_workers=workers,
+    # one image per batch: YOLOv5 detect.py's minimal rectangle; larger batches share a square
+    images = LetterboxedImages(items, size, stride, auto=batch_size == 1)
+    loader = DataLoader(images, batch_size=batch_size, num_workers=workers,
                         collate_fn=collate_list)
 
     bar = progress_bar(total=len(items), desc="predict", unit="img", disable=not progress)

@@ -14,7 +14,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ...data.detection.letterbox import letterbox
-from ...data.io import ImageDecodeError, list_images, read_image_rgb
+from ...data.io import ImageDecodeError, list_images, read_image_hwc
+from ...data.opencv import from_hwc
 
 __all__ = ["image_items", "LetterboxedImages", "collate_list", "VIDEO_EXTENSIONS", "is_video", "read_video",
            "natural_key"]
@@ -80,10 +81,15 @@ def image_items(source: Any) -> list[tuple[str | None, Path | Tensor]]:
 
 
 class LetterboxedImages(Dataset):
-    """Items ``(name, original, letterboxed, ratio, pad, error)``; an unreadable file gives an error, not a raise."""
+    """Items ``(name, original, letterboxed, ratio, pad, error)``; an unreadable file gives an error, not a raise.
 
-    def __init__(self, items: list[tuple[str | None, Path | Tensor]], size: int, stride: int) -> None:
-        self.items, self.size, self.stride = items, size, stride
+    ``auto``: pad only to the next multiple of ``stride`` (YOLOv5 ``detect.py``'s minimal rectangle,
+    for one image per batch); else to a ``size`` square (images of a batch share one shape).
+    """
+
+    def __init__(self, items: list[tuple[str | None, Path | Tensor]], size: int, stride: int,
+                 auto: bool = False) -> None:
+        self.items, self.size, self.stride, self.auto = items, size, stride, auto
 
     def __len__(self) -> int:
         return len(self.items)
@@ -94,10 +100,10 @@ class LetterboxedImages(Dataset):
             img0 = item
         else:
             try:
-                img0 = read_image_rgb(item)
+                img0 = from_hwc(read_image_hwc(item))
             except (ImageDecodeError, OSError) as e:
                 return name, None, None, None, None, str(e)
-        img, ratio, pad = letterbox(img0, self.size, auto=False, stride=self.stride)
+        img, ratio, pad = letterbox(img0, self.size, auto=self.auto, stride=self.stride)
         return name, img0, img, ratio, pad, None
 
 
