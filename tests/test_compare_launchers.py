@@ -95,6 +95,16 @@ def test_slurm_options_map_to_sbatch_lines(tmp_path, monkeypatch):
     assert SlurmLauncher().parameters(run)["cpus_per_task"] == 4 and SlurmLauncher().time_min == 240
     with pytest.raises(ValueError, match="--slurm-mem 'lots'"):
         SlurmLauncher(mem="lots")
+    # on the requeue signal submitit asks the job for its checkpoint: the same run again (it resumes
+    # from the run folder's last.pt)
+    from submitit.helpers import DelayedSubmission
+
+    from nostride.comparison.launchers.job import RunJob
+    from nostride.comparison.launchers.slurm import TrainRun
+
+    job = RunJob(run, nproc=2, threads=8)
+    again = TrainRun().checkpoint(job)
+    assert isinstance(again, DelayedSubmission) and isinstance(again.function, TrainRun) and again.args == (job,)
 
 
 def test_slurm_waits_for_a_job_still_queued_instead_of_submitting_it_again(tmp_path, monkeypatch):
