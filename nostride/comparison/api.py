@@ -406,7 +406,7 @@ def _threads_per_run(jobs: int, nproc_per_run: int, devices: list[str], launcher
         import torch
 
         return torch.get_num_threads()
-    if devices:  # worker processes on a named device keep torch's default
+    if devices and not all(d.startswith("cpu") for d in devices):  # GPU workers keep torch's default
         return None
     if os.environ.get("OMP_NUM_THREADS"):
         return int(os.environ["OMP_NUM_THREADS"])

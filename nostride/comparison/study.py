@@ -377,8 +377,8 @@ def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_
                 env = dict(os.environ)
                 if device:
                     run.options["device"] = device
-                elif not os.environ.get("OMP_NUM_THREADS"):
-                    env["OMP_NUM_THREADS"] = str(threads)
+                if not device.startswith(("cuda", "mps")) and not os.environ.get("OMP_NUM_THREADS"):
+                    env["OMP_NUM_THREADS"] = str(threads)  # CPU runs share the cores: each its part
                 try:
                     results[i] = _run_subprocess(run, progress, nproc_per_run, env, workers)
                     if results[i] is not None:
