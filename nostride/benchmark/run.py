@@ -118,9 +118,9 @@ def benchmark(
     Returns:
         A :class:`~nostride.benchmark.report.BenchmarkReport` (``.table()``, ``.to_csv()``, ``.to_json()``).
     """
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available here")
+    from ..utils.device import select_device
+
+    device = select_device(device or "cpu")  # one rule for device names: unknown or absent ones in one line
     if half and device.type != "cuda":
         raise ValueError("half precision is benchmarked on CUDA only (CPU float16 kernels are not a deployment path)")
     unknown = [f for f in forms if f not in FORMS]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from . import positive_int
+from nostride.utils import bounds
+
+from . import img_size_arg, int_arg, output_file_arg, path_arg
 
 _POLICIES = ["convert", "keep", "drop"]
 
@@ -12,7 +14,7 @@ _POLICIES = ["convert", "keep", "drop"]
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert",
-        help="convert a torchvision or nostride model to SPD-Conv; compare parameters and FLOPs",
+        help="convert a torchvision, timm or nostride model to SPD-Conv; compare parameters and FLOPs",
         description="Replace every strided convolution and pooling layer of a model by space-to-depth "
         "and a stride-1 convolution (nostride.spdify), print what changed, parameters and FLOPs "
         "before/after and, with --init preserve, check that the outputs are unchanged.",
@@ -23,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(`nostride models`) or timm:NAME (needs timm); prefix 'torchvision:' or 'nostride:' to choose when "
         "both have it (default: torchvision)",
     )
-    p.add_argument("--weights", default=None, metavar="FILE",
+    p.add_argument("--weights", default=None, metavar="FILE", type=path_arg,
                    help="weights to convert and check: a torchvision/timm state dict (.pth), a training "
                    "checkpoint holding one, or a nostride checkpoint (default: random initialisation); "
                    "the class count is taken from the file unless --num-classes is given"),
@@ -31,8 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="downsampling operator to convert to (default spd: nostride.spdify): spd, conv-equal, "
                    "conv-spd, blurpool, blurpool5, hwd, adown, scdown, avgpool-conv, maxpool-conv, strided "
                    "(docs/downsampling.md); --kernel-size, --pool, --max-pool and --pool-conv apply to spd only")
-    p.add_argument("--img-size", type=positive_int, default=224, help="square input size for FLOPs and the check (default 224)")
-    p.add_argument("--kernel-size", type=int, default=None, help="odd kernel of the new convs (default: per layer)")
+    p.add_argument("--img-size", type=img_size_arg, default=224, help="square input size for FLOPs and the check (default 224)")
+    p.add_argument("--kernel-size", type=int_arg(1, 31), default=None, help="odd kernel of the new convs (default: per layer)")
     p.add_argument("--pool", choices=_POLICIES, default="convert", help="what to do with strided pooling")
     p.add_argument("--max-pool", choices=_POLICIES, default=None, help="policy for max-pooling only (default: --pool)")
     p.add_argument(
@@ -40,8 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--init", choices=["preserve", "random"], default="preserve", help="weights of the new convs")
     p.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN", help="module names to leave alone (fnmatch; default: none)")
-    p.add_argument("--num-classes", type=int, default=None, help="build the model with this many classes (default: the model's own)")
-    p.add_argument("--output", default=None, metavar="FILE.pt", help="save the converted weights as a nostride checkpoint (default: not saved)")
+    p.add_argument("--num-classes", type=int_arg(1, bounds.MAX_CLASSES), default=None, help="build the model with this many classes (default: the model's own)")
+    p.add_argument("--output", default=None, metavar="FILE.pt", type=output_file_arg, help="save the converted weights as a nostride checkpoint (default: not saved)")
     p.set_defaults(func=run)
 
 
@@ -51,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
     from nostride.convert import spdify
     from nostride.utils import count_flops, count_parameters
 
+    if args.output:
+        from nostride.utils.atomic import check_output_path
+
+        check_output_path(args.output)  # before the work: a folder, device or FIFO is never replaced by a file
     from nostride.layers import downsample_op
 
     op = downsample_op(args.to).name  # an unknown name lists the known ones (before building anything)

@@ -210,9 +210,19 @@ def fuse(module: nn.Module, inplace: bool = False) -> nn.Module:
         so training the result is not the same as training the original). When ``module`` is
         itself a fusable block the result may be a different object even with ``inplace=True``.
     """
+    _require_python_module(module, "fuse")
     if not inplace:
         module = copy.deepcopy(module)
     return _fuse(module).eval()
+
+
+def _require_python_module(model: object, what: str) -> None:
+    """``TypeError`` unless ``model`` is an ``nn.Module`` this function can rewrite (not TorchScript)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{what} takes a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError(f"{what} cannot rewrite a TorchScript model (scripted or traced: its layers are compiled "
+                        f"code, not Python modules); apply {what} to the original model, then script or trace the result")
 
 
 def _fuse(module: nn.Module, use_hook: bool = True) -> nn.Module:

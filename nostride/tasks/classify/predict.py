@@ -180,7 +180,14 @@ def _predict(
         k = min(topk, probs.shape[1])
         # stable descending sort of the logits: ties go to the lower class index, so top-1 == argmax
         order = logits.sort(dim=1, descending=True, stable=True).indices[:, :k]
-        for (i, _), idx, p in zip(good, order.cpu(), probs.cpu()):
+        finite = torch.isfinite(logits).all(1).cpu()
+        for (i, _), idx, p, ok in zip(good, order.cpu(), probs.cpu(), finite):
+            if not ok:  # a ranking of NaN scores is no prediction: reported, never written
+                err = (f"{files[i]}: the model's outputs for this image are not finite (NaN/inf: diverged or "
+                       "damaged weights); no prediction")
+                skipped.append((str(files[i]), err))
+                warnings.warn(err, RuntimeWarning, stacklevel=2)
+                continue
             top = [(int(c), names[c] if names is not None else str(int(c)), float(p[c])) for c in idx]
             results.append({"path": str(files[i]), "topk": top})
     bar.close()
@@ -259,11 +266,12 @@ def run_cli(args: argparse.Namespace, ckpt: dict[str, Any]) -> int:
     if table:
         print(table)
     if skipped:
-        print(f"skipped {plural(len(skipped), 'unreadable image')}:", file=sys.stderr)
+        print(f"skipped {plural(len(skipped), 'image')} (unreadable, or no finite model output):", file=sys.stderr)
         for _, err in skipped:
             print(f"  {err}", file=sys.stderr)
     if not results:
-        print(f"nostride predict: error: none of the images in {args.source} could be read", file=sys.stderr)
+        print(f"nostride predict: error: none of the images in {args.source} gave a prediction (see above)",
+              file=sys.stderr)
         return 1
     if not getattr(args, "no_save", False):
         from ...utils.paths import increment_path
@@ -281,19 +289,22 @@ def save_predictions(results: list[dict[str, Any]], folder: str | Path, **info: 
     """Write ``predictions.json`` (``info`` plus one entry per image) and ``predictions.csv`` (one row per
     image and rank: ``path, rank, class_index, class_name, probability``) to ``folder``."""
     import csv
+    import io
     import json
 
+    from ...utils.atomic import atomic_write_text
     from ...utils.numbers import round_sig
 
     folder = Path(folder)
     images = [{"path": r["path"], "topk": [{"class_index": int(i), "class_name": name, "probability": round_sig(float(p))}
                                            for i, name, p in r["topk"]]} for r in results]
     json_path, csv_path = folder / "predictions.json", folder / "predictions.csv"
-    json_path.write_text(json.dumps({**info, "images": images}, indent=1))
-    with open(csv_path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "rank", "class_index", "class_name", "probability"])
-        for image in images:
-            for rank, t in enumerate(image["topk"], 1):
-                w.writerow([image["path"], rank, t["class_index"], t["class_name"], t["probability"]])
+    atomic_write_text(json_path, json.dumps({**info, "images": images}, indent=1))
+    buffer = io.StringIO(newline="")
+    w = csv.writer(buffer)
+    w.writerow(["path", "rank", "class_index", "class_name", "probability"])
+    for image in images:
+        for rank, t in enumerate(image["topk"], 1):
+            w.writerow([image["path"], rank, t["class_index"], t["class_name"], t["probability"]])
+    atomic_write_text(csv_path, buffer.getvalue())
     return json_path, csv_path
