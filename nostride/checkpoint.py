@@ -192,6 +192,12 @@ def check_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike | None = None
     conversions = ckpt.get("spdify") or []
     for options in [conversions] if isinstance(conversions, dict) else conversions:
         _check_example_input(options.get("example_input"), where)
+    for options in ckpt.get("downsample") or []:  # convert_downsampling records: its own keys only
+        unknown = set(options) - {"to", "exclude", "example_input"}
+        if unknown or not isinstance(options.get("to"), str):
+            raise WeightsFileError(f"{where}entry downsample must list {{'to': OPERATOR, 'exclude': [...], "
+                                   f"'example_input': [...]}} dicts, got {str(options)[:80]!r}")
+        _check_example_input(options.get("example_input"), where)
 
 
 # model options that make a builder open a file or fetch weights (timm's checkpoint_path and
@@ -326,6 +332,9 @@ def build_model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
         from nostride.convert import convert_downsampling
 
         for options in downsample:
+            options = dict(options)
+            if options.get("example_input"):  # one sample is enough, as for spdify
+                options["example_input"] = [1, *list(options["example_input"])[1:]]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # what it could not serve was reported when converting
                 model, _ = convert_downsampling(model, **{**options, "init": "random", "inplace": True})

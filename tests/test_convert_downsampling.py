@@ -230,3 +230,13 @@ def test_blurpool_in_a_resnet_block_blurs_after_bn_and_relu_as_the_paper(tv_resn
     torch.testing.assert_close(block(x), expected)
     (entry,) = [e for e in report if e.name == "layer2.0.conv1"]
     assert "the blur after layer2.0.bn1 and its ReLU" in entry.note
+
+
+def test_a_checkpoints_downsample_record_is_checked_before_building(tmp_path):
+    from nostride.checkpoint import WeightsFileError, check_checkpoint
+
+    ckpt = {"model": {}, "downsample": [{"to": "hwd", "exclude": [], "example_input": [1, 3, 100000, 100000]}]}
+    with pytest.raises(WeightsFileError, match="example_input .* values per sample"):
+        check_checkpoint(ckpt)
+    with pytest.raises(WeightsFileError, match="entry downsample must list"):
+        check_checkpoint({"model": {}, "downsample": [{"to": "hwd", "inplace": True}]})

@@ -30,7 +30,9 @@ def test_operator_blocks_and_down_models_are_benchmarked_with_their_cost():
 def test_cli_benchmark_down_expands_each_model_per_operator(capsys):
     from nostride.cli import main
 
-    assert main(["benchmark", "resnet18@width=4", "--down", "strided,hwd", "--img-size", "32", "--forms", "eager",
+    assert main(["benchmark", "resnet18@width=4", "--down", "strided,hwd", "--img-size", "32", "--batch-size", "2", "--forms", "eager", "train",
                  "--repeats", "1", "--warmup", "0", "--no-memory"]) == 0
     out = capsys.readouterr().out
     assert "resnet18@width=4,down=strided" in out and "resnet18@width=4,down=hwd" in out
+    train_rows = [line for line in out.splitlines() if " train " in line and "down=" in line]
+    assert len(train_rows) == 2 and not any("unavailable" in line for line in train_rows)

@@ -28,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="square input size(s) (default: 640 for detectors, 224 for classifiers)")
     p.add_argument("--batch-size", type=batch_size_arg, nargs="+", default=[1], help="batch size(s) (default: 1)")
     p.add_argument("--forms", nargs="+", default=["eager", "fused"],
-                   help="eager fused compile torchscript onnxruntime openvino ncnn, or 'all' (default: eager fused)")
+                   help="eager fused compile torchscript onnxruntime openvino ncnn train (a training step), or 'all' "
+                   "(default: eager fused)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--half", action="store_true", help="float16 models and inputs (CUDA)")
     p.add_argument("--threads", type=int_arg(1, 1024), default=None, help="CPU threads for torch, ONNX Runtime, OpenVINO (default: torch's)")
