@@ -252,7 +252,6 @@ def _spdify_cases() -> list:
     # the TorchScript-based exporter takes a second or two; the default one a minute per dynamic
     # export on the 2-core machine, so it runs for one model (its fixed-size graphs are the easy case)
     return [pytest.param("torchvision", "resnet18", ("legacy", "dynamo"), id="torchvision-resnet18"),
-            pytest.param("timm", "resnet18", ("legacy",), id="timm-resnet18"),
             pytest.param("timm", "mobilenetv3_small_100", ("legacy",), id="timm-mobilenetv3_small_100")]
 
 
