@@ -159,7 +159,7 @@ def test_ddp_detection_cli_killed_resumed_to_the_end(tmp_path):
     run = tmp_path / "runs" / "ddp"
     train = ["train", "--model", "yolov5n", "--data", str(data), "--weights", str(weights), "--img-size", "64",
              "--batch-size", "4", "--epochs", "2", "--lr", "1e-5", "--warmup-bias-lr", "1e-5", "--device", "cpu",
-             "--workers", "0", "--cache", "ram",
+             "--workers", "0", "--cache", "ram", "--no-plots", "--no-autoanchor",
              "--project", str(tmp_path / "runs"), "--name", "ddp", "--quiet"]
     proc = _torchrun(tmp_path, train, kill_at="1,1,0")  # rank 1 dies in epoch 2
     _check_killed(proc, killed=1, run=run)

@@ -120,7 +120,9 @@ class FusedSPDConv(nn.Module):
         scale: the space-to-depth block size it replaces (an int, or (height, width)).
         act: activation applied after the convolution; ``None`` for none.
         pad: like ``SpaceToDepth(pad=...)``: ``False`` raises ``ValueError`` on inputs whose
-            height or width is not divisible by ``scale`` instead of padding them.
+            height or width is not divisible by ``scale`` instead of padding them. ``None``: no
+            padding and no check; the convolution drops a trailing partial block (for a layer that
+            crops the output row the padding would add, see ``nostride.convert.fuse``).
     """
 
     def __init__(
@@ -137,6 +139,8 @@ class FusedSPDConv(nn.Module):
         self.act = act if act is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad is None:
+            return self.act(self.conv(x))
         if self.pad and _generic_trace() and self._block != (1, 1):
             return self.act(self._padding_in_kernel(x))
         return self.act(self.conv(spd_pad(x, self._block, self.pad, "FusedSPDConv")))
