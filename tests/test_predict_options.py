@@ -116,6 +116,10 @@ def test_video_file_and_folder_of_frames(setup, capsys):
     cap = cv2.VideoCapture(str(run / "clip.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
     cap.release()
+    saved = json.loads((run / "predictions.json").read_text())["images"]
+    in_python = nostride.predict(setup["weights"], video, conf=0.001, device="cpu")  # frames of the video too
+    assert [d.path for d in in_python] == [f"{video}#{i}" for i in range(1, 13)]
+    assert [len(d) for d in in_python] == [len(r["detections"]) for r in saved]
     rc, run = _predict(setup, "frames", "--source", str(folder), "--no-save")
     out, _ = capsys.readouterr()
     names = [Path(r["path"]).name for r in json.loads((run / "predictions.json").read_text())["images"]]

@@ -63,7 +63,11 @@ def read_video(path: str | Path, chunk: int = 32) -> Iterator[tuple[int, list[Te
 
 
 def image_items(source: Any) -> list[tuple[str | None, Path | Tensor]]:
-    """(name, file or tensor) pairs; tensors are (3, H, W) uint8 or a (B, 3, H, W) batch."""
+    """(name, file or tensor) pairs; tensors are (3, H, W) uint8 or a (B, 3, H, W) batch. A video file
+    gives its frames, decoded at once, named ``VIDEO#N`` (N from 1; ``nostride predict`` streams them instead)."""
+    if is_video(source) and Path(source).is_file():
+        return [(f"{source}#{start + k + 1}", frame) for start, frames, _, _ in read_video(source)
+                for k, frame in enumerate(frames)]
     if isinstance(source, Tensor):
         if source.ndim == 3:
             source = [source]
