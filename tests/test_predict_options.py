@@ -40,6 +40,13 @@ def _predict(setup, name, *extra) -> tuple[int, Path]:
     return rc, setup["root"] / "runs" / name
 
 
+def test_natural_order_of_frames():
+    from nostride.utils.paths import natural_key
+
+    names = ["frame10.png", "frame2.png", "frame1.png", "Frame3.png", "a/frame11.png"]
+    assert sorted(names, key=natural_key) == ["a/frame11.png", "frame1.png", "frame2.png", "Frame3.png", "frame10.png"]
+
+
 def test_plural_nouns():
     assert [plural_noun(w) for w in ("cross", "box", "bus", "butterfly", "car", "day", "traffic light", "dish")] == \
         ["crosses", "boxes", "buses", "butterflies", "cars", "days", "traffic lights", "dishes"]

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from ...data.detection.letterbox import letterbox
 from ...data.io import ImageDecodeError, list_images, read_image_rgb
+from ...utils.paths import natural_key
 
 __all__ = ["image_items", "LetterboxedImages", "collate_list", "VIDEO_EXTENSIONS", "is_video", "read_video",
            "natural_key"]
@@ -25,13 +26,6 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".w
 def is_video(path: Any) -> bool:
     """Whether ``path`` names a video file by its extension (:data:`VIDEO_EXTENSIONS`)."""
     return isinstance(path, (str, Path)) and Path(path).suffix.lower() in VIDEO_EXTENSIONS
-
-
-def natural_key(path: Any) -> list:
-    """Sort key putting ``frame2`` before ``frame10`` (numbers compared as numbers)."""
-    import re
-
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(path))]
 
 
 def read_video(path: str | Path, chunk: int = 32) -> Iterator[tuple[int, list[Tensor], float, int | None]]:
@@ -80,7 +74,10 @@ def image_items(source: Any) -> list[tuple[str | None, Path | Tensor]]:
             if s.ndim != 3 or s.shape[0] != 3 or s.dtype != torch.uint8:
                 raise ValueError(f"image tensors must be uint8 (3, H, W), got {s.dtype} {tuple(s.shape)}")
         return [(None, s) for s in source]
-    return [(str(p), p) for p in list_images(source)]
+    files = list_images(source)
+    if not isinstance(source, (list, tuple)):
+        files = sorted(files, key=natural_key)  # a folder's frame2 before frame10
+    return [(str(p), p) for p in files]
 
 
 class LetterboxedImages(Dataset):
