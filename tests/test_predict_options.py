@@ -40,6 +40,13 @@ def _predict(setup, name, *extra) -> tuple[int, Path]:
     return rc, setup["root"] / "runs" / name
 
 
+def test_natural_order_of_frames():
+    from nostride.utils.paths import natural_key
+
+    names = ["frame10.png", "frame2.png", "frame1.png", "Frame3.png", "a/frame11.png"]
+    assert sorted(names, key=natural_key) == ["a/frame11.png", "frame1.png", "frame2.png", "Frame3.png", "frame10.png"]
+
+
 def test_plural_nouns():
     assert [plural_noun(w) for w in ("cross", "box", "bus", "butterfly", "car", "day", "traffic light", "dish")] == \
         ["crosses", "boxes", "buses", "butterflies", "cars", "days", "traffic lights", "dishes"]
@@ -116,6 +123,10 @@ def test_video_file_and_folder_of_frames(setup, capsys):
     cap = cv2.VideoCapture(str(run / "clip.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
     cap.release()
+    saved = json.loads((run / "predictions.json").read_text())["images"]
+    in_python = nostride.predict(setup["weights"], video, conf=0.001, device="cpu")  # frames of the video too
+    assert [d.path for d in in_python] == [f"{video}#{i}" for i in range(1, 13)]
+    assert [len(d) for d in in_python] == [len(r["detections"]) for r in saved]
     rc, run = _predict(setup, "frames", "--source", str(folder), "--no-save")
     out, _ = capsys.readouterr()
     names = [Path(r["path"]).name for r in json.loads((run / "predictions.json").read_text())["images"]]

@@ -142,3 +142,19 @@ def test_coco_data_evaluates_best_pt_once_for_both_metrics(tmp_path, monkeypatch
     assert len(summaries) == 1
     coco = json.loads((Path(out["run_dir"]) / "coco_eval.json").read_text())
     assert set(coco) >= {"AP", "AP50", "APs"} and out["val"]["coco"]["AP"] == coco["AP"]
+
+
+def test_compare_reads_the_training_time_of_padded_and_older_files(tmp_path):
+    """compare's train time: the training parts of a detection run's padded results.csv (YOLOv5's
+    layout), and the plain 'time' of files written before epochs had parts."""
+    from nostride.comparison.study import _train_time
+
+    writer = ResultsWriter(tmp_path, padded=True)
+    for epoch in (1, 2):
+        writer.write({"epoch": epoch, "train/box_loss": 0.1, "time": 3.0, "time/train": 2.0, "time/val": 1.0})
+    writer.close()
+    assert _train_time(tmp_path) == pytest.approx(4.0)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "results.csv").write_text("epoch,lr,time\n1,0.1,2.5\n2,0.1,2.5\n")
+    assert _train_time(old) == pytest.approx(5.0)

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["increment_path", "removing_empty_run_folders"]
+__all__ = ["increment_path", "natural_key", "removing_empty_run_folders"]
 
 _created: list[list[Path]] = []  # folders made by increment_path, one list per open removing_empty_run_folders
 
@@ -56,3 +56,10 @@ def removing_empty_run_folders() -> Iterator[None]:
         raise
     finally:
         _created.remove(record)
+
+
+def natural_key(path: str | os.PathLike) -> list:
+    """Sort key putting ``frame2`` before ``frame10`` (runs of digits compared as numbers)."""
+    import re
+
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(path))]

@@ -153,7 +153,11 @@ def _predict(
         raise ValueError("the input size is unknown (the checkpoint records none): pass img_size / --img-size")
     names = list(class_names) if class_names is not None else getattr(model, "names", None)
 
+    from ...utils.paths import natural_key
+
     files = list_images(source)
+    if not isinstance(source, (list, tuple)):
+        files = sorted(files, key=natural_key)  # a folder's frame2 before frame10
     dev = select_device(device)
     if workers is None:  # worker start-up costs more than it saves on a few images
         workers = 0 if len(files) <= 4 * batch_size else min(4, os.cpu_count() or 1)
@@ -212,7 +216,8 @@ def predict_classes(
     Args:
         model_or_ckpt_path: a checkpoint path, a checkpoint dict, or a model (then ``img_size`` is
             required and ``mean``/``std`` default to ImageNet's).
-        source: an image file, a folder (searched recursively, files sorted by path) or a list of files.
+        source: an image file, a folder (searched recursively, files sorted by path, numbers in names
+            compared as numbers: ``frame2`` before ``frame10``) or a list of files.
         topk: classes per image (clipped to the number of classes).
         img_size: input size; default the checkpoint's (see :func:`preprocessing_from_checkpoint`).
         device: ``"cpu"``, ``"cuda"``, ... or ``None`` for the best available.

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from ...data.detection.letterbox import letterbox
 from ...data.io import ImageDecodeError, list_images, read_image_hwc
 from ...data.opencv import from_hwc
+from ...utils.paths import natural_key
 
 __all__ = ["image_items", "LetterboxedImages", "collate_list", "VIDEO_EXTENSIONS", "is_video", "read_video",
            "natural_key"]
@@ -26,13 +27,6 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".w
 def is_video(path: Any) -> bool:
     """Whether ``path`` names a video file by its extension (:data:`VIDEO_EXTENSIONS`)."""
     return isinstance(path, (str, Path)) and Path(path).suffix.lower() in VIDEO_EXTENSIONS
-
-
-def natural_key(path: Any) -> list:
-    """Sort key putting ``frame2`` before ``frame10`` (numbers compared as numbers)."""
-    import re
-
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(path))]
 
 
 def read_video(path: str | Path, chunk: int = 32) -> Iterator[tuple[int, list[Tensor], float, int | None]]:
@@ -64,7 +58,11 @@ def read_video(path: str | Path, chunk: int = 32) -> Iterator[tuple[int, list[Te
 
 
 def image_items(source: Any) -> list[tuple[str | None, Path | Tensor]]:
-    """(name, file or tensor) pairs; tensors are (3, H, W) uint8 or a (B, 3, H, W) batch."""
+    """(name, file or tensor) pairs; tensors are (3, H, W) uint8 or a (B, 3, H, W) batch. A video file
+    gives its frames, decoded at once, named ``VIDEO#N`` (N from 1; ``nostride predict`` streams them instead)."""
+    if is_video(source) and Path(source).is_file():
+        return [(f"{source}#{start + k + 1}", frame) for start, frames, _, _ in read_video(source)
+                for k, frame in enumerate(frames)]
     if isinstance(source, Tensor):
         if source.ndim == 3:
             source = [source]
@@ -77,7 +75,10 @@ def image_items(source: Any) -> list[tuple[str | None, Path | Tensor]]:
             if s.ndim != 3 or s.shape[0] != 3 or s.dtype != torch.uint8:
                 raise ValueError(f"image tensors must be uint8 (3, H, W), got {s.dtype} {tuple(s.shape)}")
         return [(None, s) for s in source]
-    return [(str(p), p) for p in list_images(source)]
+    files = list_images(source)
+    if not isinstance(source, (list, tuple)):
+        files = sorted(files, key=natural_key)  # a folder's frame2 before frame10
+    return [(str(p), p) for p in files]
 
 
 class LetterboxedImages(Dataset):
