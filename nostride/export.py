@@ -129,7 +129,7 @@ def export_onnx(
                 verbose=verbose,
                 **kwargs,
             )
-        _check_opset(path, opset)
+        _check_opset(tmp, opset)  # the file written aside (``path`` is replaced only once it passes)
         if simplify:
             import onnxscript.optimizer
 
@@ -142,7 +142,7 @@ def export_onnx(
 
 
 def _check_opset(path: Path, opset: int) -> None:
-    """Raise ``ValueError`` (and remove the file) when the exporter wrote another opset than asked for:
+    """Raise ``ValueError`` when the exporter wrote another opset than asked for (the file is removed):
     torch's exporter writes opset 18 for older requests it cannot convert down to, and for newer ones
     than it knows, without an error."""
     import onnx
