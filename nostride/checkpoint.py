@@ -64,6 +64,7 @@ __all__ = [
     "make_checkpoint",
     "model_from_checkpoint",
     "model_or_checkpoint",
+    "open_weights",
     "recorded_option",
     "save_checkpoint",
     "state_dict_mismatch",
@@ -75,6 +76,8 @@ CHECKPOINT_VERSION = 2
 
 
 SOURCE_KEY = "_path"  # set by load_checkpoint: the file a checkpoint dict came from (for error messages)
+# a model already built for a checkpoint-like dict (an exported file, an imported YOLOv5 .pt): returned as is
+RUNTIME_MODEL_KEY = "_model"
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -188,6 +191,12 @@ def check_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike | None = None
                                "a checkpoint's model is built from its own data, never from other files (refused)")
     conversions = ckpt.get("spdify") or []
     for options in [conversions] if isinstance(conversions, dict) else conversions:
+        _check_example_input(options.get("example_input"), where)
+    for options in ckpt.get("downsample") or []:  # convert_downsampling records: its own keys only
+        unknown = set(options) - {"to", "exclude", "example_input"}
+        if unknown or not isinstance(options.get("to"), str):
+            raise WeightsFileError(f"{where}entry downsample must list {{'to': OPERATOR, 'exclude': [...], "
+                                   f"'example_input': [...]}} dicts, got {str(options)[:80]!r}")
         _check_example_input(options.get("example_input"), where)
 
 
@@ -323,6 +332,9 @@ def build_model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
         from nostride.convert import convert_downsampling
 
         for options in downsample:
+            options = dict(options)
+            if options.get("example_input"):  # one sample is enough, as for spdify
+                options["example_input"] = [1, *list(options["example_input"])[1:]]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # what it could not serve was reported when converting
                 model, _ = convert_downsampling(model, **{**options, "init": "random", "inplace": True})
@@ -390,6 +402,8 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | os.PathLike, use_ema: boo
     """
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
+    if isinstance(ckpt.get(RUNTIME_MODEL_KEY), nn.Module):  # see open_weights: nothing to rebuild
+        return ckpt[RUNTIME_MODEL_KEY]
     path = ckpt.get(SOURCE_KEY)
     check_checkpoint(ckpt, path)
     state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt.get("model")
@@ -424,10 +438,40 @@ def model_or_checkpoint(
     """
     if isinstance(source, nn.Module):
         return source, None
-    ckpt = source if isinstance(source, dict) else load_checkpoint(source)
+    ckpt = source if isinstance(source, dict) else open_weights(source)
     if task is not None and ckpt.get("task") not in (None, task):
         raise ValueError(f"{caller} needs a {_TASK_NOUNS.get(task, task)} checkpoint, this one is {ckpt.get('task')!r}")
     return model_from_checkpoint(ckpt), ckpt
+
+
+def open_weights(path: str | os.PathLike) -> dict[str, Any]:
+    """What ``val``, ``predict`` and ``export`` accept, as a checkpoint dict: a nostride checkpoint, an
+    exported model (``.onnx``, ``.torchscript``, see :mod:`nostride.exported`) or a YOLOv5 / YOLOv5-SPD
+    ``.pt`` (read by the safe importer, :func:`nostride.load_yolov5`). The last two carry their model
+    under :data:`RUNTIME_MODEL_KEY`, which :func:`model_from_checkpoint` returns.
+
+    Raises:
+        FileNotFoundError, WeightsFileError: as :func:`load_checkpoint` (the nostride error when the
+        file is neither kind).
+    """
+    from .exported import is_exported_file, load_exported
+
+    if is_exported_file(path):
+        return load_exported(path)
+    try:
+        return load_checkpoint(path)
+    except WeightsFileError as nostride_error:
+        from .models.yolo.import_yolov5 import load_yolov5
+
+        try:
+            model = load_yolov5(path)
+        except (ValueError, RuntimeError, KeyError):
+            raise nostride_error from None
+    names = getattr(model, "names", None)
+    names = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names or [])
+    model.names = names
+    return {"task": "detect", "names": names, "model_name": f"YOLOv5 checkpoint {Path(path).name}",
+            "epoch": 0, RUNTIME_MODEL_KEY: model, SOURCE_KEY: str(path)}
 
 
 def recorded_option(ckpt: dict[str, Any] | None, key: str) -> Any:

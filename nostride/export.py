@@ -28,9 +28,11 @@ from torch import nn
 
 from .convert.fuse import fuse as fuse_model
 from .utils.atomic import atomic_output, check_output_path
+from .layers import fixed_size_graph
 from .utils.outputs import output_tensors
 
-__all__ = ["EXPORT_FORMATS", "ExportCheckError", "ExportFormat", "export", "export_onnx", "export_torchscript"]
+__all__ = ["EXPORT_FORMATS", "ExportCheckError", "ExportFormat", "export", "export_onnx", "export_torchscript",
+           "onnx_providers"]
 
 Shape = Sequence[int]
 
@@ -56,6 +58,8 @@ def export_onnx(
     rtol: float = 1e-3,
     dynamo: bool = True,
     verbose: bool = False,
+    metadata: dict | None = None,
+    half: bool = False,
 ) -> Path:
     """Export ``model`` to an ONNX file and (by default) check it against PyTorch.
 
@@ -77,6 +81,11 @@ def export_onnx(
         atol, rtol: tolerances of the check.
         dynamo: use the torch.export-based exporter (default) or the legacy TorchScript one.
         verbose: let the exporter print its progress.
+        metadata: JSON data stored in the file's ``metadata_props`` under ``"nostride"`` (``nostride
+            export`` records the task, class names and input size there, see :mod:`nostride.exported`).
+        half: a float16 graph (weights, input and outputs), exported from the model on its CUDA
+            device (float16 convolutions need one); the check then runs ONNX Runtime's CUDA
+            provider when it is installed, with float16 tolerances (at least 0.05 absolute, 1 %).
 
     Returns:
         The path written.
@@ -97,8 +106,15 @@ def export_onnx(
     # written aside and checked there, then renamed over ``path``: a kill, a full disk or a failed
     # check leaves the previous file (or none), never a torn or unverified one
     inputs = torch.randn(*input_shape)
-    with _export_mode(model, fuse) as net, atomic_output(path) as tmp:
+    if half and _device_of(model).type != "cuda":
+        raise ValueError(f"a float16 (half) export needs the model on a CUDA device, it is on {_device_of(model)} "
+                         "(float16 convolutions run on GPUs)")
+    with _export_mode(model if not half or fuse else copy.deepcopy(model), fuse) as net, atomic_output(path) as tmp:
         device = _device_of(net)
+        if half:
+            net.half()
+            inputs = inputs.half()
+            atol, rtol = max(atol, 0.05), max(rtol, 0.01)
         example = inputs.to(device)
         with torch.no_grad():
             output_names = [f"output{i}" for i in range(len(output_tensors(net(example))))]
@@ -117,32 +133,42 @@ def export_onnx(
             # the legacy exporter's deprecation notice is expected when asked for explicitly
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=FutureWarning)
-            torch.onnx.export(
-                net,
-                (example,),
-                str(tmp),
-                input_names=["images"],
-                output_names=output_names,
-                opset_version=opset,
-                dynamo=dynamo,
-                external_data=False,
-                verbose=verbose,
-                **kwargs,
-            )
-        _check_opset(tmp, opset)  # the file written aside (``path`` is replaced only once it passes)
+            recording = fixed_size_graph() if not dynamic else contextlib.nullcontext()
+            with recording:  # a fixed-size graph pads only where the example needs it
+                torch.onnx.export(
+                    net,
+                    (example,),
+                    str(tmp),
+                    input_names=["images"],
+                    output_names=output_names,
+                    opset_version=opset,
+                    dynamo=dynamo,
+                    external_data=False,
+                    verbose=verbose,
+                    **kwargs,
+                )
+        _check_opset(tmp, opset)
         if simplify:
             import onnxscript.optimizer
 
             onnx.save(onnxscript.optimizer.optimize(onnx.load(str(tmp))), str(tmp))
+        if metadata is not None:
+            import json
+
+            proto = onnx.load(str(tmp))
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = "nostride", json.dumps(metadata)
+            onnx.save(proto, str(tmp))
         if check:
             onnx.checker.check_model(str(tmp), full_check=True)
             shapes = [tuple(input_shape), *_check_shapes(input_shape, dynamic, check_shapes)]
-            _check_onnx(net, tmp, shapes, atol, rtol, device, shown=path)
+            _check_onnx(net, tmp, shapes, atol, rtol, device, torch.float16 if half else torch.float32, shown=path)
     return path
 
 
 def _check_opset(path: Path, opset: int) -> None:
-    """Raise ``ValueError`` when the exporter wrote another opset than asked for (the file is removed):
+    """Raise ``ValueError`` when the exporter wrote another opset than asked for (the caller's atomic
+    writer then removes the file):
     torch's exporter writes opset 18 for older requests it cannot convert down to, and for newer ones
     than it knows, without an error."""
     import onnx
@@ -151,7 +177,6 @@ def _check_opset(path: Path, opset: int) -> None:
     model = onnx.load(str(path), load_external_data=False)
     written = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if written != opset:
-        path.unlink(missing_ok=True)
         raise ValueError(f"ONNX opset {opset} was asked for, but the exporter can only write opset {written} for "
                          f"this model; choose an opset from {MIN_OPSET} to {newest} (the installed onnx package's newest)")
 
@@ -165,6 +190,7 @@ def export_torchscript(
     check_shapes: Sequence[Shape] | None = None,
     atol: float = 1e-5,
     rtol: float = 1e-4,
+    metadata: dict | None = None,
 ) -> Path:
     """Trace ``model`` with ``torch.jit.trace`` and save it (loadable from C++ with libtorch).
 
@@ -180,18 +206,23 @@ def export_torchscript(
         check: compare the loaded file's outputs with PyTorch's; raises :class:`ExportCheckError`.
         check_shapes: further input shapes to check.
         atol, rtol: tolerances of the check.
+        metadata: JSON data stored in the archive as the extra file ``nostride.json`` (see
+            :mod:`nostride.exported`).
 
     Returns:
         The path written.
     """
+    import json
+
     path = _prepare_path(path)
     with _export_mode(model, fuse) as net:
         device = _device_of(net)
         with warnings.catch_warnings(), torch.no_grad():
             warnings.filterwarnings("ignore", message=".*torch.jit.*deprecated.*")
             traced = torch.jit.trace(net, torch.randn(*input_shape, device=device))
+            extra = {"nostride.json": json.dumps(metadata)} if metadata is not None else {}
             buffer = io.BytesIO()  # serialised in memory: libtorch's file writer aborts the process on a full disk
-            torch.jit.save(traced, buffer)
+            torch.jit.save(traced, buffer, _extra_files=extra)
             with atomic_output(path) as tmp:  # checked aside, then renamed: never a torn or unverified file
                 tmp.write_bytes(buffer.getvalue())
                 if check:
@@ -283,17 +314,26 @@ def _check_shapes(input_shape: Shape, dynamic: bool, check_shapes: Sequence[Shap
     return [(n + 1, c, h + 32, w + 32)]
 
 
+def onnx_providers(device: torch.device) -> list[str]:
+    """ONNX Runtime providers for a model on ``device``: CUDA's first when the model is on a GPU
+    and the installed onnxruntime has it (onnxruntime-gpu), then the CPU's."""
+    import onnxruntime
+
+    cuda = device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    return (["CUDAExecutionProvider"] if cuda else []) + ["CPUExecutionProvider"]
+
+
 def _check_onnx(net: nn.Module, path: Path, shapes: list[tuple], atol: float, rtol: float, device,
-                shown: Path | None = None) -> None:
+                dtype: torch.dtype = torch.float32, shown: Path | None = None) -> None:
     if importlib.util.find_spec("onnxruntime") is None:
         warnings.warn("onnxruntime is not installed: the exported ONNX file was validated but not run")
         return
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(str(path), providers=onnx_providers(torch.device(device)))
     name = session.get_inputs()[0].name
     for shape in shapes:
-        x = torch.randn(*shape)
+        x = torch.randn(*shape).to(dtype)
         with torch.no_grad():
             expected = output_tensors(net(x.to(device)))
         try:

@@ -159,7 +159,26 @@ def read_weights_file(path: str | os.PathLike, map_location: str | torch.device 
             raise WeightsFileError(f"{path}: truncated or damaged ({msg})") from None
         raise WeightsFileError(f"{path}: cannot be read as a weights file ({type(e).__name__}: {msg})") from None
     check_tree(obj, path, file_size=path.stat().st_size)
+    check_dense(obj, path)
     return obj
+
+
+def check_dense(obj: Any, path: str | os.PathLike | None = None) -> None:
+    """Raise :class:`WeightsFileError` naming the first tensor of ``obj`` (a checked tree of dicts,
+    lists and tuples) that is not a dense tensor: sparse or other layouts are never weights nostride
+    wrote, and fail later inside checksums or ``load_state_dict`` with an internal error."""
+    where = f"{path}: " if path is not None else ""
+    stack: list[tuple[str, Any]] = [("", obj)]
+    while stack:
+        name, o = stack.pop()
+        if isinstance(o, torch.Tensor):
+            if o.layout != torch.strided:
+                raise WeightsFileError(f"{where}tensor {name or '(top level)'!r} is stored as a {o.layout} tensor; "
+                                       "weights must be dense tensors (convert it with .to_dense() before saving)")
+        elif isinstance(o, dict):
+            stack += [(f"{name}/{k}" if name else str(k), v) for k, v in o.items()]
+        elif isinstance(o, (list, tuple)):
+            stack += [(f"{name}[{i}]", v) for i, v in enumerate(o)]
 
 
 MAX_ELEMENTS = 1_000_000  # containers and values, shared references counted each time they are met (checkpoints: thousands)

@@ -28,9 +28,10 @@ SHARED_DATA = Path(os.environ.get("NOSTRIDE_SHARED_DATA", REPO_ROOT.parent / "sh
 # one temporary folder for the run: every cache variable points below it (set at import, before
 # any test module imports torch hub, matplotlib or ultralytics, which read them once)
 RUN_TMP = Path(tempfile.mkdtemp(prefix="nostride-tests-"))
-_USER_CACHES = hygiene.user_cache_folders()
-_OLD_ENV = hygiene.isolate_environment(RUN_TMP / "cache")
-_WATCHED = [REPO_ROOT, SHARED_DATA, *_USER_CACHES]
+_OLD_ENV = hygiene.isolate_environment(RUN_TMP)
+# the stand-in home starts empty: whatever appears there ignored the cache variables (the real home
+# is not watched: other processes of the same user may write there while the tests run)
+_WATCHED = [REPO_ROOT, SHARED_DATA, RUN_TMP / "home"]
 _BEFORE = hygiene.snapshot(_WATCHED)
 
 
@@ -40,8 +41,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(RUN_TMP, ignore_errors=True)
     if found:
         shown = "\n  ".join(found[:20]) + (f"\n  ... and {len(found) - 20} more" if len(found) > 20 else "")
-        print(f"\nthe tests wrote outside their temporary folders ({len(found)} paths; the checkout, "
-              f"{SHARED_DATA} and the user's caches must stay as they were):\n  {shown}", file=sys.stderr)
+        print(f"\nthe tests wrote outside their temporary folders ({len(found)} paths; the checkout and "
+              f"{SHARED_DATA} must stay as they were, and nothing may write below ~ without asking a cache "
+              f"variable; ~ was {RUN_TMP / 'home'}):\n  {shown}", file=sys.stderr)
         if session.exitstatus == 0:
             session.exitstatus = 1
 

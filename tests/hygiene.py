@@ -2,8 +2,10 @@
 
 ``isolate_environment`` points every cache and settings variable nostride and its optional
 packages read (nostride, XDG, torch hub, Hugging Face, Keras, matplotlib, ultralytics) at one
-temporary folder for the whole run, so nothing lands in the user's home. ``snapshot`` records the
-files of the folders a run must leave alone; ``changes`` names what differs afterwards.
+temporary folder for the whole run, and ``HOME`` at an empty one, so nothing can land in the user's
+home: a file that appears in the stand-in home was written by code that ignores the variables.
+``snapshot`` records the files of the folders a run must leave alone; ``changes`` names what
+differs afterwards.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["CACHE_VARIABLES", "changes", "isolate_environment", "shadow_tree", "snapshot", "user_cache_folders"]
+__all__ = ["CACHE_VARIABLES", "changes", "isolate_environment", "shadow_tree", "snapshot"]
 
 # variable -> sub-folder of the run's temporary folder
 CACHE_VARIABLES = {
@@ -29,28 +31,17 @@ CACHE_VARIABLES = {
 _RUN_ARTEFACTS = {".pytest_cache", "__pycache__", ".git", ".venv"}
 
 
-def user_cache_folders(environ: dict[str, str] | None = None) -> list[Path]:
-    """The user's cache and settings folders the packages above would write to, as they resolve now."""
-    env = dict(os.environ if environ is None else environ)
-    home = Path.home()
-    cache = Path(env.get("XDG_CACHE_HOME") or home / ".cache")
-    config = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
-    folders = [Path(env.get("NOSTRIDE_CACHE") or cache / "nostride"), cache / "torch", cache / "huggingface",
-               cache / "matplotlib", config / "matplotlib", config / "Ultralytics", home / ".keras"]
-    for var in ("TORCH_HOME", "HF_HOME", "KERAS_HOME", "MPLCONFIGDIR", "YOLO_CONFIG_DIR"):
-        if env.get(var):
-            folders.append(Path(env[var]))
-    return list(dict.fromkeys(folders))
-
-
 def isolate_environment(root: Path) -> dict[str, str]:
-    """Set every variable of :data:`CACHE_VARIABLES` to a folder below ``root``; returns the old values
-    (``""`` for unset ones)."""
-    old = {}
+    """Set every variable of :data:`CACHE_VARIABLES` to a folder below ``root / "cache"`` and ``HOME`` to
+    the empty ``root / "home"`` (code that writes below ``~`` without asking a variable lands there);
+    returns the old values (``""`` for unset ones)."""
+    old = {"HOME": os.environ.get("HOME", "")}
+    (root / "home").mkdir(parents=True, exist_ok=True)
+    os.environ["HOME"] = str(root / "home")
     for var, sub in CACHE_VARIABLES.items():
         old[var] = os.environ.get(var, "")
-        (root / sub).mkdir(parents=True, exist_ok=True)
-        os.environ[var] = str(root / sub)
+        (root / "cache" / sub).mkdir(parents=True, exist_ok=True)
+        os.environ[var] = str(root / "cache" / sub)
     os.environ.setdefault("YOLO_OFFLINE", "1")  # never contact the network
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
     return old

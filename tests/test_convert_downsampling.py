@@ -133,7 +133,8 @@ def test_down_option_replaces_every_site_of_registry_models():
     y = yolo.eval()(torch.randn(1, 3, 64, 64))
     assert y[0].shape[-1] == 8
     res = create_model("resnet18", down="blurpool", num_classes=4, width=8)
-    assert sum(isinstance(m, nostride.layers.BlurConv) for m in res.modules()) == 7
+    # 4 blurs after a BN and ReLU (stem, three strided 3x3s), 3 after the 1x1 shortcuts, 1 after the max
+    assert sum(isinstance(m, nostride.layers.BlurPool2d) for m in res.modules()) == 8
     assert sum(isinstance(m, nostride.layers.MaxBlurPool) for m in res.modules()) == 1
     assert res(torch.randn(2, 3, 32, 32)).shape == (2, 4)
 
@@ -153,6 +154,15 @@ def test_down_model_round_trips_through_a_checkpoint_and_fuses(tmp_path):
     fused = fuse(model)
     torch.testing.assert_close(fused(x)[0], model(x)[0], atol=1e-4, rtol=1e-4)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+
+
+def test_yolov5n_down_spd_fuses_to_the_same_function():
+    x = torch.randn(1, 3, 64, 64)
+    for op in ("spd",):  # spdify's SPD inside YOLOv5's Conv blocks (the other blocks: test_downsample_ops.py)
+        model = create_model("yolov5n", down=op, num_classes=2).eval()
+        fused = fuse(model)
+        torch.testing.assert_close(fused(x)[0], model(x)[0], atol=1e-4, rtol=1e-4)
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules()), op
 
 
 def test_spec_with_down_builds_through_the_comparison_specs():
@@ -179,3 +189,54 @@ def test_cli_convert_to_an_operator_reports_and_saves_a_rebuildable_checkpoint(t
     assert main(["convert", "resnet18", "--to", "wavelet"]) == 2
     err = capsys.readouterr().err
     assert "unknown downsampling operator 'wavelet'; known: strided" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_cli_export_of_a_down_model_checkpoint_runs_in_onnxruntime(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from nostride.cli import main
+
+    model = create_model("resnet18", down="hwd", width=4, num_classes=3)
+    path = save_checkpoint(make_checkpoint(model), tmp_path / "hwd.pt")
+    # export fuses the model (HWD + BN -> one 2x2 stride-2 conv) and checks the file in onnxruntime
+    assert main(["export", "--weights", str(path), "--img-size", "32", "--output", str(tmp_path / "hwd.onnx")]) == 0
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "hwd.onnx")).graph.node}
+    assert "BatchNormalization" not in ops and "Conv" in ops
+
+
+def test_cli_train_down_becomes_a_builder_option(monkeypatch):
+    import nostride.engine
+    from nostride.cli import main
+
+    seen = {}
+    monkeypatch.setattr(nostride.engine, "train", lambda config=None, **options: seen.update(options))
+    assert main(["train", "--model", "yolov5n", "--down", "hwd", "--data", "builtin:small-objects"]) == 0
+    assert seen["model_options"] == {"down": "hwd"} and "down" not in seen
+
+
+def test_blurpool_in_a_resnet_block_blurs_after_bn_and_relu_as_the_paper(tv_resnet):
+    import torch.nn.functional as F
+
+    from nostride.layers import BlurPool2d
+
+    model, report = convert_downsampling(tv_resnet, "blurpool", example_input=(1, 3, 64, 64))
+    block = model.layer2[0].eval()
+    assert block.conv1.stride == (1, 1) and isinstance(block.bn1[2], BlurPool2d)
+    x = torch.randn(2, 64, 15, 15)
+    bn1 = block.bn1[0]
+    inner = block.bn1[2](F.relu(bn1(block.conv1(x))))  # Zhang 2019: conv (stride 1) -> BN -> ReLU -> blur
+    expected = F.relu(block.bn2(block.conv2(inner)) + block.downsample(x))
+    torch.testing.assert_close(block(x), expected)
+    (entry,) = [e for e in report if e.name == "layer2.0.conv1"]
+    assert "the blur after layer2.0.bn1 and its ReLU" in entry.note
+
+
+def test_a_checkpoints_downsample_record_is_checked_before_building(tmp_path):
+    from nostride.checkpoint import WeightsFileError, check_checkpoint
+
+    ckpt = {"model": {}, "downsample": [{"to": "hwd", "exclude": [], "example_input": [1, 3, 100000, 100000]}]}
+    with pytest.raises(WeightsFileError, match="example_input .* values per sample"):
+        check_checkpoint(ckpt)
+    with pytest.raises(WeightsFileError, match="entry downsample must list"):
+        check_checkpoint({"model": {}, "downsample": [{"to": "hwd", "inplace": True}]})

@@ -116,15 +116,19 @@ def test_predict_maps_boxes_back_to_original_pixels():
     img = torch.randint(0, 255, (3, 480, 640), dtype=torch.uint8)
     (res,) = predict(model, img, img_size=320, device="cpu")
     x = model.inputs[0]
-    assert x.shape == (1, 3, 320, 320) and x.dtype == torch.float32
-    assert torch.allclose(x[0, :, :40], torch.full((3, 40, 320), 114 / 255))  # letterbox padding, scaled
-    # letterboxed xyxy (50, 65, 150, 165): minus pad (0, 40), divided by 0.5
-    assert res.boxes.tolist() == [[100.0, 50.0, 300.0, 250.0]]
+    # one image per batch: YOLOv5 detect.py's minimal rectangle, 240 rows padded to 256
+    assert x.shape == (1, 3, 256, 320) and x.dtype == torch.float32
+    assert torch.allclose(x[0, :, :8], torch.full((3, 8, 320), 114 / 255))  # letterbox padding, scaled
+    # letterboxed xyxy (50, 65, 150, 165): minus pad (0, 8), divided by 0.5
+    assert res.boxes.tolist() == [[100.0, 114.0, 300.0, 314.0]]
     assert res.scores.tolist() == pytest.approx([0.72])
     assert res.classes.tolist() == [1] and res.names == ["cat", "dog"]
     assert res.image_size == (480, 640) and res.path is None
-    assert res.summary() == "1 dog"
-    j = res.to_json()
+    res2, _ = predict(model, [img, img], img_size=320, device="cpu", batch_size=2)  # a batch shares a square
+    assert model.inputs[-1].shape == (2, 3, 320, 320)
+    assert res2.boxes.tolist() == [[100.0, 50.0, 300.0, 250.0]]  # pad (0, 40)
+    assert res2.summary() == "1 dog"
+    j = res2.to_json()
     assert j["detections"][0]["box_xyxy"] == [100.0, 50.0, 300.0, 250.0]
     assert j["detections"][0]["box_xywh"] == [100.0, 50.0, 200.0, 200.0]
     assert j["detections"][0]["class_name"] == "dog" and (j["height"], j["width"]) == (480, 640)
@@ -224,7 +228,7 @@ def test_cli_end_to_end_directory_with_a_corrupt_file(yolo_ckpt, images_dir, tmp
             "--device", "cpu", "--project", str(project), "--batch-size", "2"]
     assert run_predict_cli(*args) == 0
     out, err = capsys.readouterr()
-    assert "broken.jpg" in out + err and "skipped 1 unreadable image" in err
+    assert "broken.jpg" in out + err and "skipped 1 image (unreadable, or no finite model output)" in err
     run = project / "exp"
     saved = sorted(p.name for p in run.glob("*.jpg"))
     assert saved == sorted(p.name for p in images_dir.iterdir() if p.name != "broken.jpg")
@@ -291,10 +295,11 @@ def test_drawn_labels_are_readable_and_scale_with_the_image():
                          path="x.png", image_size=(side, side))
         out = draw_detections(img, det)
         changed = (out != img).any(0)
-        # the label sits on a filled background at the box's top edge: rows drawn there, inside the box columns
+        # the label sits on a filled background above the box: rows drawn there, in the box's columns
         top = int(side * 0.5)
         cols = slice(int(side * 0.3) + 4, int(side * 0.7) - 4)
-        return int(changed[top:, cols].any(1)[: side // 4].sum())
+        line = label_style(side, side)[0]  # the box's own rows are top - line .. top - 1
+        return int(changed[:top - line, cols].any(1).sum())
 
     small, large = label_rows(160), label_rows(1280)
     assert small >= 12 and large >= 2.5 * small, (small, large)

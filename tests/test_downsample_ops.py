@@ -271,4 +271,9 @@ def test_every_operator_exports_to_onnx_and_runs_in_onnxruntime(tmp_path):
             return torch.cat([op(x).flatten(1) for op in self.ops], 1)
 
     # export_onnx runs the file in onnxruntime and compares it with PyTorch (raises on a mismatch)
-    export_onnx(_trained_bn(All()), tmp_path / "ops.onnx", (1, 4, 16, 12))
+    # dynamic height and width, checked at even and odd sizes (ADown's output is floor(H/2) at odd ones)
+    export_onnx(_trained_bn(All()), tmp_path / "ops.onnx", (1, 4, 16, 12), dynamic=True, dynamo=False,
+                check_shapes=[(1, 4, 16, 12), (2, 4, 20, 24)])
+    for name in ("hwd", "conv-equal", "blurpool"):  # the padded ones, at odd sizes, each on its own
+        export_onnx(_trained_bn(build_downsample(name, 4, 8)), tmp_path / f"{name}.onnx", (1, 4, 16, 12),
+                    dynamic=True, dynamo=False, check_shapes=[(1, 4, 16, 12), (1, 4, 15, 13)])

@@ -15,14 +15,12 @@ import hygiene
 from conftest import RUN_TMP
 
 
-def test_every_cache_variable_points_into_the_runs_temporary_folder():
+def test_every_cache_variable_and_home_point_into_the_runs_temporary_folder():
     from nostride.utils.cache import user_cache_dir
 
-    for var in hygiene.CACHE_VARIABLES:
+    for var in (*hygiene.CACHE_VARIABLES, "HOME"):
         assert Path(os.environ[var]).is_relative_to(RUN_TMP), var
-    assert user_cache_dir().is_relative_to(RUN_TMP)
-    assert all(not p.is_relative_to(RUN_TMP) for p in hygiene.user_cache_folders(
-        {k: v for k, v in os.environ.items() if k not in hygiene.CACHE_VARIABLES}))
+    assert user_cache_dir().is_relative_to(RUN_TMP) and Path.home().is_relative_to(RUN_TMP)
 
 
 def test_snapshot_changes_name_added_changed_and_removed_files(tmp_path):
@@ -50,28 +48,34 @@ def test_shadow_tree_reads_the_real_files_and_keeps_new_ones(tmp_path):
 
 @pytest.mark.slow
 def test_a_run_that_writes_into_the_checkout_fails(tmp_path):
-    """conftest.py in a throw-away checkout, with one test that writes runs/val/exp there and one
-    that writes into the user's cache: the run fails and names both."""
+    """conftest.py in a throw-away checkout, with one test that writes runs/val/exp there, one that
+    writes below ~ without asking a cache variable and one that writes where the variable says: the
+    run fails and names the first two."""
     repo = tmp_path / "repo"
     (repo / "tests").mkdir(parents=True)
     here = Path(__file__).parent
     for name in ("conftest.py", "hygiene.py"):
         shutil.copy(here / name, repo / "tests" / name)
-    home = tmp_path / "home"
-    (home / ".cache" / "nostride").mkdir(parents=True)
-    (repo / "tests" / "test_bad.py").write_text(textwrap.dedent(f"""
+    (repo / "tests" / "test_bad.py").write_text(textwrap.dedent("""
+        import os
         from pathlib import Path
 
         def test_writes_a_run_folder():
             Path("runs/val/exp").mkdir(parents=True)
 
-        def test_writes_the_real_cache():
-            Path({str(home / ".cache" / "nostride" / "x.npz")!r}).write_text("x")
+        def test_writes_below_home_ignoring_the_cache_variables():
+            os.makedirs(os.path.expanduser("~/.cache/nostride"))
+            Path("~/.cache/nostride/x.npz").expanduser().write_text("x")
+
+        def test_writes_where_a_cache_variable_says():
+            Path(os.environ["NOSTRIDE_CACHE"], "y.npz").write_text("y")
     """))
-    env = {k: v for k, v in os.environ.items() if k not in hygiene.CACHE_VARIABLES}
-    env.update(HOME=str(home), NOSTRIDE_SHARED_DATA=str(tmp_path / "no-data"))
+    env = {k: v for k, v in os.environ.items() if k not in (*hygiene.CACHE_VARIABLES, "HOME")}
+    env.update(HOME=str(tmp_path / "home"), NOSTRIDE_SHARED_DATA=str(tmp_path / "no-data"))
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=repo,
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "2 passed" in proc.stdout and "wrote outside their temporary folders" in proc.stderr
-    assert f"added {repo / 'runs'}" in proc.stderr and f"added {home / '.cache' / 'nostride' / 'x.npz'}" in proc.stderr
+    assert "3 passed" in proc.stdout and "wrote outside their temporary folders" in proc.stderr
+    assert "y.npz" not in proc.stderr
+    assert f"added {repo / 'runs'}" in proc.stderr and "/home/.cache/nostride/x.npz" in proc.stderr
+    assert not (tmp_path / "home").exists()  # the user's own home: untouched

@@ -178,10 +178,26 @@ def _reject_unknown(parser: Parser, args: argparse.Namespace, extras: list[str])
     target.error(text)
 
 
+_INVOKED: list[str] = []
+
+
+def invoked_argv() -> list[str]:
+    """The arguments of the running ``nostride`` command, as typed (after the program name)."""
+    return list(_INVOKED)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nostride`` console script; returns the exit status."""
+    for stream in (sys.stdout, sys.stderr):
+        # file names that are not UTF-8 (held by Python as surrogates) print as their own bytes
+        # instead of failing the command with a UnicodeEncodeError
+        try:
+            stream.reconfigure(errors="surrogateescape")
+        except (AttributeError, ValueError, OSError):
+            pass
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
+    _INVOKED[:] = list(sys.argv[1:] if argv is None else argv)  # the exact command (a study's report records it)
     if extras:
         _reject_unknown(parser, args, extras)
     if not getattr(args, "func", None):

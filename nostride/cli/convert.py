@@ -14,7 +14,7 @@ _POLICIES = ["convert", "keep", "drop"]
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert",
-        help="convert a torchvision or nostride model to SPD-Conv; compare parameters and FLOPs",
+        help="convert a torchvision, timm or nostride model to SPD-Conv; compare parameters and FLOPs",
         description="Replace every strided convolution and pooling layer of a model by space-to-depth "
         "and a stride-1 convolution (nostride.spdify), print what changed, parameters and FLOPs "
         "before/after and, with --init preserve, check that the outputs are unchanged.",

@@ -29,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from nostride.checkpoint import make_checkpoint, save_checkpoint
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     use_ema = {"auto": "auto", "ema": True, "model": False}[args.weights]
     src, out = Path(args.source), Path(args.output)
-    if src.resolve() == out.resolve():
+    if os.path.realpath(src) == os.path.realpath(out):  # realpath, unlike resolve(), never raises on a link loop
         raise ValueError(f"{out}: output would overwrite the source file; choose another name")
     check_output_path(out)  # before the work: a folder, device or FIFO is never replaced by a file
     meta = read_yolov5_checkpoint(src, use_ema=use_ema)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import path_arg
+
 S = argparse.SUPPRESS
 
 
@@ -27,14 +29,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("what")
     g.add_argument("--model", help="registry name, e.g. resnet18_spd (see `nostride models`), torchvision:NAME or "
                    "timm:NAME (default: the model --weights records, else none)")
-    g.add_argument("--weights", metavar="PATH",
+    g.add_argument("--weights", metavar="PATH", type=path_arg,
                    help="start a NEW run from these weights (unlike --resume): a nostride checkpoint (best.pt, "
                    "nostride convert --output, nostride import), a torchvision/timm state dict or a training "
                    "checkpoint holding one; a classifier head with another class count is re-initialised "
                    "(default: random initialisation)")
     _flag(g, "--spdify", "convert the model to SPD-Conv before training (with --weights: after loading them, "
           "keeping their function; default off)")
-    g.add_argument("--data", help="classification: a dataset folder or archive (image folder, CIFAR-10, Tiny "
+    g.add_argument("--down", metavar="OP", help="downsampling operator for every strided conv / pool of the model "
+                   "(hwd, blurpool, conv-equal, ...: docs/downsampling.md; default: the model's own)")
+    g.add_argument("--data", type=path_arg, help="classification: a dataset folder or archive (image folder, CIFAR-10, Tiny "
                    "ImageNet); detection: a dataset YAML (YOLO or COCO labels); or builtin:lowres / "
                    "builtin:small-objects (generated; no default)")
     from nostride.configs import packaged_configs
@@ -93,7 +97,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "space-to-depth then the conv (spd), or the equal single strided conv with the weights "
                    "rearranged every step (strided; same weights and checkpoints; default spd)")
     g = p.add_argument_group("detection (YOLOv5 models; defaults from the --hyp file and YOLOv5's train.py)")
-    g.add_argument("--hyp", metavar="NAME|FILE", help="hyperparameters: scratch, scratch-low, scratch-med, scratch-high "
+    g.add_argument("--hyp", metavar="NAME|FILE", type=path_arg, help="hyperparameters: scratch, scratch-low, scratch-med, scratch-high "
                    "or a YAML file (default scratch; detection runs only)")
     _flag(g, "--rect", "rectangular training batches, no mosaic (default off)")
     g.add_argument("--cache", choices=["ram", "disk"], help="keep resized images in memory or as .npy files "
@@ -111,11 +115,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         g.add_argument(f"--{key.replace('_', '-')}", type=float, dest=key, metavar="X",
                        help=f"hyp {key} (default: the --hyp file's; scratch: {value:g})")
     g = p.add_argument_group("run")
-    g.add_argument("--project", help="runs root (default runs/train)")
-    g.add_argument("--name", help="run name (default exp; NAME2, NAME3 ... if it exists)")
+    g.add_argument("--project", type=path_arg, help="runs root (default runs/train)")
+    g.add_argument("--name", type=path_arg, help="run name (default exp; NAME2, NAME3 ... if it exists)")
     g.add_argument("--exist-ok", action="store_true", help="reuse PROJECT/NAME if it exists")
-    g.add_argument("--resume", nargs="?", const=True, metavar="PATH",
-                   help="continue a run: its last.pt, its folder, or nothing for PROJECT/NAME (default: a new run)")
+    g.add_argument("--resume", nargs="?", const=True, metavar="PATH", type=path_arg,
+                   help="continue a run: its last.pt, its folder, or nothing for the most recent run under "
+                   "--project (with --name, that run); a finished run with a larger --epochs trains on "
+                   "(default: a new run)")
     g.add_argument("--seed", type=int, help="random seed (default 0)")
     _flag(g, "--deterministic", "deterministic algorithms (slower; exact repeats on the same machine; default off)")
     _flag(g, "--tensorboard", "also log to TensorBoard (needs the tensorboard package; default off)")
@@ -164,12 +170,20 @@ def _scratch_hyp() -> dict[str, float]:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from nostride.engine import CompileUnavailableError, NonFiniteLossError, train
+    import time
+
+    from nostride.engine import CompileUnavailableError, NonFiniteLossError, PeerLostError, train
 
     options = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config")}
+    if "down" in options:  # a builder option of every model (nostride.create_model(..., down=OP))
+        options["model_options"] = {**dict(options.get("model_options") or {}), "down": options.pop("down")}
     try:
         train(config=getattr(args, "config", None), **options)
     except (NonFiniteLossError, CompileUnavailableError) as e:
         print(f"nostride train: error: {e}", file=sys.stderr)
+        return 1
+    except PeerLostError as e:
+        print(f"nostride train: error: {e}", file=sys.stderr, flush=True)
+        time.sleep(e.grace)  # torchrun stops this process sooner, having seen the failed one first
         return 1
     return 0

@@ -19,12 +19,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "YOLOv5's metrics, AP by object size and, for COCO data, pycocotools. "
         "Writes metrics.json and plots to PROJECT/NAME. See docs/evaluation.md.",
     )
-    p.add_argument("--weights", required=True, type=path_arg, help="nostride checkpoint (.pt), or a YOLOv5 .pt for detection")
+    p.add_argument("--weights", required=True, type=path_arg,
+                   help="nostride checkpoint (.pt), a model exported by nostride export (.onnx, .torchscript), or a "
+                   "YOLOv5 .pt for detection")
     p.add_argument("--data", default=None, type=path_arg, help="dataset path (default: the training data the checkpoint records)")
     p.add_argument("--split", choices=("test", "val", "train"), default=None,
                    help="classifiers: test = the dataset's own test split, val = the held-out part of train used "
-                   "during training (default: test if the dataset has one, else val); detectors: the dataset "
-                   "YAML's split (default: val)")
+                   "during training; detectors: the dataset YAML's split (default for both: test if the dataset has "
+                   "one, else val, as nostride compare scores)")
     p.add_argument("--batch-size", type=batch_size_arg, default=None,
                    help="images per forward pass (default: 128 for classifiers, 32 for detectors)")
     p.add_argument("--img-size", type=img_size_arg, default=None, help="evaluation size (default: the training size)")
@@ -49,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nostride.checkpoint import load_checkpoint
+    from nostride.checkpoint import open_weights
 
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -57,11 +59,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers must be >= 0, got {args.workers}")
     if args.max_per_class is not None and args.max_per_class < 0:
         raise ValueError(f"--max-per-class must be >= 0 (0 = every image), got {args.max_per_class}")
-    try:
-        ckpt = load_checkpoint(args.weights)
-    except ValueError:  # maybe a YOLOv5 .pt: the detection path reads it safely, or re-raises this error
-        ckpt = None
-    task = ckpt.get("task") if ckpt is not None else "detect"
+    ckpt = open_weights(args.weights)  # a checkpoint, an exported model or a YOLOv5 .pt
+    task = ckpt.get("task") or "detect"
     if task == "detect":
         from nostride.tasks.detect.evaluate import run_cli as run_detect
 

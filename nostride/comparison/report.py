@@ -15,7 +15,8 @@ from ..utils.atomic import atomic_write_text
 from .specs import ModelSpec
 from .stats import PairedDifference, Summary, paired_difference, summarize
 
-__all__ = ["ModelRow", "DifferenceRow", "build_rows", "build_differences", "markdown_report", "write_csvs"]
+__all__ = ["ModelRow", "DifferenceRow", "build_rows", "build_differences", "markdown_report", "write_csvs",
+           "failures_markdown"]
 
 
 @dataclass
@@ -102,8 +103,9 @@ def _gflops(flops: int) -> str:
 
 
 def markdown_report(rows: list[ModelRow], diffs: list[DifferenceRow], metric_labels: dict[str, str],
-                    device: str, header: str = "") -> str:
-    """The tables as markdown: one results and one differences table per image size."""
+                    device: str, header: str = "", digits: int = 2) -> str:
+    """The tables as markdown: one results and one differences table per image size (scores with
+    ``digits`` decimals)."""
     lines = [header] if header else []
     metrics = list(metric_labels)
     for size in sorted({r.img_size for r in rows}, reverse=True):
@@ -116,7 +118,7 @@ def markdown_report(rows: list[ModelRow], diffs: list[DifferenceRow], metric_lab
         for r in size_rows:
             n = r.summary(metrics[0]).n
             seeds_cell = str(n) + (f" ({len(r.failed)} failed)" if r.failed else "")
-            cells = [r.spec.label] + [r.summary(m).format() for m in metrics] + [
+            cells = [r.spec.label] + [r.summary(m).format(digits) for m in metrics] + [
                 f"{r.params / 1e6:.3f}", _gflops(r.flops), _fmt(r.latency_ms), _fmt(r.train_time.mean, 0), seeds_cell]
             lines.append("| " + " | ".join(cells) + " |")
         size_diffs = [d for d in diffs if d.img_size == size]
@@ -127,9 +129,22 @@ def markdown_report(rows: list[ModelRow], diffs: list[DifferenceRow], metric_lab
             lines += ["| " + " | ".join(cols) + " |", "|---|---|---|---:|---|---:|---:|"]
             for d in size_diffs:
                 lines.append("| " + " | ".join([
-                    d.spd.spec.label, d.baseline.spec.label, metric_labels[d.metric], d.diff.format(),
+                    d.spd.spec.label, d.baseline.spec.label, metric_labels[d.metric], d.diff.format(digits),
                     d.diff.verdict(), f"{d.flops_ratio:.2f}x", f"{d.params_ratio:.2f}x"]) + " |")
         lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def failures_markdown(results: list[Any]) -> str:
+    """The failed runs, each with its error and its log's last lines ("" when none failed)."""
+    failed = [r for r in results if r.error]
+    if not failed:
+        return ""
+    lines = ["", f"### Failed runs ({len(failed)}, left out of the statistics)", ""]
+    for r in failed:
+        lines.append(f"- {r.run.title}: {r.error}")
+        if getattr(r, "details", None):
+            lines += ["", "  ```text", *[f"  {line}" for line in r.details], "  ```", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -21,8 +21,9 @@ import yaml
 from ..engine.hooks import Hook
 from ..utils.atomic import atomic_write_text
 from .specs import ModelSpec
+from .workers import STOPPED_STATUSES, Workers
 
-__all__ = ["Run", "RunResult", "StudyProgress", "execute_runs", "plan_runs", "run_folder"]
+__all__ = ["Run", "RunResult", "StudyProgress", "all_finished", "execute_runs", "plan_runs", "run_folder"]
 
 
 @dataclass
@@ -53,6 +54,7 @@ class RunResult:
     error: str | None = None
     reused: bool = False
     scores: dict[str, float] = field(default_factory=dict)  # the study's metrics (filled by the caller)
+    details: list[str] = field(default_factory=list)  # a failed run's log, last lines (the report lists them)
     interrupted: bool = False
 
 
@@ -100,20 +102,66 @@ def _finished(run: Run) -> RunResult | None:
     return RunResult(run, final, _train_time(run.folder), reused=True)
 
 
-class StudyProgress:
-    """Progress over the whole study, in epochs: a bar on a terminal, a line per finished run always."""
+def all_finished(runs: list[Run]) -> bool:
+    """Whether every run's folder holds its final metrics."""
+    return all(_finished(run) is not None for run in runs)
 
-    def __init__(self, total_epochs: int, total_runs: int, quiet: bool = False) -> None:
+
+class StudyProgress:
+    """Progress over the whole study, in epochs: a bar on a terminal, a line per finished run always,
+    and, when stderr is redirected, a progress line every ``NOSTRIDE_LOG_INTERVAL`` seconds (default
+    30) as training writes, counting the epochs that worker processes have finished so far."""
+
+    def __init__(self, total_epochs: int, total_runs: int, quiet: bool = False, interval: float | None = None) -> None:
+        from ..utils.progress import log_interval
+
         self.total, self.total_runs, self.quiet = total_epochs, total_runs, quiet
         self.done = self.runs_done = 0
         self.start = time.monotonic()
         self.trained = 0  # epochs trained in this session (for the time estimate)
         self.lock = threading.Lock()
+        self.running: dict[Path, int] = {}  # run folder of a worker process -> its results.csv rows at its start
         self.bar = None
+        self._stop = threading.Event()
+        self._ticker = None
         if not quiet and sys.stderr.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=total_epochs, unit="epoch", desc="study", dynamic_ncols=True)
+        elif not quiet:
+            self.interval = log_interval() if interval is None else interval
+            if self.interval > 0:
+                self._ticker = threading.Thread(target=self._tick, name="study-progress", daemon=True)
+                self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval):
+            print(self.line(), file=sys.stderr, flush=True)
+
+    def line(self) -> str:
+        """The study's progress as one line (what the redirected output gets at each interval)."""
+        with self.lock:
+            done, trained = self.done + self._live(), self.trained + self._live()
+            runs_done = self.runs_done
+        elapsed = time.monotonic() - self.start
+        text = (f"study: {done}/{self.total} epochs ({100 * done / max(self.total, 1):.0f}%), "
+                f"{runs_done}/{self.total_runs} runs done, {_duration(elapsed)} elapsed")
+        if trained and done < self.total:
+            text += f", about {_duration(elapsed / trained * (self.total - done))} left"
+        return text
+
+    def _live(self) -> int:
+        """Epochs finished by runs in worker processes, not yet counted (their results.csv rows)."""
+        return sum(max(_csv_rows(folder) - at_start, 0) for folder, at_start in self.running.items())
+
+    def run_started(self, folder: Path) -> None:
+        """A worker process took this run: count its epochs as they land in its results.csv."""
+        with self.lock:
+            self.running[folder] = _csv_rows(folder)
+
+    def run_ended(self, folder: Path) -> None:
+        with self.lock:
+            self.running.pop(folder, None)
 
     def epochs(self, n: int, trained: bool = True) -> None:
         with self.lock:
@@ -123,13 +171,15 @@ class StudyProgress:
                 self.bar.update(n)
 
     def eta(self) -> str:
-        if not self.trained:
+        with self.lock:
+            trained, done = self.trained + self._live(), self.done + self._live()
+        if not trained:
             return ""
-        per_epoch = (time.monotonic() - self.start) / self.trained
-        left = per_epoch * (self.total - self.done)
+        per_epoch = (time.monotonic() - self.start) / trained
+        left = per_epoch * (self.total - done)
         return f", about {_duration(left)} left" if left >= 1 else ""
 
-    def finished(self, result: RunResult, metric: str, label: str, scale: float = 1.0) -> None:
+    def finished(self, result: RunResult, metric: str, label: str, scale: float = 1.0, digits: int = 2) -> None:
         with self.lock:
             self.runs_done += 1
         if self.quiet:
@@ -141,15 +191,27 @@ class StudyProgress:
         else:
             split = result.final.get("test") or result.final.get("val") or {}
             v = split.get(metric)
-            what = f"{label} {v * scale:.2f}" if isinstance(v, (int, float)) else "finished"
+            what = f"{label} {v * scale:.{digits}f}" if isinstance(v, (int, float)) else "finished"
             what += " (done before)" if result.reused else f" ({_duration(result.train_time)} training)"
         line = f"[{self.runs_done}/{self.total_runs}] {result.run.title}: {what}{self.eta()}"
         (self.bar.write if self.bar is not None else print)(line)
         sys.stdout.flush()
 
     def close(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
         if self.bar is not None:
             self.bar.close()
+
+
+def _csv_rows(folder: Path) -> int:
+    """Data rows of ``folder/results.csv`` (one per finished epoch); 0 when there is none yet."""
+    try:
+        with open(folder / "results.csv", "rb") as f:
+            return max(sum(1 for line in f if line.strip()) - 1, 0)
+    except OSError:
+        return 0
 
 
 def _duration(seconds: float) -> str:
@@ -230,59 +292,6 @@ def _train_command(run: Run, nproc: int) -> list[str]:
                        "--name", run.folder.name, "--exist-ok"]
 
 
-# exit statuses of a worker stopped by a signal: 130 (it handled SIGINT / SIGTERM / SIGHUP as Ctrl-C),
-# 128 + N from a shell or launcher, -N when the signal ended it
-_STOPPED = {130, 128 + 15, 128 + 1, -2, -15, -1}
-
-
-class Workers:
-    """The worker processes a study has running, so that stopping the study stops them too."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen] = []
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-
-    def run(self, command: list[str], **kwargs: Any) -> int | None:
-        """Run ``command`` to its end; ``None`` when the study is stopping (nothing started)."""
-        with self.lock:
-            if self.stopping.is_set():
-                return None
-            proc = subprocess.Popen(command, **kwargs)
-            self.procs.append(proc)
-        try:
-            return proc.wait()
-        finally:
-            with self.lock:
-                self.procs.remove(proc)
-
-    def stop(self, grace: float = 2.0, timeout: float = 60.0) -> None:
-        """Stop every running worker: a moment to finish on its own (Ctrl-C reaches the whole process
-        group), then SIGTERM (each stops as on Ctrl-C, keeping last.pt), then SIGKILL after ``timeout``."""
-        self.stopping.set()
-        with self.lock:
-            procs = list(self.procs)
-        deadline = time.monotonic() + grace
-        for proc in procs:
-            _wait(proc, deadline)
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + timeout
-        for proc in procs:
-            if not _wait(proc, deadline):
-                proc.kill()
-                proc.wait()
-
-
-def _wait(proc: subprocess.Popen, deadline: float) -> bool:
-    try:
-        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        return True
-    except subprocess.TimeoutExpired:
-        return False
-
-
 def _run_subprocess(run: Run, progress: StudyProgress, nproc: int, env: dict[str, str],
                     workers: Workers) -> RunResult | None:
     """The run trained by a worker process; ``None`` if the study stopped before it started."""
@@ -293,13 +302,17 @@ def _run_subprocess(run: Run, progress: StudyProgress, nproc: int, env: dict[str
         return busy
     run.folder.mkdir(parents=True, exist_ok=True)
     log = run.folder / "train.log"
-    with open(log, "a") as f:
-        status = workers.run(_train_command(run, nproc), stdout=f, stderr=subprocess.STDOUT, env=env)
+    progress.run_started(run.folder)
+    try:
+        with open(log, "a") as f:
+            status = workers.run(_train_command(run, nproc), stdout=f, stderr=subprocess.STDOUT, env=env)
+    finally:
+        progress.run_ended(run.folder)
     if status is None:
         return None
     result = _finished(run)
     if status != 0 or result is None:
-        if status in _STOPPED:  # not a failure: last.pt holds the run so far, the next compare resumes it
+        if status in STOPPED_STATUSES or workers.stopping.is_set():  # stopped, not failed: the next compare resumes it
             return RunResult(run, error="interrupted", interrupted=True)
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
         return RunResult(run, error=f"exit status {status} ({tail[0]}; see {log})")
@@ -309,16 +322,19 @@ def _run_subprocess(run: Run, progress: StudyProgress, nproc: int, env: dict[str
 
 
 def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_per_run: int = 1,
-                 devices: list[str] | None = None, quiet: bool = False, scale: float = 1.0) -> list[RunResult]:
+                 devices: list[str] | None = None, quiet: bool = False, scale: float = 1.0,
+                 digits: int = 2, launcher: Any = None) -> list[RunResult]:
     """Run what is not finished yet; returns one result per run, in ``runs`` order.
 
     Args:
         metric: (key, label) of the metric shown as runs finish.
-        scale: what that metric is multiplied by when shown (detection: fractions -> %).
+        scale, digits: what that metric is multiplied by when shown, and its decimals.
         jobs: runs trained at once. 1 (and ``nproc_per_run`` 1) trains in this process; more start
             ``nostride train`` worker processes (on CPU each gets ``cpu_count // jobs`` threads).
         nproc_per_run: processes per run (a torchrun group, e.g. one per GPU).
         devices: devices handed out to concurrent runs in turn (``["cuda:0", "cuda:1"]``).
+        launcher: a :class:`~nostride.comparison.launchers.Launcher` that trains the unfinished runs
+            elsewhere (a Slurm or Ray cluster) instead of ``jobs`` / ``devices`` here.
     """
     progress = StudyProgress(sum(r.options["epochs"] for r in runs), len(runs), quiet)
     results: list[RunResult | None] = [None] * len(runs)
@@ -328,17 +344,25 @@ def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_
         if done is not None:
             results[i] = done
             progress.epochs(run.options["epochs"], trained=False)
-            progress.finished(done, *metric, scale)
+            progress.finished(done, *metric, scale, digits)
         else:
             todo.append(i)
     try:
-        if jobs <= 1 and nproc_per_run <= 1:
+        if launcher is not None:
+            def came_back(result: RunResult) -> None:
+                if not result.error:
+                    progress.epochs(result.run.options["epochs"], trained=not result.reused)
+                progress.finished(result, *metric, scale, digits)
+
+            for i, result in zip(todo, launcher.launch([runs[i] for i in todo], came_back)):
+                results[i] = result
+        elif jobs <= 1 and nproc_per_run <= 1:
             for i in todo:
                 run = runs[i]
                 if devices:
                     run.options["device"] = devices[0]
                 results[i] = _run_in_process(run, progress)
-                progress.finished(results[i], *metric, scale)
+                progress.finished(results[i], *metric, scale, digits)
         else:
             slots = list(devices or [""])
             free = [slots[k % len(slots)] for k in range(max(jobs, 1))]
@@ -353,12 +377,12 @@ def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_
                 env = dict(os.environ)
                 if device:
                     run.options["device"] = device
-                elif not os.environ.get("OMP_NUM_THREADS"):
-                    env["OMP_NUM_THREADS"] = str(threads)
+                if not device.startswith(("cuda", "mps")) and not os.environ.get("OMP_NUM_THREADS"):
+                    env["OMP_NUM_THREADS"] = str(threads)  # CPU runs share the cores: each its part
                 try:
                     results[i] = _run_subprocess(run, progress, nproc_per_run, env, workers)
                     if results[i] is not None:
-                        progress.finished(results[i], *metric, scale)
+                        progress.finished(results[i], *metric, scale, digits)
                 finally:
                     with lock:
                         free.append(device)

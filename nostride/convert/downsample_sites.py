@@ -88,9 +88,9 @@ class SiteBuilders:
 
 
 def _fresh_bn(bn: nn.Module | None, channels: int) -> nn.Module:
+    """A new BatchNorm with the replaced block's eps and momentum (YOLO's differ from PyTorch's)."""
     if isinstance(bn, nn.BatchNorm2d):
-        new = nn.BatchNorm2d(channels, eps=bn.eps, momentum=bn.momentum)
-        return new
+        return nn.BatchNorm2d(channels, eps=bn.eps, momentum=bn.momentum)
     return nn.BatchNorm2d(channels)
 
 
@@ -104,7 +104,7 @@ def _dense_kernel(conv: nn.Conv2d) -> int | str:
     return k[0] if k[0] % 2 else max(k[0] - 1, 1)
 
 
-def _check_stride_2(module: nn.Module, stride) -> str | None:
+def _check_stride_2(stride) -> str | None:
     s = _pair(stride)
     if s != (2, 2):
         return f"stride {s[0]}x{s[1]}: the operator halves height and width (stride 2 only)"
@@ -115,7 +115,7 @@ def _check_conv(site: ConvSite, dense_groups: bool) -> str | None:
     conv = site.conv
     if type(conv) is not nn.Conv2d:
         return f"{type(conv).__name__} is not a plain Conv2d"
-    reason = _check_stride_2(conv, conv.stride)
+    reason = _check_stride_2(conv.stride)
     if reason:
         return reason
     if isinstance(conv.padding, str):
@@ -134,7 +134,7 @@ def _act(site: ConvSite) -> nn.Module:
 # --- conv-equal (exact): SPD + stride-1 conv, then written as the one strided conv ---------------
 
 
-def _conv_equal_core(name: str, module: nn.Module, make) -> Built:
+def _conv_equal_core(make: Callable[[], nn.Module]) -> Built:
     try:
         spd = make()
     except ValueError as e:
@@ -144,14 +144,14 @@ def _conv_equal_core(name: str, module: nn.Module, make) -> Built:
 
 
 def _conv_equal_conv(site: ConvSite) -> Built:
-    core = _conv_equal_core(site.name, site.conv, lambda: replace_conv(site.name, site.conv, None, site.init))
+    core = _conv_equal_core(lambda: replace_conv(site.name, site.conv, None, site.init))
     if isinstance(core, str) or not site.block:
         return core
     return DownsampleBlock(core, site.bn, site.act)
 
 
 def _conv_equal_pool(site: PoolSite) -> Built:
-    return _conv_equal_core(site.name, site.pool, lambda: replace_pool(
+    return _conv_equal_core(lambda: replace_pool(
         site.name, site.pool, site.kind, site.channels, None, site.init, "full", site.device, site.dtype))
 
 
@@ -177,7 +177,7 @@ def _blur_conv(filt: int) -> Callable[[ConvSite], Built]:
 def _blur_pool(filt: int) -> Callable[[PoolSite], Built]:
     def build(site: PoolSite) -> Built:
         p = site.pool
-        reason = _check_stride_2(p, p.stride if p.stride is not None else p.kernel_size)
+        reason = _check_stride_2(p.stride if p.stride is not None else p.kernel_size)
         if reason:
             return reason
         if site.kind == "avgpool":  # the paper: an average pool becomes the blur itself
@@ -203,7 +203,7 @@ def _hwd_conv(site: ConvSite) -> Built:
 
 def _hwd_pool(site: PoolSite) -> Built:
     p = site.pool
-    return _check_stride_2(p, p.stride if p.stride is not None else p.kernel_size) or HWD(site.channels, site.channels)
+    return _check_stride_2(p.stride if p.stride is not None else p.kernel_size) or HWD(site.channels, site.channels)
 
 
 def _yolo_op(cls) -> tuple[Callable[[ConvSite], Built], Callable[[PoolSite], Built]]:
@@ -219,7 +219,7 @@ def _yolo_op(cls) -> tuple[Callable[[ConvSite], Built], Callable[[PoolSite], Bui
 
     def pool(site: PoolSite) -> Built:
         p = site.pool
-        reason = _check_stride_2(p, p.stride if p.stride is not None else p.kernel_size)
+        reason = _check_stride_2(p.stride if p.stride is not None else p.kernel_size)
         return reason or check(site.channels, site.channels) or cls(site.channels, site.channels)
     return conv, pool
 
@@ -240,7 +240,7 @@ def _pool_conv(kind: str) -> tuple[Callable[[ConvSite], Built], Callable[[PoolSi
 
     def pool(site: PoolSite) -> Built:
         p = site.pool
-        reason = _check_stride_2(p, p.stride if p.stride is not None else p.kernel_size)
+        reason = _check_stride_2(p.stride if p.stride is not None else p.kernel_size)
         return reason or PoolConv(site.channels, site.channels, 3, kind)
     return conv, pool
 
@@ -260,7 +260,7 @@ def _conv_spd_conv(site: ConvSite) -> Built:
 
 def _conv_spd_pool(site: PoolSite) -> Built:
     p = site.pool
-    reason = _check_stride_2(p, p.stride if p.stride is not None else p.kernel_size)
+    reason = _check_stride_2(p.stride if p.stride is not None else p.kernel_size)
     if reason:
         return reason
     if site.channels % 4:

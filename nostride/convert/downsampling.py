@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..layers.downsample import downsample_op, list_downsample_ops
+from ..layers.downsample import BlurConv, downsample_op
 from ..utils.profile import count_parameters
 from .downsample_sites import SITE_BUILDERS, ConvSite, PoolSite
 from .report import ConversionEntry, ConversionReport
@@ -107,9 +107,17 @@ def convert_downsampling(
             entries.append(unchanged("unsupported", f"{op} cannot serve this layer: {new}"))
             continue
         new.train(module.training)
+        where = "the conv-norm-act block" if target is not module else "the layer"
+        after = _resnet_norm_relu(name, module, parents) if isinstance(new, BlurConv) and target is module else None
+        if after is not None:
+            # the paper's order in a ResNet block: conv (stride 1) -> BN -> ReLU -> blur; the block's own
+            # ReLU that follows is then a no-op (the blur of non-negative values is non-negative)
+            bn_name, bn = after
+            swaps.append((bn, nn.Sequential(bn, nn.ReLU(inplace=False), new.blur)))
+            new = new.conv
+            where = f"the layer, the blur after {bn_name} and its ReLU"
         swaps.append((target, new))
         exact = op == "conv-equal" and init == "preserve" and kind != "maxpool"
-        where = "the conv-norm-act block" if target is not module else "the layer"
         entries.append(ConversionEntry(name if target is module else parents[id(module)][0], kind, "converted",
                                        old if target is module else _describe(target),
                                        _describe(new), count_parameters(target), count_parameters(new), exact,
@@ -143,6 +151,28 @@ def _build(op: str, name: str, kind: str, module: nn.Module, parents, pool_input
     if type(module) is not nn.Conv2d and op != "conv-equal":
         return module, f"{type(module).__name__} computes more than a plain strided Conv2d"
     return module, builders.conv(ConvSite(name, module, init))
+
+
+_RESNET_BLOCKS = {("torchvision.models.resnet", "BasicBlock"), ("torchvision.models.resnet", "Bottleneck"),
+                  ("torchvision.models.resnet", "ResNet"), ("nostride.models.resnet", "BasicBlock"),
+                  ("nostride.models.resnet", "Bottleneck"), ("nostride.models.resnet", "ResNet")}
+
+
+def _resnet_norm_relu(name: str, conv: nn.Module, parents) -> tuple[str, nn.Module] | None:
+    """``(name, bn)`` when ``conv`` is the ``convN`` of a torchvision / nostride ResNet block or stem whose
+    forward runs ``relu(bnN(convN(x)))`` (the strided 3x3 of a block, the stem), else None."""
+    parent_name, parent = parents.get(id(conv), ("", None))
+    if parent is None or (type(parent).__module__, type(parent).__name__) not in _RESNET_BLOCKS:
+        return None
+    attr = name.rpartition(".")[2]
+    if not attr.startswith("conv") or not isinstance(getattr(parent, "relu", None), nn.ReLU):
+        return None
+    bn = getattr(parent, "bn" + attr[len("conv"):], None)
+    # conv2 of a BasicBlock (and conv3 of a Bottleneck) is followed by the shortcut addition, not a ReLU
+    last = {"BasicBlock": "conv2", "Bottleneck": "conv3"}.get(type(parent).__name__)
+    if not isinstance(bn, nn.BatchNorm2d) or attr == last:
+        return None
+    return (f"{parent_name}." if parent_name else "") + "bn" + attr[len("conv"):], bn
 
 
 def _is_conv_block(parent: nn.Module | None, conv: nn.Module) -> bool:
@@ -199,5 +229,3 @@ def _record(model: nn.Module, op: str, init: str, patterns: list[str], example_i
     options = {"to": op, "exclude": patterns, "example_input": shape}
     model.downsample_options = [*getattr(model, "downsample_options", []), options]
 
-
-_ = list_downsample_ops  # re-exported through nostride.convert

@@ -2,7 +2,9 @@
 
 :func:`read_image_rgb` turns any image file into a uint8 RGB tensor (3, H, W):
 
-* JPEG is decoded by torchvision; everything else (PNG, GIF, BMP, TIFF, WebP, ...) by Pillow;
+* the image kinds YOLOv5 reads (JPEG, PNG, BMP, TIFF, WebP) are decoded by OpenCV, as YOLOv5's
+  ``cv2.imread`` decodes them (the same pixels; OpenCV's RGB output, no colour-order pass); GIF
+  and any file OpenCV cannot read by Pillow;
 * the first frame of an animation (GIF, APNG, multi-page TIFF);
 * 16-bit samples keep their high byte (``v >> 8``, what OpenCV's ``imread`` gives YOLOv5);
 * palette, greyscale, 1-bit, LA, RGBA and CMYK images become RGB (alpha dropped);
@@ -28,7 +30,6 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_image
 
 from ..utils.atomic import atomic_write_bytes
 from ..utils.numbers import plural
@@ -40,6 +41,7 @@ __all__ = [
     "is_image_file",
     "list_images",
     "max_image_pixels",
+    "read_image_hwc",
     "read_image_rgb",
     "read_image_size",
     "walk_image_files",
@@ -49,9 +51,8 @@ __all__ = [
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 MAX_PIXELS_ENV = "NOSTRIDE_MAX_IMAGE_PIXELS"
-# torchvision (libjpeg-turbo) decodes JPEG fastest and applies its EXIF orientation; its PNG decoder
-# crashes the process (segfault) on a PNG whose image data ends early, so PNG goes to Pillow
-_TORCHVISION_FORMATS = {"JPEG"}
+# what OpenCV decodes (as cv2.imread for YOLOv5, EXIF orientation included); the rest goes to Pillow
+_OPENCV_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP"}
 _PIL_LOCK = threading.Lock()
 _DEFAULT_LIMIT = object()  # read_image_rgb: use max_image_pixels()
 
@@ -295,14 +296,18 @@ def _pil_to_rgb(im) -> torch.Tensor:
     return torch.from_numpy(np.array(a, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
 
 
-def _torchvision_to_rgb(raw: bytes) -> torch.Tensor:
-    data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
-    with _quiet_torchvision_io():
-        img = decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
-    if img.ndim == 4:  # an animation: its first frame
-        img = img[0]
-    if img.dtype != torch.uint8:  # 12/16-bit samples: keep the high byte
-        img = (img.to(torch.int32) >> 8).to(torch.uint8)
+def _opencv_to_rgb(raw: bytes) -> np.ndarray | None:
+    """OpenCV's decoding of ``raw`` as (H, W, 3) uint8 RGB (``cv2.imread``'s pixels, EXIF orientation
+    applied, 16-bit samples scaled to 8 bits, alpha dropped), or None when OpenCV cannot read it."""
+    from .opencv import cv2
+
+    data = np.frombuffer(raw, dtype=np.uint8)
+    rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10: RGB straight from the decoder
+    img = cv2.imdecode(data, rgb_flag if rgb_flag is not None else cv2.IMREAD_COLOR)
+    if img is None:
+        return None
+    if rgb_flag is None:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     return img
 
 
@@ -411,21 +416,11 @@ def _header(path: Path, limit: int | None, raw: bytes | None = None):
     return raw, im
 
 
-def read_image_rgb(path: str | os.PathLike, max_pixels: int | None = _DEFAULT_LIMIT) -> torch.Tensor:  # type: ignore[assignment]
-    """Decode an image file of any kind to a uint8 RGB tensor of shape (3, H, W).
+def read_image_hwc(path: str | os.PathLike, max_pixels: int | None = _DEFAULT_LIMIT) -> np.ndarray:  # type: ignore[assignment]
+    """Decode an image file of any kind to a uint8 RGB array of shape (H, W, 3).
 
-    First frame of an animation, 16-bit samples scaled to 8 (high byte), palette / greyscale /
-    1-bit / LA / RGBA / CMYK converted to RGB (alpha dropped), EXIF orientation applied.
-
-    Args:
-        path: the image file.
-        max_pixels: refuse images whose header declares more pixels than this (``None``: no
-            limit); by default :func:`max_image_pixels`.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ImageTooLargeError: the header declares more than ``max_pixels`` pixels (nothing decoded).
-        ImageDecodeError: the file exists but is not a decodable image.
+    The pixels of :func:`read_image_rgb` in OpenCV's layout (what the detection pipeline, which
+    resizes with OpenCV, works on without a copy). Arguments and errors as :func:`read_image_rgb`.
     """
     path = Path(path)
     _check_regular_file(path)
@@ -437,13 +432,37 @@ def read_image_rgb(path: str | os.PathLike, max_pixels: int | None = _DEFAULT_LI
         raw, im = _header(path, limit, raw)
     else:
         _check_size(path, *size, limit)
+    img = None
     try:
-        if im is None or im.format in _TORCHVISION_FORMATS:
-            img = _torchvision_to_rgb(raw)
-        else:
-            img = _pil_to_rgb(im)
+        if im is None or im.format in _OPENCV_FORMATS:
+            img = _opencv_to_rgb(raw)
+        if img is None:  # a kind OpenCV does not read (GIF, ...), or a file it refuses
+            if im is None:
+                raw, im = _header(path, limit, raw)
+            img = _pil_to_rgb(im).permute(1, 2, 0).numpy()
     except (OSError, RuntimeError, ValueError, SyntaxError, EOFError) as e:
         raise ImageDecodeError(f"{path}: cannot decode image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    if img.dtype != torch.uint8 or img.ndim != 3 or img.shape[0] != 3:  # pragma: no cover - decoder contract
-        raise ImageDecodeError(f"{path}: decoded to {img.dtype} {tuple(img.shape)}, expected uint8 (3, H, W)")
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:  # pragma: no cover - decoder contract
+        raise ImageDecodeError(f"{path}: decoded to {img.dtype} {tuple(img.shape)}, expected uint8 (H, W, 3)")
     return img
+
+
+def read_image_rgb(path: str | os.PathLike, max_pixels: int | None = _DEFAULT_LIMIT) -> torch.Tensor:  # type: ignore[assignment]
+    """Decode an image file of any kind to a uint8 RGB tensor of shape (3, H, W).
+
+    First frame of an animation, 16-bit samples scaled to 8, palette / greyscale / 1-bit / LA /
+    RGBA / CMYK converted to RGB (alpha dropped), EXIF orientation applied: for the kinds OpenCV
+    reads, exactly the pixels of ``cv2.imread`` (in RGB order).
+
+    Args:
+        path: the image file.
+        max_pixels: refuse images whose header declares more pixels than this (``None``: no
+            limit); by default :func:`max_image_pixels`.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ImageTooLargeError: the header declares more than ``max_pixels`` pixels (nothing decoded).
+        ImageDecodeError: the file exists but is not a decodable image.
+    """
+    img = read_image_hwc(path, max_pixels)
+    return torch.from_numpy(img).permute(2, 0, 1).contiguous()

@@ -270,7 +270,11 @@ def build_config(config_file: str | os.PathLike | None = None, **overrides: Any)
     from nostride.tasks import task_default_options
 
     defaults = _normalise(task_default_options(merged), "task defaults")
-    return TrainConfig(**_merge(defaults, merged))
+    cfg = TrainConfig(**_merge(defaults, merged))
+    from nostride.tasks import check_task_options
+
+    check_task_options({"task": cfg.task, "model": cfg.model, "task_options": cfg.task_options})
+    return cfg
 
 
 def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

@@ -61,7 +61,9 @@ from ..utils.atomic import remove_stale_temp_files
 from ..utils.jsonio import write_json
 from .schedule import LRSchedule, milestones_beyond
 
-__all__ = ["Trainer", "NonFiniteLossError", "CompileUnavailableError"]
+__all__ = ["Trainer", "NonFiniteLossError", "CompileUnavailableError", "PeerLostError"]
+
+PeerLostError = D.PeerLostError
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -284,9 +286,8 @@ class Trainer:
         else:  # another world size: rank 0 continues the saved stream, the others keep seed + rank
             self._resume_rng = ckpt.get("rng") if self.info.is_main else None
         if self.start_epoch >= self.cfg.epochs:
-            self.log(f"resume: {self.cfg.resume} already finished {self.start_epoch} of {self.cfg.epochs} epochs; "
-                     f"nothing to train. To train longer, start a new run from its weights: nostride train --weights "
-                     f"{self.cfg.resume} --epochs N", always=True)
+            self.log(f"resume: {self.cfg.resume} already finished {self.start_epoch} of {self.cfg.epochs} epochs "
+                     "but not its final evaluation: evaluating best.pt", always=True)
         else:
             self.log(f"resuming {self.cfg.resume} from epoch {self.start_epoch + 1}/{self.cfg.epochs}")
 
@@ -361,8 +362,15 @@ class Trainer:
             return self.final_metrics
         except KeyboardInterrupt:
             self.log(f"\ninterrupted during epoch {self.epoch + 1}: {self.last_path} holds {self._saved_state()}; "
-                     f"continue with:\n  nostride train --resume {self.last_path}", always=True)
+                     f"continue with:\n  {self._resume_command()}", always=True)
             raise
+        except RuntimeError as e:
+            if not (self.info.distributed and D.lost_peer(e)):
+                raise
+            raise D.PeerLostError(
+                f"rank {self.info.rank}: another process of this run stopped during epoch {self.epoch + 1} (the "
+                f"launcher's report names it and why); {self.last_path} holds {self._saved_state()}; continue "
+                f"with: {self._resume_command()}") from e
         finally:
             if self.results is not None:
                 self.results.close()
@@ -378,6 +386,11 @@ class Trainer:
         self.log(f"early stop: no better fitness for {p} epochs (best {self.best_fitness:.4g} at epoch "
                  f"{self.best_epoch}); best.pt holds it", always=True)
         return True
+
+    def _resume_command(self) -> str:
+        if not self.info.distributed:
+            return f"nostride train --resume {self.last_path}"
+        return f"torchrun --nproc_per_node {self.info.world_size} -m nostride train --resume {self.last_path}"
 
     def _saved_state(self) -> str:
         e = self.last_saved_epoch
@@ -525,9 +538,8 @@ class Trainer:
         """Best-epoch validation metrics, plus the test split (evaluated only now, with best.pt)."""
         result: dict[str, Any] = {"run_dir": str(self.run_dir), "best_epoch": self.best_epoch,
                                   "best_fitness": self.best_fitness, "val": to_plain(self.metrics)}
-        D.barrier()  # rank 0 has written best.pt before any rank looks for it
-        if self.best_path.is_file() and (self.val_loader is not None or self.test_loader is not None):
-            best = model_from_checkpoint(load_checkpoint(self.best_path, self.device)).to(self.device)
+        best = self.best_model() if self.val_loader is not None or self.test_loader is not None else None
+        if best is not None:
             if self.val_loader is not None:
                 result["val"] = to_plain(self.evaluate(self.val_loader, best))
             if self.test_loader is not None:
@@ -549,6 +561,33 @@ class Trainer:
             self.log(f"done: {self.run_dir} (best.pt from epoch {self.best_epoch}"
                      f"{f', fitness {self.best_fitness:.4g}' if self.best_fitness is not None else ''})", always=True)
         return result
+
+    def best_model(self) -> nn.Module | None:
+        """``best.pt``'s model on this rank's device, the same on every rank; ``None`` when the run has none.
+
+        Rank 0 reads the file and sends it to the other ranks, so every rank takes the same branch
+        (a rank that looked for the file itself could miss it while rank 0 still writes it, skip an
+        evaluation, and leave the others waiting in its collectives), also without a shared file
+        system. Kept for the next call of the same best epoch (the final validation, test and COCO
+        evaluations all use it).
+        """
+        cached = getattr(self, "_best_model", None)
+        if cached is not None and cached[0] == self.best_epoch:
+            return cached[1]
+        payload: tuple[str, Any] | None = None
+        if self.info.is_main and self.best_path.is_file():
+            try:
+                payload = ("checkpoint", load_checkpoint(self.best_path))  # on the CPU: any rank can take it
+            except (ValueError, OSError) as e:
+                payload = ("error", str(e))
+        payload = D.broadcast_object(payload)
+        if payload is None:
+            return None
+        if payload[0] == "error":
+            raise ValueError(payload[1])
+        model = model_from_checkpoint(payload[1]).to(self.device)
+        self._best_model = (self.best_epoch, model)
+        return model
 
     def _progress(self, loader, total: int):
         from ..utils.progress import progress

@@ -97,7 +97,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     down = kwargs.pop("down", None)
     model = info.builder(**kwargs)
     if down is not None:
-        model = _with_downsampling(model, name, str(down))
+        model = with_downsampling(model, name, str(down))
         kwargs["down"] = str(down)
     model.model_name = name
     model.model_kwargs = dict(kwargs)
@@ -105,8 +105,12 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     return model
 
 
-def _with_downsampling(model: nn.Module, name: str, down: str) -> nn.Module:
-    """``model`` with every downsampling site using operator ``down`` (fresh weights)."""
+def with_downsampling(model: nn.Module, name: str, down: str, record: bool = False) -> nn.Module:
+    """``model`` with every downsampling site using operator ``down`` (fresh weights).
+
+    ``record``: keep the conversion's record on the model (``downsample_options``/``spdify_options``)
+    so a checkpoint re-applies it (torchvision and timm models, whose builders take no ``down``).
+    """
     import warnings
 
     from ..convert import convert_downsampling, downsampling_sites
@@ -119,12 +123,17 @@ def _with_downsampling(model: nn.Module, name: str, down: str) -> nn.Module:
     first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     channels = first.in_channels if first is not None else 3
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # layers it cannot serve are in the report (create_model(...).down_report)
+        warnings.simplefilter("ignore")  # said once below, naming the model
         model, report = convert_downsampling(model, op, init="random", example_input=(1, channels, 64, 64),
                                              inplace=True)
+    left = [e for e in report if e.action == "unsupported"]
+    if left:
+        warnings.warn(f"{name} with down={op}: {len(left)} downsampling {'site' if len(left) == 1 else 'sites'} left "
+                      f"as {'it was' if len(left) == 1 else 'they were'}: "
+                      + "; ".join(f"{e.name} ({e.note.split(': ', 1)[-1]})" for e in left), stacklevel=3)
     # create_model's kwargs (down=...) rebuild the conversion; a checkpoint must not apply it twice
     for attr in ("spdify_options", "downsample_options"):
-        if hasattr(model, attr):
+        if hasattr(model, attr) and not record:
             delattr(model, attr)
     model.down_report = report
     return model

@@ -31,17 +31,18 @@ def files_hash(files: Sequence[str | os.PathLike]) -> str:
     """A hash of the paths, sizes and modification times of ``files`` (missing files count too)."""
     h = hashlib.sha256(CACHE_VERSION.encode())
     for f in files:
+        # os.fsencode: a file name that is not UTF-8 (kept by Python as surrogates) hashes as its bytes
         try:
             st = os.stat(f)
-            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            h.update(os.fsencode(f) + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         except OSError:
-            h.update(f"{f}\0-\n".encode())
+            h.update(os.fsencode(f) + b"\0-\n")
     return h.hexdigest()
 
 
 def cache_locations(preferred: Path) -> list[Path]:
     """Where a cache may be: beside the labels, then in the user cache folder (named by a hash of the first)."""
-    key = hashlib.sha1(str(preferred.resolve()).encode()).hexdigest()[:16]
+    key = hashlib.sha1(os.fsencode(preferred.resolve())).hexdigest()[:16]
     return [preferred, user_cache_dir() / "labels" / f"{preferred.stem}-{key}.npz"]
 
 

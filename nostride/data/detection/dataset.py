@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..io import ImageDecodeError, is_image_file, list_images, read_image_rgb
+from ..io import ImageDecodeError, is_image_file, list_images, read_image_hwc
 from .cache import files_hash, load_cache, save_cache
 from .coco import CocoJsonSource, read_coco_json
 from .dataset_yaml import DetectionDataConfig, load_data_yaml
@@ -130,10 +130,10 @@ def _label_path(image: str) -> str:
 def _verify_image(path: str | Path) -> tuple[int, int, str]:
     """``(h, w, "")`` or ``(0, 0, reason)``."""
     try:
-        img = read_image_rgb(path)
+        img = read_image_hwc(path)
     except (ImageDecodeError, OSError) as e:
         return 0, 0, str(e)
-    h, w = int(img.shape[1]), int(img.shape[2])
+    h, w = int(img.shape[0]), int(img.shape[1])
     if h < MIN_IMAGE_SIZE or w < MIN_IMAGE_SIZE:
         return 0, 0, f"{path}: image size {w}x{h} is below {MIN_IMAGE_SIZE} pixels"
     return h, w, ""
@@ -345,9 +345,11 @@ class DetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.im_files)
 
-    def load_image(self, i: int, img_size: int | None = None) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
-        """Image ``i`` resized to long side ``img_size`` (default: the dataset's); see :func:`.image.load_image`."""
-        return load_image(self.im_files[i], img_size if img_size is not None else self.img_size)
+    def load_image(self, i: int, img_size: int | None = None,
+                   augment: bool = False) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
+        """Image ``i`` resized to long side ``img_size`` (default: the dataset's) with the
+        interpolation of augmented training or not (``augment``); see :func:`.image.load_image`."""
+        return load_image(self.im_files[i], img_size if img_size is not None else self.img_size, augment)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, str, tuple[int, int]]:
         img, shape0, _ = self.load_image(i)

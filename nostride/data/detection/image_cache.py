@@ -2,9 +2,10 @@
 
 * ``ram``: every image, resized to the training size, is loaded once (in threads) and kept in this
   process's memory; DataLoader workers fork after that and share the pages.
-* ``disk``: each resized image is written once as a ``.npy`` file (uint8, (3, h, w)) and read back
-  with ``numpy.load`` later (much cheaper than decoding a JPEG). Files go beside the images,
-  named ``NAME.<size>.npy``, when that folder is writable, else into the user cache folder
+* ``disk``: each resized image is written once as a ``.npy`` file (uint8, (h, w, 3), OpenCV's
+  layout) and read back with ``numpy.load`` later (much cheaper than decoding a JPEG). Files go
+  beside the images, named ``NAME.<size>.<tag>.npy`` (the tag says how they were resized), when
+  that folder is writable, else into the user cache folder
   (:func:`nostride.data.detection.cache.user_cache_dir`) under a hash of the image path. Writes are
   atomic; a file that cannot be read back is rebuilt.
 """
@@ -20,9 +21,9 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 from torch import Tensor
 
+from ..opencv import from_hwc, to_hwc
 from .cache import user_cache_dir
 
 __all__ = ["ImageCache"]
@@ -42,13 +43,16 @@ class ImageCache:
         mode: ``""``, ``"ram"`` or ``"disk"``.
         workers: threads filling the cache.
         prefix: text starting the printed line.
+        tag: part of the disk file names saying how ``load`` resizes (files made another way are
+            not mistaken for these).
     """
 
     def __init__(self, files: list[Path], shapes0: np.ndarray, img_size: int, load: Callable[[int], Loaded],
-                 mode: str = "", workers: int = 4, prefix: str = "", verbose: bool = True) -> None:
+                 mode: str = "", workers: int = 4, prefix: str = "", verbose: bool = True, tag: str = "cv") -> None:
         if mode not in ("", "ram", "disk"):
             raise ValueError(f"cache must be 'ram', 'disk' or '' (none), got {mode!r}")
         self.files, self.shapes0, self.img_size, self._load, self.mode = files, shapes0, img_size, load, mode
+        self.tag = tag
         self.ram: list[Tensor | None] = [None] * len(files)
         if mode:
             self._fill(workers, prefix, verbose)
@@ -56,11 +60,11 @@ class ImageCache:
     def npy_path(self, i: int) -> Path:
         """Where image ``i``'s resized copy lives with ``mode="disk"``."""
         f = Path(self.files[i])
-        beside = f.with_name(f"{f.stem}.{self.img_size}.npy")
+        beside = f.with_name(f"{f.stem}.{self.img_size}.{self.tag}.npy")
         if os.access(f.parent, os.W_OK) and (f.parent.stat().st_mode & 0o222):
             return beside
         digest = hashlib.sha1(str(f.resolve()).encode()).hexdigest()[:16]
-        return user_cache_dir() / "images" / f"{f.stem}.{digest}.{self.img_size}.npy"
+        return user_cache_dir() / "images" / f"{f.stem}.{digest}.{self.img_size}.{self.tag}.npy"
 
     def _fill(self, workers: int, prefix: str, verbose: bool) -> None:
         def one(i: int) -> int:
@@ -76,7 +80,7 @@ class ImageCache:
                 except (OSError, ValueError):
                     pass
             img = self._load(i)[0]
-            _save_npy(path, img.numpy())
+            _save_npy(path, to_hwc(img))
             return img.numel()
 
         with ThreadPoolExecutor(max(1, workers)) as pool:
@@ -92,7 +96,7 @@ class ImageCache:
             img = self.ram[i]
         elif self.mode == "disk":
             try:
-                img = torch.from_numpy(np.load(self.npy_path(i)))
+                img = from_hwc(np.load(self.npy_path(i)))
             except (OSError, ValueError):
                 return self._load(i)
         else:

@@ -11,15 +11,16 @@ rest with grey (114). Sizes and paddings follow YOLOv5's ``letterbox`` exactly:
   odd padding puts the extra pixel on the right / bottom;
 * the returned ``pad`` is the halved float ``(dw / 2, dh / 2)``, as YOLOv5 returns it.
 
-Resizing uses torchvision's bilinear resize with antialiasing (YOLOv5 uses OpenCV; pixel values
-differ slightly, geometry is identical).
+Resizing and padding are OpenCV's, as the reference's (``cv2.resize`` with ``INTER_LINEAR``,
+``cv2.copyMakeBorder``): the same pixels.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
-from torchvision.transforms.v2 import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
+
+from ..opencv import cv2, pad_constant, resize
 
 __all__ = ["letterbox", "scale_boxes"]
 
@@ -75,15 +76,16 @@ def letterbox(
     dh /= 2
 
     if (w0, h0) != new_unpad:
-        img = TF.resize(
-            img, [new_unpad[1], new_unpad[0]], interpolation=InterpolationMode.BILINEAR, antialias=True
-        )
+        img = resize(img, (new_unpad[1], new_unpad[0]), cv2.INTER_LINEAR)
     top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
     left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
     if top or bottom or left or right:
-        out = img.new_full((img.shape[0], new_unpad[1] + top + bottom, new_unpad[0] + left + right), pad_value)
-        out[:, top : top + new_unpad[1], left : left + new_unpad[0]] = img
-        img = out
+        if img.dtype == torch.uint8 and img.shape[0] <= 4:
+            img = pad_constant(img, top, bottom, left, right, int(pad_value))
+        else:  # other dtypes / channel counts than OpenCV's images: the same fill, in torch
+            out = img.new_full((img.shape[0], new_unpad[1] + top + bottom, new_unpad[0] + left + right), pad_value)
+            out[:, top : top + new_unpad[1], left : left + new_unpad[0]] = img
+            img = out
     return img, ratio, (dw, dh)
 
 

@@ -78,7 +78,8 @@ class DetectionTrainDataset(Dataset):
         else:
             self.order, self.batch_shapes = np.arange(self.n), None
         self.load = ImageCache(index.im_files, index.shapes, self.img_size,
-                               lambda i: index.load_image(i, self.img_size), cache, workers, prefix, verbose)
+                               lambda i: index.load_image(i, self.img_size, augment), cache, workers, prefix,
+                               verbose, tag="cv-linear" if augment else "cv-area")
 
     def __len__(self) -> int:
         return self.n

@@ -1,6 +1,7 @@
 """Validation loading: letterboxed rectangular batches, as YOLOv5's ``val.py`` loads data.
 
-* Images are ordered by aspect ratio ``h / w`` (``numpy.argsort``, as the reference), and batch
+* Images are ordered by aspect ratio ``h / w`` (``numpy.argsort``'s classic order, ties included,
+  as the reference: :func:`.aspect_order.classic_argsort`), and batch
   ``k`` holds positions ``k*bs .. k*bs+bs-1`` of that order.
 * Each batch gets one canvas shape: ``[max_ar, 1]`` when every ratio in it is < 1, ``[1, 1/min_ar]``
   when every ratio is > 1, else ``[1, 1]``, times ``img_size / stride``, plus ``pad`` (0.5), rounded
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .aspect_order import classic_argsort
 from .dataset import DetectionDataset
 from .letterbox import letterbox
 
@@ -46,7 +48,7 @@ def rect_batch_shapes(
     shapes = np.asarray(shapes, dtype=np.float64).reshape(-1, 2)
     n = len(shapes)
     ar = shapes[:, 0] / shapes[:, 1]  # h / w
-    order = ar.argsort()
+    order = classic_argsort(ar)  # ties in the reference's order (see .aspect_order)
     ar = ar[order]
     nb = int(math.ceil(n / batch_size))
     bi = np.floor(np.arange(n) / batch_size).astype(int)

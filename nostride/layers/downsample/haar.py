@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from ..activations import ActLike, make_act
-from ..fused import FusedSPDConv, spd_pad, spd_weight_to_strided
+from ..fused import FusedSPDConv, spd_weight_to_strided
+from ..space_to_depth import space_to_depth
 from ._fold import fold_norm
 
 __all__ = ["HaarDownsample", "HWD", "haar_mixing", "haar_weight_to_spd", "spd_weight_to_haar"]
@@ -59,9 +60,9 @@ class HaarDownsample(nn.Module):
     LL, LH, HL, HH as channel blocks (each block holds the C channels). No parameters."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = spd_pad(x, (2, 2), True, "HaarDownsample")
-        a, b = x[..., 0::2, 0::2], x[..., 0::2, 1::2]
-        c, d = x[..., 1::2, 0::2], x[..., 1::2, 1::2]
+        # space-to-depth pads odd sizes (also in a recorded graph: ONNX, tracing) and orders the blocks
+        # f(0,0)=a, f(1,0)=c, f(0,1)=b, f(1,1)=d
+        a, c, b, d = space_to_depth(x, 2).chunk(4, dim=1)
         s_ab, s_cd, d_ab, d_cd = a + b, c + d, a - b, c - d
         return torch.cat([s_ab + s_cd, s_ab - s_cd, d_ab + d_cd, d_ab - d_cd], dim=1) * 0.5
 

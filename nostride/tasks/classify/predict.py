@@ -180,7 +180,14 @@ def _predict(
         k = min(topk, probs.shape[1])
         # stable descending sort of the logits: ties go to the lower class index, so top-1 == argmax
         order = logits.sort(dim=1, descending=True, stable=True).indices[:, :k]
-        for (i, _), idx, p in zip(good, order.cpu(), probs.cpu()):
+        finite = torch.isfinite(logits).all(1).cpu()
+        for (i, _), idx, p, ok in zip(good, order.cpu(), probs.cpu(), finite):
+            if not ok:  # a ranking of NaN scores is no prediction: reported, never written
+                err = (f"{files[i]}: the model's outputs for this image are not finite (NaN/inf: diverged or "
+                       "damaged weights); no prediction")
+                skipped.append((str(files[i]), err))
+                warnings.warn(err, RuntimeWarning, stacklevel=2)
+                continue
             top = [(int(c), names[c] if names is not None else str(int(c)), float(p[c])) for c in idx]
             results.append({"path": str(files[i]), "topk": top})
     bar.close()
@@ -259,11 +266,12 @@ def run_cli(args: argparse.Namespace, ckpt: dict[str, Any]) -> int:
     if table:
         print(table)
     if skipped:
-        print(f"skipped {plural(len(skipped), 'unreadable image')}:", file=sys.stderr)
+        print(f"skipped {plural(len(skipped), 'image')} (unreadable, or no finite model output):", file=sys.stderr)
         for _, err in skipped:
             print(f"  {err}", file=sys.stderr)
     if not results:
-        print(f"nostride predict: error: none of the images in {args.source} could be read", file=sys.stderr)
+        print(f"nostride predict: error: none of the images in {args.source} gave a prediction (see above)",
+              file=sys.stderr)
         return 1
     if not getattr(args, "no_save", False):
         from ...utils.paths import increment_path

@@ -221,13 +221,14 @@ class DetectTask(Task):
                            coco=target)
 
     def eval_step(self, model: nn.Module, batch: Any, evaluator: Any) -> None:
-        from .evaluator import to_original, val_nms
+        from .evaluator import nonfinite_images, to_original, val_nms
 
         images, targets, paths, shapes = batch[0], batch[1], batch[2], batch[3]
         out, train_out = model(images)
         if self.loss_fn is not None:
             evaluator.add_loss(self.loss_fn([x.float() for x in train_out], targets)[1])
         iou = FINAL_IOU_COCO if self.final and self._is_coco() else VAL_IOU
+        bad = nonfinite_images(out)
         preds = val_nms(out.float(), conf=VAL_CONF, iou=iou)  # as nostride val: v6.0's validation NMS
         p, lab = to_original(preds, targets, tuple(images.shape[2:]), shapes)
         positions = getattr(self, "_eval_positions", {})
@@ -236,7 +237,7 @@ class DetectTask(Task):
         if getattr(evaluator, "coco", None) is not None:  # COCO image ids of the validation images
             ids = [self._coco_image_ids.get(str(x)) for x in paths]
             ids = ids if None not in ids else None  # another split's images: no pycocotools records
-        evaluator.process(p, lab, keys=keys if None not in keys else list(paths), image_ids=ids)
+        evaluator.process(p, lab, keys=keys if None not in keys else list(paths), image_ids=ids, nonfinite=bad)
 
     def _coco_target(self) -> Any:
         """The validation split's :class:`~.coco_eval.CocoTarget` when it is COCO data (a COCO json, or

@@ -9,9 +9,10 @@ drawn in that order), a warp with grey (114) fill, boxes from the four transform
 (min / max, clipped to the output), then :func:`box_candidates` keeps boxes that are still wider and
 taller than 2 px, keep more than 10 % of their scaled area and have an aspect ratio under 20.
 
-The warp samples bilinearly with ``torch.nn.functional.grid_sample`` (pixel centres at integer
-coordinates, as OpenCV's ``warpAffine``), so no OpenCV is needed; pixel values differ from OpenCV's
-by interpolation rounding only, the geometry is the same.
+The matrix is built in NumPy float64 with the reference's operations (``cv2.getRotationMatrix2D``,
+``math.tan(x * pi / 180)``, the same product order) and the image is warped by the reference's
+call (``cv2.warpAffine``, or ``cv2.warpPerspective`` for a projective matrix; bilinear, grey 114
+border), so augmented pixels are YOLOv5's, not an approximation of them.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from ...opencv import cv2, from_hwc, to_hwc
 
 __all__ = [
     "perspective_matrix",
@@ -57,90 +60,34 @@ def perspective_matrix(
         perspective: the (x, y) perspective terms ``P[2, 0], P[2, 1]``.
     """
     h, w = in_hw
-    C = torch.eye(3, dtype=torch.float64)
+    C = np.eye(3)
     C[0, 2], C[1, 2] = -w / 2, -h / 2
-    P = torch.eye(3, dtype=torch.float64)
+    P = np.eye(3)
     P[2, 0], P[2, 1] = perspective
-    R = torch.eye(3, dtype=torch.float64)
-    a = math.radians(degrees)
-    alpha, beta = scale * math.cos(a), scale * math.sin(a)
-    R[0, 0], R[0, 1], R[1, 0], R[1, 1] = alpha, beta, -beta, alpha
-    S = torch.eye(3, dtype=torch.float64)
-    S[0, 1] = math.tan(math.radians(shear[0]))
-    S[1, 0] = math.tan(math.radians(shear[1]))
-    T = torch.eye(3, dtype=torch.float64)
+    R = np.eye(3)
+    R[:2] = cv2.getRotationMatrix2D(angle=degrees, center=(0, 0), scale=scale)
+    S = np.eye(3)
+    S[0, 1] = math.tan(shear[0] * math.pi / 180)
+    S[1, 0] = math.tan(shear[1] * math.pi / 180)
+    T = np.eye(3)
     T[0, 2], T[1, 2] = translate[0] * out_hw[1], translate[1] * out_hw[0]
-    return T @ S @ R @ P @ C
+    return torch.from_numpy(T @ S @ R @ P @ C)
 
 
 def warp_image(img: Tensor, M: Tensor, out_hw: tuple[int, int], fill: float = FILL) -> Tensor:
     """Warp a (C, H, W) uint8 image by the 3x3 matrix ``M`` (input -> output pixel coordinates).
 
-    Every output pixel ``(x, y)`` is sampled bilinearly at ``M^-1 (x, y, 1)`` (divided by the third
-    coordinate when ``M`` is projective); outside the input it gets ``fill``.
+    ``cv2.warpAffine`` (``cv2.warpPerspective`` when ``M`` is projective), bilinear: every output
+    pixel is sampled at ``M^-1 (x, y, 1)``; outside the input it gets ``fill``.
     """
-    c, h, w = img.shape
     oh, ow = out_hw
-    Minv = torch.linalg.inv(M.to(torch.float64))
-    if bool((Minv[2, :2] != 0).any()):
-        return _warp_projective(img, Minv, out_hw, fill)
-    # affine: only the input rectangle the output reads from is converted to float
-    corners = torch.tensor([[-0.5, -0.5, 1], [ow - 0.5, -0.5, 1], [-0.5, oh - 0.5, 1], [ow - 0.5, oh - 0.5, 1]],
-                           dtype=torch.float64) @ Minv.T
-    x0 = max(int(math.floor(corners[:, 0].min())) - 1, 0)
-    y0 = max(int(math.floor(corners[:, 1].min())) - 1, 0)
-    x1 = min(int(math.ceil(corners[:, 0].max())) + 2, w)
-    y1 = min(int(math.ceil(corners[:, 1].max())) + 2, h)
-    if x0 >= x1 or y0 >= y1:  # the output sees none of the input
-        return torch.full((c, oh, ow), int(fill), dtype=torch.uint8)
-    crop = img[:, y0:y1, x0:x1]
-    ch, cw = y1 - y0, x1 - x0
-    shift = torch.eye(3, dtype=torch.float64)
-    shift[0, 2], shift[1, 2] = -x0, -y0
-    # normalised output coords -> output pixels -> crop pixels -> normalised crop coords (align_corners=False)
-    out_px = torch.tensor([[ow / 2, 0, (ow - 1) / 2], [0, oh / 2, (oh - 1) / 2], [0, 0, 1]], dtype=torch.float64)
-    to_norm = torch.tensor([[2 / cw, 0, 1 / cw - 1], [0, 2 / ch, 1 / ch - 1], [0, 0, 1]], dtype=torch.float64)
-    theta = (to_norm @ shift @ Minv @ out_px)[:2].to(torch.float32)[None]
-    return _sample(crop, affine_grid(theta[0], oh, ow), fill)
-
-
-def affine_grid(theta: Tensor, oh: int, ow: int) -> Tensor:
-    """``F.affine_grid(theta[None], [1, C, oh, ow], align_corners=False)``, value for value, at a
-    fraction of its cost: ``x * t[0] + y * t[1] + t[2]`` per output coordinate, from the same
-    normalised pixel centres and in the same float32 order as its (3-term) matrix product, but as
-    broadcast row/column operations instead of a matrix product with 3-element rows.
-
-    Args:
-        theta: (2, 3) float32 affine matrix (normalised output -> normalised input coordinates).
-
-    Returns:
-        (1, oh, ow, 2) sampling grid for ``F.grid_sample(..., align_corners=False)``.
-    """
-    xs = torch.linspace(-1, 1, ow, dtype=theta.dtype) * (ow - 1) / ow
-    ys = torch.linspace(-1, 1, oh, dtype=theta.dtype) * (oh - 1) / oh
-    xs, ys = xs[None, :], ys[:, None]
-    gx = (xs * theta[0, 0] + ys * theta[0, 1]) + theta[0, 2]
-    gy = (xs * theta[1, 0] + ys * theta[1, 1]) + theta[1, 2]
-    return torch.stack((gx, gy), dim=-1)[None]
-
-
-def _sample(img: Tensor, grid: Tensor, fill: float) -> Tensor:
-    src = img.to(torch.float32).sub_(fill)[None]  # zero padding outside == fill after adding it back
-    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
-    return out.add_(fill).round_().clamp_(0, 255).to(torch.uint8)
-
-
-def _warp_projective(img: Tensor, Minv: Tensor, out_hw: tuple[int, int], fill: float) -> Tensor:
-    _, h, w = img.shape
-    oh, ow = out_hw
-    ys, xs = torch.meshgrid(torch.arange(oh, dtype=torch.float64), torch.arange(ow, dtype=torch.float64),
-                            indexing="ij")
-    z = Minv[2, 0] * xs + Minv[2, 1] * ys + Minv[2, 2]
-    u = (Minv[0, 0] * xs + Minv[0, 1] * ys + Minv[0, 2]) / z
-    v = (Minv[1, 0] * xs + Minv[1, 1] * ys + Minv[1, 2]) / z
-    # grid_sample, align_corners=False: pixel i's centre is at (2 i + 1) / size - 1
-    grid = torch.stack(((2 * u + 1) / w - 1, (2 * v + 1) / h - 1), dim=-1).to(torch.float32)[None]
-    return _sample(img, grid, fill)
+    m = M.detach().cpu().numpy().astype(np.float64)
+    border = (float(fill),) * max(3, img.shape[0])
+    if m[2, 0] != 0 or m[2, 1] != 0:
+        out = cv2.warpPerspective(to_hwc(img), m, dsize=(int(ow), int(oh)), borderValue=border)
+    else:
+        out = cv2.warpAffine(to_hwc(img), m[:2], dsize=(int(ow), int(oh)), borderValue=border)
+    return from_hwc(out)
 
 
 def transform_boxes(boxes: Tensor, M: Tensor, out_hw: tuple[int, int]) -> Tensor:
@@ -208,7 +155,7 @@ def random_perspective(
     sh = (r.uniform(-shear, shear), r.uniform(-shear, shear))
     t = (r.uniform(0.5 - translate, 0.5 + translate), r.uniform(0.5 - translate, 0.5 + translate))
     M = perspective_matrix((h, w), out_hw, degrees=a, scale=s, shear=sh, translate=t, perspective=p)
-    if border[0] or border[1] or not torch.equal(M, torch.eye(3, dtype=M.dtype)):
+    if border[0] or border[1] or not torch.equal(M, torch.eye(3, dtype=M.dtype)):  # the image changed
         img = warp_image(img, M, out_hw)
     if len(labels):
         new = transform_boxes(labels[:, 1:5], M, out_hw)

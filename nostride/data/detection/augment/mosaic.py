@@ -26,7 +26,8 @@ def mosaic4(images: list[Tensor], labels: list[Tensor], s: int, center: tuple[in
         raise ValueError(f"mosaic4 needs 4 images and 4 label arrays, got {len(images)} and {len(labels)}")
     xc, yc = center
     c = images[0].shape[0]
-    canvas = torch.full((c, 2 * s, 2 * s), fill, dtype=images[0].dtype)
+    # channels-last memory (a (C, H, W) view), as the OpenCV warp that follows reads it
+    canvas = torch.full((2 * s, 2 * s, c), fill, dtype=images[0].dtype).permute(2, 0, 1)
     out = []
     for i, (img, lab) in enumerate(zip(images, labels)):
         h, w = img.shape[-2:]
@@ -56,8 +57,8 @@ def mosaic4(images: list[Tensor], labels: list[Tensor], s: int, center: tuple[in
 
 def mixup(img: Tensor, labels: Tensor, img2: Tensor, labels2: Tensor, r: float | None = None) -> tuple[Tensor, Tensor]:
     """Blend two same-size uint8 images ``r * img + (1 - r) * img2`` (``r ~ Beta(32, 32)`` when not
-    given; truncated to uint8 as the reference) and concatenate their labels."""
+    given; in float64 and truncated to uint8, as the reference) and concatenate their labels."""
     if r is None:
         r = float(np.random.beta(32.0, 32.0))
-    mixed = (img.to(torch.float32) * r + img2.to(torch.float32) * (1 - r)).to(torch.uint8)
+    mixed = (img.to(torch.float64) * r + img2.to(torch.float64) * (1 - r)).to(torch.uint8)
     return mixed, torch.cat((labels, labels2), 0)
