@@ -140,8 +140,8 @@ _INT_BOUNDS: dict[str, tuple[int | None, int | None]] = {
     "batch_size": (1, bounds.MAX_BATCH_SIZE),
     "accumulate": (1, 1024),
     "nominal_batch_size": (1, bounds.MAX_BATCH_SIZE),
-    "warmup_iters": (0, None),
-    "warmup_min_iters": (0, None),
+    "warmup_iters": (0, bounds.MAX_COUNT),
+    "warmup_min_iters": (0, bounds.MAX_COUNT),
     "patience": (1, bounds.MAX_EPOCHS),
     "workers": (0, bounds.MAX_WORKERS),
     "max_per_class": (1, bounds.MAX_COUNT),
@@ -162,7 +162,7 @@ _FLOAT_BOUNDS: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "warmup_bias_lr": (0.0, 100.0, False, False),
     "label_smoothing": (0.0, 1.0, False, True),
     "ema_decay": (0.0, 1.0, False, True),
-    "ema_tau": (0.0, None, True, False),
+    "ema_tau": (0.0, 1e9, True, False),
     "val_fraction": (0.0, 1.0, False, True),
 }
 
@@ -272,7 +272,7 @@ def build_config(config_file: str | os.PathLike | None = None, **overrides: Any)
     cfg = TrainConfig(**_merge(defaults, merged))
     from nostride.tasks import check_task_options
 
-    check_task_options({"task": cfg.task, "model": cfg.model, "task_options": cfg.task_options})
+    check_task_options({"task": cfg.task, "model": cfg.model, "task_options": cfg.task_options, "hyp": cfg.hyp})
     return cfg
 
 
