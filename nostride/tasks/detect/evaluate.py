@@ -29,6 +29,7 @@ from ...data.detection.val_loader import build_val_loader
 from ...utils.device import select_device
 from ...utils.paths import increment_path
 from .coco_eval import coco_summary, coco_target
+from ...utils import bounds
 from .evaluator import DetectionEvaluator, nonfinite_images, to_original, val_nms
 
 __all__ = ["evaluate_detector", "validate", "load_detector", "format_results", "run_cli", "METRICS_FILE"]
@@ -169,7 +170,7 @@ def evaluate_detector(
         print(f"warning: class names differ between the model and the dataset (index: model vs data): "
               f"{'; '.join(differ[:5])}{' ...' if len(differ) > 5 else ''}; scoring by class index", file=sys.stderr)
     stride = _stride(model)
-    size = int(math.ceil(img_size / stride) * stride)
+    size = int(math.ceil(bounds.check_img_size(img_size) / stride) * stride)
     target = coco_target(ds) if coco is not False else None
     if coco and target is None:
         raise ValueError("coco=True but the dataset is not COCO data (no COCO json, not COCO's 80 classes "
