@@ -365,3 +365,12 @@ def test_multi_scale_never_draws_below_the_stride():
     random.seed(0)
     sizes = {DetectTask.multi_scale(task, images).shape[-1] for _ in range(200)}
     assert min(sizes) >= 32 and sizes <= {32, 64}
+
+
+def test_fifo_split_sources_are_refused_without_blocking(tmp_path):
+    from nostride.data.detection import DetectionDataset
+
+    for name, message in (("list.txt", "not a folder, an image list"), ("instances_val.json", "not a regular file")):
+        os.mkfifo(tmp_path / name)  # reading one would wait for a writer forever
+        with pytest.raises(ValueError, match=message):
+            DetectionDataset(tmp_path / name, verbose=False)
