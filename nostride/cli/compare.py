@@ -20,6 +20,10 @@ def _img_sizes(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+_OWN_OPTIONS: list[argparse.Action] = []  # this command's own options: --set may not give them again
+_TRAINING_OPTIONS = ("batch_size", "lr", "max_per_class", "workers")  # flags that are training options
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from nostride.comparison.defaults import (DEFAULT_CLASSIFY_MODELS, DEFAULT_DATA, DEFAULT_MODELS, DEFAULT_RECIPE,
                                               DEFAULT_SEEDS, packaged_recipes)
@@ -76,6 +80,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _add_launcher_options(p)
     p.set_defaults(func=run, interrupted="finished runs are kept and the same command continues the study "
                    "(interrupted runs resume from their last epoch)")
+    _OWN_OPTIONS[:] = p._actions
 
 
 def _add_launcher_options(p: argparse.ArgumentParser) -> None:
@@ -132,7 +137,11 @@ def run(args: argparse.Namespace) -> int:
 
     launcher = _launcher(args)
     options = dict(args.overrides)
-    for key in ("batch_size", "lr", "max_per_class", "workers"):
+    own = {a.dest: a.option_strings[0] for a in _OWN_OPTIONS if a.option_strings}
+    for key in options:  # options compare takes itself (not training options) cannot come twice
+        if key in own and key not in _TRAINING_OPTIONS:
+            raise ValueError(f"--set {key}=...: {key} has its own option, {own[key]}; use that instead")
+    for key in _TRAINING_OPTIONS:
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     result = compare(args.models, args.data, epochs=args.epochs, seeds=args.seeds, img_sizes=args.img_sizes,

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from . import path_arg
+from nostride.utils import bounds
+
+from . import float_arg, int_arg, path_arg
 
 S = argparse.SUPPRESS
 
@@ -126,6 +128,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _flag(g, "--deterministic", "deterministic algorithms (slower; exact repeats on the same machine; default off)")
     _flag(g, "--tensorboard", "also log to TensorBoard (needs the tensorboard package; default off)")
     g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    _bound_types(p)
     p.set_defaults(func=run)
 
 
@@ -152,6 +155,22 @@ def _detection_defaults() -> dict[str, object]:
     out.update({"lr": hyp["lr0"], **{k: hyp[k] for k in ("lrf", "momentum", "weight_decay", "warmup_epochs",
                                                          "warmup_momentum", "warmup_bias_lr")}})
     return out
+
+
+def _bound_types(p: argparse.ArgumentParser) -> None:
+    """Give every numeric training option the parser type of its bounds (the same table
+    ``TrainConfig.validate`` checks config files and Python calls against), so that a value no
+    run can use is refused with the bound before anything is imported or built."""
+    for action in p._actions:
+        if action.dest in bounds.TRAIN_INT_BOUNDS:
+            action.type = int_arg(*bounds.TRAIN_INT_BOUNDS[action.dest])
+        elif action.dest in bounds.TRAIN_FLOAT_BOUNDS:
+            low, high, low_open, high_open = bounds.TRAIN_FLOAT_BOUNDS[action.dest]
+            action.type = float_arg(low, high, low_open=low_open, high_open=high_open)
+        elif action.dest == "milestones":
+            action.type = float_arg(0, bounds.MAX_EPOCHS, low_open=True)
+        elif action.type is float:  # the detection hyperparameters: finite here, ranges checked with the hyp file
+            action.type = float_arg()
 
 
 def _scratch_hyp() -> dict[str, float]:

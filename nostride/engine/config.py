@@ -113,11 +113,11 @@ class TrainConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
-        for key, (low, high) in _INT_BOUNDS.items():
+        for key, (low, high) in bounds.TRAIN_INT_BOUNDS.items():
             value = getattr(self, key)
             if value is not None:
                 bounds.check_int(key, value, low, high)
-        for key, (low, high, low_open, high_open) in _FLOAT_BOUNDS.items():
+        for key, (low, high, low_open, high_open) in bounds.TRAIN_FLOAT_BOUNDS.items():
             value = getattr(self, key)
             if value is not None:
                 bounds.check_float(key, value, low, high, low_open=low_open, high_open=high_open)
@@ -130,41 +130,6 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain-data copy (for args.yaml and checkpoints)."""
         return dataclasses.asdict(self)
-
-
-#: whole-number options: (lowest, highest) allowed; ``None`` values mean "not set" and are not checked
-_INT_BOUNDS: dict[str, tuple[int | None, int | None]] = {
-    "width": (1, bounds.MAX_WIDTH),
-    "img_size": (bounds.MIN_IMG_SIZE, bounds.MAX_IMG_SIZE),
-    "epochs": (1, bounds.MAX_EPOCHS),
-    "batch_size": (1, bounds.MAX_BATCH_SIZE),
-    "accumulate": (1, 1024),
-    "nominal_batch_size": (1, bounds.MAX_BATCH_SIZE),
-    "warmup_iters": (0, None),
-    "warmup_min_iters": (0, None),
-    "patience": (1, bounds.MAX_EPOCHS),
-    "workers": (0, bounds.MAX_WORKERS),
-    "max_per_class": (1, bounds.MAX_COUNT),
-    "seed": (0, bounds.MAX_SEED),
-    "split_seed": (0, bounds.MAX_SEED),
-}
-
-#: number options: (low, high, low end open, high end open); NaN and infinities are always refused
-_FLOAT_BOUNDS: dict[str, tuple[float | None, float | None, bool, bool]] = {
-    "lr": (0.0, 100.0, True, False),
-    "momentum": (0.0, 1.0, False, True),
-    "weight_decay": (0.0, 1.0, False, False),
-    "clip_grad": (0.0, None, True, False),
-    "lrf": (0.0, 1.0, False, False),
-    "gamma": (0.0, 1.0, True, False),
-    "warmup_epochs": (0.0, bounds.MAX_EPOCHS, False, False),
-    "warmup_momentum": (0.0, 1.0, False, True),
-    "warmup_bias_lr": (0.0, 100.0, False, False),
-    "label_smoothing": (0.0, 1.0, False, True),
-    "ema_decay": (0.0, 1.0, False, True),
-    "ema_tau": (0.0, None, True, False),
-    "val_fraction": (0.0, 1.0, False, True),
-}
 
 
 def config_keys() -> list[str]:
@@ -273,7 +238,7 @@ def build_config(config_file: str | os.PathLike | None = None, **overrides: Any)
     cfg = TrainConfig(**_merge(defaults, merged))
     from nostride.tasks import check_task_options
 
-    check_task_options({"task": cfg.task, "model": cfg.model, "task_options": cfg.task_options})
+    check_task_options({"task": cfg.task, "model": cfg.model, "task_options": cfg.task_options, "hyp": cfg.hyp})
     return cfg
 
 

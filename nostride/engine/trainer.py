@@ -221,7 +221,8 @@ class Trainer:
             if self.results.note:
                 self.log(f"resume: {self.results.note}", always=True)
         n_val = len(splits.val) if splits.val is not None else 0
-        skipped = f" ({plural(splits.skipped, 'unreadable file')} skipped so far)" if splits.skipped else ""
+        so_far = " so far" if splits.count_skipped is not None else ""  # lazily decoded data: found while reading
+        skipped = f" ({plural(splits.skipped, 'unreadable file')} skipped{so_far})" if splits.skipped else ""
         self.log(f"{cfg.model}: {count_parameters(model):,} parameters on {self.device}"
                  f"{f' x {self.info.world_size} processes' if self.info.distributed else ''}; "
                  f"{len(splits.train)} train / {n_val} val images{skipped}; run dir {self.run_dir}")

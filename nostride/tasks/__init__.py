@@ -53,9 +53,17 @@ def check_task_options(options: dict[str, Any]) -> None:
     """Raise ``ValueError`` for a task option of the wrong type or out of its range (e.g.
     ``anchor_t: 0``), before anything is built; tasks without own options accept anything here."""
     name = _task_name(options)
+    given = dict(options.get("task_options") or {})
+    owners = {**task_option_keys(), "hyp": "detect"}  # a hyperparameter file is detection's too
+    foreign = sorted(k for k in [*given, *(["hyp"] if options.get("hyp") else [])] if k in owners and owners[k] != name)
+    if name and foreign:  # e.g. --mosaic for a classifier: it would be ignored without a word
+        nouns = {"detect": "detection", "classify": "classification"}
+        raise ValueError(f"option{'s' if len(foreign) > 1 else ''} {', '.join(foreign)} appl"
+                         f"{'y' if len(foreign) > 1 else 'ies'} to {nouns.get(owners[foreign[0]], owners[foreign[0]])} "
+                         f"models; {options.get('model') or 'this run'} is a {nouns.get(name, name)} model")
     if name in TASK_CHECKS:
         module, fn = TASK_CHECKS[name].split(":")
-        getattr(importlib.import_module(module), fn)(dict(options.get("task_options") or {}))
+        getattr(importlib.import_module(module), fn)(given)
 
 
 def task_default_options(options: dict[str, Any]) -> dict[str, Any]:

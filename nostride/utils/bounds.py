@@ -13,7 +13,8 @@ import math
 from typing import Any
 
 __all__ = ["MAX_IMG_SIZE", "MIN_IMG_SIZE", "MAX_WIDTH", "MAX_EPOCHS", "MAX_BATCH_SIZE", "MAX_WORKERS",
-           "MAX_SEED", "MAX_DETECTIONS", "MAX_CLASSES", "MAX_COUNT", "check_int", "check_float", "check_img_size"]
+           "MAX_SEED", "MAX_DETECTIONS", "MAX_CLASSES", "MAX_COUNT", "check_int", "check_float", "check_img_size",
+           "TRAIN_INT_BOUNDS", "TRAIN_FLOAT_BOUNDS"]
 
 MIN_IMG_SIZE = 8  # smaller images leave nothing after a network's downsampling
 MAX_IMG_SIZE = 8192  # one 8192 x 8192 RGB float image is already 805 MB
@@ -25,6 +26,43 @@ MAX_DETECTIONS = 100_000  # detections kept per image
 MAX_CLASSES = 100_000  # classes of a classifier or detector
 MAX_COUNT = 10**9  # images per class and other counts of things in a dataset
 MAX_SEED = 2**32 - 1  # NumPy's and Python's seeds; torch accepts more, the three are seeded alike
+
+
+#: training options (``TrainConfig`` fields, ``nostride train`` flags) that are whole numbers:
+#: (lowest, highest) allowed; an option set to ``None`` means "not set" and is not checked
+TRAIN_INT_BOUNDS: dict[str, tuple[int | None, int | None]] = {
+    "width": (1, MAX_WIDTH),
+    "img_size": (MIN_IMG_SIZE, MAX_IMG_SIZE),
+    "epochs": (1, MAX_EPOCHS),
+    "batch_size": (1, MAX_BATCH_SIZE),
+    "accumulate": (1, 1024),
+    "nominal_batch_size": (1, MAX_BATCH_SIZE),
+    "warmup_iters": (0, MAX_COUNT),
+    "warmup_min_iters": (0, MAX_COUNT),
+    "patience": (1, MAX_EPOCHS),
+    "workers": (0, MAX_WORKERS),
+    "max_per_class": (1, MAX_COUNT),
+    "seed": (0, MAX_SEED),
+    "split_seed": (0, MAX_SEED),
+}
+
+#: number options: (low, high, low end open, high end open); NaN and infinities are always refused
+TRAIN_FLOAT_BOUNDS: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "lr": (0.0, 100.0, True, False),
+    "momentum": (0.0, 1.0, False, True),
+    "weight_decay": (0.0, 1.0, False, False),
+    "clip_grad": (0.0, None, True, False),
+    "lrf": (0.0, 1.0, False, False),
+    "gamma": (0.0, 1.0, True, False),
+    "warmup_epochs": (0.0, MAX_EPOCHS, False, False),
+    "warmup_momentum": (0.0, 1.0, False, True),
+    "warmup_bias_lr": (0.0, 100.0, False, False),
+    "label_smoothing": (0.0, 1.0, False, True),
+    "ema_decay": (0.0, 1.0, False, True),
+    "ema_tau": (0.0, 1e9, True, False),
+    "val_fraction": (0.0, 1.0, False, True),
+}
+
 
 
 def _fmt(x: float) -> str:

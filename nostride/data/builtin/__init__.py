@@ -85,7 +85,22 @@ def builtin_options(name: str, **options: Any) -> dict[str, Any]:
             merged[k] = float(v)
         elif d is not None and not isinstance(v, type(d)):
             raise ValueError(f"built-in dataset {name!r}: option {k} must be {type(d).__name__}, got {v!r}")
+    from ...utils.bounds import MAX_SEED, check_float, check_img_size, check_int
+
+    for k, v in merged.items():  # sizes and counts a generator can make without exhausting memory or disk
+        what = f"built-in dataset {name!r}: option {k}"
+        if k == "img_size":
+            check_img_size(v, what)
+        elif k == "seed":
+            check_int(what, v, 0, MAX_SEED)
+        elif isinstance(v, int) and not isinstance(v, bool):
+            check_int(what, v, 0, _MAX_IMAGES, what=" (images)")
+        elif isinstance(v, float):
+            check_float(what, v, 0, None)
     return merged
+
+
+_MAX_IMAGES = 1_000_000  # per class or split of a generated dataset
 
 
 def builtin_img_size(source: Any) -> int | None:

@@ -91,6 +91,8 @@ def read_coco_json(json_file: str | os.PathLike) -> CocoJsonSource:
     reported in ``bad_images``.
     """
     json_file = Path(json_file)
+    if json_file.exists() and not json_file.is_file():  # a folder, FIFO or device: reading would fail or block
+        raise ValueError(f"{json_file}: not a regular file; expected a COCO annotation file (.json)")
     try:
         data = read_json(json_file)
         images, categories = data["images"], data["categories"]

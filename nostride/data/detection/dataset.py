@@ -83,7 +83,7 @@ def list_split_images(sources: Sequence[str | os.PathLike]) -> tuple[list[str], 
             files += [str(f) for f in list_images(p)]
         elif p.suffix.lower() == ".json":
             coco.append(read_coco_json(p))
-        elif p.suffix.lower() == ".txt":
+        elif p.suffix.lower() == ".txt" and p.is_file():
             try:
                 lines = p.read_text(encoding="utf-8").splitlines()
             except (OSError, UnicodeDecodeError) as e:

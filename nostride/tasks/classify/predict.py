@@ -149,6 +149,10 @@ def _predict(
         if mean is None or std is None:
             raise ValueError("give both mean and std, or neither")
         prep = Preprocessing(prep.img_size, tuple(mean), tuple(std), prep.source + "; mean/std given")
+    if prep.img_size is not None:
+        from ...utils.bounds import check_img_size
+
+        check_img_size(prep.img_size)
     if prep.img_size is None:
         raise ValueError("the input size is unknown (the checkpoint records none): pass img_size / --img-size")
     names = list(class_names) if class_names is not None else getattr(model, "names", None)

@@ -30,6 +30,7 @@ from ...utils.atomic import atomic_write_text
 from ...utils.device import select_device
 from ...utils.paths import increment_path, removing_empty_run_folders
 from .coco_eval import coco_summary, coco_target
+from ...utils import bounds
 from .evaluator import DetectionEvaluator, nonfinite_images, to_original, val_nms
 
 __all__ = ["evaluate_detector", "validate", "load_detector", "format_results", "run_cli", "METRICS_FILE"]
@@ -169,7 +170,7 @@ def evaluate_detector(
         print(f"warning: class names differ between the model and the dataset (index: model vs data): "
               f"{'; '.join(differ[:5])}{' ...' if len(differ) > 5 else ''}; scoring by class index", file=sys.stderr)
     stride = _stride(model)
-    size = int(math.ceil(img_size / stride) * stride)
+    size = int(math.ceil(bounds.check_img_size(img_size) / stride) * stride)
     fixed = getattr(model, "fixed_input_hw", None)  # an exported file of a fixed input shape
     if fixed is not None:
         if fixed[0] != fixed[1]:

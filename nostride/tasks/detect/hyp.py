@@ -110,7 +110,8 @@ def default_options(options: dict[str, Any]) -> dict[str, Any]:
 
 def check_task_options(options: dict[str, Any]) -> dict[str, Any]:
     """Every detection option with its default filled in; unknown keys and wrong types raise ``ValueError``."""
-    out = {**{k: load_hyp()[k] for k in HYP_KEYS}, **PIPELINE_DEFAULTS}
+    scratch = load_hyp()  # read once (not once per key)
+    out = {**{k: scratch[k] for k in HYP_KEYS}, **PIPELINE_DEFAULTS}
     for k, v in options.items():
         if k not in out:
             close = difflib.get_close_matches(k, list(out), n=2)
@@ -137,15 +138,15 @@ def check_task_options(options: dict[str, Any]) -> dict[str, Any]:
 _PROBABILITY = (0.0, 1.0, False, False, " (a probability)")
 #: the range of each hyperparameter a run can use: (low, high, low end open, high end open, why)
 HYP_BOUNDS: dict[str, tuple[float | None, float | None, bool, bool, str]] = {
-    "box": (0.0, None, False, False, " (a loss gain)"),
-    "cls": (0.0, None, False, False, " (a loss gain)"),
-    "obj": (0.0, None, False, False, " (a loss gain)"),
-    "cls_pw": (0.0, None, True, False, " (a BCE positive weight)"),
-    "obj_pw": (0.0, None, True, False, " (a BCE positive weight)"),
+    "box": (0.0, 1000.0, False, False, " (a loss gain)"),
+    "cls": (0.0, 1000.0, False, False, " (a loss gain)"),
+    "obj": (0.0, 1000.0, False, False, " (a loss gain)"),
+    "cls_pw": (0.0, 1000.0, True, False, " (a BCE positive weight)"),
+    "obj_pw": (0.0, 1000.0, True, False, " (a BCE positive weight)"),
     "iou_t": (0.0, 1.0, False, False, " (an IoU)"),
     # a target matches an anchor when max(w/a, a/w) < anchor_t, a ratio >= 1: at 1 or below nothing matches
-    "anchor_t": (1.0, None, True, False, " (an anchor-to-box size ratio)"),
-    "fl_gamma": (0.0, None, False, False, " (a focal-loss exponent)"),
+    "anchor_t": (1.0, 100.0, True, False, " (an anchor-to-box size ratio)"),
+    "fl_gamma": (0.0, 100.0, False, False, " (a focal-loss exponent)"),
     "hsv_h": (0.0, 1.0, False, False, " (a fraction)"),
     "hsv_s": (0.0, 1.0, False, False, " (a fraction)"),
     "hsv_v": (0.0, 1.0, False, False, " (a fraction)"),

@@ -50,8 +50,9 @@ __all__ = [
 
 def check_img_size(img_size: int, stride: int) -> int:
     """``img_size`` rounded up to a multiple of ``stride`` (with a warning when it changes)."""
-    if img_size < 1:
-        raise ValueError(f"img_size must be positive, got {img_size}")
+    from ...utils.bounds import check_img_size as check_bounds
+
+    check_bounds(img_size)  # before anything is allocated at that size
     new = int(math.ceil(img_size / stride) * stride)
     if new != img_size:
         warnings.warn(f"img_size {img_size} is not a multiple of the model stride {stride}; using {new}", stacklevel=3)
