@@ -16,12 +16,15 @@ ema              EMA ``state_dict`` or ``None``
 names            class names (list of str) or ``None``
 spdify           for models converted with :func:`nostride.spdify`: the list of option dicts
                  it was applied with (re-applied before loading the weights), else absent
+downsample       for models converted with :func:`nostride.convert_downsampling`: the same, for it
 source           ``"nostride"`` (default: ``model_name`` is a registry name),
                  ``"torchvision"`` (``source_model`` is a ``torchvision.models`` name) or
                  ``"timm"`` (``source_model`` is a ``timm.create_model`` name)
 epoch            epochs finished: the 1-based number of the last one (0: untrained, converted
                  or imported weights); ``best_epoch`` likewise (format version 1 counted from 0
                  and is read as version 2)
+results         the rows of the run's ``results.csv`` up to ``epoch`` (a resume rebuilds
+                 the file from them when it is missing, empty or damaged)
 checksums        CRC-32 of every tensor of ``model`` and ``ema`` (``{"model/NAME": crc}``),
                  written by :func:`save_checkpoint` and verified by :func:`load_checkpoint`
 ...              trainer state (optimizer, scheduler, rng, config, metrics) where present
@@ -45,7 +48,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .safe_load import WeightsFileError, read_weights_file, tensor_checksums, verify_checksums
+from .safe_load import WeightsFileError, conform_state_dict, read_weights_file, tensor_checksums, verify_checksums
 from .utils.atomic import AtomicWriteError, atomic_write
 from .utils.meta import shapes_only
 
@@ -61,6 +64,7 @@ __all__ = [
     "make_checkpoint",
     "model_from_checkpoint",
     "model_or_checkpoint",
+    "open_weights",
     "recorded_option",
     "save_checkpoint",
     "state_dict_mismatch",
@@ -72,6 +76,8 @@ CHECKPOINT_VERSION = 2
 
 
 SOURCE_KEY = "_path"  # set by load_checkpoint: the file a checkpoint dict came from (for error messages)
+# a model already built for a checkpoint-like dict (an exported file, an imported YOLOv5 .pt): returned as is
+RUNTIME_MODEL_KEY = "_model"
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -158,12 +164,16 @@ def check_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike | None = None
                   "a list of class names (str)"),
         "spdify": (lambda v: v is None or isinstance(v, dict) or (isinstance(v, list) and all(isinstance(o, dict) for o in v)),
                    "a list of option dicts"),
+        "downsample": (lambda v: v is None or (isinstance(v, list) and all(isinstance(o, dict) for o in v)),
+                       "a list of option dicts"),
         "source": (lambda v: v is None or v in ("nostride", "torchvision", "timm"), "'nostride', 'torchvision' or 'timm'"),
         "source_model": (lambda v: v is None or isinstance(v, str), "a model name (str)"),
         "epoch": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an int"),
         "best_epoch": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "an int"),
         "config": (lambda v: v is None or isinstance(v, dict), "a dict of training options"),
         "metrics": (lambda v: v is None or isinstance(v, dict), "a dict"),
+        "results": (lambda v: v is None or (isinstance(v, list) and all(isinstance(r, dict) for r in v)),
+                    "a list of results.csv rows (dicts)"),
     }
     for key, (ok, expected) in expect.items():
         if key in ckpt and not ok(ckpt[key]):
@@ -174,6 +184,61 @@ def check_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike | None = None
                                f"got {_type_name(cfg)} {str(cfg)[:60]!r}: a checkpoint's model is never read from a path")
     if ckpt.get("source") in ("torchvision", "timm") and not ckpt.get("source_model"):
         raise WeightsFileError(f"{where}source {ckpt['source']!r} needs a 'source_model' name")
+    named = _file_options(ckpt.get("model_kwargs") or {})
+    if named:
+        key, value = named[0]
+        raise WeightsFileError(f"{where}entry model_kwargs[{key!r}] = {str(value)[:60]!r} names a file or a download: "
+                               "a checkpoint's model is built from its own data, never from other files (refused)")
+    conversions = ckpt.get("spdify") or []
+    for options in [conversions] if isinstance(conversions, dict) else conversions:
+        _check_example_input(options.get("example_input"), where)
+    for options in ckpt.get("downsample") or []:  # convert_downsampling records: its own keys only
+        unknown = set(options) - {"to", "exclude", "example_input"}
+        if unknown or not isinstance(options.get("to"), str):
+            raise WeightsFileError(f"{where}entry downsample must list {{'to': OPERATOR, 'exclude': [...], "
+                                   f"'example_input': [...]}} dicts, got {str(options)[:80]!r}")
+        _check_example_input(options.get("example_input"), where)
+
+
+# model options that make a builder open a file or fetch weights (timm's checkpoint_path and
+# pretrained_cfg(_overlay) file/url, torchvision's weights enums, hub downloads)
+_FILE_OPTIONS = frozenset({"checkpoint_path", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "weights",
+                           "weights_backbone", "cache_dir", "file", "url", "hf_hub_id", "hf_hub_filename",
+                           "model_dir"})
+_FILE_SUFFIXES = ("_path", "_file", "_dir", "_url")
+
+MAX_EXAMPLE_ELEMENTS = 2**24  # a recorded spdify example input: 16.8 M values (3 x 2364 x 2364), 64 MB
+
+
+def _file_options(kwargs: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``(key, value)`` of every model option (nested dicts too) that names a file or a download."""
+    found = []
+    for key, value in kwargs.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            found += _file_options(value, f"{name}.")
+        if value in (None, False, "", {}, []):
+            continue
+        if key in _FILE_OPTIONS or (isinstance(key, str) and key.endswith(_FILE_SUFFIXES)):
+            found.append((name, value))
+    return found
+
+
+def _check_example_input(shape: Any, where: str) -> None:
+    """A recorded spdify ``example_input``: a short list of positive ints, at most
+    :data:`MAX_EXAMPLE_ELEMENTS` values once the batch is 1 (the conversion is re-applied with it)."""
+    if shape is None:
+        return
+    if (not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= 6
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)):
+        raise WeightsFileError(f"{where}entry spdify example_input must be a shape (a few positive ints), "
+                               f"got {str(shape)[:60]!r}")
+    numel = 1
+    for n in shape[1:]:
+        numel *= n
+    if numel > MAX_EXAMPLE_ELEMENTS:
+        raise WeightsFileError(f"{where}entry spdify example_input {list(shape)} declares {numel:,} values per sample, "
+                               f"more than the {MAX_EXAMPLE_ELEMENTS:,} a conversion needs (a crafted or corrupt file)")
 
 
 def upgrade_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
@@ -204,6 +269,8 @@ def make_checkpoint(model: nn.Module, names: list[str] | None = None, **extra: A
                          "(or nostride.models.external.build_named_model for torchvision/timm models)")
     if getattr(model, "spdify_options", None):
         extra.setdefault("spdify", list(model.spdify_options))
+    if getattr(model, "downsample_options", None):
+        extra.setdefault("downsample", list(model.downsample_options))
     if name is None:  # a torchvision or timm model: rebuilt from its source
         extra.setdefault("source", source)
         extra.setdefault("source_model", model.source_model)
@@ -226,8 +293,8 @@ def build_model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
     """The model a checkpoint describes, freshly initialised (no weights loaded).
 
     Builds the registry model (or the torchvision model for ``source == "torchvision"``) with
-    the recorded keyword arguments, then re-applies every recorded :func:`nostride.spdify`
-    conversion (with random init: the weights are loaded afterwards).
+    the recorded keyword arguments, then re-applies every recorded :func:`nostride.spdify` and
+    :func:`nostride.convert_downsampling` conversion (with random init: the weights are loaded afterwards).
     """
     from nostride.models import create_model
 
@@ -254,7 +321,23 @@ def build_model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
         from nostride.convert import spdify
 
         for options in conversions:
+            options = dict(options)
+            if options.get("example_input"):  # shapes are what it is for: one sample is enough
+                options["example_input"] = [1, *list(options["example_input"])[1:]]
             model, _ = spdify(model, **{**options, "init": "random", "inplace": True})
+    downsample = ckpt.get("downsample") or []
+    if downsample:  # nostride.convert_downsampling conversions (nostride convert --to OP)
+        import warnings
+
+        from nostride.convert import convert_downsampling
+
+        for options in downsample:
+            options = dict(options)
+            if options.get("example_input"):  # one sample is enough, as for spdify
+                options["example_input"] = [1, *list(options["example_input"])[1:]]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # what it could not serve was reported when converting
+                model, _ = convert_downsampling(model, **{**options, "init": "random", "inplace": True})
     return model
 
 
@@ -319,6 +402,8 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | os.PathLike, use_ema: boo
     """
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
+    if isinstance(ckpt.get(RUNTIME_MODEL_KEY), nn.Module):  # see open_weights: nothing to rebuild
+        return ckpt[RUNTIME_MODEL_KEY]
     path = ckpt.get(SOURCE_KEY)
     check_checkpoint(ckpt, path)
     state = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt.get("model")
@@ -326,6 +411,9 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | os.PathLike, use_ema: boo
         raise WeightsFileError(f"{path or 'checkpoint'}: no model weights (entry 'model' is missing or empty)")
     check_architecture(ckpt, state, path)
     model = build_model_from_checkpoint(ckpt)
+    # the one rule for tensor types: complex or integer tensors where floats belong are refused;
+    # float16 weights (``nostride import`` keeps YOLOv5's) load into the float32 model as before
+    state, _ = conform_state_dict(model.state_dict(), state, path or "checkpoint")
     model.load_state_dict(state)
     if ckpt.get("names") is not None:
         model.names = list(ckpt["names"])
@@ -350,10 +438,40 @@ def model_or_checkpoint(
     """
     if isinstance(source, nn.Module):
         return source, None
-    ckpt = source if isinstance(source, dict) else load_checkpoint(source)
+    ckpt = source if isinstance(source, dict) else open_weights(source)
     if task is not None and ckpt.get("task") not in (None, task):
         raise ValueError(f"{caller} needs a {_TASK_NOUNS.get(task, task)} checkpoint, this one is {ckpt.get('task')!r}")
     return model_from_checkpoint(ckpt), ckpt
+
+
+def open_weights(path: str | os.PathLike) -> dict[str, Any]:
+    """What ``val``, ``predict`` and ``export`` accept, as a checkpoint dict: a nostride checkpoint, an
+    exported model (``.onnx``, ``.torchscript``, see :mod:`nostride.exported`) or a YOLOv5 / YOLOv5-SPD
+    ``.pt`` (read by the safe importer, :func:`nostride.load_yolov5`). The last two carry their model
+    under :data:`RUNTIME_MODEL_KEY`, which :func:`model_from_checkpoint` returns.
+
+    Raises:
+        FileNotFoundError, WeightsFileError: as :func:`load_checkpoint` (the nostride error when the
+        file is neither kind).
+    """
+    from .exported import is_exported_file, load_exported
+
+    if is_exported_file(path):
+        return load_exported(path)
+    try:
+        return load_checkpoint(path)
+    except WeightsFileError as nostride_error:
+        from .models.yolo.import_yolov5 import load_yolov5
+
+        try:
+            model = load_yolov5(path)
+        except (ValueError, RuntimeError, KeyError):
+            raise nostride_error from None
+    names = getattr(model, "names", None)
+    names = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names or [])
+    model.names = names
+    return {"task": "detect", "names": names, "model_name": f"YOLOv5 checkpoint {Path(path).name}",
+            "epoch": 0, RUNTIME_MODEL_KEY: model, SOURCE_KEY: str(path)}
 
 
 def recorded_option(ckpt: dict[str, Any] | None, key: str) -> Any:

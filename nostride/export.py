@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib.util
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +27,17 @@ import torch
 from torch import nn
 
 from .convert.fuse import fuse as fuse_model
+from .utils.atomic import atomic_output, check_output_path
+from .layers import fixed_size_graph
 from .utils.outputs import output_tensors
 
-__all__ = ["EXPORT_FORMATS", "ExportCheckError", "ExportFormat", "export", "export_onnx", "export_torchscript"]
+__all__ = ["EXPORT_FORMATS", "ExportCheckError", "ExportFormat", "export", "export_onnx", "export_torchscript",
+           "onnx_providers"]
 
 Shape = Sequence[int]
+
+
+MIN_OPSET = 18  # the oldest opset torch's (torch.export-based) ONNX exporter writes itself
 
 
 class ExportCheckError(RuntimeError):
@@ -51,6 +58,8 @@ def export_onnx(
     rtol: float = 1e-3,
     dynamo: bool = True,
     verbose: bool = False,
+    metadata: dict | None = None,
+    half: bool = False,
 ) -> Path:
     """Export ``model`` to an ONNX file and (by default) check it against PyTorch.
 
@@ -72,6 +81,11 @@ def export_onnx(
         atol, rtol: tolerances of the check.
         dynamo: use the torch.export-based exporter (default) or the legacy TorchScript one.
         verbose: let the exporter print its progress.
+        metadata: JSON data stored in the file's ``metadata_props`` under ``"nostride"`` (``nostride
+            export`` records the task, class names and input size there, see :mod:`nostride.exported`).
+        half: a float16 graph (weights, input and outputs), exported from the model on its CUDA
+            device (float16 convolutions need one); the check then runs ONNX Runtime's CUDA
+            provider when it is installed, with float16 tolerances (at least 0.05 absolute, 1 %).
 
     Returns:
         The path written.
@@ -82,10 +96,25 @@ def export_onnx(
     _require("onnx", "onnxscript" if dynamo or simplify else None)
     import onnx
 
+    # torch's exporter writes opset 18 and newer; older requests go through a version converter that
+    # fails on these models (and logs a traceback) and then writes opset 18 anyway
+    lowest = MIN_OPSET if dynamo else 7
+    if isinstance(opset, bool) or not isinstance(opset, int) or not lowest <= opset <= onnx.defs.onnx_opset_version():
+        raise ValueError(f"ONNX opset must be a whole number from {lowest} to {onnx.defs.onnx_opset_version()} "
+                         f"(the installed onnx package's newest), got {opset!r}")
     path = _prepare_path(path)
+    # written aside and checked there, then renamed over ``path``: a kill, a full disk or a failed
+    # check leaves the previous file (or none), never a torn or unverified one
     inputs = torch.randn(*input_shape)
-    with _export_mode(model, fuse) as net:
+    if half and _device_of(model).type != "cuda":
+        raise ValueError(f"a float16 (half) export needs the model on a CUDA device, it is on {_device_of(model)} "
+                         "(float16 convolutions run on GPUs)")
+    with _export_mode(model if not half or fuse else copy.deepcopy(model), fuse) as net, atomic_output(path) as tmp:
         device = _device_of(net)
+        if half:
+            net.half()
+            inputs = inputs.half()
+            atol, rtol = max(atol, 0.05), max(rtol, 0.01)
         example = inputs.to(device)
         with torch.no_grad():
             output_names = [f"output{i}" for i in range(len(output_tensors(net(example))))]
@@ -104,27 +133,52 @@ def export_onnx(
             # the legacy exporter's deprecation notice is expected when asked for explicitly
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=FutureWarning)
-            torch.onnx.export(
-                net,
-                (example,),
-                str(path),
-                input_names=["images"],
-                output_names=output_names,
-                opset_version=opset,
-                dynamo=dynamo,
-                external_data=False,
-                verbose=verbose,
-                **kwargs,
-            )
+            recording = fixed_size_graph() if not dynamic else contextlib.nullcontext()
+            with recording:  # a fixed-size graph pads only where the example needs it
+                torch.onnx.export(
+                    net,
+                    (example,),
+                    str(tmp),
+                    input_names=["images"],
+                    output_names=output_names,
+                    opset_version=opset,
+                    dynamo=dynamo,
+                    external_data=False,
+                    verbose=verbose,
+                    **kwargs,
+                )
+        _check_opset(tmp, opset)
         if simplify:
             import onnxscript.optimizer
 
-            onnx.save(onnxscript.optimizer.optimize(onnx.load(str(path))), str(path))
+            onnx.save(onnxscript.optimizer.optimize(onnx.load(str(tmp))), str(tmp))
+        if metadata is not None:
+            import json
+
+            proto = onnx.load(str(tmp))
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = "nostride", json.dumps(metadata)
+            onnx.save(proto, str(tmp))
         if check:
-            onnx.checker.check_model(str(path), full_check=True)
+            onnx.checker.check_model(str(tmp), full_check=True)
             shapes = [tuple(input_shape), *_check_shapes(input_shape, dynamic, check_shapes)]
-            _check_onnx(net, path, shapes, atol, rtol, device)
+            _check_onnx(net, tmp, shapes, atol, rtol, device, torch.float16 if half else torch.float32, shown=path)
     return path
+
+
+def _check_opset(path: Path, opset: int) -> None:
+    """Raise ``ValueError`` when the exporter wrote another opset than asked for (the caller's atomic
+    writer then removes the file):
+    torch's exporter writes opset 18 for older requests it cannot convert down to, and for newer ones
+    than it knows, without an error."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    model = onnx.load(str(path), load_external_data=False)
+    written = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:
+        raise ValueError(f"ONNX opset {opset} was asked for, but the exporter can only write opset {written} for "
+                         f"this model; choose an opset from {MIN_OPSET} to {newest} (the installed onnx package's newest)")
 
 
 def export_torchscript(
@@ -136,6 +190,7 @@ def export_torchscript(
     check_shapes: Sequence[Shape] | None = None,
     atol: float = 1e-5,
     rtol: float = 1e-4,
+    metadata: dict | None = None,
 ) -> Path:
     """Trace ``model`` with ``torch.jit.trace`` and save it (loadable from C++ with libtorch).
 
@@ -151,22 +206,30 @@ def export_torchscript(
         check: compare the loaded file's outputs with PyTorch's; raises :class:`ExportCheckError`.
         check_shapes: further input shapes to check.
         atol, rtol: tolerances of the check.
+        metadata: JSON data stored in the archive as the extra file ``nostride.json`` (see
+            :mod:`nostride.exported`).
 
     Returns:
         The path written.
     """
+    import json
+
     path = _prepare_path(path)
     with _export_mode(model, fuse) as net:
         device = _device_of(net)
         with warnings.catch_warnings(), torch.no_grad():
             warnings.filterwarnings("ignore", message=".*torch.jit.*deprecated.*")
             traced = torch.jit.trace(net, torch.randn(*input_shape, device=device))
-            torch.jit.save(traced, str(path))
-            if check:
-                loaded = torch.jit.load(str(path), map_location=device)
-                for shape in [tuple(input_shape), *(check_shapes or [])]:
-                    x = torch.randn(*shape, device=device)
-                    _compare(output_tensors(net(x)), output_tensors(loaded(x)), shape, atol, rtol, "TorchScript")
+            extra = {"nostride.json": json.dumps(metadata)} if metadata is not None else {}
+            buffer = io.BytesIO()  # serialised in memory: libtorch's file writer aborts the process on a full disk
+            torch.jit.save(traced, buffer, _extra_files=extra)
+            with atomic_output(path) as tmp:  # checked aside, then renamed: never a torn or unverified file
+                tmp.write_bytes(buffer.getvalue())
+                if check:
+                    loaded = torch.jit.load(str(tmp), map_location=device)
+                    for shape in [tuple(input_shape), *(check_shapes or [])]:
+                        x = torch.randn(*shape, device=device)
+                        _compare(output_tensors(net(x)), output_tensors(loaded(x)), shape, atol, rtol, "TorchScript")
     return path
 
 
@@ -215,7 +278,7 @@ def _require(*modules: str | None) -> None:
 
 
 def _prepare_path(path: str | Path) -> Path:
-    path = Path(path)
+    path = check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -251,22 +314,32 @@ def _check_shapes(input_shape: Shape, dynamic: bool, check_shapes: Sequence[Shap
     return [(n + 1, c, h + 32, w + 32)]
 
 
-def _check_onnx(net: nn.Module, path: Path, shapes: list[tuple], atol: float, rtol: float, device) -> None:
+def onnx_providers(device: torch.device) -> list[str]:
+    """ONNX Runtime providers for a model on ``device``: CUDA's first when the model is on a GPU
+    and the installed onnxruntime has it (onnxruntime-gpu), then the CPU's."""
+    import onnxruntime
+
+    cuda = device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    return (["CUDAExecutionProvider"] if cuda else []) + ["CPUExecutionProvider"]
+
+
+def _check_onnx(net: nn.Module, path: Path, shapes: list[tuple], atol: float, rtol: float, device,
+                dtype: torch.dtype = torch.float32, shown: Path | None = None) -> None:
     if importlib.util.find_spec("onnxruntime") is None:
         warnings.warn("onnxruntime is not installed: the exported ONNX file was validated but not run")
         return
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(str(path), providers=onnx_providers(torch.device(device)))
     name = session.get_inputs()[0].name
     for shape in shapes:
-        x = torch.randn(*shape)
+        x = torch.randn(*shape).to(dtype)
         with torch.no_grad():
             expected = output_tensors(net(x.to(device)))
         try:
             got = [torch.from_numpy(a) for a in session.run(None, {name: x.numpy()})]
         except Exception as err:  # onnxruntime raises its own exception types
-            raise ExportCheckError(f"ONNX Runtime failed on input {shape} ({path}): {err}") from err
+            raise ExportCheckError(f"ONNX Runtime failed on input {shape} ({shown or path}): {err}") from err
         _compare(expected, got, shape, atol, rtol, "ONNX Runtime")
 
 

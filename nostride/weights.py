@@ -67,8 +67,11 @@ def read_weights(path: str | os.PathLike) -> WeightsFile:
     path = Path(path)
     obj = _load_file(path)
     if isinstance(obj, dict) and obj.get("format") == "nostride":
-        from nostride.checkpoint import upgrade_checkpoint
+        from nostride.checkpoint import check_checkpoint, upgrade_checkpoint
+        from nostride.safe_load import verify_checksums
 
+        check_checkpoint(obj, path)  # the checks val, predict, export and resume make
+        verify_checksums(obj, path)
         obj = upgrade_checkpoint(obj)
         use_ema = _is_state_dict(obj.get("ema"))
         state = obj["ema"] if use_ema else obj.get("model")
@@ -105,14 +108,18 @@ class PretrainedLoad:
         loaded: number of tensors copied into the model.
         head: names of tensors left as initialised because their shape differs (the classifier head).
         head_classes: ``(classes in the file, classes of the model)`` when the head was skipped.
+        notes: tensors converted to the model's types (float16 to float32, ...), in words.
     """
 
     loaded: int
     head: list[str] = field(default_factory=list)
     head_classes: tuple[int, int] | None = None
+    notes: list[str] = field(default_factory=list)  # tensors converted to the model's types
 
     def message(self, source: str) -> str:
         text = f"initialised from {source}: {self.loaded} tensors"
+        if self.notes:
+            text += f" ({'; '.join(self.notes)})"
         if self.head:
             a, b = self.head_classes or (None, None)
             text += (f"; classifier head ({', '.join(self.head)}) re-initialised: the weights have {a} classes, "
@@ -165,9 +172,11 @@ def load_pretrained(model: nn.Module, weights: WeightsFile | dict[str, torch.Ten
         problems.append(f"{len(head)} tensors of another shape ({_names(shapes, 3)})")
     if problems:
         raise ValueError(f"{where}: weights do not fit {type(model).__name__}: " + "; ".join(problems))
-    keep = {k: v for k, v in state.items() if k not in head}
+    from nostride.safe_load import conform_state_dict
+
+    keep, notes = conform_state_dict(own, {k: v for k, v in state.items() if k not in head}, where)
     model.load_state_dict({**own, **keep})
-    return PretrainedLoad(len(keep), list(head), classes if head else None)
+    return PretrainedLoad(len(keep), list(head), classes if head else None, notes)
 
 
 def model_spec_of_checkpoint(ckpt: dict[str, Any]) -> str:
@@ -199,6 +208,9 @@ def initialise_model(model: nn.Module, path: str | os.PathLike, spdify: bool = F
     steps = []
     if recorded and not getattr(model, "spdify_options", None):
         for options in recorded:  # the file's own conversion, so its tensors fit
+            options = dict(options)
+            if options.get("example_input"):  # checked by read_weights; shapes need one sample only
+                options["example_input"] = [1, *list(options["example_input"])[1:]]
             model, _ = spdify_model(model, **{**options, "init": "random", "inplace": True})
         steps.append("converted to SPD-Conv as the file records")
         spdify = False

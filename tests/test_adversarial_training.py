@@ -75,7 +75,7 @@ def _run(cfg):
 
 def _rows(run: Path) -> list[dict]:
     with open(run / "results.csv", newline="") as f:
-        return [{k: v for k, v in r.items() if k != "time"} for r in csv.DictReader(f)]
+        return [{k: v for k, v in r.items() if not k.startswith("time")} for r in csv.DictReader(f)]
 
 
 def _state(path: Path) -> tuple:

@@ -75,8 +75,22 @@ def test_nan_logits_rank_last():
     ev = ClassificationEvaluator(3, topk=(1,))
     ev.process(logits, torch.tensor([1, 0]))
     m = ev.evaluate()
-    assert m["top1"] == 100.0  # sample 0 -> class 1; all-NaN -> first index
+    # counted as ranked (sample 0 -> class 1; all-NaN -> first index), but a ranking of NaN scores is no
+    # prediction: with any non-finite logits every metric is undefined, and the count of such samples says why
     assert torch.equal(m["confusion"], torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 0]]))
+    assert m["nonfinite"] == 2 and math.isnan(m["top1"]) and math.isnan(m["loss"])
+    assert math.isnan(m["mean_class_accuracy"]) and m["per_class"] == [None, None, None]
+
+
+def test_one_infinite_logit_makes_every_metric_undefined():
+    ev = ClassificationEvaluator(3, topk=(1, 2))
+    ev.process(torch.tensor([[0.0, 1.0, 2.0], [3.0, float("inf"), 1.0]]), torch.tensor([2, 0]))
+    m = ev.evaluate()
+    assert m["nonfinite"] == 1 and m["count"] == 2
+    assert all(math.isnan(m[k]) for k in ("top1", "top2", "loss", "mean_class_accuracy"))
+    ev.reset()
+    ev.process(torch.tensor([[0.0, 1.0, 2.0]]), torch.tensor([2]))
+    assert ev.evaluate()["top1"] == 100.0 and ev.evaluate()["nonfinite"] == 0
 
 
 def test_matches_random_reference_and_reset():

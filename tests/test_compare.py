@@ -195,7 +195,7 @@ def test_detection_study_adapter(cache):
 
     det = study_task("detect")
     scores = det.scores({"test": {"mAP50-95": 0.25, "AP_small": None, "mAP50": 0.5}, "val": {"mAP50-95": 0.9}})
-    assert scores["mAP50-95"] == 25.0 and scores["mAP50"] == 50.0 and math.isnan(scores["AP_small"])
+    assert scores["mAP50-95"] == 0.25 and scores["mAP50"] == 0.5 and math.isnan(scores["AP_small"])  # as val
     assert det.describe("builtin:small-objects@img_size=64,train=1,val=1,test=1,max_size=16", None) == (8, 64)
     assert det.describe("builtin:small-objects@img_size=64,train=1,val=1,test=1,max_size=16", 32) == (8, 32)
 
@@ -235,14 +235,15 @@ def test_tiny_detection_study_end_to_end(cache, tmp_path, capsys):
     assert len(runs) == 4
     for r in runs:
         final = json.loads(open(f"{r['run_dir']}/final_metrics.json").read())
-        assert float(r["mAP50-95"]) == pytest.approx(100 * final["test"]["mAP50-95"], rel=1e-5, abs=1e-9)
+        assert float(r["mAP50-95"]) == pytest.approx(final["test"]["mAP50-95"], rel=1e-5, abs=1e-9)
         assert (tmp_path / r["run_dir"] / "weights" / "best.pt").is_file()
-    # the progress line shows each run's metric in the table's unit (%)
+    # the progress line shows each run's metric in the table's unit (fractions, as nostride val)
     out = capsys.readouterr().out
-    assert f"64px {runs[0]['model']} seed 0: mAP50-95 % {float(runs[0]['mAP50-95']):.2f} (" in out
+    assert f"64px {runs[0]['model']} seed 0: mAP50-95 {float(runs[0]['mAP50-95']):.4f} (" in out
     report = (result.dir / "report.md").read_text()
-    assert "mAP50-95 %" in report and "AP small %" in report and "64 x 64 pixels" in report
-    assert "mAP50-95 % of the test split (best checkpoint)" in report
+    assert "| mAP50-95 (mean ± std) | AP small (mean ± std)" in report and "64 x 64 pixels" in report
+    assert ("mAP50-95 of the test split (best checkpoint), mean ± std over seeds; scores in fractions (0-1), "
+            "as `nostride val` prints them") in report
 
 
 def test_defaults_models_by_task_of_the_data_and_packaged_recipes():
@@ -266,12 +267,17 @@ def test_defaults_models_by_task_of_the_data_and_packaged_recipes():
 
 def test_progress_line_shows_the_metric_in_the_tables_unit(capsys, tmp_path):
     from nostride.comparison.study import Run, RunResult, StudyProgress
+    from nostride.comparison.tasks import study_task
 
     run = Run(128, parse_model_spec("yolov5n"), 1, tmp_path, {"epochs": 3})
     progress = StudyProgress(total_epochs=3, total_runs=1)
-    progress.finished(RunResult(run, final={"test": {"mAP50-95": 0.1234}}, train_time=5.0), "mAP50-95",
-                      "mAP50-95 %", scale=100.0)
-    assert "[1/1] 128px yolov5n seed 1: mAP50-95 % 12.34 (5 s training)" in capsys.readouterr().out
+    det = study_task("detect")
+    progress.finished(RunResult(run, final={"test": {"mAP50-95": 0.123456}}, train_time=5.0), *det.metrics[0],
+                      det.scale, det.digits)
+    assert "[1/1] 128px yolov5n seed 1: mAP50-95 0.1235 (5 s training)" in capsys.readouterr().out
+    # the unit of each task is the one `nostride val` prints: detection fractions, classification percent
+    assert (det.unit, det.scale) == ("fractions (0-1)", 1.0)
+    assert study_task("classify").unit == "percent" and study_task("classify").metrics[0][1] == "top-1 %"
 
 
 def test_default_jobs_two_one_thread_runs_on_a_multicore_cpu(monkeypatch):
@@ -298,3 +304,27 @@ def test_report_names_the_split_its_scores_come_from(tmp_path):
     assert _scored_split([with_test, with_test]) == "test split"
     assert _scored_split([val_only]) == "validation split (the data has no test split)"
     assert _scored_split([with_test, val_only]).startswith("test split (validation split")
+
+
+def test_redirected_output_gets_a_study_progress_line_at_a_steady_interval(capsys, tmp_path):
+    """When stderr is not a terminal (a log file, CI), the study writes a progress line every interval,
+    counting the epochs worker processes have finished (their results.csv rows) between run ends."""
+    import time
+
+    from nostride.comparison.study import StudyProgress
+
+    progress = StudyProgress(total_epochs=10, total_runs=2, interval=0.1)
+    progress.epochs(2)  # a run in this process: two epochs so far
+    worker = tmp_path / "seed0"
+    worker.mkdir()
+    (worker / "results.csv").write_text("epoch,time\n1,0.5\n")  # resumed: one epoch before this session
+    progress.run_started(worker)
+    (worker / "results.csv").write_text("epoch,time\n1,0.5\n2,0.5\n3,0.5\n4,0.5\n")  # three more since
+    time.sleep(0.55)
+    progress.close()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("study: ")]
+    assert len(lines) >= 3  # one per interval, not one per finished run
+    assert lines[-1].startswith("study: 5/10 epochs (50%), 0/2 runs done, ") and "left" in lines[-1]
+    time.sleep(0.25)
+    assert not capsys.readouterr().err  # closed: no more lines
+    assert StudyProgress(10, 2, quiet=True)._ticker is None

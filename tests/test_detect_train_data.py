@@ -105,7 +105,7 @@ def test_rect_batches_share_a_canvas_and_split_over_ranks(squares):
 
 @pytest.mark.parametrize("mode", ["ram", "disk"])
 def test_cache_gives_the_same_images(squares, mode, tmp_path, monkeypatch):
-    monkeypatch.setenv("NOSTRIDE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("NOSTRIDE_CACHE", str(tmp_path / "cache"))
     plain = DetectionTrainDataset(squares, img_size=32, verbose=False)
     cached = DetectionTrainDataset(squares, img_size=32, cache=mode, verbose=False)
     for i in range(len(squares)):

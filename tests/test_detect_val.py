@@ -49,7 +49,7 @@ def _checkpoint(tmp_path: Path, nc: int = 2) -> Path:
 
 @pytest.fixture(autouse=True)
 def _cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("NOSTRIDE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("NOSTRIDE_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.mark.slow

@@ -105,7 +105,7 @@ def test_label_verification_names_each_bad_line(tmp_path):
 # ---- dataset ----------------------------------------------------------------------------------
 
 def test_dataset_index_skip_warn_and_cache(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("NOSTRIDE_CACHE_DIR", str(tmp_path / "usercache"))
+    monkeypatch.setenv("NOSTRIDE_CACHE", str(tmp_path / "usercache"))
     y = _dataset(tmp_path / "ds", {"a": "0 0.5 0.5 0.5 0.5\n1 0.25 0.25 0.1 0.1\n", "b": "", "c": None,
                                    "d": "0 0.5 0.5 0.5 0.5\n0 0.5 0.5 0.5 0.5\n1 2 2 2 2\n"},
                  sizes={"b": (40, 20)})
@@ -135,7 +135,7 @@ def test_dataset_index_skip_warn_and_cache(tmp_path, capsys, monkeypatch):
 
 
 def test_read_only_dataset_caches_in_user_folder(tmp_path, monkeypatch):
-    monkeypatch.setenv("NOSTRIDE_CACHE_DIR", str(tmp_path / "usercache"))
+    monkeypatch.setenv("NOSTRIDE_CACHE", str(tmp_path / "usercache"))
     y = _dataset(tmp_path / "ds", {"a": "0 0.5 0.5 0.5 0.5\n"})
     labels_dir = tmp_path / "ds" / "labels"
     os.chmod(labels_dir, 0o555)
@@ -205,10 +205,42 @@ def test_val_loader_targets_map_back_to_original_pixels(tmp_path):
     assert sorted(b[2][0] for s in shards for b in s) == sorted(str(p) for p in ds.im_files)
 
 
+def test_two_image_lists_of_one_folder_keep_a_label_cache_each(tmp_path, monkeypatch):
+    monkeypatch.setenv("NOSTRIDE_CACHE", str(tmp_path / "usercache"))
+    _dataset(tmp_path / "ds", {"a": "0 0.5 0.5 0.5 0.5\n", "b": "1 0.5 0.5 0.2 0.2\n", "c": ""})
+    (tmp_path / "ds" / "first.txt").write_text("images/val/a.png\nimages/val/b.png\n")
+    (tmp_path / "ds" / "second.txt").write_text("images/val/b.png\nimages/val/c.png\n")
+    first = DetectionDataset(tmp_path / "ds" / "first.txt", verbose=False)
+    second = DetectionDataset(tmp_path / "ds" / "second.txt", verbose=False)
+    folder = DetectionDataset(tmp_path / "ds" / "images" / "val", verbose=False)
+    paths = {first.stats.cache, second.stats.cache, folder.stats.cache}
+    assert len(paths) == 3 and all(p.parent == tmp_path / "ds" / "labels" for p in paths)
+    assert folder.stats.cache.name == "val.nostride-cache.npz"
+    # switching back and forth reads each list's own cache: nothing is rewritten
+    mtimes = {p: p.stat().st_mtime_ns for p in paths}
+    assert DetectionDataset(tmp_path / "ds" / "first.txt", verbose=False).stats.from_cache
+    assert DetectionDataset(tmp_path / "ds" / "second.txt", verbose=False).stats.from_cache
+    assert {p: p.stat().st_mtime_ns for p in paths} == mtimes
+
+
+def test_one_cache_variable_xdg_and_home(tmp_path, monkeypatch):
+    from nostride.data.builtin import cache_dir
+    from nostride.data.detection import user_cache_dir
+
+    monkeypatch.setenv("NOSTRIDE_CACHE", str(tmp_path / "mine"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert user_cache_dir() == tmp_path / "mine" and cache_dir() == tmp_path / "mine" / "builtin"
+    monkeypatch.delenv("NOSTRIDE_CACHE")
+    assert user_cache_dir() == tmp_path / "xdg" / "nostride" and cache_dir() == tmp_path / "xdg" / "nostride" / "builtin"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert user_cache_dir() == tmp_path / "home" / ".cache" / "nostride"
+
+
 @pytest.mark.data
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/coco128 not present")
 def test_coco128_index(tmp_path, monkeypatch):
-    monkeypatch.setenv("NOSTRIDE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("NOSTRIDE_CACHE", str(tmp_path))
     cfg = load_data_yaml(SHARED / "data.yaml")
     assert cfg.nc == 80 and cfg.names[0] == "person"
     ds = DetectionDataset.from_yaml(cfg, "train", verbose=False)

@@ -15,8 +15,9 @@ text) are not executed; the CLI has its own tests. A block written as an interac
 the plain/``text`` block that follows a python block directly or after a lead-in line "prints" /
 "Output ...:" (``...`` matches anything; a lead-in saying the output "varies" exempts the block).
 
-Examples run from a directory laid out like a checkout: docs/ and configs/ are there, and the real
-datasets are at ../shared/data (a file whose examples need them is skipped when they are absent).
+Examples run from a directory laid out like a checkout: docs/ is there, and the real
+datasets are at ../datasets (the real data folder, see docs/data.md "The datasets the examples
+use"; a file whose examples need them is skipped when they are absent).
 A file whose examples import an optional package (an extra: timm, keras, ultralytics...) that is not
 installed is skipped from that example on, as tests of an extra are.
 """
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, SHARED_DATA
+from conftest import REPO_ROOT, SHARED_DATA, shared_data_shadow
 
 DOC_FILES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 _FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)")
@@ -122,21 +123,21 @@ def _python_blocks(path: Path) -> list[CodeBlock]:
 
 FILES_WITH_PYTHON = [path for path in DOC_FILES if _python_blocks(path)]
 # repository folders examples may read (the docs say "run from the repository root")
-_REPO_ENTRIES = ("docs", "configs")
+_REPO_ENTRIES = ("docs",)
 
 
 def _reader_checkout(tmp_path: Path) -> Path:
-    """A working directory laid out like a checkout: <tmp>/repo (docs/, configs/ linked read-only
-    from the real repository) beside <tmp>/shared/data (the real datasets, when present), so the
+    """A working directory laid out like a checkout: <tmp>/repo (docs/ linked read-only
+    from the real repository) beside <tmp>/datasets (the real datasets, when present), so the
     examples' paths work as written while everything they write stays in tmp_path."""
     work = tmp_path / "repo"
     work.mkdir()
     for name in _REPO_ENTRIES:
         if (REPO_ROOT / name).exists():
             (work / name).symlink_to(REPO_ROOT / name, target_is_directory=True)
-    if SHARED_DATA.is_dir():
-        (tmp_path / "shared").mkdir()
-        (tmp_path / "shared" / "data").symlink_to(SHARED_DATA, target_is_directory=True)
+    shadow = shared_data_shadow()  # files written beside the data (label caches) stay in tmp folders
+    if shadow is not None:  # the docs' ../datasets/ (data.md: the datasets the examples use)
+        (tmp_path / "datasets").symlink_to(shadow, target_is_directory=True)
     return work
 
 
@@ -171,7 +172,7 @@ def test_python_examples_run(doc: Path, tmp_path: Path, monkeypatch: pytest.Monk
     for block in _python_blocks(doc):
         if block.skip_reason is not None:
             continue
-        if "../shared/data" in block.code and not SHARED_DATA.is_dir():
+        if "../datasets/" in block.code and not SHARED_DATA.is_dir():
             pytest.skip(f"{_relative(doc)}:{block.line} and later examples need the real data "
                         f"(not found at {SHARED_DATA})")
         missing = [m for m in _IMPORT.findall(block.code)

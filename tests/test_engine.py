@@ -255,6 +255,12 @@ def test_resume_path_forms(tmp_path):
     assert resolve_resume_path(str(tmp_path / "b"), str(tmp_path), "x") == tmp_path / "b" / "weights" / "last.pt"
     assert resolve_resume_path(True, str(tmp_path), "b") == tmp_path / "b" / "weights" / "last.pt"  # own run
     assert resolve_resume_path(True, str(tmp_path), "exp") == tmp_path / "a" / "weights" / "last.pt"  # newest
+    assert resolve_resume_path(True, str(tmp_path)) == tmp_path / "a" / "weights" / "last.pt"
+    # the most recent run, at any depth, even when an older PROJECT/exp exists (as YOLOv5's --resume)
+    save_checkpoint({"format": "nostride"}, tmp_path / "exp" / "weights" / "last.pt")
+    time.sleep(0.01)
+    save_checkpoint({"format": "nostride"}, tmp_path / "study" / "runs" / "seed0" / "weights" / "last.pt")
+    assert resolve_resume_path(True, str(tmp_path)) == tmp_path / "study" / "runs" / "seed0" / "weights" / "last.pt"
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         resolve_resume_path(str(tmp_path / "nope.pt"), str(tmp_path), "x")
 
@@ -289,11 +295,21 @@ def test_results_writer_csv_resume_truncation_and_missing_tensorboard(tmp_path, 
     assert "tensorboard: not installed" in capsys.readouterr().out
     monkeypatch.undo()
     for e in range(3):
-        w.write({"epoch": e, "lr": 0.1 / (e + 1), "train/loss": 2.0 - e})
+        w.write({"epoch": e + 1, "lr": 0.1 / (e + 1), "train/loss": 2.0 - e})
     w.close()
     assert (tmp_path / "results.png").stat().st_size > 0
-    # resuming from epoch 1's checkpoint drops the later row, then appends
-    w = ResultsWriter(tmp_path, resume_epoch=1, plot_interval=1e9)
-    w.write({"epoch": 2, "lr": 0.01, "train/loss": 0.5})
+    # resuming from epoch 2's checkpoint drops the later row, then appends
+    w = ResultsWriter(tmp_path, resume_epoch=2, plot_interval=1e9)
+    w.write({"epoch": 3, "lr": 0.01, "train/loss": 0.5})
     rows = list(_csv.DictReader(open(tmp_path / "results.csv")))
-    assert [(r["epoch"], r["train/loss"]) for r in rows] == [("0", "2"), ("1", "1"), ("2", "0.5")]
+    assert [(r["epoch"], r["train/loss"]) for r in rows] == [("1", "2"), ("2", "1"), ("3", "0.5")]
+
+
+def test_lost_peer_recognises_a_collective_whose_peer_ended():
+    from nostride.engine.distributed import lost_peer
+
+    gloo = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer "
+                        "[127.0.0.1]:23766. This is typically caused by a remote worker crashing.")
+    assert lost_peer(gloo)
+    assert not lost_peer(RuntimeError("CUDA out of memory"))
+    assert not lost_peer(ValueError("connection closed by peer"))  # not a collective's error type

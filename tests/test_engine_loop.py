@@ -273,15 +273,29 @@ def test_without_validation_split_best_is_last(tmp_path):
     assert len(rows) == 2 and not any(k.startswith("val/") for k in rows[0])
 
 
-def test_resume_past_the_end_of_a_decayed_schedule_is_refused(tmp_path, capsys):
-    """A finished cosine run resumed with more epochs would train at its end lr on a re-planned schedule:
-    refused, with the reason and the option that does what the user meant (a new run with --weights)."""
+def test_a_finished_run_resumed_says_so_and_more_epochs_extend_it(tmp_path, capsys, monkeypatch):
+    """Resuming a finished run returns its final metrics without building data or evaluating again;
+    with more --epochs it trains on (the cosine schedule re-planned, with a note saying so and what a
+    new run from its weights would do instead)."""
+    from nostride.engine import api
+
     cfg = _cfg(tmp_path, "cos", epochs=1, ema=False, schedule="cosine", milestones=[])
-    Trainer(cfg, task=SynthTask(cfg)).train()
+    first = Trainer(cfg, task=SynthTask(cfg)).train()
     last = tmp_path / "cos" / "weights" / "last.pt"
-    with pytest.raises(ValueError, match=r"finished its 1 epoch; its cosine learning-rate schedule ended at lr 0\b.*"
-                                         r"nostride train --weights .*last.pt"):
-        resolve_config(resume=str(last), epochs=2)
+    capsys.readouterr()
+    monkeypatch.setattr(Trainer, "setup", lambda self: pytest.fail("a finished run was set up again"))
+    again = api.train(resume=str(last), task=SynthTask(cfg))
+    assert again["best_epoch"] == first["best_epoch"] and again["test"]["count"] == first["test"]["count"]
+    out = capsys.readouterr().out
+    assert f"{last} already finished its 1 epoch and was evaluated" in out and "--epochs N" in out
+    monkeypatch.undo()
+    cfg2 = resolve_config(resume=str(last), epochs=2)
+    out = capsys.readouterr().out
+    assert cfg2.epochs == 2 and "extending the finished run from 1 to 2 epochs" in out
+    assert "cosine learning-rate schedule ended at lr 0" in out and "nostride train --weights" in out
+    Trainer(cfg2, task=SynthTask(cfg2)).train()
+    assert load_checkpoint(last)["epoch"] == 2
+    assert len(list(csv.DictReader(open(tmp_path / "cos" / "results.csv")))) == 2
     # explicit step milestones do not depend on the epoch count: extending is the same schedule, silently
     cfg = _cfg(tmp_path, "step", epochs=1, ema=False)
     Trainer(cfg, task=SynthTask(cfg)).train()

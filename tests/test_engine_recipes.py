@@ -1,4 +1,4 @@
-"""Every recipe in configs/ loads through the options loader, names a registered model, and each
+"""Every shipped recipe (nostride/configs/) loads through the options loader, names a registered model, and each
 SPD recipe has a strided baseline that differs only in the model."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from nostride.engine import load_config_file
 from nostride.models import model_info
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "nostride" / "configs"
 RECIPES = sorted(CONFIGS.glob("*.yaml"))
 
 

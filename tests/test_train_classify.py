@@ -78,9 +78,9 @@ def test_val_command_on_trained_checkpoint(trained_run, tmp_path, capsys):
     assert got["top1"] == pytest.approx(final["test"]["top1"])  # same weights, same split, same numbers
 
 
-def test_recipe_file_with_overrides(cifar_subset, tmp_path):
-    recipe = Path(__file__).resolve().parents[1] / "configs" / "resnet18_spd_cifar10.yaml"
-    rc = main(["train", "--config", str(recipe), "--data", str(cifar_subset),
+def test_recipe_file_with_overrides(cifar_subset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a shipped recipe by name, from a folder that is not a checkout
+    rc = main(["train", "--config", "resnet18_spd_cifar10", "--data", str(cifar_subset),
                "--width", "8", "--epochs", "1", "--batch-size", "64", "--max-per-class", "10", "--workers", "0",
                "--device", "cpu", "--project", str(tmp_path), "--name", "recipe", "--quiet", "--ema"])
     assert rc == 0

@@ -11,12 +11,15 @@ onnxruntime    the fused model's ONNX export in ONNX Runtime                   o
 openvino       the same ONNX file compiled by OpenVINO (CPU)                   openvino
 ncnn           the fused model through pnnx into ncnn (CPU, float32, one       pnnx, ncnn
                image at a time as ncnn runs them)
+train          one training step of the model as built: forward in training   -
+               mode, backward of the outputs' mean, gradients zeroed
 ============== =============================================================== ==================
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
 import os
 import sys
@@ -32,7 +35,7 @@ from ..convert.fuse import fuse
 
 __all__ = ["FORMS", "FormUnavailable", "build_form"]
 
-FORMS = ("eager", "fused", "compile", "torchscript", "onnxruntime", "openvino", "ncnn")
+FORMS = ("eager", "fused", "compile", "torchscript", "onnxruntime", "openvino", "ncnn", "train")
 
 
 class FormUnavailable(RuntimeError):
@@ -85,7 +88,28 @@ def build_form(
         return _onnx_form(form, model, example, workdir, threads, tag, dtype)
     if form == "ncnn":
         return _ncnn_form(model, example, workdir, tag, dtype)
+    if form == "train":
+        step = _train_step(copy.deepcopy(model).train(), example)
+        try:
+            step()  # e.g. BatchNorm refuses one value per channel (batch 1 and a 1x1 map) in training mode
+        except (ValueError, RuntimeError) as err:
+            raise FormUnavailable(f"a training step fails here: {str(err).splitlines()[0][:160]} "
+                                  "(a larger --batch-size or --img-size may do)") from None
+        return Runner(step, None, dtype)
     raise ValueError(f"unknown form {form!r}; choose from {', '.join(FORMS)}")
+
+
+def _train_step(module: nn.Module, example: torch.Tensor) -> Callable[[], object]:
+    """Forward in training mode, backward of the mean of every output (a stand-in for a loss whose own
+    cost is left out), gradients zeroed: what a training step costs the model itself."""
+    def call() -> object:
+        out = module(example)
+        parts = out if isinstance(out, (list, tuple)) else [out]
+        sum(p.float().mean() for p in parts if isinstance(p, torch.Tensor)).backward()
+        module.zero_grad(set_to_none=True)
+        return None
+
+    return call
 
 
 def _torch_call(module: Callable, example: torch.Tensor) -> Callable[[], object]:

@@ -8,6 +8,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..utils.atomic import atomic_write_text
 from ..utils.numbers import plural
 
 __all__ = ["BenchmarkReport", "BenchmarkRow"]
@@ -93,7 +94,7 @@ class BenchmarkReport:
         writer.writerows(self.records())
         text = buffer.getvalue()
         if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
+            atomic_write_text(path, text)
         return text
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -101,5 +102,5 @@ class BenchmarkReport:
         meta = {k: v for k, v in asdict(self).items() if k != "rows"}
         text = json.dumps({**meta, "rows": self.records()}, indent=2)
         if path is not None:
-            Path(path).write_text(text + "\n", encoding="utf-8")
+            atomic_write_text(path, text + "\n")
         return text

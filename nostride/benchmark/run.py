@@ -39,8 +39,32 @@ def resolve_model(spec) -> tuple[str, nn.Module, int]:
         ckpt = load_checkpoint(spec)
         model = model_from_checkpoint(ckpt)
         return Path(spec).stem, model, _default_size(model)
-    info = model_info(spec)  # KeyError naming close names for an unknown model
-    return spec, create_model(spec), 640 if info.task == "detect" else 224
+    if spec.startswith(OP_PREFIX):
+        return spec, _operator_block(spec), OP_DEFAULT_SIZE
+    from ..utils.specs import parse_spec
+
+    name, options = parse_spec(spec, "model")  # NAME@key=value: builder options, e.g. down=hwd
+    info = model_info(name)  # KeyError naming close names for an unknown model
+    return spec, create_model(name, **options), 640 if info.task == "detect" else 224
+
+
+OP_PREFIX = "op:"
+OP_DEFAULT_SIZE = 80  # input of a typical mid-network downsampling (YOLOv5n's P3 step at 640 px: 64 -> 128 at 80x80)
+
+
+def _operator_block(spec: str) -> nn.Module:
+    """``op:NAME[@c_in=64,c_out=128,k=3]``: one downsampling block (:func:`nostride.layers.build_downsample`)."""
+    from ..layers import build_downsample
+    from ..utils.specs import parse_spec
+
+    name, options = parse_spec(spec[len(OP_PREFIX):], "operator")
+    unknown = set(options) - {"c_in", "c_out", "k"}
+    if unknown:
+        raise ValueError(f"{spec}: unknown option(s) {sorted(unknown)}; an operator takes c_in, c_out and k")
+    c_in, c_out = int(options.get("c_in", 64)), int(options.get("c_out", 128))
+    block = build_downsample(name, c_in, c_out, kernel_size=int(options.get("k", 3)))
+    block.model_kwargs = {"in_chans": c_in}  # the input's channels, for the benchmark's example input
+    return block
 
 
 def _default_size(model: nn.Module) -> int:
@@ -74,7 +98,9 @@ def benchmark(
     first model hold on a shared, noisy machine even when the absolute times drift.
 
     Args:
-        models: registered names (``"yolov5n"``), checkpoint paths, modules, or ``(label, module)``.
+        models: registered names (``"yolov5n"``, ``"resnet18@down=hwd"`` with builder options),
+            downsampling operators alone (``"op:hwd"``, ``"op:blurpool@c_in=32,c_out=64"``; default
+            64 -> 128 channels at 80 x 80), checkpoint paths, modules, or ``(label, module)``.
         img_size: square input size(s); default 640 for detectors and 224 for classifiers.
         batch_size: batch size(s).
         forms: any of ``eager``, ``fused``, ``compile``, ``torchscript``, ``onnxruntime``,
@@ -92,9 +118,9 @@ def benchmark(
     Returns:
         A :class:`~nostride.benchmark.report.BenchmarkReport` (``.table()``, ``.to_csv()``, ``.to_json()``).
     """
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available here")
+    from ..utils.device import select_device
+
+    device = select_device(device or "cpu")  # one rule for device names: unknown or absent ones in one line
     if half and device.type != "cuda":
         raise ValueError("half precision is benchmarked on CUDA only (CPU float16 kernels are not a deployment path)")
     unknown = [f for f in forms if f not in FORMS]

@@ -15,7 +15,9 @@ import difflib
 import importlib
 import sys
 
-__all__ = ["main", "build_parser", "Parser", "HelpFormatter"]
+from nostride.utils import bounds
+
+__all__ = ["main", "build_parser", "Parser", "HelpFormatter", "int_arg", "float_arg", "path_arg", "output_file_arg"]
 
 # sub-command modules, in the order `nostride --help` lists them
 _COMMANDS = ["compare", "convert", "train", "val", "predict", "export", "import_yolov5", "models", "data", "benchmark"]
@@ -36,15 +38,63 @@ def key_value(text: str) -> tuple[str, object]:
     return key.replace("-", "_"), yaml.safe_load(value)
 
 
-def positive_int(text: str) -> int:
-    """argparse type for sizes and counts: a whole number >= 1."""
+def int_arg(low: int | None = None, high: int | None = None, what: str = ""):
+    """argparse type: a whole number in ``[low, high]`` (``None``: unbounded); the error states the bound."""
+    def parse(text: str) -> int:
+        try:
+            return bounds.check_int("", text, low, high, what=what)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = "whole number"  # argparse names the type in some messages
+    return parse
+
+
+def float_arg(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+              high_open: bool = False, what: str = ""):
+    """argparse type: a finite number within ``low .. high`` (open ends as asked); the error states the bound."""
+    def parse(text: str) -> float:
+        try:
+            return bounds.check_float("", text, low, high, low_open=low_open, high_open=high_open, what=what)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = "number"
+    return parse
+
+
+def path_arg(text: str) -> str:
+    """argparse type for file and folder names: any non-empty string (``''`` would mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a file or folder name, got an empty string")
+    return text
+
+
+def output_file_arg(text: str) -> str:
+    """argparse type for a file to write: not empty, and not an existing folder, device, FIFO or socket
+    (writing there would block, fail late, or replace a device node)."""
+    import os
+    import stat
+
+    path_arg(text)
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+        mode = os.stat(text).st_mode
+    except OSError:
+        return text  # absent (or unreachable: the write will say why)
+    if stat.S_ISDIR(mode):
+        raise argparse.ArgumentTypeError(f"{text} is a folder; expected the name of a file to write")
+    if not stat.S_ISREG(mode):
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a regular file (a device, FIFO or socket); "
+                                         "expected the name of a file to write")
+    return text
+
+
+positive_int = int_arg(1)  # counts with no upper bound of their own
+img_size_arg = int_arg(bounds.MIN_IMG_SIZE, bounds.MAX_IMG_SIZE)
+batch_size_arg = int_arg(1, bounds.MAX_BATCH_SIZE)
+workers_arg = int_arg(0, bounds.MAX_WORKERS)
+probability_arg = float_arg(0.0, 1.0)  # thresholds: confidence, IoU
+max_det_arg = int_arg(1, bounds.MAX_DETECTIONS)
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -128,24 +178,46 @@ def _reject_unknown(parser: Parser, args: argparse.Namespace, extras: list[str])
     target.error(text)
 
 
+_INVOKED: list[str] = []
+
+
+def invoked_argv() -> list[str]:
+    """The arguments of the running ``nostride`` command, as typed (after the program name)."""
+    return list(_INVOKED)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nostride`` console script; returns the exit status."""
+    for stream in (sys.stdout, sys.stderr):
+        # file names that are not UTF-8 (held by Python as surrogates) print as their own bytes
+        # instead of failing the command with a UnicodeEncodeError
+        try:
+            stream.reconfigure(errors="surrogateescape")
+        except (AttributeError, ValueError, OSError):
+            pass
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
+    _INVOKED[:] = list(sys.argv[1:] if argv is None else argv)  # the exact command (a study's report records it)
     if extras:
         _reject_unknown(parser, args, extras)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from nostride.utils.paths import removing_empty_run_folders
+    from nostride.utils.signals import route_termination_to_sigint
+
+    route_termination_to_sigint()  # kill -TERM / a closed terminal: stop workers as Ctrl-C does
     try:
-        return int(args.func(args) or 0)
+        with removing_empty_run_folders():
+            return int(args.func(args) or 0)
     except (OSError, ValueError, KeyError) as e:
         # bad input or a failed write (disk full, permissions): one clear line, no traceback
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"nostride {args.command}: error: {msg}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"nostride {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C, kill -TERM, kill -HUP
+        hint = getattr(args, "interrupted", "")
+        print(f"nostride {args.command}: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
         return 130
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from . import positive_int
+from nostride.utils import bounds
+
+from . import img_size_arg, int_arg, output_file_arg, path_arg
 
 _POLICIES = ["convert", "keep", "drop"]
 
@@ -12,7 +14,7 @@ _POLICIES = ["convert", "keep", "drop"]
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert",
-        help="convert a torchvision or nostride model to SPD-Conv; compare parameters and FLOPs",
+        help="convert a torchvision, timm or nostride model to SPD-Conv; compare parameters and FLOPs",
         description="Replace every strided convolution and pooling layer of a model by space-to-depth "
         "and a stride-1 convolution (nostride.spdify), print what changed, parameters and FLOPs "
         "before/after and, with --init preserve, check that the outputs are unchanged.",
@@ -23,12 +25,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(`nostride models`) or timm:NAME (needs timm); prefix 'torchvision:' or 'nostride:' to choose when "
         "both have it (default: torchvision)",
     )
-    p.add_argument("--weights", default=None, metavar="FILE",
+    p.add_argument("--weights", default=None, metavar="FILE", type=path_arg,
                    help="weights to convert and check: a torchvision/timm state dict (.pth), a training "
                    "checkpoint holding one, or a nostride checkpoint (default: random initialisation); "
                    "the class count is taken from the file unless --num-classes is given"),
-    p.add_argument("--img-size", type=positive_int, default=224, help="square input size for FLOPs and the check (default 224)")
-    p.add_argument("--kernel-size", type=int, default=None, help="odd kernel of the new convs (default: per layer)")
+    p.add_argument("--to", default="spd", metavar="OP",
+                   help="downsampling operator to convert to (default spd: nostride.spdify): spd, conv-equal, "
+                   "conv-spd, blurpool, blurpool5, hwd, adown, scdown, avgpool-conv, maxpool-conv, strided "
+                   "(docs/downsampling.md); --kernel-size, --pool, --max-pool and --pool-conv apply to spd only")
+    p.add_argument("--img-size", type=img_size_arg, default=224, help="square input size for FLOPs and the check (default 224)")
+    p.add_argument("--kernel-size", type=int_arg(1, 31), default=None, help="odd kernel of the new convs (default: per layer)")
     p.add_argument("--pool", choices=_POLICIES, default="convert", help="what to do with strided pooling")
     p.add_argument("--max-pool", choices=_POLICIES, default=None, help="policy for max-pooling only (default: --pool)")
     p.add_argument(
@@ -36,8 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--init", choices=["preserve", "random"], default="preserve", help="weights of the new convs")
     p.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN", help="module names to leave alone (fnmatch; default: none)")
-    p.add_argument("--num-classes", type=int, default=None, help="build the model with this many classes (default: the model's own)")
-    p.add_argument("--output", default=None, metavar="FILE.pt", help="save the converted weights as a nostride checkpoint (default: not saved)")
+    p.add_argument("--num-classes", type=int_arg(1, bounds.MAX_CLASSES), default=None, help="build the model with this many classes (default: the model's own)")
+    p.add_argument("--output", default=None, metavar="FILE.pt", type=output_file_arg, help="save the converted weights as a nostride checkpoint (default: not saved)")
     p.set_defaults(func=run)
 
 
@@ -47,8 +53,17 @@ def run(args: argparse.Namespace) -> int:
     from nostride.convert import spdify
     from nostride.utils import count_flops, count_parameters
 
+    if args.output:
+        from nostride.utils.atomic import check_output_path
+
+        check_output_path(args.output)  # before the work: a folder, device or FIFO is never replaced by a file
+    from nostride.layers import downsample_op
+
+    op = downsample_op(args.to).name  # an unknown name lists the known ones (before building anything)
     model, source, name, weights_note = build_model(args.model, args.num_classes, args.weights)
     model.eval()
+    if op != "spd":
+        return _run_operator(args, op, model, source, name, weights_note)
     shape = (1, _in_channels(model), args.img_size, args.img_size)
     pool = {"avg": args.pool, "max": args.max_pool or args.pool}
     options = dict(
@@ -95,6 +110,69 @@ def run(args: argparse.Namespace) -> int:
         path = _save(converted, args, source, name, options)
         print(f"\nsaved the converted weights to {path}")
     return 0
+
+
+def _run_operator(args: argparse.Namespace, op: str, model, source: str, name: str, weights_note: str) -> int:
+    """``--to OP`` (other than spd): :func:`nostride.convert_downsampling`, report, costs, check, save."""
+    import warnings
+
+    import torch
+
+    from nostride.convert import convert_downsampling
+
+    shape = (1, _in_channels(model), args.img_size, args.img_size)
+    options = dict(init=args.init, exclude=list(args.exclude), example_input=shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # layers it cannot serve are listed in the report below
+        converted, report = convert_downsampling(model, op, **options)
+    converted.eval()
+    print(f"{source} model {name!r} -> {op} (init={args.init})")
+    print(weights_note)
+    print()
+    print(report)
+    print()
+    _print_costs(model, converted, op, shape, args.img_size)
+    print()
+    new = [e for e in report if e.action == "converted" and not e.exact]
+    exact = [e for e in report if e.action == "converted" and e.exact]
+    if args.init == "preserve" and exact:
+        torch.manual_seed(0)
+        x = torch.randn((_CHECK_BATCH, *shape[1:]))
+        exact_only = None
+        if new:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                exact_only, _ = convert_downsampling(
+                    model, op, **{**options, "exclude": list(args.exclude) + [e.name for e in new]})
+            exact_only.eval()
+        for line in conversion_check(model, converted, report, x, exact_only, args.output):
+            print(line.replace("keep max-pools (--max-pool keep)", "leave max-pools alone (--exclude NAME)"))
+    elif report.count_action("converted"):
+        print(f"result: {_layers(len(new), 'new layer')}: {op} does not compute what the strided layers computed; "
+              "train the converted model (its new layers start from random weights)")
+    else:
+        print(f"result: nothing converted: {op} replaced no layer of this model")
+    if args.output:
+        path = _save(converted, args, source, name, {})
+        print(f"\nsaved the converted weights to {path}")
+    return 0
+
+
+def _print_costs(model, converted, label: str, shape: tuple, img_size: int) -> None:
+    from nostride.utils import count_flops, count_parameters
+
+    size = f"{img_size}x{img_size}"
+    params = (count_parameters(model), count_parameters(converted))
+    flops = (count_flops(model, shape), count_flops(converted, shape))
+    rows = [
+        ("", "parameters", f"GFLOPs @{size}"),
+        ("original", f"{params[0]:,}", f"{flops[0] / 1e9:.3f}"),
+        (label, f"{params[1]:,}", f"{flops[1] / 1e9:.3f}"),
+        ("change", _change(*params), _change(*flops)),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}")
 
 
 _CHECK_BATCH = 2
@@ -228,7 +306,8 @@ def _save(converted, args: argparse.Namespace, source: str, name: str, options: 
         "model_kwargs": dict(getattr(converted, "model_kwargs", None) or {}),  # num_classes included when chosen
         "source": source,
         "source_model": name,
-        "spdify": list(converted.spdify_options),
+        "spdify": list(getattr(converted, "spdify_options", [])),
+        "downsample": list(getattr(converted, "downsample_options", [])),
         "task": getattr(converted, "task", None) or "classify",
         "model": {k: v.detach().cpu() for k, v in converted.state_dict().items()},
         "ema": None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import key_value
+from . import key_value, path_arg
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "Options (KEY=VALUE) change its size, image size, difficulty or seed; "
                         "`nostride data list` shows each dataset's options and defaults.")
     m.add_argument("name", metavar="NAME", help="lowres or small-objects")
-    m.add_argument("dir", metavar="DIR", help="output folder (must be empty or absent)")
+    m.add_argument("dir", metavar="DIR", type=path_arg, help="output folder (must be empty or absent)")
     m.add_argument("options", nargs="*", type=key_value, metavar="KEY=VALUE",
                    help="generator options, e.g. train=500 seed=1 (see `nostride data list`)")
     m.set_defaults(func=run_make)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import sys
 
-from . import positive_int
+from . import batch_size_arg, img_size_arg, int_arg, max_det_arg, output_file_arg, path_arg, probability_arg
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,103 +16,43 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(BatchNorm folded, SPD + conv as one strided conv: nostride.fuse) and the exported file is "
         "checked against the PyTorch model on random inputs.",
     )
-    p.add_argument("--weights", required=True, help="nostride checkpoint (.pt)")
+    p.add_argument("--weights", required=True, type=path_arg, help="nostride checkpoint (.pt), or a YOLOv5 / YOLOv5-SPD .pt")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="output format")
-    p.add_argument("--output", default=None, help="output file (default: the checkpoint's path with the format's suffix)")
-    p.add_argument("--img-size", type=positive_int, nargs="+", default=None, help="input size: S or H W (default: the training size)")
-    p.add_argument("--batch-size", type=positive_int, default=1, help="batch size of the example input")
+    p.add_argument("--output", default=None, type=output_file_arg, help="output file (default: the checkpoint's path with the format's suffix)")
+    p.add_argument("--img-size", type=img_size_arg, nargs="+", default=None,
+                   help="input size: S or H W, rounded up to a multiple of a detector's stride (default: the training size)")
+    p.add_argument("--batch-size", type=batch_size_arg, default=1, help="batch size of the example input")
     p.add_argument("--dynamic", action="store_true", help="ONNX: dynamic batch, height and width")
     p.add_argument("--no-fuse", dest="fuse", action="store_false", help="export the unfused model")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset")
+    p.add_argument("--opset", type=int_arg(18, 99), default=18,
+                   help="ONNX opset, from 18 (the oldest the exporter writes) to the newest the installed onnx package knows")
+    p.add_argument("--half", action="store_true", help="ONNX: a float16 graph, exported on a GPU (needs --device cuda)")
+    p.add_argument("--device", default="cpu", help="where the model runs for the export and its check: cpu, cuda, "
+                   "cuda:N (default cpu)")
     p.add_argument("--no-check", dest="check", action="store_false", help="skip the check against PyTorch")
     p.add_argument("--nms", action="store_true",
                    help="detectors, ONNX: NMS in the graph, output (n, 7) [image, x1, y1, x2, y2, conf, class] (default: off)")
     # --conf/--iou as in predict and val; the YOLOv5 spellings are kept as aliases
-    p.add_argument("--conf", "--conf-thres", dest="conf_thres", type=float, default=0.25,
+    p.add_argument("--conf", "--conf-thres", dest="conf_thres", type=probability_arg, default=0.25,
                    help="with --nms: confidence threshold (default: 0.25)")
-    p.add_argument("--iou", "--iou-thres", dest="iou_thres", type=float, default=0.45,
+    p.add_argument("--iou", "--iou-thres", dest="iou_thres", type=probability_arg, default=0.45,
                    help="with --nms: NMS IoU threshold (default: 0.45)")
-    p.add_argument("--max-det", type=int, default=300, help="with --nms: most detections per image (default: 300)")
+    p.add_argument("--max-det", type=max_det_arg, default=300, help="with --nms: most detections per image (default: 300)")
     p.set_defaults(func=run)
 
 
-def _default_size(ckpt: dict) -> int:
-    from nostride.checkpoint import recorded_option
-
-    size = recorded_option(ckpt, "img_size")
-    if size:
-        return int(size)
-    return 640 if ckpt.get("task") == "detect" else 224
-
-
-def _input_channels(model) -> int:
-    kwargs = getattr(model, "model_kwargs", None) or {}
-    definition = getattr(model, "yaml", None)
-    return int(kwargs.get("in_chans") or (definition.get("ch") if isinstance(definition, dict) else None) or 3)
-
-
 def run(args: argparse.Namespace) -> int:
-    from nostride.checkpoint import load_checkpoint, model_from_checkpoint
-    from nostride.export import EXPORT_FORMATS, export
+    from nostride.exported import export_weights
+    from nostride.export import ExportCheckError
 
-    ckpt = load_checkpoint(args.weights)
-    model = model_from_checkpoint(ckpt)
-    size = args.img_size or [_default_size(ckpt)]
-    if len(size) not in (1, 2):
-        raise ValueError(f"--img-size takes one or two numbers, got {size}")
-    h, w = (size[0], size[0]) if len(size) == 1 else size
-    channels = _input_channels(model)
-    shape = (args.batch_size, channels, h, w)
-    fmt = EXPORT_FORMATS[args.format]
-    output = Path(args.output) if args.output else Path(args.weights).with_suffix(fmt.suffix)
-    if args.nms:
-        if ckpt.get("task") != "detect":
-            raise ValueError(f"--nms applies to detectors; {args.weights} holds a {ckpt.get('task')} model")
-        if args.format != "onnx":
-            raise ValueError("--nms applies to ONNX only")
-        from nostride.convert.fuse import fuse
-        from nostride.tasks.detect.graph_nms import DetectorWithNMS
-
-        # fused before wrapping; the check compares the file with the same wrapped model
-        model = DetectorWithNMS(fuse(model) if args.fuse else model, args.conf_thres, args.iou_thres, args.max_det)
-        args.fuse = False
-    kwargs = dict(input_shape=shape, fuse=args.fuse, check=args.check)
-    if args.format == "onnx":
-        kwargs.update(dynamic=args.dynamic, opset=args.opset)
-    elif args.dynamic:
-        raise ValueError("--dynamic applies to ONNX only")
-    if args.nms:
-        # boxes after NMS are not compared with PyTorch's: boxes of equal score (common for
-        # untrained or flat-image outputs) may be resolved differently by two runtimes
-        kwargs["check"] = False
-    path = export(model, output, format=args.format, **kwargs)
-    size_mb = path.stat().st_size / 1e6
-    checked = "checked against PyTorch" if args.check else "not checked"
-    if args.nms and args.check:
-        _check_runs(path, shape)
-        checked = "checked: valid ONNX, runs in ONNX Runtime"
-    print(
-        f"{ckpt['model_name'] or ckpt.get('source_model')}: {args.format} export of input {tuple(shape)}"
-        f"{' (dynamic)' if args.dynamic else ''}, {'fused' if args.fuse or args.nms else 'unfused'}"
-        f"{', NMS in the graph' if args.nms else ''}, {checked} -> "
-        f"{path} ({size_mb:.1f} MB)"
-    )
+    try:
+        export_weights(args.weights, output=args.output, format=args.format, img_size=args.img_size,
+                       batch_size=args.batch_size, dynamic=args.dynamic, fuse=args.fuse, opset=args.opset,
+                       check=args.check, nms=args.nms, conf=args.conf_thres, iou=args.iou_thres, max_det=args.max_det,
+                       half=args.half, device=args.device)
+    except ExportCheckError as e:
+        # the file does not compute what the model computes: it is never put where a deployment would pick it up
+        print(f"nostride export: error: {args.output or args.weights}: the exported model failed its check against "
+              f"PyTorch, so no file was written: {e}", file=sys.stderr)
+        return 1
     return 0
-
-
-def _check_runs(path: Path, shape: tuple) -> None:
-    """A graph with NMS: valid ONNX, and ONNX Runtime (when installed) returns (n, 7) detections."""
-    import importlib.util
-
-    import onnx
-
-    onnx.checker.check_model(str(path), full_check=True)
-    if importlib.util.find_spec("onnxruntime") is None:
-        return
-    import numpy as np
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (out,) = session.run(None, {session.get_inputs()[0].name: np.random.rand(*shape).astype(np.float32)})
-    if out.ndim != 2 or out.shape[1] != 7:
-        raise ValueError(f"{path}: the exported NMS graph returned shape {out.shape}, expected (n, 7)")

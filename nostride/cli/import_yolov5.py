@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import output_file_arg, path_arg
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -14,8 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "nostride, and write a nostride checkpoint (loadable with weights_only=True) for "
         "`nostride predict/val/train`. See docs/import.md.",
     )
-    p.add_argument("source", help="YOLOv5 .pt file (e.g. yolov5s.pt, runs/train/exp/weights/best.pt)")
-    p.add_argument("output", help="nostride checkpoint to write (.pt)")
+    p.add_argument("source", type=path_arg, help="YOLOv5 .pt file (e.g. yolov5s.pt, runs/train/exp/weights/best.pt)")
+    p.add_argument("output", type=output_file_arg, help="nostride checkpoint to write (.pt)")
     p.add_argument("--fp32", action="store_true", help="store float32 weights (default: keep the file's dtype, float16)")
     p.add_argument(
         "--weights",
@@ -27,16 +29,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from nostride.checkpoint import make_checkpoint, save_checkpoint
     from nostride.models.yolo.import_yolov5 import build_yolov5, read_yolov5_checkpoint
     from nostride.utils import count_parameters
+    from nostride.utils.atomic import check_output_path
 
     use_ema = {"auto": "auto", "ema": True, "model": False}[args.weights]
     src, out = Path(args.source), Path(args.output)
-    if src.resolve() == out.resolve():
+    if os.path.realpath(src) == os.path.realpath(out):  # realpath, unlike resolve(), never raises on a link loop
         raise ValueError(f"{out}: output would overwrite the source file; choose another name")
+    check_output_path(out)  # before the work: a folder, device or FIFO is never replaced by a file
     meta = read_yolov5_checkpoint(src, use_ema=use_ema)
     model = build_yolov5(meta, fp32=args.fp32)
     imported_from = {"file": src.name, "weights": meta.weights, **meta.info}

@@ -5,16 +5,21 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..utils.atomic import atomic_write_text
 from ..utils.paths import increment_path
+from .launchers import LauncherUnavailable
 from .matching import build_spec_model, match_baseline, model_cost
-from .report import DifferenceRow, ModelRow, build_differences, build_rows, markdown_report, write_csvs
+from .provenance import provenance_markdown, run_environments, study_provenance
+from .report import (DifferenceRow, ModelRow, build_differences, build_rows, failures_markdown, markdown_report,
+                     write_csvs)
 from .specs import ModelSpec, parse_model_list, parse_model_spec
-from .study import RunResult, execute_runs, plan_runs
+from .study import RunResult, all_finished, execute_runs, plan_runs
 from .tasks import study_task
 
 __all__ = ["compare", "StudyResult", "DEFAULT_MODELS", "DEFAULT_DATA", "STUDY_VERSION"]
@@ -59,11 +64,12 @@ def _own_baseline(spec: ModelSpec) -> ModelSpec | None:
     """The strided model an SPD model replaces: ``X`` for ``X_spd`` and for ``spdify:X`` (same options)."""
     if spec.spdify:
         return ModelSpec(spec.name, dict(spec.options))
-    if spec.name.endswith("_spd"):
-        try:
-            return parse_model_spec(spec.name[: -len("_spd")]).with_options(**spec.options)
-        except KeyError:
-            return None
+    for suffix, plain in (("_spd", ""), ("_spd_p2", "_p2")):  # X_spd -> X, X_spd_p2 -> X_p2
+        if spec.name.endswith(suffix):
+            try:
+                return parse_model_spec(spec.name[: -len(suffix)] + plain).with_options(**spec.options)
+            except KeyError:
+                return None
     return None
 
 
@@ -74,6 +80,20 @@ def _task_of(specs: list[ModelSpec]) -> str:
     if len(tasks) > 1:
         raise ValueError(f"the models mix tasks ({', '.join(sorted(tasks))}); compare models of one task")
     return tasks.pop()
+
+
+def _find_study(project: str | Path, name: str, identity: dict[str, Any]) -> Path | None:
+    """The existing folder PROJECT/NAME[k] of the study with this identity, or ``None``."""
+    path = Path(project) / name
+    for p in [path] + [Path(f"{path}{k}") for k in range(2, 10000)]:
+        if not p.exists():
+            return None
+        try:
+            if json.loads((p / "study.json").read_text()).get("identity") == identity:
+                return p
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def _open_study(project: str | Path, name: str, identity: dict[str, Any]) -> tuple[Path, bool]:
@@ -91,7 +111,7 @@ def _open_study(project: str | Path, name: str, identity: dict[str, Any]) -> tup
             except ValueError:
                 pass
     p = increment_path(path, exist_ok=False)
-    (p / "study.json").write_text(json.dumps({"identity": identity, "version": STUDY_VERSION}, indent=2))
+    atomic_write_text(p / "study.json", json.dumps({"identity": identity, "version": STUDY_VERSION}, indent=2))
     return p, False
 
 
@@ -111,6 +131,9 @@ def compare(
     nproc_per_run: int = 1,
     latency: bool = True,
     quiet: bool = False,
+    down: str | Sequence[str] | None = None,
+    launcher: Any = None,
+    command: str | None = None,
     **options: Any,
 ) -> StudyResult:
     """Train SPD models and strided baselines alike and compare them, fairly, over several seeds.
@@ -134,7 +157,13 @@ def compare(
         img_sizes: image sizes to repeat the study at (images resized to S x S, e.g. ``[32, 16]``);
             default the dataset's own size.
         match: ``"flops"`` or ``"params"``: add, for each SPD model, its strided baseline widened until
-            its FLOPs (parameters) at each image size are within 5 % of the SPD model's.
+            its FLOPs (parameters) at each image size are within 5 % of the SPD model's. With ``down``:
+            widen every operator's arm to the most expensive arm's FLOPs (parameters) instead.
+        down: downsampling operators (``"strided,spd,conv-equal,hwd"``, a list, or ``"all"``: strided,
+            spd, conv-equal, blurpool, hwd, adown, scdown): one arm per operator built from each model of
+            ``models`` (default ``resnet18@width=8`` for classification data, ``yolov5n`` for
+            detection) with ``down=OP``; the report ranks the arms by metric and by cost and states the
+            null check (SPD against conv-equal). docs/downsampling.md.
         recipe: a YAML file of training options applied to every run (``options`` override it), or
             the name of a packaged recipe (``small-objects-cpu``: what the default data is trained
             with when neither data nor recipe is given).
@@ -149,6 +178,11 @@ def compare(
         nproc_per_run: processes per run (a torchrun group, e.g. one per GPU).
         latency: measure batch-1 latency on the study's device.
         quiet: no progress output.
+        launcher: where the runs train: ``None`` / ``"local"`` (this machine: ``jobs``, ``devices``),
+            ``"slurm"`` / ``"ray"`` with default options, or a launcher object
+            (:class:`~nostride.comparison.launchers.slurm.SlurmLauncher`,
+            :class:`~nostride.comparison.launchers.ray_cluster.RayLauncher`) with its options.
+        command: the command that started the study, recorded in the report (default: this call).
         **options: any training option (``batch_size=128``, ``lr=0.05``, ``max_per_class=500``...).
 
     Returns:
@@ -158,7 +192,34 @@ def compare(
     """
     from nostride.engine.config import build_config, load_config_file
 
+    from .launchers import build_launcher
+    from .provenance import python_call
+
+    if command is None:
+        command = python_call("nostride.compare", models=models, data=data, epochs=epochs, seeds=seeds,
+                              img_sizes=img_sizes, match=match, recipe=recipe, device=device or None,
+                              project=str(project), name=name, jobs=jobs,
+                              nproc_per_run=nproc_per_run if nproc_per_run != 1 else None,
+                              latency=None if latency else False,
+                              down=down, launcher=launcher if isinstance(launcher, str) else None, **options)
+    if isinstance(launcher, str):
+        launcher = build_launcher(launcher)
+    unavailable, trained_by = None, launcher
+    if launcher is not None:
+        try:
+            launcher.check()  # before any work: a missing library or cluster is one line, now
+        except LauncherUnavailable as e:
+            if not (Path(project) / name / "study.json").is_file():
+                raise  # a new study: nothing to collect
+            unavailable = e  # fatal unless the study exists and every run finished (then: collect)
     specs = parse_model_list(models if models is not None else default_models(data))
+    down_ops: list[str] = []
+    if down is not None:
+        from .down_arms import down_arms, parse_down
+
+        down_ops = parse_down(down)
+        # the arms come from the strided model(s): by default the first of the default pair
+        specs = down_arms(specs if models is not None else specs[:1], down_ops)
     if not data and recipe is None:
         recipe = DEFAULT_RECIPE  # the default data's own recipe
     data = data or DEFAULT_DATA
@@ -173,6 +234,9 @@ def compare(
         raise ValueError("jobs and nproc_per_run must be >= 1")
     if len(devices) > 1 and nproc_per_run > 1:
         raise ValueError("give either several devices (one run per device) or nproc_per_run > 1, not both")
+    if launcher is not None and len(devices) > 1:
+        raise ValueError(f"--launcher {launcher.name} gives each run its own GPUs: give one --device (or none), "
+                         "not several")
 
     # common training options: task defaults < recipe < options; checked as the engine checks them
     common: dict[str, Any] = dict(task.defaults)
@@ -187,7 +251,8 @@ def compare(
     common.update({"data": data, "device": devices[0] if len(devices) == 1 else ""})
     common.setdefault("split_seed", 0)
     if "workers" not in common:
-        common["workers"] = 0 if _on_cpu(devices) else 4
+        on_cpu = _on_cpu(devices) if launcher is None else (_on_cpu(devices) if devices else not launcher.uses_gpus())
+        common["workers"] = 0 if on_cpu else 4
     for k in _NOT_COMMON:
         common.pop(k, None)
     build_config(**{**common, "model": specs[0].name})  # unknown / bad options fail before any training
@@ -199,6 +264,15 @@ def compare(
     per_size: dict[int, list[ModelSpec]] = {}
     for size in sizes:
         size_specs = list(specs)
+        if down_ops:
+            if match:
+                from .down_arms import match_down_arms
+
+                note = (lambda m: warnings.warn(m, RuntimeWarning, stacklevel=2)) if quiet else \
+                    (lambda m: print(f"compare: note: {m}", flush=True))
+                size_specs = match_down_arms(size_specs, match, num_classes, size, note)
+            per_size[size] = size_specs
+            continue
         if match:
             for spd in [s for s in specs if s.is_spd]:
                 base = _own_baseline(spd)
@@ -217,15 +291,23 @@ def compare(
         per_size[size] = size_specs
 
     identity = {"task": task.name, "common": {k: common[k] for k in sorted(common) if k not in ("device", "workers")}}
+    if unavailable is not None and _find_study(project, name, identity) is None:
+        raise unavailable
     study_dir, continued = _open_study(project, name, identity)
     runs = plan_runs(study_dir, per_size, sizes, seed_list, common)
+    if unavailable is not None:
+        if not all_finished(runs):
+            raise unavailable
+        launcher = None  # every run finished: collecting the results needs no cluster
+    if launcher is not None:
+        launcher.prepare(study_dir, nproc_per_run)
     if not quiet:
         n_models = len({r.model.text for r in runs})
         print(f"compare: {_n(n_models, 'model')} x {_n(len(sizes), 'image size')} x {_n(len(seed_list), 'seed')} = "
               f"{_n(len(runs), 'run')} of {_n(common['epochs'], 'epoch')} on {data}; study folder {study_dir}"
               f"{' (continuing)' if continued else ''}", flush=True)
     results = execute_runs(runs, task.metrics[0], jobs=jobs, nproc_per_run=nproc_per_run, devices=devices,
-                           quiet=quiet, scale=task.scale)
+                           quiet=quiet, scale=task.scale, digits=task.digits, launcher=launcher)
     for r in results:
         if not r.error:
             r.scores = task.scores(r.final)
@@ -239,12 +321,21 @@ def compare(
     diffs = build_differences(rows, metrics)
     split = _scored_split(results)
     header = (f"{task.name} on `{data}`, {_n(common['epochs'], 'epoch')}, seeds {', '.join(map(str, seed_list))}: "
-              f"{labels[metrics[0]]} of the {split} (best checkpoint), mean ± std over seeds.\n")
-    md = markdown_report(rows, diffs, labels, dev_name, header)
+              f"{labels[metrics[0]]} of the {split} (best checkpoint), mean ± std over seeds; scores in "
+              f"{task.unit}, as `nostride val` prints them.\n")
+    md = markdown_report(rows, diffs, labels, dev_name, header, task.digits) + failures_markdown(results)
+    if down_ops:
+        from .down_arms import down_section
+
+        md += "\n" + down_section(rows, metrics[0], labels[metrics[0]], getattr(task, "higher_is_better", True))
     files = write_csvs(study_dir, results, rows, diffs, metrics)
+    record = study_provenance(command, data, _device_text(devices, trained_by),
+                              _threads_per_run(jobs, nproc_per_run, devices, trained_by),
+                              trained_by.describe() if trained_by is not None else "this machine")
     report = study_dir / "report.md"
-    report.write_text(md)
-    files.append(report)
+    atomic_write_text(study_dir / "provenance.json", json.dumps(record, indent=2))
+    atomic_write_text(report, md + "\n" + provenance_markdown(record, run_environments(results)))
+    files += [report, study_dir / "provenance.json"]
     files += _charts(study_dir, rows, metrics[0], labels[metrics[0]], len(sizes) > 1)
     failed = [r for r in results if r.error]
     if not quiet:
@@ -277,6 +368,49 @@ def _default_jobs(devices: list[str], nproc_per_run: int) -> int:
     if nproc_per_run > 1 or not _on_cpu(devices):
         return 1
     return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def _device_text(devices: list[str], launcher: Any) -> str:
+    """The device the runs train on, in words (a GPU with its name)."""
+    if launcher is not None:
+        return f"{', '.join(devices) or 'the default of each node'} ({launcher.describe()})"
+    import torch
+
+    from nostride.utils.device import select_device
+
+    out = []
+    for d in devices or [""]:
+        dev = select_device(d)
+        name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name()
+        out.append(f"{dev} ({name})")
+    return ", ".join(out)
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (Linux), else the machine type."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _threads_per_run(jobs: int, nproc_per_run: int, devices: list[str], launcher: Any) -> int | None:
+    """Intra-op threads of each run's training, as :func:`execute_runs` sets them."""
+    if launcher is not None:
+        return launcher.threads_per_run()
+    if jobs <= 1 and nproc_per_run <= 1:
+        import torch
+
+        return torch.get_num_threads()
+    if devices and not all(d.startswith("cpu") for d in devices):  # GPU workers keep torch's default
+        return None
+    if os.environ.get("OMP_NUM_THREADS"):
+        return int(os.environ["OMP_NUM_THREADS"])
+    return max(1, (os.cpu_count() or 1) // max(jobs, 1))
 
 
 def _on_cpu(devices: list[str]) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..utils.figures import new_figure, save_figure
 from .report import ModelRow
 
-__all__ = ["plot_metric_vs_flops", "plot_metric_vs_img_size"]
+__all__ = ["error_bar_note", "plot_metric_vs_flops", "plot_metric_vs_img_size"]
 
 
 def _family(row: ModelRow) -> str:
@@ -22,13 +22,27 @@ def _style(row: ModelRow) -> dict:
     return {"marker": "s" if row.spec.is_spd else "o", "linestyle": "-" if row.spec.is_spd else "--"}
 
 
+def error_bar_note(rows: list[ModelRow], metric: str) -> str:
+    """What the error bars are: the standard deviation over seeds (none with one seed)."""
+    seeds = sorted({r.summary(metric).n for r in rows if r.summary(metric).n})
+    if not seeds or seeds == [1]:
+        return "one seed per model: no error bars"
+    n = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+    return f"mean of {n} seeds; error bars: ± 1 standard deviation over seeds"
+
+
+def _gflops_label(g: float) -> str:
+    return f"{g:.3g}" if g < 100 else f"{g:.0f}"
+
+
 def plot_metric_vs_flops(rows: list[ModelRow], metric: str, label: str, path: str | Path) -> Path:
-    """Mean metric (error bar: std over seeds) against GFLOPs, one panel per image size;
-    SPD models drawn as squares, strided ones as circles."""
+    """Mean metric (error bar: std over seeds, said on the chart) against GFLOPs, one panel per image
+    size; SPD models drawn as squares, strided ones as circles; the x ticks are the models' GFLOPs."""
     sizes = sorted({r.img_size for r in rows}, reverse=True)
-    fig = new_figure(4.6 * len(sizes), 3.8)
+    fig = new_figure(4.6 * len(sizes), 4.1)
     axes = fig.subplots(1, len(sizes), squeeze=False)[0]
     for ax, size in zip(axes, sizes):
+        ticks = set()
         for r in (r for r in rows if r.img_size == size):
             s = r.summary(metric)
             if s.n == 0:
@@ -36,12 +50,21 @@ def plot_metric_vs_flops(rows: list[ModelRow], metric: str, label: str, path: st
             err = 0.0 if math.isnan(s.std) else s.std
             ax.errorbar([r.flops / 1e9], [s.mean], yerr=[err], fmt=_style(r)["marker"], capsize=3,
                         label=r.spec.label)
-        ax.set_xscale("log")
-        ax.set_xlabel("GFLOPs (batch 1, log scale)")
+            ticks.add(r.flops / 1e9)
+        ax.set_xscale("log")  # models differ in cost by factors: equal ratios, equal distances
+        ax.set_xticks(sorted(ticks), [_gflops_label(t) for t in sorted(ticks)])
+        ax.set_xticks([], minor=True)  # plain numbers only, no 10^x labels between them
+        if len(ticks) == 1:
+            t = next(iter(ticks))
+            ax.set_xlim(t / 1.5, t * 1.5)
+        else:
+            ax.set_xlim(min(ticks) / 1.25, max(ticks) * 1.25)
+        ax.set_xlabel("GFLOPs (batch 1; log axis, ticks at the models)")
         ax.set_ylabel(label)
         ax.set_title(f"{size} x {size} px", fontsize=10)
-        ax.grid(alpha=0.3, which="both")
+        ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
+    fig.suptitle(error_bar_note(rows, metric), fontsize=8)
     return save_figure(fig, path)
 
 
@@ -64,8 +87,10 @@ def plot_metric_vs_img_size(rows: list[ModelRow], metric: str, label: str, path:
     sizes = sorted({r.img_size for r in rows})
     ax.set_xticks(sizes)
     ax.set_xticklabels([str(s) for s in sizes])
+    ax.set_xticks([], minor=True)
     ax.set_xlabel("image size (pixels)")
     ax.set_ylabel(label)
+    ax.set_title(error_bar_note(rows, metric), fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     return save_figure(fig, path)

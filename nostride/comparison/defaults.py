@@ -46,5 +46,12 @@ def resolve_recipe(recipe: str) -> Path:
     packaged = RECIPE_DIR / f"{recipe}.yaml"
     if packaged.is_file():
         return packaged
+    from nostride.configs import find_config
+
+    try:
+        return find_config(recipe)  # a shipped training recipe (yolov5n_coco); its model is set per run
+    except FileNotFoundError:
+        pass
     raise FileNotFoundError(f"recipe {recipe!r}: no such file and no packaged recipe of that name "
-                            f"(packaged: {', '.join(packaged_recipes())})")
+                            f"(packaged: {', '.join(packaged_recipes())}, or a training recipe of "
+                            "nostride train --config)")

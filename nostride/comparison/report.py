@@ -3,16 +3,20 @@ of every SPD model against every strided model; markdown for people, CSV for pro
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from ..utils.atomic import atomic_write_text
 from .specs import ModelSpec
 from .stats import PairedDifference, Summary, paired_difference, summarize
 
-__all__ = ["ModelRow", "DifferenceRow", "build_rows", "build_differences", "markdown_report", "write_csvs"]
+__all__ = ["ModelRow", "DifferenceRow", "build_rows", "build_differences", "markdown_report", "write_csvs",
+           "failures_markdown"]
 
 
 @dataclass
@@ -99,8 +103,9 @@ def _gflops(flops: int) -> str:
 
 
 def markdown_report(rows: list[ModelRow], diffs: list[DifferenceRow], metric_labels: dict[str, str],
-                    device: str, header: str = "") -> str:
-    """The tables as markdown: one results and one differences table per image size."""
+                    device: str, header: str = "", digits: int = 2) -> str:
+    """The tables as markdown: one results and one differences table per image size (scores with
+    ``digits`` decimals)."""
     lines = [header] if header else []
     metrics = list(metric_labels)
     for size in sorted({r.img_size for r in rows}, reverse=True):
@@ -113,7 +118,7 @@ def markdown_report(rows: list[ModelRow], diffs: list[DifferenceRow], metric_lab
         for r in size_rows:
             n = r.summary(metrics[0]).n
             seeds_cell = str(n) + (f" ({len(r.failed)} failed)" if r.failed else "")
-            cells = [r.spec.label] + [r.summary(m).format() for m in metrics] + [
+            cells = [r.spec.label] + [r.summary(m).format(digits) for m in metrics] + [
                 f"{r.params / 1e6:.3f}", _gflops(r.flops), _fmt(r.latency_ms), _fmt(r.train_time.mean, 0), seeds_cell]
             lines.append("| " + " | ".join(cells) + " |")
         size_diffs = [d for d in diffs if d.img_size == size]
@@ -124,10 +129,31 @@ def markdown_report(rows: list[ModelRow], diffs: list[DifferenceRow], metric_lab
             lines += ["| " + " | ".join(cols) + " |", "|---|---|---|---:|---|---:|---:|"]
             for d in size_diffs:
                 lines.append("| " + " | ".join([
-                    d.spd.spec.label, d.baseline.spec.label, metric_labels[d.metric], d.diff.format(),
+                    d.spd.spec.label, d.baseline.spec.label, metric_labels[d.metric], d.diff.format(digits),
                     d.diff.verdict(), f"{d.flops_ratio:.2f}x", f"{d.params_ratio:.2f}x"]) + " |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def failures_markdown(results: list[Any]) -> str:
+    """The failed runs, each with its error and its log's last lines ("" when none failed)."""
+    failed = [r for r in results if r.error]
+    if not failed:
+        return ""
+    lines = ["", f"### Failed runs ({len(failed)}, left out of the statistics)", ""]
+    for r in failed:
+        lines.append(f"- {r.run.title}: {r.error}")
+        if getattr(r, "details", None):
+            lines += ["", "  ```text", *[f"  {line}" for line in r.details], "  ```", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+@contextlib.contextmanager
+def _atomic_csv(path: Path) -> Iterator[Any]:
+    """A ``csv.writer`` whose rows replace ``path`` atomically when the block ends."""
+    buffer = io.StringIO(newline="")
+    yield csv.writer(buffer)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def write_csvs(folder: Path, results: list[Any], rows: list[ModelRow], diffs: list[DifferenceRow],
@@ -135,15 +161,13 @@ def write_csvs(folder: Path, results: list[Any], rows: list[ModelRow], diffs: li
     """``runs.csv`` (one row per run), ``summary.csv`` (per model and size), ``differences.csv``."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / "runs.csv", folder / "summary.csv", folder / "differences.csv"]
-    with open(paths[0], "w", newline="") as f:
-        w = csv.writer(f)
+    with _atomic_csv(paths[0]) as w:
         w.writerow(["img_size", "model", "spd", "seed", *metrics, "train_time_s", "run_dir", "error"])
         for r in results:
             w.writerow([r.run.img_size, r.run.model.text, int(r.run.model.is_spd), r.run.seed,
                         *[_csv(r.scores.get(m)) for m in metrics], _csv(r.train_time), str(r.run.folder),
                         r.error or ""])
-    with open(paths[1], "w", newline="") as f:
-        w = csv.writer(f)
+    with _atomic_csv(paths[1]) as w:
         w.writerow(["img_size", "model", "spd", "matched_to", "n_seeds",
                     *[c for m in metrics for c in (f"{m}_mean", f"{m}_std")],
                     "params", "flops", "latency_ms", "train_time_s_mean"])
@@ -152,8 +176,7 @@ def write_csvs(folder: Path, results: list[Any], rows: list[ModelRow], diffs: li
                         r.summary(metrics[0]).n,
                         *[_csv(v) for m in metrics for v in (r.summary(m).mean, r.summary(m).std)],
                         r.params, r.flops, _csv(r.latency_ms), _csv(r.train_time.mean)])
-    with open(paths[2], "w", newline="") as f:
-        w = csv.writer(f)
+    with _atomic_csv(paths[2]) as w:
         w.writerow(["img_size", "spd_model", "baseline", "metric", "n_pairs", "difference", "ci95_low",
                     "ci95_high", "significant", "flops_ratio", "params_ratio"])
         for d in diffs:

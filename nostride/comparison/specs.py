@@ -59,8 +59,10 @@ class ModelSpec:
 
     @property
     def is_spd(self) -> bool:
-        """True for SPD models: converted ones and registry names ending in ``_spd``."""
-        return self.spdify or self.name.endswith("_spd")
+        """True for SPD models: converted ones, registry names ending in ``_spd`` (or ``_spd_p2``) and
+        ``down=spd`` arms."""
+        return (self.spdify or self.name.endswith("_spd") or self.name.endswith("_spd_p2")
+                or self.options.get("down") == "spd")
 
     def train_options(self) -> dict[str, Any]:
         """The training options that build this model (``model``, ``width``, ``model_options``, ``spdify``)."""

@@ -5,7 +5,6 @@ processes (each optionally a torchrun group)."""
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import subprocess
@@ -20,9 +19,11 @@ from typing import Any
 import yaml
 
 from ..engine.hooks import Hook
+from ..utils.atomic import atomic_write_text
 from .specs import ModelSpec
+from .workers import STOPPED_STATUSES, Workers
 
-__all__ = ["Run", "RunResult", "StudyProgress", "execute_runs", "plan_runs", "run_folder"]
+__all__ = ["Run", "RunResult", "StudyProgress", "all_finished", "execute_runs", "plan_runs", "run_folder"]
 
 
 @dataclass
@@ -42,7 +43,10 @@ class Run:
 
 @dataclass
 class RunResult:
-    """A finished (or failed) run: its final metrics and training time (sum of epoch times)."""
+    """A finished (or failed) run: its final metrics and training time (sum of epoch times).
+
+    ``interrupted``: stopped by a signal (Ctrl-C, kill -TERM); running the study again resumes it.
+    """
 
     run: Run
     final: dict[str, Any] = field(default_factory=dict)
@@ -50,6 +54,8 @@ class RunResult:
     error: str | None = None
     reused: bool = False
     scores: dict[str, float] = field(default_factory=dict)  # the study's metrics (filled by the caller)
+    details: list[str] = field(default_factory=list)  # a failed run's log, last lines (the report lists them)
+    interrupted: bool = False
 
 
 def run_folder(study_dir: Path, img_size: int, model: ModelSpec, seed: int) -> Path:
@@ -79,8 +85,10 @@ def _train_time(folder: Path) -> float:
     path = folder / "results.csv"
     if not path.is_file():
         return float("nan")
-    with open(path, newline="") as f:
-        return float(sum(float(r.get("time") or 0) for r in csv.DictReader(f)))
+    from nostride.engine.results import read_results  # names padded as YOLOv5's in detection runs
+
+    # the training part of each epoch (files of earlier versions: "time" was that part alone)
+    return float(sum(float(r.get("time/train") or r.get("time") or 0) for r in read_results(path)))
 
 
 def _finished(run: Run) -> RunResult | None:
@@ -94,20 +102,66 @@ def _finished(run: Run) -> RunResult | None:
     return RunResult(run, final, _train_time(run.folder), reused=True)
 
 
-class StudyProgress:
-    """Progress over the whole study, in epochs: a bar on a terminal, a line per finished run always."""
+def all_finished(runs: list[Run]) -> bool:
+    """Whether every run's folder holds its final metrics."""
+    return all(_finished(run) is not None for run in runs)
 
-    def __init__(self, total_epochs: int, total_runs: int, quiet: bool = False) -> None:
+
+class StudyProgress:
+    """Progress over the whole study, in epochs: a bar on a terminal, a line per finished run always,
+    and, when stderr is redirected, a progress line every ``NOSTRIDE_LOG_INTERVAL`` seconds (default
+    30) as training writes, counting the epochs that worker processes have finished so far."""
+
+    def __init__(self, total_epochs: int, total_runs: int, quiet: bool = False, interval: float | None = None) -> None:
+        from ..utils.progress import log_interval
+
         self.total, self.total_runs, self.quiet = total_epochs, total_runs, quiet
         self.done = self.runs_done = 0
         self.start = time.monotonic()
         self.trained = 0  # epochs trained in this session (for the time estimate)
         self.lock = threading.Lock()
+        self.running: dict[Path, int] = {}  # run folder of a worker process -> its results.csv rows at its start
         self.bar = None
+        self._stop = threading.Event()
+        self._ticker = None
         if not quiet and sys.stderr.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=total_epochs, unit="epoch", desc="study", dynamic_ncols=True)
+        elif not quiet:
+            self.interval = log_interval() if interval is None else interval
+            if self.interval > 0:
+                self._ticker = threading.Thread(target=self._tick, name="study-progress", daemon=True)
+                self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval):
+            print(self.line(), file=sys.stderr, flush=True)
+
+    def line(self) -> str:
+        """The study's progress as one line (what the redirected output gets at each interval)."""
+        with self.lock:
+            done, trained = self.done + self._live(), self.trained + self._live()
+            runs_done = self.runs_done
+        elapsed = time.monotonic() - self.start
+        text = (f"study: {done}/{self.total} epochs ({100 * done / max(self.total, 1):.0f}%), "
+                f"{runs_done}/{self.total_runs} runs done, {_duration(elapsed)} elapsed")
+        if trained and done < self.total:
+            text += f", about {_duration(elapsed / trained * (self.total - done))} left"
+        return text
+
+    def _live(self) -> int:
+        """Epochs finished by runs in worker processes, not yet counted (their results.csv rows)."""
+        return sum(max(_csv_rows(folder) - at_start, 0) for folder, at_start in self.running.items())
+
+    def run_started(self, folder: Path) -> None:
+        """A worker process took this run: count its epochs as they land in its results.csv."""
+        with self.lock:
+            self.running[folder] = _csv_rows(folder)
+
+    def run_ended(self, folder: Path) -> None:
+        with self.lock:
+            self.running.pop(folder, None)
 
     def epochs(self, n: int, trained: bool = True) -> None:
         with self.lock:
@@ -117,31 +171,47 @@ class StudyProgress:
                 self.bar.update(n)
 
     def eta(self) -> str:
-        if not self.trained:
+        with self.lock:
+            trained, done = self.trained + self._live(), self.done + self._live()
+        if not trained:
             return ""
-        per_epoch = (time.monotonic() - self.start) / self.trained
-        left = per_epoch * (self.total - self.done)
+        per_epoch = (time.monotonic() - self.start) / trained
+        left = per_epoch * (self.total - done)
         return f", about {_duration(left)} left" if left >= 1 else ""
 
-    def finished(self, result: RunResult, metric: str, label: str, scale: float = 1.0) -> None:
+    def finished(self, result: RunResult, metric: str, label: str, scale: float = 1.0, digits: int = 2) -> None:
         with self.lock:
             self.runs_done += 1
         if self.quiet:
             return
-        if result.error:
+        if result.interrupted:
+            what = "interrupted (running the same compare again resumes it)"
+        elif result.error:
             what = f"FAILED: {result.error}"
         else:
             split = result.final.get("test") or result.final.get("val") or {}
             v = split.get(metric)
-            what = f"{label} {v * scale:.2f}" if isinstance(v, (int, float)) else "finished"
+            what = f"{label} {v * scale:.{digits}f}" if isinstance(v, (int, float)) else "finished"
             what += " (done before)" if result.reused else f" ({_duration(result.train_time)} training)"
         line = f"[{self.runs_done}/{self.total_runs}] {result.run.title}: {what}{self.eta()}"
         (self.bar.write if self.bar is not None else print)(line)
         sys.stdout.flush()
 
     def close(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
         if self.bar is not None:
             self.bar.close()
+
+
+def _csv_rows(folder: Path) -> int:
+    """Data rows of ``folder/results.csv`` (one per finished epoch); 0 when there is none yet."""
+    try:
+        with open(folder / "results.csv", "rb") as f:
+            return max(sum(1 for line in f if line.strip()) - 1, 0)
+    except OSError:
+        return 0
 
 
 def _duration(seconds: float) -> str:
@@ -164,7 +234,22 @@ class _EpochHook(Hook):
         self.progress.epochs(1)
 
 
+def _busy(run: Run) -> RunResult | None:
+    """A failed result when another living process trains ``run``'s folder (e.g. a worker of a killed
+    compare, which outlives it): the folder is left to it, not trained twice at once."""
+    from ..engine.rundir import lock_holder
+
+    holder = lock_holder(run.folder)
+    if holder is None:
+        return None
+    return RunResult(run, error=f"{run.folder}: not started: the run folder is in use by {holder} "
+                                "(a worker of an interrupted compare?); run compare again when it has finished")
+
+
 def _run_in_process(run: Run, progress: StudyProgress) -> RunResult:
+    busy = _busy(run)
+    if busy is not None:
+        return busy
     last = run.folder / "weights" / "last.pt"
     hooks = [_EpochHook(progress)]
     run.folder.mkdir(parents=True, exist_ok=True)
@@ -202,36 +287,54 @@ def _train_command(run: Run, nproc: int) -> list[str]:
     config = run.folder / "compare_run.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
     keep = {k: v for k, v in run.options.items() if k not in ("project", "name", "exist_ok")}
-    config.write_text(yaml.safe_dump(keep, sort_keys=False))
+    atomic_write_text(config, yaml.safe_dump(keep, sort_keys=False))
     return launcher + ["-m", "nostride", "train", "--config", str(config), "--project", str(run.folder.parent),
                        "--name", run.folder.name, "--exist-ok"]
 
 
-def _run_subprocess(run: Run, progress: StudyProgress, nproc: int, env: dict[str, str]) -> RunResult:
+def _run_subprocess(run: Run, progress: StudyProgress, nproc: int, env: dict[str, str],
+                    workers: Workers) -> RunResult | None:
+    """The run trained by a worker process; ``None`` if the study stopped before it started."""
+    if workers.stopping.is_set():
+        return None
+    busy = _busy(run)
+    if busy is not None:
+        return busy
     run.folder.mkdir(parents=True, exist_ok=True)
     log = run.folder / "train.log"
-    with open(log, "a") as f:
-        proc = subprocess.run(_train_command(run, nproc), stdout=f, stderr=subprocess.STDOUT, env=env)
+    progress.run_started(run.folder)
+    try:
+        with open(log, "a") as f:
+            status = workers.run(_train_command(run, nproc), stdout=f, stderr=subprocess.STDOUT, env=env)
+    finally:
+        progress.run_ended(run.folder)
+    if status is None:
+        return None
     result = _finished(run)
-    if proc.returncode != 0 or result is None:
+    if status != 0 or result is None:
+        if status in STOPPED_STATUSES or workers.stopping.is_set():  # stopped, not failed: the next compare resumes it
+            return RunResult(run, error="interrupted", interrupted=True)
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        return RunResult(run, error=f"exit status {proc.returncode} ({tail[0]}; see {log})")
+        return RunResult(run, error=f"exit status {status} ({tail[0]}; see {log})")
     progress.epochs(run.options["epochs"])
     result.reused = False
     return result
 
 
 def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_per_run: int = 1,
-                 devices: list[str] | None = None, quiet: bool = False, scale: float = 1.0) -> list[RunResult]:
+                 devices: list[str] | None = None, quiet: bool = False, scale: float = 1.0,
+                 digits: int = 2, launcher: Any = None) -> list[RunResult]:
     """Run what is not finished yet; returns one result per run, in ``runs`` order.
 
     Args:
         metric: (key, label) of the metric shown as runs finish.
-        scale: what that metric is multiplied by when shown (detection: fractions -> %).
+        scale, digits: what that metric is multiplied by when shown, and its decimals.
         jobs: runs trained at once. 1 (and ``nproc_per_run`` 1) trains in this process; more start
             ``nostride train`` worker processes (on CPU each gets ``cpu_count // jobs`` threads).
         nproc_per_run: processes per run (a torchrun group, e.g. one per GPU).
         devices: devices handed out to concurrent runs in turn (``["cuda:0", "cuda:1"]``).
+        launcher: a :class:`~nostride.comparison.launchers.Launcher` that trains the unfinished runs
+            elsewhere (a Slurm or Ray cluster) instead of ``jobs`` / ``devices`` here.
     """
     progress = StudyProgress(sum(r.options["epochs"] for r in runs), len(runs), quiet)
     results: list[RunResult | None] = [None] * len(runs)
@@ -241,22 +344,31 @@ def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_
         if done is not None:
             results[i] = done
             progress.epochs(run.options["epochs"], trained=False)
-            progress.finished(done, *metric, scale)
+            progress.finished(done, *metric, scale, digits)
         else:
             todo.append(i)
     try:
-        if jobs <= 1 and nproc_per_run <= 1:
+        if launcher is not None:
+            def came_back(result: RunResult) -> None:
+                if not result.error:
+                    progress.epochs(result.run.options["epochs"], trained=not result.reused)
+                progress.finished(result, *metric, scale, digits)
+
+            for i, result in zip(todo, launcher.launch([runs[i] for i in todo], came_back)):
+                results[i] = result
+        elif jobs <= 1 and nproc_per_run <= 1:
             for i in todo:
                 run = runs[i]
                 if devices:
                     run.options["device"] = devices[0]
                 results[i] = _run_in_process(run, progress)
-                progress.finished(results[i], *metric, scale)
+                progress.finished(results[i], *metric, scale, digits)
         else:
             slots = list(devices or [""])
             free = [slots[k % len(slots)] for k in range(max(jobs, 1))]
             lock = threading.Lock()
             threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+            workers = Workers()
 
             def work(i: int) -> None:
                 with lock:
@@ -265,17 +377,24 @@ def execute_runs(runs: list[Run], metric: tuple[str, str], jobs: int = 1, nproc_
                 env = dict(os.environ)
                 if device:
                     run.options["device"] = device
-                elif not os.environ.get("OMP_NUM_THREADS"):
-                    env["OMP_NUM_THREADS"] = str(threads)
+                if not device.startswith(("cuda", "mps")) and not os.environ.get("OMP_NUM_THREADS"):
+                    env["OMP_NUM_THREADS"] = str(threads)  # CPU runs share the cores: each its part
                 try:
-                    results[i] = _run_subprocess(run, progress, nproc_per_run, env)
-                    progress.finished(results[i], *metric, scale)
+                    results[i] = _run_subprocess(run, progress, nproc_per_run, env, workers)
+                    if results[i] is not None:
+                        progress.finished(results[i], *metric, scale, digits)
                 finally:
                     with lock:
                         free.append(device)
 
-            with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
+            pool = ThreadPoolExecutor(max_workers=max(jobs, 1))
+            try:
                 list(pool.map(work, todo))
+            except BaseException:  # Ctrl-C, kill -TERM, kill -HUP: stop the workers before leaving
+                workers.stop()
+                raise
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
     finally:
         progress.close()
     return [r if r is not None else RunResult(runs[i], error="not run") for i, r in enumerate(results)]

@@ -25,7 +25,9 @@ class StudyTask:
     metrics: tuple[tuple[str, str], ...]
     defaults: dict[str, Any] = field(default_factory=dict)
     describe: Callable[[str, int | None], tuple[int, int]] = field(default=lambda data, size: (0, size or 0))
-    scale: float = 1.0  # metric values are multiplied by this (detection: fractions -> %)
+    scale: float = 1.0  # metric values are multiplied by this to show them in ``unit``
+    unit: str = "percent"  # what the scores are, as `nostride val` prints them (said in the report's header)
+    digits: int = 2  # decimals shown
 
     @property
     def metric(self) -> str:
@@ -68,10 +70,13 @@ def _detect_describe(data: str, img_size: int | None) -> tuple[int, int]:
 
 DETECT = StudyTask(
     name="detect",
-    metrics=(("mAP50-95", "mAP50-95 %"), ("AP_small", "AP small %"), ("mAP50", "mAP50 %")),
+    # fractions (0-1), as `nostride val`, results.csv and YOLOv5 show them; 4 decimals keep what a
+    # percentage with 2 would show
+    metrics=(("mAP50-95", "mAP50-95"), ("AP_small", "AP small"), ("mAP50", "mAP50")),
     defaults={"epochs": 30, "batch_size": 16},
     describe=_detect_describe,
-    scale=100.0,
+    unit="fractions (0-1)",
+    digits=4,
 )
 
 

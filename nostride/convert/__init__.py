@@ -1,5 +1,7 @@
-"""Network conversions: ``spdify`` (strided -> SPD-Conv) and ``fuse`` (the deployment form)."""
+"""Network conversions: ``spdify`` (strided -> SPD-Conv), ``convert_downsampling`` (strided -> any
+downsampling operator) and ``fuse`` (the deployment form)."""
 
+from .downsampling import convert_downsampling, downsampling_sites
 from .fuse import fuse
 from .geometry import AxisGeometry
 from .modules import GroupedSpaceToDepth, SPDDownsample, grouped_space_to_depth
@@ -11,6 +13,8 @@ __all__ = [
     "ConversionEntry",
     "ConversionReport",
     "GroupedSpaceToDepth",
+    "convert_downsampling",
+    "downsampling_sites",
     "SPDDownsample",
     "fuse",
     "grouped_space_to_depth",

@@ -210,9 +210,19 @@ def fuse(module: nn.Module, inplace: bool = False) -> nn.Module:
         so training the result is not the same as training the original). When ``module`` is
         itself a fusable block the result may be a different object even with ``inplace=True``.
     """
+    _require_python_module(module, "fuse")
     if not inplace:
         module = copy.deepcopy(module)
     return _fuse(module).eval()
+
+
+def _require_python_module(model: object, what: str) -> None:
+    """``TypeError`` unless ``model`` is an ``nn.Module`` this function can rewrite (not TorchScript)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{what} takes a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError(f"{what} cannot rewrite a TorchScript model (scripted or traced: its layers are compiled "
+                        f"code, not Python modules); apply {what} to the original model, then script or trace the result")
 
 
 def _fuse(module: nn.Module, use_hook: bool = True) -> nn.Module:
@@ -258,6 +268,13 @@ def _fuse_spd_conv(block: SPDConv) -> nn.Module:
 
 
 def _fuse_conv_bn_act(block: ConvBnAct) -> nn.Module:
+    if type(block.conv) is not nn.Conv2d:  # e.g. spdify put an SPDDownsample in a YOLOv5 Conv
+        block.conv = _fuse(block.conv)
+        if isinstance(block.bn, nn.BatchNorm2d):
+            folded = _fold_bn_into(block.conv, block.bn)
+            if folded is not None:
+                block.conv, block.bn = folded, nn.Identity()
+        return block
     conv = fold_norm(block.conv, block.bn)
     if conv is not None:
         block.conv, block.bn = conv, nn.Identity()
@@ -285,7 +302,21 @@ def _fuse_spd_downsample(block: SPDDownsample) -> SPDDownsample:
     sh, sw = spd_block
     block.conv = _grouped_spd_conv_to_strided(block.conv, (sh, sw), groups, sh if sh == sw else (sh, sw))
     block.spd = nn.Identity()
+    if _crop_is_the_alignment_pad(block):
+        block.conv.pad = None
+        block._exact_size = True
     return block
+
+
+def _crop_is_the_alignment_pad(block: SPDDownsample) -> bool:
+    """True when the output row the block crops is always the one that padding to a multiple of the
+    block adds: a TensorFlow-"SAME" layer (padded to ``H' = (ceil(H/s) - 1) s + e``, ``e`` its
+    dilated kernel) with ``s < e < 2s``, e.g. 3x3 stride 2. The strided conv over the unaligned
+    ``H'`` rows gives ``floor(H'/s) = ceil(H/s)`` rows, the layer's output, reading the same values:
+    no Pad, no crop, and a BatchNorm after it folds like the strided original's."""
+    if block.input_padding != "same" or block.avg_divisor is not None:
+        return False
+    return all(g.stride < g.dilation * (g.kernel - 1) + 1 < 2 * g.stride for g in block.geometry)
 
 
 def _fold_bn_into(module: nn.Module, bn: nn.BatchNorm2d) -> nn.Module | None:

@@ -23,6 +23,7 @@ class ConversionEntry:
         params_before: parameters of the original module.
         params_after: parameters of its replacement.
         exact: the replacement computes exactly what the original computed (preserve init).
+        note: why a layer was left unchanged, or what replaced it (``convert_downsampling``).
     """
 
     name: str
@@ -33,6 +34,7 @@ class ConversionEntry:
     params_before: int
     params_after: int
     exact: bool
+    note: str = ""
 
 
 class ConversionReport(list):
@@ -90,6 +92,13 @@ class ConversionReport(list):
             for a in ("converted", "dropped", "kept", "excluded", "unsupported")
             if self.count_action(a) or a == "converted"
         )
+        for e in self:
+            if e.action == "unsupported" and e.note:
+                lines.append(f"{e.name or '(model)'}: {e.note}")
+        converted = [e for e in self if e.action == "converted"]
+        if converted and any(e.note for e in converted):
+            n_exact = sum(e.exact for e in converted)
+            lines.append(f"{n_exact} exact (function kept), {len(converted) - n_exact} new (trained from scratch)")
         lines.append(f"{len(self)} strided {'layer' if len(self) == 1 else 'layers'}: {counts}")
         lines.append(f"layer parameters: {self.params_before:,} -> {self.params_after:,}")
         before, after = self.model_params_before, self.model_params_after

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from ..utils.profile import count_parameters
+from .fuse import _require_python_module
 from .modules import SPDDownsample
 from .replace import replace_conv, replace_pool, spd_weight_from_strided
 from .report import ConversionEntry, ConversionReport
@@ -93,6 +94,7 @@ def spdify(
             a ``Conv2d`` subclass with its own forward, a max-pool with ``return_indices``, a
             pooling layer used with different channel counts.
     """
+    _require_python_module(model, "spdify")
     kernel = _check_kernel_option(kernel_size)
     policy = _pool_policy(pool)
     if init not in _INITS:

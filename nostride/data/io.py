@@ -31,6 +31,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from ..utils.atomic import atomic_write_bytes
 from ..utils.numbers import plural
 
 __all__ = [
@@ -88,8 +89,7 @@ def write_image(img: torch.Tensor, path: str | os.PathLike, quality: int = 95) -
             data = encode_jpeg(img, quality=quality)
     # written from Python: torchvision's write_file costs milliseconds per file, which adds up to
     # minutes for the thousands of small images a generated dataset has
-    path.write_bytes(data.numpy().tobytes())
-    return path
+    return atomic_write_bytes(path, data.numpy().tobytes(), clean_stale=False, sync=False)
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -106,7 +106,9 @@ def walk_image_files(folder: str | os.PathLike, tree: str | os.PathLike | None =
                      warn: bool = True) -> list[Path]:
     """Image files under ``folder`` (recursively; sorted by folder, then name), each folder entered once.
 
-    Links to files are followed. A link to a folder is followed only when its target lies outside
+    Links to files are followed. An entry with an image's name that is not a regular file (a
+    FIFO, a device, a link to one) is listed too: :func:`read_image_rgb` refuses it by name
+    without opening it, so it is reported and counted like any unreadable image. A link to a folder is followed only when its target lies outside
     ``tree`` (default: ``folder``) and does not contain it, and the target was not entered before:
     anything else would list files twice, give them another folder's label, or loop forever.
     Skipped links and broken links are reported in one ``RuntimeWarning`` (with ``warn``).
@@ -151,8 +153,12 @@ def walk_image_files(folder: str | os.PathLike, tree: str | os.PathLike | None =
             elif is_file:
                 if is_image_file(entry.name):
                     files.append(Path(entry.path))
-            elif entry.is_symlink():
+            elif entry.is_symlink() and not os.path.exists(entry.path):
                 broken.append(entry.path)
+            elif is_image_file(entry.name):
+                # a FIFO, device or socket (or a link to one) with an image's name: listed, so that
+                # reading it reports it by name and counts it, instead of dropping it silently
+                files.append(Path(entry.path))
         for d in subdirs:
             walk(d)
 
@@ -186,8 +192,8 @@ def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list
                 raise FileNotFoundError(f"image not found: {f}")
         return files
     path = Path(source).expanduser()
-    if path.is_file():
-        return [path]
+    if path.is_file() or (path.exists() and not path.is_dir()):
+        return [path]  # a FIFO or device is refused by name when read
     if not path.exists():
         raise FileNotFoundError(f"source not found: {path}")
     files = sorted(walk_image_files(path))
@@ -316,8 +322,7 @@ def read_image_size(path: str | os.PathLike, max_pixels: int | None = _DEFAULT_L
         FileNotFoundError, ImageTooLargeError, ImageDecodeError: as :func:`read_image_rgb`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
+    _check_regular_file(path)
     from PIL import Image
 
     limit = max_image_pixels() if max_pixels is _DEFAULT_LIMIT else max_pixels
@@ -338,9 +343,51 @@ def read_image_size(path: str | os.PathLike, max_pixels: int | None = _DEFAULT_L
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
 
+_HEAD_BYTES = 1 << 20  # read first: enough for the header of every format but TIFF (whose may be at the end)
+_FILE_SLACK = 16 << 20
+
+
+def _max_file_bytes(pixels: int) -> int:
+    """The largest file an image of ``pixels`` pixels can be: 64 frames of 16-bit RGBA stored
+    uncompressed, plus 16 MB of metadata (ICC profiles, EXIF, text)."""
+    return pixels * 8 * 64 + _FILE_SLACK
+
+
+def _declared_pixels(head: bytes) -> int | None:
+    size = _jpeg_size(head)
+    if size is None:
+        try:
+            size = _open_header(head).size
+        except Exception:  # noqa: BLE001: the header is not in the first bytes (TIFF) or not an image
+            return None
+    return size[0] * size[1]
+
+
+def _check_regular_file(path: Path) -> None:
+    """``FileNotFoundError`` for a missing file, ``ImageDecodeError`` for one that is not a regular
+    file (opening a FIFO would block; a device never ends)."""
+    if path.is_file():
+        return
+    if not path.exists():
+        raise FileNotFoundError(f"image not found: {path}")
+    kind = "a folder" if path.is_dir() else "not a regular file (a FIFO, device or socket)"
+    raise ImageDecodeError(f"{path}: cannot decode image ({kind}; expected an image file)")
+
+
 def _read(path: Path) -> bytes:
+    """The file's bytes, refusing (before reading them all) a file far larger than the image its
+    header declares: a sparse multi-gigabyte file with a small image's header costs nothing to
+    make and would otherwise be read whole."""
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(_HEAD_BYTES)
+            pixels = _declared_pixels(head) if size > _FILE_SLACK else None
+            if pixels is not None and size > _max_file_bytes(pixels):
+                raise ImageDecodeError(
+                    f"{path}: cannot decode image (the file is {size / 2**20:,.0f} MB, far more than the {pixels:,} "
+                    "pixels its header declares take: a damaged or crafted file; not read)")
+            raw = head + f.read() if len(head) == _HEAD_BYTES else head
     except OSError as e:
         raise ImageDecodeError(f"{path}: cannot read file ({e.strerror or e})") from None
     if not raw:
@@ -376,8 +423,7 @@ def read_image_hwc(path: str | os.PathLike, max_pixels: int | None = _DEFAULT_LI
     resizes with OpenCV, works on without a copy). Arguments and errors as :func:`read_image_rgb`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
+    _check_regular_file(path)
     limit = max_image_pixels() if max_pixels is _DEFAULT_LIMIT else max_pixels
     raw = _read(path)
     size = _jpeg_size(raw)  # the common case, without Pillow's header parser

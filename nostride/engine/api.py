@@ -24,7 +24,10 @@ def resolve_config(config: str | None = None, **options: Any) -> TrainConfig:
     if not resume:
         return build_config(config, **options)
     base = build_config(config, **options)  # validates the given options
-    path = resolve_resume_path(resume, base.project, base.name)
+    path = resolve_resume_path(resume, base.project, options.get("name"))
+    if resume is True or resume == "True":
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(f"resume: the most recent run, {path}")
     ckpt = load_checkpoint(path)
     check_resumable(ckpt, path)  # best.pt or exported weights: say which file resumes
     saved = dict(ckpt.get("config") or {})
@@ -50,6 +53,25 @@ def resolve_config(config: str | None = None, **options: Any) -> TrainConfig:
     return build_config(None, **saved)
 
 
+def _finished_run(last: Path, epochs: int) -> dict[str, Any] | None:
+    """The final metrics of a run that has trained all ``epochs`` and been evaluated (its
+    ``final_metrics.json``), after saying so; ``None`` when there is training or evaluation left."""
+    import json
+
+    done = int(load_checkpoint(last).get("epoch", 0))
+    final = last.resolve().parent.parent / "final_metrics.json"
+    if done < epochs or not final.is_file():
+        return None
+    try:
+        result = json.loads(final.read_text())
+    except ValueError:
+        return None  # a damaged file: evaluate again
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"resume: {last} already finished its {done} epoch{'s' if done != 1 else ''} and was evaluated "
+              f"({final}); nothing to do. To train longer: nostride train --resume {last} --epochs N")
+    return result
+
+
 def _data_exists(data: str) -> bool:
     # a source with a scheme (builtin:NAME, ...) is the task's to resolve; a path must exist
     if Path(data).expanduser().exists():
@@ -73,11 +95,12 @@ def _check_epoch_change(path: Any, saved: dict[str, Any], epochs: int) -> None:
 
     end_lr, next_lr = lr * _planned(saved, old)(min(done, old)), lr * _planned(saved, epochs)(done)
     if done >= old:
-        raise ValueError(
-            f"{path}: this run finished its {old} epoch{'s' if old != 1 else ''}; its {kind} learning-rate schedule ended at lr {end_lr:.3g}, "
-            f"and --epochs {epochs} would re-plan it for {epochs} epochs (lr {next_lr:.3g} in epoch {done + 1}), a "
-            f"schedule no single run follows. To train longer, start a new run from its weights: nostride train "
-            f"--weights {path} --data {saved.get('data') or 'DATA'} --epochs N (with --lr for the new schedule)")
+        if int(os.environ.get("RANK", 0)) == 0 and epochs > done:
+            print(f"resume: extending the finished run from {old} to {epochs} epochs; its {kind} learning-rate "
+                  f"schedule ended at lr {end_lr:.3g} and is re-planned for {epochs} epochs (lr {next_lr:.3g} in "
+                  f"epoch {done + 1}). For a fresh schedule instead, start a new run from its weights: nostride "
+                  f"train --weights {path} --epochs N")
+        return
     if int(os.environ.get("RANK", 0)) == 0:
         x, a, b = departure
         print(f"resume: --epochs {epochs} instead of {old} re-plans the {kind} learning-rate schedule: lr in epoch "
@@ -117,6 +140,29 @@ def train(model: str | None = None, data: str | None = None, *, config: str | No
         hooks: extra :class:`nostride.engine.hooks.Hook` objects.
         **options: any :class:`TrainConfig` field (``epochs=10, batch_size=128, resume=True, ...``).
 
+    Defaults that depend on the task (detection's are YOLOv5's ``train.py`` and its ``scratch`` hyp file;
+    ``nostride train --help`` lists them too):
+
+    ==================  ==============  =========
+    option              classification  detection
+    ==================  ==============  =========
+    epochs              100             300
+    batch_size          64              16
+    img_size            native          640
+    lr                  0.1             0.01
+    lrf                 0               0.1
+    momentum            0.9             0.937
+    nesterov            False           True
+    schedule_unit       iter            epoch
+    warmup_epochs       0               3
+    warmup_momentum     None            0.8
+    warmup_bias_lr      None            0.1
+    warmup_min_iters    0               1000
+    nominal_batch_size  None            64
+    ema                 False           True
+    patience            None            100
+    ==================  ==============  =========
+
     Example:
         >>> import nostride
         >>> nostride.train("resnet18_cifar", "data/cifar10", epochs=30, batch_size=128)  # doctest: +SKIP
@@ -128,6 +174,10 @@ def train(model: str | None = None, data: str | None = None, *, config: str | No
     if data is not None:
         options["data"] = data
     cfg = resolve_config(config, **options)
+    if cfg.resume:
+        finished = _finished_run(Path(cfg.resume), cfg.epochs)
+        if finished is not None:
+            return finished
     if not cfg.model and cfg.weights and task is None and not cfg.resume:
         name, kwargs = _model_of_weights(cfg.weights)
         # the checkpoint's model as it was built (width, ...); the class count comes from the data

@@ -59,14 +59,15 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
-def resolve_resume_path(resume: str | bool, project: str, name: str) -> Path:
+def resolve_resume_path(resume: str | bool, project: str, name: str | None = None) -> Path:
     """Where ``--resume`` points: a ``last.pt`` file, a run folder (its ``weights/last.pt``), or
-    ``True``: ``PROJECT/NAME/weights/last.pt`` if it exists, else the newest ``last.pt`` under PROJECT."""
+    ``True``: the most recent run under PROJECT (the newest ``weights/last.pt`` at any depth, as
+    YOLOv5 does), or PROJECT/NAME when a ``name`` is given and that run exists."""
     if resume is True or resume == "True":
-        own = Path(project) / name / "weights" / "last.pt"
-        if own.is_file():
+        own = Path(project) / name / "weights" / "last.pt" if name else None
+        if own is not None and own.is_file():
             return own
-        candidates = sorted(Path(project).glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
+        candidates = sorted(Path(project).glob("**/weights/last.pt"), key=lambda p: p.stat().st_mtime)
         if not candidates:
             raise FileNotFoundError(f"--resume: no weights/last.pt found under {project}")
         return candidates[-1]

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from ..utils import bounds
 from ..utils.yamlio import read_yaml
 
 __all__ = ["TrainConfig", "build_config", "load_config_file", "save_config", "config_keys"]
@@ -112,20 +113,19 @@ class TrainConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
-        positive = ("epochs", "batch_size", "accumulate")
-        for key in positive:
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.workers is not None and self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be >= 1 (or null for none), got {self.patience}")
+        for key, (low, high) in bounds.TRAIN_INT_BOUNDS.items():
+            value = getattr(self, key)
+            if value is not None:
+                bounds.check_int(key, value, low, high)
+        for key, (low, high, low_open, high_open) in bounds.TRAIN_FLOAT_BOUNDS.items():
+            value = getattr(self, key)
+            if value is not None:
+                bounds.check_float(key, value, low, high, low_open=low_open, high_open=high_open)
+        for m in self.milestones:
+            bounds.check_float("each of milestones (epochs)", m, 0, bounds.MAX_EPOCHS, low_open=True)
+        from ..utils.device import check_device_name
+
+        check_device_name(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data copy (for args.yaml and checkpoints)."""
@@ -208,10 +208,11 @@ def _normalise(options: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML options file (``yaml.safe_load``) into validated ``{option: value}``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+    """Read a YAML options file (``yaml.safe_load``) into validated ``{option: value}``; a name that is
+    not a file is looked up among the shipped recipes (:func:`nostride.configs.find_config`)."""
+    from nostride.configs import find_config
+
+    path = find_config(path)
     data = read_yaml(path)
     if data is None:
         return {}
@@ -234,7 +235,11 @@ def build_config(config_file: str | os.PathLike | None = None, **overrides: Any)
     from nostride.tasks import task_default_options
 
     defaults = _normalise(task_default_options(merged), "task defaults")
-    return TrainConfig(**_merge(defaults, merged))
+    cfg = TrainConfig(**_merge(defaults, merged))
+    from nostride.tasks import check_task_options
+
+    check_task_options({"task": cfg.task, "model": cfg.model, "task_options": cfg.task_options, "hyp": cfg.hyp})
+    return cfg
 
 
 def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -249,7 +254,6 @@ def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> Path:
     """Write the effective options as YAML (loadable again with ``--config``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    return path
+    from ..utils.atomic import atomic_write_text
+
+    return atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

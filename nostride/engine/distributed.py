@@ -17,7 +17,8 @@ from ..utils.workers import worker_init_fn  # noqa: F401  (re-exported: the engi
 
 __all__ = [
     "DistInfo", "dist_info", "setup_distributed", "cleanup_distributed", "select_device", "ShardSampler",
-    "all_gather_object", "all_reduce_sum", "barrier", "broadcast_state", "is_dist", "seed_everything", "configure_determinism", "worker_init_fn",
+    "all_gather_object", "all_reduce_sum", "barrier", "broadcast_object", "broadcast_state", "is_dist", "lost_peer",
+    "seed_everything", "configure_determinism", "worker_init_fn", "PeerLostError",
 ]
 
 
@@ -108,6 +109,45 @@ def all_gather_object(obj: object) -> list:
     out: list = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_object(obj: object, src: int = 0) -> object:
+    """Rank ``src``'s ``obj`` on every rank (``obj`` itself without a process group).
+
+    For decisions every rank must take alike (whether a collective runs at all): a file check
+    on each rank can see another answer than rank 0's while rank 0 is still writing.
+    """
+    if not is_dist():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+# what Gloo and NCCL say when a collective fails because another rank's process is gone
+_PEER_GONE = ("connection closed by peer", "connection reset by peer", "broken pipe", "communicator was aborted",
+              "remote process exited", "socket closed")
+
+
+class PeerLostError(RuntimeError):
+    """Another process of a distributed run ended; this one stops too.
+
+    ``grace``: seconds to wait before this process exits, so that a launcher watching its processes
+    (torchrun) sees the one that failed first and names it as the root cause, not this one.
+    """
+
+    grace = 5.0
+
+
+def lost_peer(error: BaseException) -> bool:
+    """Whether ``error`` is a collective that failed because another process of the group ended."""
+    if not (dist.is_available() and isinstance(error, RuntimeError)):
+        return False
+    dist_error = getattr(dist, "DistNetworkError", None)
+    if dist_error is not None and isinstance(error, dist_error):
+        return True
+    text = str(error).lower()
+    return any(s in text for s in _PEER_GONE)
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

@@ -14,12 +14,13 @@ hook may read: ``trainer.epoch``, ``trainer.iter`` (global batch index), ``train
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from nostride.checkpoint import save_checkpoint
 
 from .checkpointer import capture_rng_state
-from .distributed import all_gather_object, broadcast_state
+from .distributed import all_gather_object, barrier, broadcast_state
 
 if TYPE_CHECKING:  # pragma: no cover
     from .trainer import Trainer
@@ -69,10 +70,12 @@ class EvalHook(Hook):
 
     def after_epoch(self, trainer: "Trainer") -> None:
         if trainer.val_loader is None:
-            trainer.metrics, trainer.fitness = {}, None
+            trainer.metrics, trainer.fitness, trainer._val_time = {}, None, 0.0
             return
+        t0 = time.time()
         trainer.metrics = trainer.evaluate(trainer.val_loader)
         trainer.fitness = float(trainer.task.fitness(trainer.metrics))
+        trainer._val_time = time.time() - t0
 
 
 class CheckpointHook(Hook):
@@ -92,7 +95,9 @@ class CheckpointHook(Hook):
 
     def after_epoch(self, trainer: "Trainer") -> None:
         f = trainer.fitness
-        is_best = f is None or trainer.best_fitness is None or f >= trainer.best_fitness
+        best = trainer.best_fitness
+        # an undefined (NaN) fitness, e.g. from non-finite outputs, is worse than any defined one
+        is_best = f is None or best is None or best != best or (f == f and f >= best)
         if is_best:
             trainer.best_fitness = f
             trainer.best_epoch = trainer.epoch + 1
@@ -108,6 +113,9 @@ class CheckpointHook(Hook):
                 trainer.last_saved_epoch = trainer.epoch + 1
                 raise
         trainer.last_saved_epoch = trainer.epoch + 1  # only now: an interrupted write did not save it
+        # no rank starts the next epoch before the commit: a rank dying there (and the launcher then
+        # stopping rank 0) cannot take the epoch just finished down with it
+        barrier()
 
 
 class ResultsHook(Hook):

@@ -36,6 +36,7 @@ from torch import nn
 
 from nostride.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, state_dict_mismatch
 
+from ..safe_load import conform_state_dict
 from ..utils.numbers import plural
 from ..utils.paths import increment_path
 from ..utils.profile import count_parameters
@@ -55,11 +56,14 @@ from .hooks import CheckpointHook, EMAHook, EvalHook, Hook, LRScheduleHook, Resu
 from .loaders import eval_loader, set_loader_epoch, train_loader
 from .optim import build_optimizer
 from .results import ResultsWriter
+from .rundir import RunFolderLock
 from ..utils.atomic import remove_stale_temp_files
 from ..utils.jsonio import write_json
 from .schedule import LRSchedule, milestones_beyond
 
-__all__ = ["Trainer", "NonFiniteLossError", "CompileUnavailableError"]
+__all__ = ["Trainer", "NonFiniteLossError", "CompileUnavailableError", "PeerLostError"]
+
+PeerLostError = D.PeerLostError
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -95,6 +99,7 @@ class Trainer:
         self.last_saved_epoch = 0  # epochs finished in the state weights/last.pt holds
         self.train_items: dict[str, float] = {}
         self.results: ResultsWriter | None = None
+        self._run_lock: RunFolderLock | None = None
         self.final_metrics: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ set-up
@@ -124,6 +129,7 @@ class Trainer:
         resume_ckpt = None
         if cfg.resume:
             cfg.resume = str(resolve_resume_path(cfg.resume, cfg.project, cfg.name))
+            self._lock_run_dir(Path(cfg.resume).resolve().parent.parent)  # before reading: one process per run
             resume_ckpt = load_checkpoint(cfg.resume)
             check_resumable(resume_ckpt, cfg.resume)
         cfg.data = absolute_data_path(cfg.data)  # recorded absolute: resume / val from any folder
@@ -133,6 +139,7 @@ class Trainer:
         model = self.task.build_model().to(self.device)
         # the run folder only now, so bad data or model options leave no empty folder behind
         self.run_dir = Path(cfg.resume).resolve().parent.parent if cfg.resume else self._make_run_dir()
+        self._lock_run_dir(self.run_dir)
         self.weights_dir = self.run_dir / "weights"
         self.last_path, self.best_path = self.weights_dir / "last.pt", self.weights_dir / "best.pt"
         if self.info.is_main:
@@ -207,13 +214,32 @@ class Trainer:
             from .config import save_config
 
             save_config(cfg, self.run_dir / "args.yaml")
+            layout = dict(getattr(self.task, "results_layout", lambda: {})())  # e.g. detection: YOLOv5's
             self.results = ResultsWriter(self.run_dir, cfg.tensorboard,
-                                         resume_epoch=self.start_epoch if resume_ckpt is not None else None)
+                                         resume_epoch=self.start_epoch if resume_ckpt is not None else None,
+                                         history=(resume_ckpt or {}).get("results"), **layout)
+            if self.results.note:
+                self.log(f"resume: {self.results.note}", always=True)
         n_val = len(splits.val) if splits.val is not None else 0
-        skipped = f" ({plural(splits.skipped, 'unreadable file')} skipped)" if splits.skipped else ""
+        so_far = " so far" if splits.count_skipped is not None else ""  # lazily decoded data: found while reading
+        skipped = f" ({plural(splits.skipped, 'unreadable file')} skipped{so_far})" if splits.skipped else ""
         self.log(f"{cfg.model}: {count_parameters(model):,} parameters on {self.device}"
                  f"{f' x {self.info.world_size} processes' if self.info.distributed else ''}; "
                  f"{len(splits.train)} train / {n_val} val images{skipped}; run dir {self.run_dir}")
+
+    def _lock_run_dir(self, folder: Path) -> None:
+        """Rank 0 takes the run folder's lock (:class:`RunFolderLock`) for the rest of the run."""
+        if not self.info.is_main or (self._run_lock is not None and self._run_lock.folder == folder):
+            return
+        self._run_lock = RunFolderLock(folder).acquire()
+        if self._run_lock.stale:
+            self.log(f"{folder}: took over the lock of {self._run_lock.stale}, which no longer runs")
+
+    def release(self) -> None:
+        """Give back what the run holds (the run folder's lock); :meth:`train` does it at its end."""
+        if self._run_lock is not None:
+            self._run_lock.release()
+            self._run_lock = None
 
     def _eval_loader(self, dataset: Any):
         if dataset is None or len(dataset) == 0:
@@ -238,7 +264,10 @@ class Trainer:
         if differ:  # a hand-edited or mixed-up file: one line, not load_state_dict's traceback
             raise ValueError(f"{self.cfg.resume}: its weights do not fit the model its options build "
                              f"({self.cfg.model}): {differ}")
-        self.model.load_state_dict(ckpt["model"])
+        state, notes = conform_state_dict(self.model.state_dict(), ckpt["model"], self.cfg.resume)
+        if notes:
+            self.log(f"resume: {'; '.join(notes)}", always=True)
+        self.model.load_state_dict(state)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt.get("scaler"):
@@ -258,9 +287,8 @@ class Trainer:
         else:  # another world size: rank 0 continues the saved stream, the others keep seed + rank
             self._resume_rng = ckpt.get("rng") if self.info.is_main else None
         if self.start_epoch >= self.cfg.epochs:
-            self.log(f"resume: {self.cfg.resume} already finished {self.start_epoch} of {self.cfg.epochs} epochs; "
-                     f"nothing to train. To train longer, start a new run from its weights: nostride train --weights "
-                     f"{self.cfg.resume} --epochs N", always=True)
+            self.log(f"resume: {self.cfg.resume} already finished {self.start_epoch} of {self.cfg.epochs} epochs "
+                     "but not its final evaluation: evaluating best.pt", always=True)
         else:
             self.log(f"resuming {self.cfg.resume} from epoch {self.start_epoch + 1}/{self.cfg.epochs}")
 
@@ -301,6 +329,7 @@ class Trainer:
             scaler=self.scaler.state_dict(), best_fitness=self.best_fitness, best_epoch=self.best_epoch,
             metrics=to_plain({k: v for k, v in self.metrics.items() if _is_scalar(v)}),
             config=self.cfg.to_dict(), rng=capture_rng_state(), rng_ranks=rng_ranks or [],
+            results=[dict(r) for r in self.results.rows] if self.results is not None else [],  # rebuilds results.csv
             **dict(getattr(self.task, "checkpoint_extra", lambda: {})()),
         )
 
@@ -311,12 +340,17 @@ class Trainer:
 
     def train(self) -> dict[str, Any]:
         """Run the whole training; returns the final metrics (see :attr:`final_metrics`)."""
-        self.setup()
+        try:
+            self.setup()
+        except BaseException:
+            self.release()
+            raise
         try:
             self._call("before_train")
             if getattr(self, "_resume_rng", None) is not None:
                 restore_rng_state(self._resume_rng)  # after every RNG use of set-up: exact continuation
             for self.epoch in range(self.start_epoch, self.cfg.epochs):
+                self._epoch_start = time.time()
                 self._call("before_epoch")
                 self.train_one_epoch()
                 self._call("after_epoch")
@@ -329,11 +363,19 @@ class Trainer:
             return self.final_metrics
         except KeyboardInterrupt:
             self.log(f"\ninterrupted during epoch {self.epoch + 1}: {self.last_path} holds {self._saved_state()}; "
-                     f"continue with:\n  nostride train --resume {self.last_path}", always=True)
+                     f"continue with:\n  {self._resume_command()}", always=True)
             raise
+        except RuntimeError as e:
+            if not (self.info.distributed and D.lost_peer(e)):
+                raise
+            raise D.PeerLostError(
+                f"rank {self.info.rank}: another process of this run stopped during epoch {self.epoch + 1} (the "
+                f"launcher's report names it and why); {self.last_path} holds {self._saved_state()}; continue "
+                f"with: {self._resume_command()}") from e
         finally:
             if self.results is not None:
                 self.results.close()
+            self.release()
             if getattr(self, "_owns_process_group", False):
                 D.cleanup_distributed()
 
@@ -345,6 +387,11 @@ class Trainer:
         self.log(f"early stop: no better fitness for {p} epochs (best {self.best_fitness:.4g} at epoch "
                  f"{self.best_epoch}); best.pt holds it", always=True)
         return True
+
+    def _resume_command(self) -> str:
+        if not self.info.distributed:
+            return f"nostride train --resume {self.last_path}"
+        return f"torchrun --nproc_per_node {self.info.world_size} -m nostride train --resume {self.last_path}"
 
     def _saved_state(self) -> str:
         e = self.last_saved_epoch
@@ -374,7 +421,7 @@ class Trainer:
         keys = sorted(sums)
         t = D.all_reduce_sum(torch.tensor([sums[k] / nb for k in keys], dtype=torch.float64, device=self.device))
         self.train_items = {k: float(v) / self.info.world_size for k, v in zip(keys, t.tolist())}
-        self.epoch_time = time.time() - self._t0
+        self.train_time = time.time() - self._t0
 
     def accumulate_at(self, iteration: int) -> int:
         """Batches per optimizer step; with ``nominal_batch_size`` it ramps from 1 during warm-up (YOLOv5)."""
@@ -452,34 +499,62 @@ class Trainer:
         model.train(was_training)
         return evaluator.evaluate()
 
+    @property
+    def epoch_time(self) -> float:
+        """Seconds of the epoch so far: training, validation and what came between (plots, EMA sync)."""
+        return time.time() - getattr(self, "_epoch_start", getattr(self, "_t0", time.time()))
+
+    @property
+    def val_time(self) -> float:
+        """Seconds the last validation took (0 without a validation split)."""
+        return float(getattr(self, "_val_time", 0.0))
+
     def results_row(self) -> dict[str, Any]:
-        lrs = {g.get("group", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
-        row: dict[str, Any] = {"epoch": self.epoch + 1, "lr": lrs.get("decay", next(iter(lrs.values())))}
-        row.update({f"train/{k}": v for k, v in self.train_items.items()})
-        row.update({f"val/{k}": float(v) for k, v in self.metrics.items() if _is_scalar(v)})
-        if self.fitness is not None:
-            row["fitness"] = self.fitness
+        """The epoch's results.csv row: the task's own layout (``task.results_row(trainer)``) when it
+        has one, else ``epoch``, ``lr``, ``train/<item>``, ``val/<metric>``, ``fitness``; then the
+        epoch's ``time`` (all of it, validation included) and its ``time/train`` and ``time/val`` parts."""
+        own = getattr(self.task, "results_row", None)
+        row = own(self) if own is not None else None
+        if row is None:
+            lrs = {g.get("group", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
+            row = {"epoch": self.epoch + 1, "lr": lrs.get("decay", next(iter(lrs.values())))}
+            row.update({f"train/{k}": v for k, v in self.train_items.items()})
+            row.update({f"val/{k}": float(v) for k, v in self.metrics.items() if _is_scalar(v)})
+            if self.fitness is not None:
+                row["fitness"] = self.fitness
         row["time"] = round(self.epoch_time, 2)
+        row["time/train"] = round(self.train_time, 2)
+        row["time/val"] = round(self.val_time, 2)
         return row
 
     def _epoch_line(self) -> str:
         train = "  ".join(f"{k} {v:.4g}" for k, v in self.train_items.items())
         val = self.task.summary(self.metrics) if self.metrics else "no validation split"
-        return f"epoch {self.epoch + 1}/{self.cfg.epochs}  train {train}  |  val {val}  ({self.epoch_time:.1f}s)"
+        parts = f"train {self.train_time:.1f} s + val {self.val_time:.1f} s" if self.metrics else \
+            f"train {self.train_time:.1f} s"
+        return (f"epoch {self.epoch + 1}/{self.cfg.epochs}  train {train}  |  val {val}  "
+                f"({self.epoch_time:.1f} s: {parts})")
 
     def final_evaluation(self) -> dict[str, Any]:
         """Best-epoch validation metrics, plus the test split (evaluated only now, with best.pt)."""
         result: dict[str, Any] = {"run_dir": str(self.run_dir), "best_epoch": self.best_epoch,
                                   "best_fitness": self.best_fitness, "val": to_plain(self.metrics)}
-        D.barrier()  # rank 0 has written best.pt before any rank looks for it
-        if self.best_path.is_file() and (self.val_loader is not None or self.test_loader is not None):
-            best = model_from_checkpoint(load_checkpoint(self.best_path, self.device)).to(self.device)
+        best = self.best_model() if self.val_loader is not None or self.test_loader is not None else None
+        if best is not None:
             if self.val_loader is not None:
                 result["val"] = to_plain(self.evaluate(self.val_loader, best))
             if self.test_loader is not None:
                 result["test"] = to_plain(self.evaluate(self.test_loader, best))
                 self.log(f"test (best.pt, epoch {self.best_epoch}): {self.task.summary(result['test'])}",
                          always=True)
+        # every split has now been read in full: the count of unreadable input files is exact
+        result["skipped"] = self.splits.skipped_now()
+        if result["skipped"]:
+            self.log(f"warning: {plural(result['skipped'], 'unreadable input file')} skipped in all (named in "
+                     "the warnings above)", always=True)
+        report = getattr(self.task, "final_report", None)  # e.g. detection's pycocotools summary
+        if report is not None:
+            report(self, result)
         if self.info.is_main:
             from ..utils.numbers import round_floats
 
@@ -487,6 +562,33 @@ class Trainer:
             self.log(f"done: {self.run_dir} (best.pt from epoch {self.best_epoch}"
                      f"{f', fitness {self.best_fitness:.4g}' if self.best_fitness is not None else ''})", always=True)
         return result
+
+    def best_model(self) -> nn.Module | None:
+        """``best.pt``'s model on this rank's device, the same on every rank; ``None`` when the run has none.
+
+        Rank 0 reads the file and sends it to the other ranks, so every rank takes the same branch
+        (a rank that looked for the file itself could miss it while rank 0 still writes it, skip an
+        evaluation, and leave the others waiting in its collectives), also without a shared file
+        system. Kept for the next call of the same best epoch (the final validation, test and COCO
+        evaluations all use it).
+        """
+        cached = getattr(self, "_best_model", None)
+        if cached is not None and cached[0] == self.best_epoch:
+            return cached[1]
+        payload: tuple[str, Any] | None = None
+        if self.info.is_main and self.best_path.is_file():
+            try:
+                payload = ("checkpoint", load_checkpoint(self.best_path))  # on the CPU: any rank can take it
+            except (ValueError, OSError) as e:
+                payload = ("error", str(e))
+        payload = D.broadcast_object(payload)
+        if payload is None:
+            return None
+        if payload[0] == "error":
+            raise ValueError(payload[1])
+        model = model_from_checkpoint(payload[1]).to(self.device)
+        self._best_model = (self.best_epoch, model)
+        return model
 
     def _progress(self, loader, total: int):
         from ..utils.progress import progress

@@ -34,14 +34,14 @@ from torch import nn
 __all__ = ["FusedSPDConv", "SPDPad", "SplitInputConv", "spd_pad", "spd_strided_conv2d", "spd_weight_to_strided"]
 
 
-from .space_to_depth import _tracing  # noqa: E402  (re-exported for nostride.convert)
+from .space_to_depth import _fixed_sizes, _generic_trace, _tracing  # noqa: E402  (_tracing re-exported for nostride.convert)
 
 
 def _symbolic_sizes(x: torch.Tensor) -> bool:
     """True when the spatial sizes are not plain integers (dynamic shapes, TorchScript tracing)."""
-    if torch.jit.is_tracing():
+    if _generic_trace():
         return True  # a trace must run on every size, whatever the example's parity
-    return not all(type(d) is int for d in x.shape[-2:])
+    return not all(type(d) is int for d in _fixed_sizes(x))
 
 
 def spd_pad(x: torch.Tensor, block: tuple[int, int], pad: bool = True, who: str = "FusedSPDConv") -> torch.Tensor:
@@ -57,7 +57,8 @@ def spd_pad(x: torch.Tensor, block: tuple[int, int], pad: bool = True, who: str 
         if not pad or (sh == 1 and sw == 1):
             return x
         return F.pad(x, (0, sw - 1, 0, sh - 1))
-    pad_h, pad_w = (-x.shape[-2]) % sh, (-x.shape[-1]) % sw
+    h, w = _fixed_sizes(x)
+    pad_h, pad_w = (-h) % sh, (-w) % sw
     if pad_h or pad_w:
         if not pad:
             raise ValueError(
@@ -119,7 +120,9 @@ class FusedSPDConv(nn.Module):
         scale: the space-to-depth block size it replaces (an int, or (height, width)).
         act: activation applied after the convolution; ``None`` for none.
         pad: like ``SpaceToDepth(pad=...)``: ``False`` raises ``ValueError`` on inputs whose
-            height or width is not divisible by ``scale`` instead of padding them.
+            height or width is not divisible by ``scale`` instead of padding them. ``None``: no
+            padding and no check; the convolution drops a trailing partial block (for a layer that
+            crops the output row the padding would add, see ``nostride.convert.fuse``).
     """
 
     def __init__(
@@ -136,10 +139,44 @@ class FusedSPDConv(nn.Module):
         self.act = act if act is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad is None:
+            return self.act(self.conv(x))
+        if self.pad and _generic_trace() and self._block != (1, 1):
+            return self.act(self._padding_in_kernel(x))
         return self.act(self.conv(spd_pad(x, self._block, self.pad, "FusedSPDConv")))
+
+    def _padding_in_kernel(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution with the bottom/right pad to a multiple of the block folded into it, for a
+        TorchScript trace that must run on every size (the TorchScript-based ONNX exporter turns a
+        ``Pad`` into Reshape/Transpose/Slice arithmetic on the pad amounts; this records one Conv).
+
+        With ``sh - 1`` zero rows added at the top of the kernel and ``sh - 1`` more rows of padding
+        on each side, output ``i`` still reads input rows ``sh*i - P .. sh*i - P + kh - 1`` (``P``,
+        ``kh``: the conv's own padding and kernel) through the non-zero taps, and the output count
+        becomes ``floor((H + 2P - kh + sh - 1) / sh) + 1``, the count for ``H`` padded up to a
+        multiple of ``sh`` (``kh`` and ``P`` are multiples of ``sh``); columns alike. Exact for
+        every size, at the cost of a kernel ``sh - 1`` larger.
+        """
+        sh, sw = self._block
+        conv = self.conv
+        weight = _untraced(lambda: F.pad(conv.weight.detach(), (sw - 1, 0, sh - 1, 0)))
+        ph, pw = conv.padding
+        return F.conv2d(x, weight, conv.bias, stride=conv.stride, padding=(ph + sh - 1, pw + sw - 1),
+                        groups=conv.groups)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, pad={self.pad}"
+
+
+def _untraced(fn):
+    """``fn()`` computed outside the running TorchScript trace: its result enters the graph as a
+    constant of known shape (an exporter needs a convolution kernel's shape)."""
+    state = torch._C._get_tracing_state()
+    torch._C._set_tracing_state(None)
+    try:
+        return fn()
+    finally:
+        torch._C._set_tracing_state(state)
 
 
 class SPDPad(nn.Module):

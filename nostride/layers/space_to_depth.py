@@ -13,11 +13,50 @@ order do not transfer to another without re-ordering.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["space_to_depth", "depth_to_space", "SpaceToDepth", "DepthToSpace"]
+__all__ = ["space_to_depth", "depth_to_space", "SpaceToDepth", "DepthToSpace", "fixed_size_graph"]
+
+
+_FIXED_SIZE_GRAPH = [False]
+
+
+@contextlib.contextmanager
+def fixed_size_graph() -> Iterator[None]:
+    """While a graph is recorded inside this context, its input sizes are the example's for good.
+
+    A fixed-size export (``export_onnx(dynamic=False)``, also with the TorchScript-based exporter,
+    whose trace otherwise has to serve every size) then pads only where the example needs it, so
+    an SPD network of even sizes records no ``Pad`` and no pad-size arithmetic at all.
+    """
+    old = _FIXED_SIZE_GRAPH[0]
+    _FIXED_SIZE_GRAPH[0] = True
+    try:
+        yield
+    finally:
+        _FIXED_SIZE_GRAPH[0] = old
+
+
+def _generic_trace() -> bool:
+    """A torch.jit trace that must run on every input size (outside :func:`fixed_size_graph`)."""
+    return torch.jit.is_tracing() and not _FIXED_SIZE_GRAPH[0]
+
+
+def _fixed_sizes(x: torch.Tensor) -> tuple:
+    """``x``'s (height, width); plain ints inside :func:`fixed_size_graph` (a TorchScript trace
+    records sizes as tensors, which would make every size look symbolic)."""
+    h, w = x.shape[-2], x.shape[-1]
+    if _FIXED_SIZE_GRAPH[0] and torch.jit.is_tracing():
+        with warnings.catch_warnings():  # the tracer's "might not generalize": fixed sizes are the point
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            return int(h), int(w)
+    return h, w
 
 
 def _tracing() -> bool:
@@ -51,9 +90,10 @@ def space_to_depth(x: torch.Tensor, scale: int = 2, pad: bool = True) -> torch.T
     _check_scale(scale)
     if x.dim() != 4:
         raise ValueError(f"space_to_depth expects a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
-    n, ch, h, w = x.shape
+    n, ch = x.shape[:2]
+    h, w = _fixed_sizes(x)
     pad_h, pad_w = (-h) % scale, (-w) % scale
-    if pad and _tracing() and (torch.jit.is_tracing() or not (type(h) is int and type(w) is int)):
+    if pad and _tracing() and (_generic_trace() or not (type(h) is int and type(w) is int)):
         # symbolic sizes: always pad (a zero pad keeps the graph generic in H/W parity); known
         # sizes (a fixed-size export) take the eager path and emit no Pad when none is needed
         x = F.pad(x, (0, pad_w, 0, pad_h))

@@ -12,6 +12,16 @@ from .space_to_depth import SpaceToDepth
 __all__ = ["SPDConv"]
 
 
+def _channels(name: str, value: object) -> int:
+    """A channel count: a whole number >= 1 (``TypeError`` for other types, ``ValueError`` below 1)."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"SPDConv {name} must be a whole number of channels, got {value!r}")
+    value = int(value.__index__())
+    if value < 1:
+        raise ValueError(f"SPDConv {name} must be at least 1, got {value}")
+    return value
+
+
 class SPDConv(nn.Module):
     """SPD(scale) -> stride-1 ``Conv2d`` with "same" padding -> BatchNorm -> activation.
 
@@ -54,8 +64,9 @@ class SPDConv(nn.Module):
         bn_momentum: float = 0.1,
     ) -> None:
         super().__init__()
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"SPDConv needs an odd kernel_size for 'same' padding, got {kernel_size}")
+        in_channels, out_channels = _channels("in_channels", in_channels), _channels("out_channels", out_channels)
+        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"SPDConv needs an odd kernel_size for 'same' padding, got {kernel_size!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
@@ -74,6 +85,10 @@ class SPDConv(nn.Module):
         self.strided = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            # before space-to-depth multiplies the channels, which would make the conv's message misleading
+            raise ValueError(f"SPDConv({self.in_channels}, {self.out_channels}) expects input (N, {self.in_channels}, H, W), "
+                             f"got shape {tuple(x.shape)}")
         if self.strided:
             c = self.conv
             y = spd_strided_conv2d(x, c.weight, c.bias, self.scale, c.padding, self.spd.pad, "SPDConv")

@@ -82,7 +82,11 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     Args:
         name: a name from :func:`list_models`.
         **kwargs: passed to the builder (e.g. ``num_classes``); ``None`` values are dropped so
-            callers can forward optional CLI arguments unchanged.
+            callers can forward optional CLI arguments unchanged. One keyword is the registry's own:
+            ``down``, a downsampling operator (``"hwd"``, ``"blurpool"``, ... see
+            :func:`nostride.layers.list_downsample_ops`): every downsampling site of the network
+            (strided conv or pool) uses it, trained from scratch, the rest is unchanged
+            (:func:`nostride.convert_downsampling` with ``init="random"``).
 
     Returns:
         The model, with attributes ``model_name`` (its registry name) and ``model_kwargs`` (the
@@ -90,8 +94,46 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     """
     info = model_info(name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    down = kwargs.pop("down", None)
     model = info.builder(**kwargs)
+    if down is not None:
+        model = with_downsampling(model, name, str(down))
+        kwargs["down"] = str(down)
     model.model_name = name
     model.model_kwargs = dict(kwargs)
     model.task = info.task
+    return model
+
+
+def with_downsampling(model: nn.Module, name: str, down: str, record: bool = False) -> nn.Module:
+    """``model`` with every downsampling site using operator ``down`` (fresh weights).
+
+    ``record``: keep the conversion's record on the model (``downsample_options``/``spdify_options``)
+    so a checkpoint re-applies it (torchvision and timm models, whose builders take no ``down``).
+    """
+    import warnings
+
+    from ..convert import convert_downsampling, downsampling_sites
+    from ..layers import downsample_op
+
+    op = downsample_op(down).name  # unknown names list the known ones
+    if not downsampling_sites(model):
+        raise ValueError(f"model {name!r} has no downsampling sites (strided convolutions or pooling layers), "
+                         f"so down={down!r} has nothing to replace")
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    channels = first.in_channels if first is not None else 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # said once below, naming the model
+        model, report = convert_downsampling(model, op, init="random", example_input=(1, channels, 64, 64),
+                                             inplace=True)
+    left = [e for e in report if e.action == "unsupported"]
+    if left:
+        warnings.warn(f"{name} with down={op}: {len(left)} downsampling {'site' if len(left) == 1 else 'sites'} left "
+                      f"as {'it was' if len(left) == 1 else 'they were'}: "
+                      + "; ".join(f"{e.name} ({e.note.split(': ', 1)[-1]})" for e in left), stacklevel=3)
+    # create_model's kwargs (down=...) rebuild the conversion; a checkpoint must not apply it twice
+    for attr in ("spdify_options", "downsample_options"):
+        if hasattr(model, attr) and not record:
+            delattr(model, attr)
+    model.down_report = report
     return model

@@ -52,6 +52,14 @@ def build_named_model(spec: str, num_classes: int | None = None, prefer: str = "
 
     source, name = split_model_name(spec)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    down = kwargs.pop("down", None)  # a downsampling operator for every strided conv / pool
+    if down is not None:
+        model, source, name = build_named_model(spec, num_classes, prefer, **kwargs)
+        if source == "nostride":  # the registry records down= among the model's keyword arguments
+            return create_model(name, **model.model_kwargs, down=down), source, name
+        from ._registry import with_downsampling
+
+        return with_downsampling(model, spec, str(down), record=True), source, name
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if source == "timm":

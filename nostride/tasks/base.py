@@ -49,12 +49,22 @@ __all__ = ["DatasetSplits", "Evaluator", "Task"]
 
 @dataclass
 class DatasetSplits:
-    """The datasets of a task; ``skipped`` counts input files that could not be read."""
+    """The datasets of a task; ``skipped`` counts input files that could not be read.
+
+    Datasets that decode files lazily find unreadable ones as they read them: ``count_skipped``
+    (when given) returns the count so far over every split, exact once each split has been read
+    in full; :meth:`skipped_now` uses it.
+    """
 
     train: Dataset
     val: Dataset | None = None
     test: Dataset | None = None
     skipped: int = 0
+    count_skipped: Callable[[], int] | None = None
+
+    def skipped_now(self) -> int:
+        """Unreadable input files found so far in all splits."""
+        return int(self.count_skipped()) if self.count_skipped is not None else self.skipped
 
 
 @runtime_checkable

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["select_device"]
+__all__ = ["select_device", "check_device_name"]
 
 _SUPPORTED = "cpu, cuda, cuda:N, N (= cuda:N) or mps"
 
@@ -16,6 +16,23 @@ _SUPPORTED = "cpu, cuda, cuda:N, N (= cuda:N) or mps"
 def _mps_available() -> bool:
     mps = getattr(torch.backends, "mps", None)  # absent in some builds
     return mps is not None and mps.is_available()
+
+
+def check_device_name(device: str | torch.device | None) -> None:
+    """Raise ``ValueError`` unless ``device`` names a supported kind of device (``cpu``, ``cuda``,
+    ``cuda:N``, ``N``, ``mps``, ``auto`` or empty); whether it exists here is :func:`select_device`'s check."""
+    name = str(device) if isinstance(device, torch.device) else (device or "").strip().lower()
+    if name in ("", "auto") or name.isdigit():
+        return
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"unknown device {device!r} (use {_SUPPORTED})") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unknown device {device!r} (use {_SUPPORTED})")
+    if dev.type in ("cpu", "mps") and dev.index not in (None, 0):
+        # torch accepts "cpu:1" but there is one CPU device: every later step would disagree on it
+        raise ValueError(f"unknown device {device!r}: there is one {dev.type} device, name it {dev.type!r}")
 
 
 def select_device(device: str | torch.device | None = None, local_rank: int | None = None) -> torch.device:
@@ -34,6 +51,7 @@ def select_device(device: str | torch.device | None = None, local_rank: int | No
         ValueError: the name is not a supported device, or the device is not available here
             (no CUDA, a CUDA index beyond the visible GPUs, no MPS).
     """
+    check_device_name(device)
     name = str(device) if isinstance(device, torch.device) else (device or "").strip().lower()
     if name in ("", "auto"):
         name = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"

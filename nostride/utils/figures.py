@@ -26,8 +26,12 @@ def new_figure(width: float, height: float, dpi: int = 100) -> Any:
 
 def save_figure(fig: Any, path: str | os.PathLike) -> Path:
     """Lay out ``fig`` tightly and write it to ``path`` (parent folders created); returns the path."""
+    import io
+
+    from .atomic import atomic_write_bytes
+
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    buffer = io.BytesIO()  # drawn in memory, then written atomically: never a torn image
+    fig.savefig(buffer, format=path.suffix[1:].lower() or "png")
+    return atomic_write_bytes(path, buffer.getvalue())

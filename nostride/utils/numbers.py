@@ -33,6 +33,20 @@ def round_floats(obj: Any, digits: int = METRIC_DIGITS) -> Any:
     return obj
 
 
+def plural_noun(word: str) -> str:
+    """An English noun's plural by the regular rules: ``cross`` -> ``crosses``, ``box`` -> ``boxes``,
+    ``bus`` -> ``buses``, ``butterfly`` -> ``butterflies``, ``car`` -> ``cars`` (a trailing number or
+    space-separated words: the last word changes, ``traffic light`` -> ``traffic lights``)."""
+    if not word or not word[-1].isalpha():
+        return word
+    lower = word.lower()
+    if lower.endswith(("s", "x", "z", "ch", "sh")):
+        return word + "es"
+    if lower.endswith("y") and len(lower) > 1 and lower[-2] not in "aeiou":
+        return word[:-1] + "ies"
+    return word + "s"
+
+
 def plural(n: int, word: str, many: str | None = None) -> str:
     """``"1 layer"``, ``"6 layers"`` (``many`` for irregular plurals: ``plural(2, "class", "classes")``)."""
     return f"{n:,} {word if n == 1 else (many or word + 's')}"

@@ -7,7 +7,8 @@
 
 ``make_builtin(name, folder, **options)`` writes one (``nostride data make``); a data source
 ``"builtin:NAME"`` (or ``"builtin:NAME@key=value,..."``) is generated once into the cache folder
-(``$NOSTRIDE_CACHE`` or ``~/.cache/nostride``) and read from there afterwards. docs/data.md has the
+(``builtin/`` in :func:`nostride.utils.cache.user_cache_dir`: ``$NOSTRIDE_CACHE``, else
+``$XDG_CACHE_HOME/nostride``, else ``~/.cache/nostride``) and read from there afterwards. docs/data.md has the
 dataset cards.
 """
 
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ...utils.atomic import atomic_write_text
+from ...utils.cache import user_cache_dir
 from ...utils.specs import parse_spec
 from .lowres import LOWRES_DEFAULTS, make_lowres
 from .small_objects import SMALL_OBJECTS_DEFAULTS, make_small_objects
@@ -82,7 +85,22 @@ def builtin_options(name: str, **options: Any) -> dict[str, Any]:
             merged[k] = float(v)
         elif d is not None and not isinstance(v, type(d)):
             raise ValueError(f"built-in dataset {name!r}: option {k} must be {type(d).__name__}, got {v!r}")
+    from ...utils.bounds import MAX_SEED, check_float, check_img_size, check_int
+
+    for k, v in merged.items():  # sizes and counts a generator can make without exhausting memory or disk
+        what = f"built-in dataset {name!r}: option {k}"
+        if k == "img_size":
+            check_img_size(v, what)
+        elif k == "seed":
+            check_int(what, v, 0, MAX_SEED)
+        elif isinstance(v, int) and not isinstance(v, bool):
+            check_int(what, v, 0, _MAX_IMAGES, what=" (images)")
+        elif isinstance(v, float):
+            check_float(what, v, 0, None)
     return merged
+
+
+_MAX_IMAGES = 1_000_000  # per class or split of a generated dataset
 
 
 def builtin_img_size(source: Any) -> int | None:
@@ -130,14 +148,14 @@ def make_builtin(name: str, root: str | os.PathLike, *, quiet: bool = False, **o
         print(file=sys.stderr)
     card = {"name": name, "task": BUILTINS[name].task, "options": opts, "generator_version": GENERATOR_VERSION,
             "seconds": round(time.monotonic() - t0, 1)}
-    (root / _CARD).write_text(json.dumps(card, indent=2))
+    atomic_write_text(root / _CARD, json.dumps(card, indent=2))
     return root
 
 
 def cache_dir() -> Path:
-    """Where ``builtin:`` datasets are generated: ``$NOSTRIDE_CACHE/builtin`` (default ``~/.cache/nostride``)."""
-    base = os.environ.get("NOSTRIDE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "nostride")
-    return Path(base) / "builtin"
+    """Where ``builtin:`` datasets are generated: ``builtin/`` in the user cache folder
+    (:func:`nostride.utils.cache.user_cache_dir`)."""
+    return user_cache_dir() / "builtin"
 
 
 def resolve_builtin(source: str, quiet: bool = False) -> Path:

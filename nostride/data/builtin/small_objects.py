@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 import yaml
 
+from ...utils.atomic import atomic_write_text
 from ..io import write_image
 from .draw import SHAPES, background, composite, contrasting_colour, shape_mask, stroke_mask, to_uint8, uniform
 from .lowres import sample_generator
@@ -107,7 +108,8 @@ def make_small_objects(root: str | Path, *, img_size: int = 256, train: int = 40
             write_image(img, root / "images" / split / f"{stem}.png")
             rows = [f"{c} {(x + w / 2) / img_size:.6f} {(y + h / 2) / img_size:.6f} {w / img_size:.6f} "
                     f"{h / img_size:.6f}" for c, x, y, w, h in objects]
-            (root / "labels" / split / f"{stem}.txt").write_text("".join(r + "\n" for r in rows))
+            atomic_write_text(root / "labels" / split / f"{stem}.txt", "".join(r + "\n" for r in rows),
+                              clean_stale=False, sync=False)
             coco["images"].append({"id": i + 1, "file_name": f"{stem}.png", "width": img_size, "height": img_size})
             for c, x, y, w, h in objects:
                 coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": i + 1,
@@ -117,8 +119,8 @@ def make_small_objects(root: str | Path, *, img_size: int = 256, train: int = 40
             if progress is not None and done % 50 == 0:
                 progress(done, total)
         (root / "annotations").mkdir(exist_ok=True)
-        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
+        atomic_write_text(root / "annotations" / f"instances_{split}.json", json.dumps(coco))
     data = {"path": ".", **{s: f"images/{s}" for s in _SPLITS if counts[s]}, "nc": len(names), "names": names}
-    (root / "data.yaml").write_text("# nostride built-in small-objects (see builtin.json for the options)\n"
-                                    + yaml.safe_dump(data, sort_keys=False))
+    atomic_write_text(root / "data.yaml", "# nostride built-in small-objects (see builtin.json for the options)\n"
+                      + yaml.safe_dump(data, sort_keys=False))
     return root

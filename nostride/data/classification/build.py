@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
+from ...utils.bounds import check_img_size
 from ..io import ImageDecodeError, read_image_rgb
 from .cifar import load_cifar10_python
 from .datasets import BadFileLog, ImageFileDataset, TensorImageDataset
@@ -164,8 +165,8 @@ def build_classification_data(
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if img_size is not None and img_size < 1:
-        raise ValueError(f"img_size must be positive, got {img_size}")
+    if img_size is not None:
+        check_img_size(img_size)  # before any image is resized to it
     from ..builtin import is_builtin, resolve_builtin
 
     if is_builtin(path):

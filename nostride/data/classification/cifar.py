@@ -65,7 +65,20 @@ def _read_batch(path: Path, num_classes: int) -> tuple[torch.Tensor, torch.Tenso
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         shape = getattr(data, "shape", None)
         raise ValueError(f"{path}: b'data' must be a uint8 array (N, 3072), got {type(data).__name__} {shape}")
-    labels = np.asarray(batch["labels"], dtype=np.int64)
+    raw = batch["labels"]
+    # class ids, checked one by one before any conversion: a crafted list of nested shared lists
+    # would expand to billions of values inside np.asarray (and str() of it too)
+    if isinstance(raw, np.ndarray):
+        if raw.dtype.kind not in "iu" or raw.ndim != 1:
+            raise ValueError(f"{path}: b'labels' must be a list of whole-number class ids, got a {raw.dtype} "
+                             f"array of shape {raw.shape}")
+    else:
+        ok = isinstance(raw, (list, tuple))
+        bad = next((v for v in raw if not isinstance(v, (int, np.integer)) or isinstance(v, bool)), None) if ok else raw
+        if not ok or bad is not None:
+            shown = repr(bad)[:40] if isinstance(bad, (str, bytes, int, float)) else type(bad).__name__
+            raise ValueError(f"{path}: b'labels' must be a list of whole-number class ids, found {shown}")
+    labels = np.asarray(raw, dtype=np.int64)
     if labels.shape != (data.shape[0],):
         raise ValueError(f"{path}: {data.shape[0]} images but {labels.size} labels")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):

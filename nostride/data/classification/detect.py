@@ -42,6 +42,8 @@ def resolve_dataset(path: str | os.PathLike) -> tuple[str, Path]:
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"dataset path not found: {path}")
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise ValueError(f"{path} is not a folder (a device, FIFO or socket); {LAYOUTS_HELP}")
     if path.is_file():
         hint = " (an archive: extract it first, e.g. with nostride.data.classification.extract_subset or tar)" \
             if path.name.endswith((".tar", ".tar.gz", ".tgz", ".zip")) else ""

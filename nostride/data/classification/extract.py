@@ -12,6 +12,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
+from ...utils.atomic import atomic_write_bytes
 from ..io import is_image_file
 
 __all__ = ["extract_subset"]
@@ -68,9 +69,7 @@ def extract_subset(tar_path: str | os.PathLike, out_dir: str | os.PathLike, per_
     tiny_prefixes: set[tuple[str, ...]] = set()
 
     def write(parts: tuple[str, ...], data: bytes) -> None:
-        dest = out_dir.joinpath(*parts)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(data)
+        atomic_write_bytes(out_dir.joinpath(*parts), data, clean_stale=False, sync=False)
 
     try:
         tar = tarfile.open(tar_path, mode="r|*")

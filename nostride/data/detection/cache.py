@@ -4,8 +4,8 @@ The cache is keyed by a hash of the image and label file lists with each file's 
 modification time: adding, removing or editing any file invalidates it. It is written next to the
 labels (``labels/val2017.nostride-cache.npz``, beside YOLOv5's own ``val2017.cache``) when that
 folder is writable (a folder without write permission bits counts as read-only even for root),
-else into the user cache folder (``$NOSTRIDE_CACHE_DIR``, else
-``$XDG_CACHE_HOME/nostride``, else ``~/.cache/nostride``), so read-only datasets work. Writes are
+else into the user cache folder (:func:`nostride.utils.cache.user_cache_dir`: ``$NOSTRIDE_CACHE``,
+else ``$XDG_CACHE_HOME/nostride``, else ``~/.cache/nostride``), so read-only datasets work. Writes are
 atomic (a temporary file then a rename).
 """
 
@@ -20,35 +20,29 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ...utils.cache import user_cache_dir
+
 __all__ = ["CACHE_VERSION", "files_hash", "cache_locations", "load_cache", "save_cache", "user_cache_dir"]
 
 CACHE_VERSION = "nostride-labels-1"
-
-
-def user_cache_dir() -> Path:
-    """nostride's per-user cache folder."""
-    env = os.environ.get("NOSTRIDE_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "nostride"
 
 
 def files_hash(files: Sequence[str | os.PathLike]) -> str:
     """A hash of the paths, sizes and modification times of ``files`` (missing files count too)."""
     h = hashlib.sha256(CACHE_VERSION.encode())
     for f in files:
+        # os.fsencode: a file name that is not UTF-8 (kept by Python as surrogates) hashes as its bytes
         try:
             st = os.stat(f)
-            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            h.update(os.fsencode(f) + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         except OSError:
-            h.update(f"{f}\0-\n".encode())
+            h.update(os.fsencode(f) + b"\0-\n")
     return h.hexdigest()
 
 
 def cache_locations(preferred: Path) -> list[Path]:
     """Where a cache may be: beside the labels, then in the user cache folder (named by a hash of the first)."""
-    key = hashlib.sha1(str(preferred.resolve()).encode()).hexdigest()[:16]
+    key = hashlib.sha1(os.fsencode(preferred.resolve())).hexdigest()[:16]
     return [preferred, user_cache_dir() / "labels" / f"{preferred.stem}-{key}.npz"]
 
 

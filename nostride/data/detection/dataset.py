@@ -10,6 +10,7 @@ warning per file naming the file and line; a summary line says what was found.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -82,7 +83,7 @@ def list_split_images(sources: Sequence[str | os.PathLike]) -> tuple[list[str], 
             files += [str(f) for f in list_images(p)]
         elif p.suffix.lower() == ".json":
             coco.append(read_coco_json(p))
-        elif p.suffix.lower() == ".txt":
+        elif p.suffix.lower() == ".txt" and p.is_file():
             try:
                 lines = p.read_text(encoding="utf-8").splitlines()
             except (OSError, UnicodeDecodeError) as e:
@@ -99,6 +100,19 @@ def list_split_images(sources: Sequence[str | os.PathLike]) -> tuple[list[str], 
             raise ValueError(f"{p}: not a folder, an image list (.txt), a COCO json or an image")
     files = [f for f in files if is_image_file(f)]
     return sorted(set(files)), coco
+
+
+def _cache_path(sources: Sequence[Path], files: list[str], first_label: str) -> Path:
+    """Where a split's label cache goes: ``labels/val2017.nostride-cache.npz`` for a folder, with a
+    key of the image list added for anything else (``labels/train2017.1a2b3c4d.nostride-cache.npz``
+    for a ``.txt`` list), so two lists of one folder keep a cache each instead of rewriting one."""
+    first = Path(first_label)
+    if first.suffix == ".json":
+        return first.with_suffix(".nostride-cache.npz")
+    name = first.parent.name
+    if not (len(sources) == 1 and sources[0].is_dir()):
+        name += "." + hashlib.sha1("\n".join(files).encode()).hexdigest()[:8]
+    return first.parent.with_name(name + ".nostride-cache.npz")
 
 
 _IMAGES, _LABELS = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
@@ -205,22 +219,21 @@ class DetectionDataset(Dataset):
         order = sorted(range(len(files)), key=lambda i: files[i])
         files = [files[i] for i in order]
         label_files = [label_files[i] for i in order]
-        coco_labels: dict[str, tuple[np.ndarray, int]] = {}
+        # image -> (labels, COCO image id, problems of its annotations, why it is left out or "")
+        coco_labels: dict[str, tuple[np.ndarray, int, list[str], str]] = {}
         for src in coco:
-            for path, lab, iid in zip(src.images, src.labels, src.image_ids):
-                coco_labels[str(path)] = (lab, iid)
+            for k, (path, lab, iid) in enumerate(zip(src.images, src.labels, src.image_ids)):
+                coco_labels[str(path)] = (lab, iid, src.image_problems.get(k, []), src.bad_images.get(k, ""))
+        coco_problems = [(str(src.json_file), msg) for src in coco for msg in src.problems]
         stats = DatasetStats(found=len(files))
         hash_ = files_hash(files + sorted(set(label_files)))
-        first = Path(label_files[0])
-        preferred = first.parent.with_name(first.parent.name + ".nostride-cache.npz")
-        if first.suffix == ".json":
-            preferred = first.with_suffix(".nostride-cache.npz")
+        preferred = _cache_path(self.sources, files, label_files[0])
         cached = load_cache(preferred, hash_) if use_cache else None
         if cached is not None:
             shapes, counts, flat, meta = cached["shapes"], cached["counts"], cached["labels"], cached["meta"]
             stats.cache, stats.from_cache = cached["path"], True
         else:
-            shapes, counts, flat, meta = self._scan(files, label_files, coco_labels, workers)
+            shapes, counts, flat, meta = self._scan(files, label_files, coco_labels, workers, coco_problems)
             if use_cache:
                 arrays = {"shapes": shapes, "counts": counts, "labels": flat}
                 stats.cache = save_cache(preferred, hash_, arrays, meta)
@@ -245,21 +258,27 @@ class DetectionDataset(Dataset):
                              f"(e.g. {stats.skipped_files[0][1] if stats.skipped_files else '?'})")
 
     @staticmethod
-    def _scan(files: list[Path], label_files: list[Path], coco_labels: dict, workers: int):
+    def _scan(files: list[Path], label_files: list[Path], coco_labels: dict, workers: int,
+              coco_problems: Sequence[tuple[str, str]] = ()):
         with ThreadPoolExecutor(workers) as pool:
             checked = list(pool.map(_verify_image, files))
+        # an image whose COCO json entry is unusable (no valid width / height) is left out like an unreadable one
+        checked = [(0, 0, coco_labels[str(f)][3]) if str(f) in coco_labels and coco_labels[str(f)][3] else c
+                   for f, c in zip(files, checked)]
         shapes = np.array([(h, w) for h, w, _ in checked], np.int64).reshape(-1, 2)
         warns: list[str] = []
         skipped = [(str(f), reason) for f, (_, _, reason) in zip(files, checked) if reason]
         warns += [f"skipping image: {reason}" for _, reason in skipped]
         all_labels, duplicates, bad_rows, with_problems = [], 0, 0, 0
+        for json_file, msg in coco_problems:  # annotations of no listed image: dropped, counted
+            warns.append(f"{json_file}: {msg}")
+            bad_rows += 1
         for i, (f, lf) in enumerate(zip(files, label_files)):
             if str(f) in coco_labels:
-                lab = coco_labels[str(f)][0]
+                lab, _, problems, _ = coco_labels[str(f)]
                 uniq, idx = np.unique(lab, axis=0, return_index=True)
                 dup = len(lab) - len(uniq)
                 lab = lab[np.sort(idx)]
-                problems = []
             else:
                 try:
                     parsed = parse_label_file(lf)

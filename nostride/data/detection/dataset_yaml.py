@@ -65,13 +65,28 @@ class DetectionDataConfig:
         return sources
 
 
+def _nc(data: dict[str, Any], where: str) -> int | None:
+    """The YAML's ``nc`` checked: absent, or a whole number of classes within the bound."""
+    from ...utils.bounds import MAX_CLASSES, check_int
+
+    nc = data.get("nc")
+    if nc is None:
+        return None
+    if not isinstance(nc, (int, float)) or isinstance(nc, bool):
+        raise ValueError(f"{where}: 'nc' must be the number of classes (a whole number), got {nc!r}")
+    try:
+        return check_int("'nc'", nc, 1, MAX_CLASSES, what=" (the number of classes)")
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
 def _names(data: dict[str, Any], where: str) -> list[str]:
     names = data.get("names")
-    nc = data.get("nc")
+    nc = _nc(data, where)
     if names is None:
         if nc is None:
             raise ValueError(f"{where}: no 'names' (a list of class names or an {{id: name}} mapping)")
-        names = [f"class{i}" for i in range(int(nc))]
+        names = [f"class{i}" for i in range(nc)]
     if isinstance(names, dict):
         try:
             keys = sorted(int(k) for k in names)
@@ -85,7 +100,7 @@ def _names(data: dict[str, Any], where: str) -> list[str]:
     names = [str(n) for n in names]
     if not names:
         raise ValueError(f"{where}: 'names' is empty")
-    if nc is not None and int(nc) != len(names):
+    if nc is not None and nc != len(names):
         raise ValueError(f"{where}: nc is {nc} but 'names' lists {len(names)} classes")
     return names
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ...utils.bounds import MAX_CLASSES
+
 __all__ = ["COORD_TOLERANCE", "LabelFile", "img2label_path", "parse_label_file", "check_classes"]
 
 COORD_TOLERANCE = 0.01  # coordinates in [-tol, 1 + tol] are clipped to [0, 1]; beyond, the row is bad
@@ -113,8 +115,9 @@ def parse_label_file(path: str | os.PathLike) -> LabelFile:
             problems.append(f"line {lineno}: non-finite value in {line.strip()!r}")
             continue
         cls = values[0]
-        if cls < 0 or cls != int(cls):
-            problems.append(f"line {lineno}: class id must be a non-negative integer, got {fields[0]}")
+        if cls < 0 or cls != int(cls) or cls >= MAX_CLASSES:
+            problems.append(f"line {lineno}: class id must be a whole number from 0 to {MAX_CLASSES - 1}, "
+                            f"got {fields[0]}")
             continue
         box = _row_box(values)
         if isinstance(box, str):

@@ -5,6 +5,7 @@ state dicts follow YOLOv5's key names (see :class:`YOLOv5`).
 """
 
 from . import factory  # noqa: F401  (registers the builders)
+from . import factory_p2  # noqa: F401  (registers the P2-head builders)
 from .blocks import C3, SPP, SPPF, Bottleneck, Concat, Conv, Focus
 from .config import BUILTIN_CONFIGS, load_cfg, make_divisible, parse_model
 from .detect import Detect

@@ -256,9 +256,22 @@ def read_torch_pickle(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}: a zip archive but not a torch.save checkpoint (no data.pkl)")
     pickle_module = _make_pickle_module(str(path))
     try:
-        return torch.load(path, map_location="cpu", pickle_module=pickle_module, weights_only=False)
+        obj = torch.load(path, map_location="cpu", pickle_module=pickle_module, weights_only=False)
     except UnsafePickleError:
         raise
     except Exception as e:  # any other failure means the archive or its pickle is malformed
         raise ValueError(f"{path}: could not read the checkpoint: {type(e).__name__}: {e}") from None
+    from nostride.safe_load import check_tree
+
+    # before anything walks, copies or converts it: no cycle, no structure that expands to
+    # billions of values, no tensor (anchors, stride) declared larger than the file's data
+    check_tree(obj, path, file_size=path.stat().st_size, children=_record_children)
+    return obj
+
+
+def _record_children(o: Any) -> list[Any] | None:
+    """What a :class:`PickledObject` holds, for :func:`nostride.safe_load.check_tree`."""
+    if isinstance(o, PickledObject):
+        return [o.args, o.state]
+    return None
 

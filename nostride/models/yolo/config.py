@@ -31,7 +31,8 @@ from .detect import Detect
 
 __all__ = ["BUILTIN_CONFIGS", "load_cfg", "make_divisible", "parse_model"]
 
-BUILTIN_CONFIGS = ("yolov5.yaml", "yolov5-spd.yaml", "yolov5-spd-conv.yaml")
+BUILTIN_CONFIGS = ("yolov5.yaml", "yolov5-spd.yaml", "yolov5-spd-conv.yaml", "yolov5-p2.yaml", "yolov5-spd-p2.yaml",
+                   "yolov5-spd-conv-p2.yaml")
 _REQUIRED_KEYS = ("nc", "depth_multiple", "width_multiple", "anchors", "backbone", "head")
 
 
@@ -44,7 +45,9 @@ def load_cfg(cfg: dict | str | Path) -> dict:
     """A deep copy of a model definition given as a dict, a YAML path or a built-in name.
 
     Built-in names: ``yolov5.yaml`` (v6.0), ``yolov5-spd.yaml`` (released YOLOv5-SPD layout,
-    conv -> SPD), ``yolov5-spd-conv.yaml`` (the paper's SPD -> conv order); all at the "l" scale.
+    conv -> SPD), ``yolov5-spd-conv.yaml`` (the paper's SPD -> conv order), and each with a P2 head
+    (a fourth detection level at stride 4: ``yolov5-p2.yaml``, ``yolov5-spd-p2.yaml``,
+    ``yolov5-spd-conv-p2.yaml``); all at the "l" scale.
 
     Raises:
         FileNotFoundError: a path that does not exist (and is not a built-in name).

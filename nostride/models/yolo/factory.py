@@ -19,26 +19,28 @@ SCALES = {"n": (0.33, 0.25), "s": (0.33, 0.50), "m": (0.67, 0.75), "l": (1.0, 1.
 SPD_ORDERS = {"conv-spd": "yolov5-spd.yaml", "spd-conv": "yolov5-spd-conv.yaml"}
 
 
-def yolov5_cfg(scale: str, spd_order: str | None = None) -> dict:
+def yolov5_cfg(scale: str, spd_order: str | None = None, p2: bool = False) -> dict:
     """The built-in definition of one scale: v6.0 (``spd_order=None``) or YOLOv5-SPD.
 
     Args:
         scale: ``"n"``, ``"s"``, ``"m"`` or ``"l"``.
         spd_order: ``None`` for v6.0 with strided convs, ``"conv-spd"`` (released YOLOv5-SPD) or
             ``"spd-conv"`` (the paper's section 3 order).
+        p2: the layout with a P2 head (a fourth detection level, stride 4; ``yolov5-p2.yaml``).
     """
     if scale not in SCALES:
         raise ValueError(f"unknown YOLOv5 scale {scale!r}; choose one of {list(SCALES)}")
     if spd_order is not None and spd_order not in SPD_ORDERS:
         raise ValueError(f"spd_order must be one of {list(SPD_ORDERS)}, got {spd_order!r}")
-    cfg = load_cfg("yolov5.yaml" if spd_order is None else SPD_ORDERS[spd_order])
+    name = "yolov5.yaml" if spd_order is None else SPD_ORDERS[spd_order]
+    cfg = load_cfg(name.replace(".yaml", "-p2.yaml") if p2 else name)
     cfg["depth_multiple"], cfg["width_multiple"] = SCALES[scale]
     return cfg
 
 
 def _build(scale: str, spd_order: str | None, num_classes: int, anchors: list | None, in_chans: int,
-           width_multiple: float | None = None) -> YOLOv5:
-    cfg = yolov5_cfg(scale, spd_order)
+           width_multiple: float | None = None, p2: bool = False) -> YOLOv5:
+    cfg = yolov5_cfg(scale, spd_order, p2)
     if width_multiple is not None:  # a wider or narrower model of this scale (e.g. a FLOPs-matched baseline)
         if width_multiple <= 0:
             raise ValueError(f"width_multiple must be > 0, got {width_multiple}")

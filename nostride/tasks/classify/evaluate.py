@@ -17,7 +17,7 @@ from ...utils.device import select_device
 from ...utils.paths import increment_path
 from .metrics import ClassificationEvaluator
 
-__all__ = ["evaluate_classifier", "resolve_device"]
+__all__ = ["evaluate_classifier", "resolve_device", "validate_classifier"]
 
 resolve_device = select_device  # the earlier name, kept for existing imports
 
@@ -167,7 +167,8 @@ def format_per_class_table(metrics: dict[str, Any], max_rows: int = 30) -> str:
     for name, count, acc in rows:
         shown = f"{acc:6.2f}%" if acc is not None else ("" if name == "..." else "    n/a")
         lines.append(f"{name:<{width}}  {count:>7}  {shown:>7}")
-    lines.append(f"{'all':<{width}}  {metrics['count']:>7}  {metrics['top1']:6.2f}%")
+    top1 = metrics["top1"]
+    lines.append(f"{'all':<{width}}  {metrics['count']:>7}  " + (f"{top1:6.2f}%" if math.isfinite(top1) else "    n/a"))
     if note:
         lines.append(note)
     return "\n".join(lines)
@@ -175,18 +176,28 @@ def format_per_class_table(metrics: dict[str, Any], max_rows: int = 30) -> str:
 
 def _undefined_reason(metrics: dict[str, Any]) -> str:
     loss = metrics.get("loss")
+    if metrics.get("nonfinite"):
+        return (f"the model's outputs are not finite for {metrics['nonfinite']} of {metrics['count']} images "
+                "(NaN/inf logits: diverged or damaged weights), so no metric is defined")
     if isinstance(loss, float) and not math.isfinite(loss):
         return "the model's outputs are not finite (NaN/inf logits: diverged or damaged weights)"
     return "no images to measure them on (e.g. a class without images in this split)"
 
 
 def run_cli(args: Any, ckpt: dict[str, Any]) -> int:
+    """``nostride val`` for a classification checkpoint (:func:`validate_classifier`); returns 0."""
+    validate_classifier(args, ckpt)
+    return 0
+
+
+def validate_classifier(args: Any, ckpt: dict[str, Any]) -> dict[str, Any]:
     """``nostride val`` for a classification checkpoint: metrics on the test or validation split.
 
     The data is built as in training (the checkpoint's ``img_size``, ``val_fraction``, ``seed``,
     ``max_per_class`` and normalisation), so ``--split val`` is exactly the held-out part of train
     the run validated on. Prints top-1/top-5 and a per-class table; writes ``metrics.json``,
-    ``confusion_matrix.png`` and ``per_class_accuracy.png`` to ``--project/--name``.
+    ``confusion_matrix.png`` and ``per_class_accuracy.png`` to ``--project/--name``; returns what
+    ``metrics.json`` holds, with ``save_dir``.
     """
 
     from ...checkpoint import model_from_checkpoint
@@ -252,8 +263,11 @@ def run_cli(args: Any, ckpt: dict[str, Any]) -> int:
     base = dataset.dataset if hasattr(dataset, "dataset") else dataset  # under a Subset
     skipped = int(getattr(base, "skipped", 0))
 
-    print(f"top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  loss {metrics['loss']:.4f}  "
-          f"mean class accuracy {metrics['mean_class_accuracy']:.2f}%  ({metrics['count']} images)")
+    if metrics.get("nonfinite"):
+        print(f"top-1 n/a  top-5 n/a  loss n/a  ({metrics['count']} images: {_undefined_reason(metrics)})")
+    else:
+        print(f"top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  loss {metrics['loss']:.4f}  "
+              f"mean class accuracy {metrics['mean_class_accuracy']:.2f}%  ({metrics['count']} images)")
     print(format_per_class_table(metrics))
     if skipped:
         from ...utils.numbers import plural
@@ -279,4 +293,4 @@ def run_cli(args: Any, ckpt: dict[str, Any]) -> int:
         print(f"warning: {len(undefined)} metrics are undefined and written as null ({', '.join(undefined[:4])}"
               f"{' ...' if len(undefined) > 4 else ''}): {_undefined_reason(metrics)}", file=sys.stderr)
     print(f"results saved to {out} (metrics.json, confusion_matrix.png, per_class_accuracy.png)")
-    return 0
+    return {**record, "save_dir": str(out)}

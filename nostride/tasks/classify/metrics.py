@@ -9,7 +9,9 @@ rank, as the engine's validation sampler guarantees).
 Ties are broken deterministically by the lower class index (the same rule as ``torch.argmax``): a
 sample is correct at top-k when fewer than ``k`` classes rank above its target, where class ``j``
 ranks above target ``t`` if ``logit[j] > logit[t]``, or ``logit[j] == logit[t]`` and ``j < t``.
-NaN logits rank below everything.
+NaN logits rank below everything for the counts, but any sample whose logits are not all finite
+makes every metric of the evaluation undefined (NaN, written as null): a ranking of NaN scores is
+not a prediction, and counting it would report an accuracy the model does not have.
 """
 
 from __future__ import annotations
@@ -78,12 +80,14 @@ class ClassificationEvaluator:
         self._confusion: torch.Tensor | None = None  # created on the first batch's device
         self._topk_correct: torch.Tensor | None = None
         self._loss_sum: torch.Tensor | None = None
+        self._nonfinite: torch.Tensor | None = None
 
     def _init_state(self, device: torch.device) -> None:
         c = self.num_classes
         self._confusion = torch.zeros(c * c, dtype=torch.int64, device=device)
         self._topk_correct = torch.zeros(len(self.topk), dtype=torch.int64, device=device)
         self._loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self._nonfinite = torch.zeros(1, dtype=torch.int64, device=device)
 
     @torch.no_grad()
     def process(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
@@ -117,7 +121,9 @@ class ClassificationEvaluator:
                 self._confusion = self._confusion.to(logits.device)
                 self._topk_correct = self._topk_correct.to(logits.device)
                 self._loss_sum = self._loss_sum.to(logits.device)
+                self._nonfinite = self._nonfinite.to(logits.device)
         logits = logits.float()
+        self._nonfinite += (~torch.isfinite(logits).all(1)).sum()
         rank = target_rank(logits, targets)
         preds = torch.nan_to_num(logits, nan=float("-inf")).argmax(1)
         self._confusion += torch.bincount(targets * self.num_classes + preds, minlength=self.num_classes**2)
@@ -125,12 +131,14 @@ class ClassificationEvaluator:
         self._topk_correct += (rank[None, :] < ks[:, None]).sum(1)
         self._loss_sum += F.cross_entropy(logits, targets, reduction="sum").double()
 
-    def _reduced_state(self) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """Confusion (C, C), top-k hits and loss sum, summed over ranks when distributed."""
+    def _reduced_state(self) -> tuple[torch.Tensor, torch.Tensor, float, int]:
+        """Confusion (C, C), top-k hits, loss sum and samples with non-finite logits, summed over
+        ranks when distributed."""
         c = self.num_classes
         if self._confusion is None:
             self._init_state(torch.device("cpu"))
-        confusion, topk_correct, loss_sum = self._confusion, self._topk_correct, self._loss_sum
+        topk_correct = torch.cat([self._topk_correct, self._nonfinite])  # reduced together
+        confusion, loss_sum = self._confusion, self._loss_sum
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             dist = torch.distributed
             # NCCL reduces only CUDA tensors; gloo only CPU ones
@@ -141,7 +149,8 @@ class ClassificationEvaluator:
             dist.all_reduce(counts)
             dist.all_reduce(loss)
             confusion, topk_correct, loss_sum = counts[: c * c], counts[c * c:], loss[0]
-        return confusion.reshape(c, c).cpu(), topk_correct.cpu(), float(loss_sum)
+        topk_correct = topk_correct.cpu()
+        return confusion.reshape(c, c).cpu(), topk_correct[:-1], float(loss_sum), int(topk_correct[-1])
 
     def evaluate(self) -> dict[str, Any]:
         """The metrics over everything processed (all ranks when distributed).
@@ -152,9 +161,11 @@ class ClassificationEvaluator:
             percent, ``None`` for classes without samples), ``per_class_count`` (samples per
             class), ``mean_class_accuracy`` (mean of the defined per-class accuracies, percent),
             ``confusion`` (int64 tensor ``(C, C)``, rows = true class, columns = predicted) and
-            ``class_names``. With no samples the accuracies and loss are NaN.
+            ``class_names``, and ``nonfinite`` (samples whose logits were NaN or infinite). With no
+            samples, or with any non-finite logits, the accuracies and the loss are NaN (and the
+            per-class accuracies ``None``).
         """
-        confusion, topk_correct, loss_sum = self._reduced_state()
+        confusion, topk_correct, loss_sum, nonfinite = self._reduced_state()
         count = int(confusion.sum())
         per_class_count = confusion.sum(1)
         per_class = [
@@ -171,4 +182,9 @@ class ClassificationEvaluator:
         result["mean_class_accuracy"] = sum(defined) / len(defined) if defined else math.nan
         result["confusion"] = confusion
         result["class_names"] = self.class_names
+        result["nonfinite"] = nonfinite
+        if nonfinite:  # no metric of this evaluation means anything
+            for key in [f"top{k}" for k in self.topk] + ["loss", "mean_class_accuracy"]:
+                result[key] = math.nan
+            result["per_class"] = [None] * len(per_class)
         return result

@@ -149,11 +149,19 @@ def _predict(
         if mean is None or std is None:
             raise ValueError("give both mean and std, or neither")
         prep = Preprocessing(prep.img_size, tuple(mean), tuple(std), prep.source + "; mean/std given")
+    if prep.img_size is not None:
+        from ...utils.bounds import check_img_size
+
+        check_img_size(prep.img_size)
     if prep.img_size is None:
         raise ValueError("the input size is unknown (the checkpoint records none): pass img_size / --img-size")
     names = list(class_names) if class_names is not None else getattr(model, "names", None)
 
+    from ...utils.paths import natural_key
+
     files = list_images(source)
+    if not isinstance(source, (list, tuple)):
+        files = sorted(files, key=natural_key)  # a folder's frame2 before frame10
     dev = select_device(device)
     if workers is None:  # worker start-up costs more than it saves on a few images
         workers = 0 if len(files) <= 4 * batch_size else min(4, os.cpu_count() or 1)
@@ -180,7 +188,14 @@ def _predict(
         k = min(topk, probs.shape[1])
         # stable descending sort of the logits: ties go to the lower class index, so top-1 == argmax
         order = logits.sort(dim=1, descending=True, stable=True).indices[:, :k]
-        for (i, _), idx, p in zip(good, order.cpu(), probs.cpu()):
+        finite = torch.isfinite(logits).all(1).cpu()
+        for (i, _), idx, p, ok in zip(good, order.cpu(), probs.cpu(), finite):
+            if not ok:  # a ranking of NaN scores is no prediction: reported, never written
+                err = (f"{files[i]}: the model's outputs for this image are not finite (NaN/inf: diverged or "
+                       "damaged weights); no prediction")
+                skipped.append((str(files[i]), err))
+                warnings.warn(err, RuntimeWarning, stacklevel=2)
+                continue
             top = [(int(c), names[c] if names is not None else str(int(c)), float(p[c])) for c in idx]
             results.append({"path": str(files[i]), "topk": top})
     bar.close()
@@ -205,7 +220,8 @@ def predict_classes(
     Args:
         model_or_ckpt_path: a checkpoint path, a checkpoint dict, or a model (then ``img_size`` is
             required and ``mean``/``std`` default to ImageNet's).
-        source: an image file, a folder (searched recursively, files sorted by path) or a list of files.
+        source: an image file, a folder (searched recursively, files sorted by path, numbers in names
+            compared as numbers: ``frame2`` before ``frame10``) or a list of files.
         topk: classes per image (clipped to the number of classes).
         img_size: input size; default the checkpoint's (see :func:`preprocessing_from_checkpoint`).
         device: ``"cpu"``, ``"cuda"``, ... or ``None`` for the best available.
@@ -259,11 +275,12 @@ def run_cli(args: argparse.Namespace, ckpt: dict[str, Any]) -> int:
     if table:
         print(table)
     if skipped:
-        print(f"skipped {plural(len(skipped), 'unreadable image')}:", file=sys.stderr)
+        print(f"skipped {plural(len(skipped), 'image')} (unreadable, or no finite model output):", file=sys.stderr)
         for _, err in skipped:
             print(f"  {err}", file=sys.stderr)
     if not results:
-        print(f"nostride predict: error: none of the images in {args.source} could be read", file=sys.stderr)
+        print(f"nostride predict: error: none of the images in {args.source} gave a prediction (see above)",
+              file=sys.stderr)
         return 1
     if not getattr(args, "no_save", False):
         from ...utils.paths import increment_path
@@ -281,19 +298,22 @@ def save_predictions(results: list[dict[str, Any]], folder: str | Path, **info: 
     """Write ``predictions.json`` (``info`` plus one entry per image) and ``predictions.csv`` (one row per
     image and rank: ``path, rank, class_index, class_name, probability``) to ``folder``."""
     import csv
+    import io
     import json
 
+    from ...utils.atomic import atomic_write_text
     from ...utils.numbers import round_sig
 
     folder = Path(folder)
     images = [{"path": r["path"], "topk": [{"class_index": int(i), "class_name": name, "probability": round_sig(float(p))}
                                            for i, name, p in r["topk"]]} for r in results]
     json_path, csv_path = folder / "predictions.json", folder / "predictions.csv"
-    json_path.write_text(json.dumps({**info, "images": images}, indent=1))
-    with open(csv_path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "rank", "class_index", "class_name", "probability"])
-        for image in images:
-            for rank, t in enumerate(image["topk"], 1):
-                w.writerow([image["path"], rank, t["class_index"], t["class_name"], t["probability"]])
+    atomic_write_text(json_path, json.dumps({**info, "images": images}, indent=1))
+    buffer = io.StringIO(newline="")
+    w = csv.writer(buffer)
+    w.writerow(["path", "rank", "class_index", "class_name", "probability"])
+    for image in images:
+        for rank, t in enumerate(image["topk"], 1):
+            w.writerow([image["path"], rank, t["class_index"], t["class_name"], t["probability"]])
+    atomic_write_text(csv_path, buffer.getvalue())
     return json_path, csv_path

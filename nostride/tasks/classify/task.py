@@ -39,7 +39,9 @@ class ClassificationTask(Task):
                                               seed=cfg.seed if split_seed is None else split_seed, augment=cfg.augment, max_per_class=cfg.max_per_class,
                                               strict=cfg.strict)
         self.names = list(self.data.classes)
-        return DatasetSplits(self.data.train, self.data.val, self.data.test, skipped=int(self.data.skipped or 0))
+        data = self.data
+        return DatasetSplits(data.train, data.val, data.test, skipped=int(data.skipped or 0),
+                             count_skipped=lambda: int(data.skipped or 0))
 
     def build_model(self) -> nn.Module:
         """The model: a registry name, or ``torchvision:NAME`` / ``timm:NAME``; with ``weights``, initialised

@@ -32,6 +32,7 @@ class Detections:
     names: list[str]
     image_size: tuple[int, int]
     extra: dict[str, Any] = field(default_factory=dict)
+    best_score: float | None = None  # the highest confidence of any candidate box, kept or not
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -46,11 +47,23 @@ class Detections:
         counts: dict[int, int] = {}
         for c in self.classes.tolist():
             counts[c] = counts.get(c, 0) + 1
+        from nostride.utils.numbers import plural_noun
+
         parts = []
         for c in sorted(counts):
             n, name = counts[c], self.class_name(c)
-            parts.append(f"{n} {name}{'s' if n > 1 else ''}")
+            parts.append(f"{n} {plural_noun(name) if n > 1 else name}")
         return ", ".join(parts)
+
+    def yolo_rows(self) -> list[str]:
+        """YOLO label rows with the confidence last: ``class x_centre y_centre width height conf``,
+        coordinates as fractions of the image (YOLOv5's ``--save-txt --save-conf``)."""
+        h, w = self.image_size
+        rows = []
+        for (x1, y1, x2, y2), s, c in zip(self.boxes.tolist(), self.scores.tolist(), self.classes.tolist()):
+            xc, yc, bw, bh = (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h
+            rows.append(f"{int(c)} {xc:.6f} {yc:.6f} {bw:.6f} {bh:.6f} {s:.5f}")
+        return rows
 
     def to_json(self) -> dict[str, Any]:
         """Plain-data form: path, size and a list of detections with xyxy and COCO ``[l, t, w, h]`` boxes."""

@@ -26,10 +26,12 @@ from torch import nn
 from ...data.detection.dataset import DetectionDataset
 from ...data.detection.dataset_yaml import DetectionDataConfig, load_data_yaml
 from ...data.detection.val_loader import build_val_loader
+from ...utils.atomic import atomic_write_text
 from ...utils.device import select_device
-from ...utils.paths import increment_path
+from ...utils.paths import increment_path, removing_empty_run_folders
 from .coco_eval import coco_summary, coco_target
-from .evaluator import DetectionEvaluator, to_original, val_nms
+from ...utils import bounds
+from .evaluator import DetectionEvaluator, nonfinite_images, to_original, val_nms
 
 __all__ = ["evaluate_detector", "validate", "load_detector", "format_results", "run_cli", "METRICS_FILE"]
 
@@ -50,24 +52,18 @@ def _model_nc(model: nn.Module) -> int | None:
 
 
 def load_detector(weights: nn.Module | dict | str | os.PathLike) -> tuple[nn.Module, dict[str, Any] | None, str]:
-    """``(model, nostride checkpoint or None, description)`` from a model, a nostride checkpoint or a YOLOv5 ``.pt``."""
+    """``(model, checkpoint dict or None, description)`` from a model, a nostride checkpoint, an exported
+    model (``.onnx``, ``.torchscript``) or a YOLOv5 ``.pt`` (:func:`nostride.checkpoint.open_weights`)."""
     if isinstance(weights, nn.Module):
         return weights, None, type(weights).__name__
-    from ...checkpoint import load_checkpoint, model_from_checkpoint
+    from ...checkpoint import RUNTIME_MODEL_KEY, model_from_checkpoint
 
     if isinstance(weights, dict):
         ckpt = weights
-    else:
-        try:
-            ckpt = load_checkpoint(weights)
-        except ValueError as nostride_error:
-            from ...models.yolo.import_yolov5 import load_yolov5
+    else:  # a checkpoint, an exported model or a YOLOv5 .pt (read by the safe importer)
+        from ...checkpoint import open_weights
 
-            try:
-                model = load_yolov5(weights)
-            except (ValueError, RuntimeError, KeyError):
-                raise nostride_error from None
-            return model, None, f"YOLOv5 checkpoint {weights}"
+        ckpt = open_weights(weights)
     if ckpt.get("task") not in (None, "detect"):
         raise ValueError(f"{weights if not isinstance(weights, dict) else 'checkpoint'} is a {ckpt.get('task')} "
                          "checkpoint, not a detector")
@@ -77,6 +73,8 @@ def load_detector(weights: nn.Module | dict | str | os.PathLike) -> tuple[nn.Mod
         where = weights if not isinstance(weights, dict) else "checkpoint"
         raise ValueError(f"{where}: the weights do not fit the {ckpt.get('model_name')} model it records "
                          f"({str(e).splitlines()[0]})") from None
+    if isinstance(ckpt.get(RUNTIME_MODEL_KEY), nn.Module):  # an exported file or a YOLOv5 .pt
+        return model, ckpt, str(ckpt.get("model_name") or type(model).__name__)
     return model, ckpt, f"{ckpt.get('model_name')} checkpoint"
 
 
@@ -120,6 +118,7 @@ def evaluate_detector(
     progress: bool = True,
     verbose: bool = True,
     cache: bool = True,
+    rect: bool = True,
 ) -> dict[str, Any]:
     """mAP, P, R, AP by object size (and the pycocotools summary for COCO data) of a detector.
 
@@ -141,6 +140,8 @@ def evaluate_detector(
         coco: run pycocotools (default: when the data is COCO, see :mod:`.coco_eval`).
         progress: progress bar; verbose: print the results table.
         cache: use the label cache.
+        rect: rectangular batches (YOLOv5's validation); ``False``: every image letterboxed into an
+            ``img_size`` square. An exported model of a fixed input shape always gets squares of its size.
 
     Returns:
         :meth:`DetectionEvaluator.evaluate`'s dict plus ``speed_ms`` (pre-process, inference, NMS
@@ -169,7 +170,17 @@ def evaluate_detector(
         print(f"warning: class names differ between the model and the dataset (index: model vs data): "
               f"{'; '.join(differ[:5])}{' ...' if len(differ) > 5 else ''}; scoring by class index", file=sys.stderr)
     stride = _stride(model)
-    size = int(math.ceil(img_size / stride) * stride)
+    size = int(math.ceil(bounds.check_img_size(img_size) / stride) * stride)
+    fixed = getattr(model, "fixed_input_hw", None)  # an exported file of a fixed input shape
+    if fixed is not None:
+        if fixed[0] != fixed[1]:
+            raise ValueError(f"{model.path}: a fixed {fixed[0]}x{fixed[1]} input; evaluation needs a square or "
+                             "dynamic export (nostride export --dynamic)")
+        if verbose and rank == 0:
+            note = f" (not {size})" if size != fixed[0] else ""
+            print(f"{model.path.name}: fixed input {fixed[0]}x{fixed[1]}{note}, so every image is letterboxed into "
+                  "that square (no rectangular batches; export with --dynamic for YOLOv5's)", file=sys.stderr)
+        size, rect = fixed[0], False
     target = coco_target(ds) if coco is not False else None
     if coco and target is None:
         raise ValueError("coco=True but the dataset is not COCO data (no COCO json, not COCO's 80 classes "
@@ -179,7 +190,7 @@ def evaluate_detector(
     json_categories = (target.category_ids if target is not None else list(range(nc))) if (save_json or target) else None
     evaluator = DetectionEvaluator(nc, names=names if not single_cls else ["item"], single_cls=single_cls,
                                    json_categories=json_categories)
-    loader = build_val_loader(ds, size, batch_size, stride, pad=0.5, rect=True, workers=workers,
+    loader = build_val_loader(ds, size, batch_size, stride, pad=0.5, rect=rect, workers=workers,
                               rank=rank, world_size=world, pin_memory=dev.type == "cuda")
     items = loader.dataset
     image_ids = target.image_ids if target is not None else [
@@ -207,13 +218,14 @@ def evaluate_detector(
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             t2 = time.perf_counter()
+            bad = nonfinite_images(pred)
             dets = val_nms(pred, conf, iou, max_det, single_cls)
             t3 = time.perf_counter()
             t_pre, t_inf, t_nms = t_pre + t1 - t0, t_inf + t2 - t1, t_nms + t3 - t2
             seen += len(paths)
             p_orig, l_orig = to_original(dets, targets, tuple(images.shape[2:]), shapes)
             ids = [image_ids[int(items.order[j])] for j in idx]
-            evaluator.process(p_orig, l_orig, keys=list(idx), image_ids=ids)
+            evaluator.process(p_orig, l_orig, keys=list(idx), image_ids=ids, nonfinite=bad)
     finally:
         if half:
             model.float()
@@ -228,7 +240,7 @@ def evaluate_detector(
     metrics["speed_ms"] = {"preprocess": speed[0].item() / n * 1e3, "inference": speed[1].item() / n * 1e3,
                            "nms": speed[2].item() / n * 1e3}
     metrics["skipped"] = ds.stats.skipped
-    metrics["options"] = {"split": split, "img_size": size, "batch_size": batch_size, "conf": conf, "iou": iou,
+    metrics["options"] = {"split": split, "img_size": size, "rect": rect, "batch_size": batch_size, "conf": conf, "iou": iou,
                           "max_det": max_det, "single_cls": single_cls, "half": half, "world_size": world}
     out_dir = Path(save_dir) if save_dir is not None else None
     if out_dir is not None and rank == 0:
@@ -236,14 +248,16 @@ def evaluate_detector(
     json_path = None
     if save_json and out_dir is not None and rank == 0:
         json_path = out_dir / "predictions.json"
-        json_path.write_text(json.dumps(evaluator.jdict))
-    if target is not None:
+        atomic_write_text(json_path, json.dumps(evaluator.jdict))
+    if target is not None and not metrics.get("nonfinite"):
         evaluated = sorted(set(image_ids))  # every image of the split (all ranks' shards)
         metrics["coco"] = coco_summary(target.gt, evaluator.jdict, image_ids=evaluated) if rank == 0 else None
         metrics["coco_ground_truth"] = str(target.gt) if isinstance(target.gt, Path) else "built from YOLO labels"
     if out_dir is not None and rank == 0:
         record = {k: v for k, v in metrics.items()}
-        (out_dir / METRICS_FILE).write_text(json.dumps(_json_safe(record), indent=1, allow_nan=False))
+        if metrics.get("nonfinite"):  # NaN is written as null: say why, as classification's metrics.json does
+            record["undefined"] = {"why": metrics["undefined_reason"]}
+        atomic_write_text(out_dir / METRICS_FILE, json.dumps(_json_safe(record), indent=1, allow_nan=False))
         if plots:
             from .plots import plot_all
 
@@ -297,9 +311,12 @@ def format_results(metrics: dict[str, Any], names: Sequence[str] | None = None, 
         from nostride.utils.numbers import plural
 
         lines.append(f"warning: {plural(metrics['skipped'], 'unreadable image')} skipped")
+    if metrics.get("nonfinite"):
+        lines.append(f"warning: every metric is undefined (null in metrics.json): {metrics['undefined_reason']}")
     return "\n".join(lines)
 
 
+@removing_empty_run_folders()
 def validate(
     weights: nn.Module | dict | str | os.PathLike,
     data: str | os.PathLike | dict | DetectionDataConfig | DetectionDataset,
@@ -339,9 +356,19 @@ def validate(
         if path.exists():
             record = json.loads(path.read_text())
             record["weights"] = metrics["weights"]
-            path.write_text(json.dumps(record, indent=1, allow_nan=False))
+            atomic_write_text(path, json.dumps(record, indent=1, allow_nan=False))
         print(f"results saved to {save_dir}", file=sys.stderr)
     return metrics
+
+
+def _default_split(data: Any) -> str:
+    """The split ``nostride val`` scores when none is asked for: the test split if the dataset has one,
+    else the validation split (as classifiers and ``nostride compare`` do)."""
+    try:
+        cfg = data if isinstance(data, DetectionDataConfig) else load_data_yaml(data)
+    except (OSError, ValueError):
+        return "val"  # the evaluation names the problem
+    return "test" if cfg.test else "val"
 
 
 def run_cli(args: Any, ckpt: dict[str, Any] | None) -> int:
@@ -360,7 +387,7 @@ def run_cli(args: Any, ckpt: dict[str, Any] | None) -> int:
         what = f"a detection checkpoint ({ckpt.get('model_name')})" if ckpt is not None else "a detector"
         raise ValueError(f"{args.weights} is {what}: --data must be a dataset YAML (path, train, val, names), "
                          f"got the folder {data}")
-    split = args.split or "val"
+    split = args.split or _default_split(data)
     print(f"{args.weights} on {data} ({split} split)", file=sys.stderr)
     metrics = validate(source, data, project=args.project, name=args.name,
                        exist_ok=args.exist_ok, weights_name=str(args.weights), split=split, img_size=args.img_size,

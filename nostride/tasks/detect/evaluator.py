@@ -21,7 +21,16 @@ from .nms import non_max_suppression
 from .metrics import (IOU_THRESHOLDS, SIZE_RANGES, ConfusionMatrix, _iou_np, ap_per_class, match_predictions,
                       size_matching)
 
-__all__ = ["DetectionEvaluator", "to_original", "val_nms"]
+__all__ = ["DetectionEvaluator", "nonfinite_images", "to_original", "val_nms"]
+
+
+def nonfinite_images(pred: Tensor) -> list[bool]:
+    """Per image of a batch of decoded head outputs: does it hold a NaN or infinite value?"""
+    if isinstance(pred, (tuple, list)):
+        pred = pred[0]
+    if not pred.numel():
+        return [False] * len(pred)
+    return (~torch.isfinite(pred).flatten(1).all(1)).tolist()
 
 
 def val_nms(pred: Tensor, conf: float = 0.001, iou: float = 0.6, max_det: int = 300,
@@ -38,6 +47,9 @@ def val_nms(pred: Tensor, conf: float = 0.001, iou: float = 0.6, max_det: int = 
     """
     if isinstance(pred, (tuple, list)):
         pred = pred[0]
+    if pred.numel() and not bool(torch.isfinite(pred).all()):
+        # a NaN/inf output is no detection (the evaluator marks its image and makes the metrics undefined)
+        pred = torch.nan_to_num(pred, nan=0.0, posinf=0.0, neginf=0.0)
     extent = float((pred[..., :2].abs() + pred[..., 2:4].abs() / 2).amax()) if pred.numel() else 0.0
     max_wh = 4096 if extent < 4096 else 7680 * (1 + int(extent // 7680))  # offsets must exceed every box
     dets = non_max_suppression(pred, conf, iou, multi_label=True, agnostic=single_cls, max_det=max_det,
@@ -109,7 +121,7 @@ class DetectionEvaluator:
         self.curves: dict[str, Any] | None = None
 
     def process(self, preds: Sequence[Tensor], labels: Sequence[Tensor], keys: Sequence[Any] | None = None,
-                image_ids: Sequence[Any] | None = None) -> None:
+                image_ids: Sequence[Any] | None = None, nonfinite: Sequence[bool] | None = None) -> None:
         """Add images.
 
         Args:
@@ -119,6 +131,8 @@ class DetectionEvaluator:
             keys: a sortable key per image (e.g. its position in the loader): results are put in
                 key order before scoring, so sharded runs match single-process runs exactly.
             image_ids: COCO image id per image (for the json records).
+            nonfinite: per image, whether the model's outputs held NaN or infinite values
+                (:func:`nonfinite_images`); any such image makes every metric undefined (NaN).
         """
         for k, (pred, lab) in enumerate(zip(preds, labels)):
             pred = pred.detach().float().cpu()
@@ -134,6 +148,7 @@ class DetectionEvaluator:
                 "pcls": pred[:, 5].numpy().copy(),
                 "correct": match_predictions(pred, lab, self.iouv).numpy(),
                 "sizes": {},
+                "nonfinite": bool(nonfinite[k]) if nonfinite is not None else False,
             }
             iou = _iou_np(lab, pred) if len(lab) and len(pred) else None
             for name, rng in self.sizes.items():
@@ -245,9 +260,30 @@ class DetectionEvaluator:
         if self.confusion:
             metrics["confusion"] = np.asarray(matrix).tolist()
             self._cm.matrix = np.asarray(matrix)
+        metrics["nonfinite"] = sum(1 for r in records if r.get("nonfinite"))
+        if metrics["nonfinite"]:
+            _make_undefined(metrics)
+            metrics["undefined_reason"] = (
+                f"the model's outputs are not finite for {metrics['nonfinite']} of {len(records)} images (NaN/inf: "
+                "diverged or damaged weights), so no metric is defined")
         return metrics
 
     @property
     def confusion_matrix(self) -> ConfusionMatrix:
         """The confusion matrix (after :meth:`evaluate`, summed over ranks)."""
         return self._cm
+
+
+_COUNTS = ("images", "instances", "nonfinite", "confusion", "class", "name")
+
+
+def _make_undefined(metrics: dict[str, Any]) -> None:
+    """Every score of ``metrics`` (and of its per-class rows) set to NaN; counts are kept."""
+    for key, value in metrics.items():
+        if key in _COUNTS or key.startswith("instances_"):
+            continue
+        if isinstance(value, float):
+            metrics[key] = float("nan")
+        elif key == "per_class":
+            for row in value:
+                _make_undefined(row)

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ...utils.bounds import check_float, check_int
 from ...utils.yamlio import read_yaml
 
 __all__ = ["HYP_DIR", "HYP_NAMES", "ENGINE_KEYS", "HYP_KEYS", "OPTION_KEYS", "load_hyp", "default_options",
@@ -52,12 +53,10 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
 
 OPTION_KEYS: tuple[str, ...] = HYP_KEYS + tuple(PIPELINE_DEFAULTS)
 
-#: what a detection run uses unless told otherwise (YOLOv5 v6.0 train.py)
-ENGINE_DEFAULTS: dict[str, Any] = {
-    "epochs": 300, "batch_size": 16, "img_size": 640, "optimizer": "sgd", "nesterov": True,
-    "schedule": "cosine", "schedule_unit": "epoch", "nominal_batch_size": 64, "warmup_min_iters": 1000,
-    "ema": True, "ema_decay": 0.9999, "ema_tau": 2000.0, "patience": 100, "decay_norm_bias": False,
-}
+#: what a detection run uses unless told otherwise (YOLOv5 v6.0 train.py), in a YAML file that
+#: ``nostride train --help`` reads without importing this package
+ENGINE_DEFAULTS_FILE = Path(__file__).with_name("train_defaults.yaml")
+ENGINE_DEFAULTS: dict[str, Any] = dict(read_yaml(ENGINE_DEFAULTS_FILE))
 
 
 def hyp_path(name: str) -> Path:
@@ -111,7 +110,8 @@ def default_options(options: dict[str, Any]) -> dict[str, Any]:
 
 def check_task_options(options: dict[str, Any]) -> dict[str, Any]:
     """Every detection option with its default filled in; unknown keys and wrong types raise ``ValueError``."""
-    out = {**{k: load_hyp()[k] for k in HYP_KEYS}, **PIPELINE_DEFAULTS}
+    scratch = load_hyp()  # read once (not once per key)
+    out = {**{k: scratch[k] for k in HYP_KEYS}, **PIPELINE_DEFAULTS}
     for k, v in options.items():
         if k not in out:
             close = difflib.get_close_matches(k, list(out), n=2)
@@ -128,7 +128,33 @@ def check_task_options(options: dict[str, Any]) -> dict[str, Any]:
         out[k] = v
     if out["cache"] not in ("", "ram", "disk"):
         raise ValueError(f"detection option 'cache' must be 'ram', 'disk' or '' (none), got {out['cache']!r}")
-    for k in ("mosaic", "mixup", "fliplr", "flipud", "copy_paste"):
-        if not 0.0 <= out[k] <= 1.0:
-            raise ValueError(f"detection option {k!r} is a probability in [0, 1], got {out[k]}")
+    for k, (low, high, low_open, high_open, what) in HYP_BOUNDS.items():
+        check_float(f"detection option {k!r}", out[k], low, high, low_open=low_open, high_open=high_open, what=what)
+    for k in ("close_mosaic", "freeze"):
+        check_int(f"detection option {k!r}", out[k], 0, None)
     return out
+
+
+_PROBABILITY = (0.0, 1.0, False, False, " (a probability)")
+#: the range of each hyperparameter a run can use: (low, high, low end open, high end open, why)
+HYP_BOUNDS: dict[str, tuple[float | None, float | None, bool, bool, str]] = {
+    "box": (0.0, 1000.0, False, False, " (a loss gain)"),
+    "cls": (0.0, 1000.0, False, False, " (a loss gain)"),
+    "obj": (0.0, 1000.0, False, False, " (a loss gain)"),
+    "cls_pw": (0.0, 1000.0, True, False, " (a BCE positive weight)"),
+    "obj_pw": (0.0, 1000.0, True, False, " (a BCE positive weight)"),
+    "iou_t": (0.0, 1.0, False, False, " (an IoU)"),
+    # a target matches an anchor when max(w/a, a/w) < anchor_t, a ratio >= 1: at 1 or below nothing matches
+    "anchor_t": (1.0, 100.0, True, False, " (an anchor-to-box size ratio)"),
+    "fl_gamma": (0.0, 100.0, False, False, " (a focal-loss exponent)"),
+    "hsv_h": (0.0, 1.0, False, False, " (a fraction)"),
+    "hsv_s": (0.0, 1.0, False, False, " (a fraction)"),
+    "hsv_v": (0.0, 1.0, False, False, " (a fraction)"),
+    "degrees": (0.0, 180.0, False, False, " (degrees)"),
+    "translate": (0.0, 1.0, False, False, " (a fraction of the image)"),
+    "scale": (0.0, 1.0, False, True, " (images are scaled by 1 +/- scale)"),
+    "shear": (0.0, 90.0, False, True, " (degrees)"),
+    "perspective": (0.0, 0.01, False, False, " (YOLOv5 uses 0 to 0.001)"),
+    "mosaic": _PROBABILITY, "mixup": _PROBABILITY, "fliplr": _PROBABILITY, "flipud": _PROBABILITY,
+    "copy_paste": _PROBABILITY,
+}

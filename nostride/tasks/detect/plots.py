@@ -72,8 +72,25 @@ def plot_confusion_matrix(matrix: np.ndarray, names: Sequence[str], path: str | 
                 for j in range(n):
                     if not np.isnan(norm[i, j]):
                         ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7)
-    ax.set(xlabel="True", ylabel="Predicted", title="Confusion matrix (columns sum to 1)")
+    ax.set(xlabel="True", ylabel="Predicted", title=confusion_title(m))
+    ax.title.set_fontsize(9)
     return save_figure(fig, path)
+
+
+def confusion_title(matrix: np.ndarray) -> str:
+    """The confusion matrix's title; says so when no detection reached it (every count in the
+    background row: each object missed), which a blue background row alone does not tell."""
+    m = np.asarray(matrix)
+    if not m.sum():
+        return "Confusion matrix: empty (no objects and no detections)"
+    if not m[:-1].sum():
+        return ("Confusion matrix: no detections above its\nconfidence threshold (0.25): every object\n"
+                "counts as missed (background row)")
+    return "Confusion matrix (columns sum to 1)"
+
+
+# the rule as docs/evaluation.md states it (pycocotools' areaRng, bounds inclusive)
+AREA_RULE = "box area in original-image pixels: small ≤ 32², medium 32²-96², large ≥ 96²"
 
 
 def plot_ap_by_size(metrics: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -91,7 +108,8 @@ def plot_ap_by_size(metrics: dict[str, Any], path: str | os.PathLike) -> Path:
             ax.text(b.get_x() + b.get_width() / 2, b.get_height(), "n/a" if v is None else f"{v:.3f}",
                     ha="center", va="bottom", fontsize=8)
     ax.set_xticks(x, [f"{g}\n({c} objects)" for g, c in zip(groups, counts)])
-    ax.set(ylabel="AP", ylim=(0, 1), title="AP by object size (COCO areas: < 32², 32²-96², > 96² px)")
+    ax.set(ylabel="AP", ylim=(0, 1), title=f"AP by object size, COCO's rule:\n{AREA_RULE}")
+    ax.title.set_fontsize(9)
     ax.legend()
     return save_figure(fig, path)
 

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from ...checkpoint import model_from_checkpoint, model_or_checkpoint, recorded_option
 from ...data.detection.letterbox import scale_boxes
 from ...data.io import list_images
+from ...utils.atomic import atomic_write_text
 from ...utils.device import select_device
 from ...utils.paths import increment_path
 from .detections import Detections
@@ -49,8 +50,9 @@ __all__ = [
 
 def check_img_size(img_size: int, stride: int) -> int:
     """``img_size`` rounded up to a multiple of ``stride`` (with a warning when it changes)."""
-    if img_size < 1:
-        raise ValueError(f"img_size must be positive, got {img_size}")
+    from ...utils.bounds import check_img_size as check_bounds
+
+    check_bounds(img_size)  # before anything is allocated at that size
     new = int(math.ceil(img_size / stride) * stride)
     if new != img_size:
         warnings.warn(f"img_size {img_size} is not a multiple of the model stride {stride}; using {new}", stacklevel=3)
@@ -107,6 +109,11 @@ def iter_detections(
     model = model.to(dev).eval()
     stride = _model_stride(model)
     size = check_img_size(int(img_size), stride)
+    fixed = getattr(model, "fixed_input_hw", None)  # an exported file of a fixed input shape
+    if fixed is not None and size != fixed[0]:
+        warnings.warn(f"{model.path.name} takes {fixed[0]}x{fixed[1]} inputs; predicting at {fixed[0]}, not {size}",
+                      stacklevel=3)
+        size = fixed[0]
     class_names = _class_names(model, names)
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
     if workers is None:  # worker start-up costs more than it saves on a few images
@@ -132,10 +139,19 @@ def iter_detections(
         x = torch.stack([b[2] for b in batch]).to(dev).to(dtype) / 255
         out = model(x)
         pred = out[0] if isinstance(out, (tuple, list)) else out
+        finite = torch.isfinite(pred).flatten(1).all(1).tolist()
+        if not all(finite):  # NaN/inf outputs are no detections: those images are reported, not drawn
+            pred = torch.nan_to_num(pred, nan=0.0, posinf=0.0, neginf=0.0)
+        best = _best_scores(pred, classes)
         dets = non_max_suppression(pred, conf, iou, classes=classes, agnostic=agnostic, max_det=max_det)
         dets = [d.float().cpu() for d in dets]  # (also waits for the device, for the timing)
         dt = (time.perf_counter() - t0) / len(batch)
-        for (name, img0, img, ratio, pad), d in zip(batch, dets):
+        for (name, img0, img, ratio, pad), d, top, ok in zip(batch, dets, best, finite):
+            if not ok:
+                bar.update(1)
+                yield None, None, (f"{name}: the model's outputs for this image are not finite (NaN/inf: diverged "
+                                   "or damaged weights); no detections"), dt
+                continue
             boxes = scale_boxes(img.shape[1:], d[:, :4].clone(), img0.shape[1:], (ratio, pad))
             result = Detections(
                 path=name,
@@ -144,10 +160,23 @@ def iter_detections(
                 classes=d[:, 5].long(),
                 names=class_names,
                 image_size=(int(img0.shape[1]), int(img0.shape[2])),
+                best_score=top,
             )
             bar.update(1)
             yield result, img0, None, dt
     bar.close()
+
+
+def _best_scores(pred: Tensor, classes: Sequence[int] | None) -> list[float]:
+    """Per image, the highest confidence (objectness x class probability) of any candidate box, among
+    ``classes`` when given: what a lower ``conf`` would let through."""
+    scores = pred[..., 5:].float() * pred[..., 4:5].float()
+    if classes is not None:
+        keep = torch.tensor(sorted(set(int(c) for c in classes) & set(range(scores.shape[-1]))), dtype=torch.long)
+        scores = scores[..., keep.to(scores.device)] if len(keep) else scores[..., :0]
+    if scores.shape[-1] == 0 or scores.shape[1] == 0:
+        return [0.0] * pred.shape[0]
+    return scores.amax(dim=(1, 2)).cpu().tolist()
 
 
 def predict(
@@ -213,64 +242,142 @@ def increment_run_dir(path: str | os.PathLike) -> Path:
 
 
 def run_cli(args: argparse.Namespace, ckpt: dict[str, Any]) -> int:
-    """``nostride predict`` for a detection checkpoint.
+    """``nostride predict`` for a detection checkpoint (or an exported detector, or a YOLOv5 ``.pt``).
 
-    Writes ``<project>/<name>[N]/``: the annotated images (unless ``--no-save``) and
-    ``predictions.json``; prints one line per image. Returns 0, or 1 if no image was readable.
+    Writes ``<project>/<name>[N]/``: the annotated images or video (unless ``--no-save``),
+    ``labels/*.txt`` with ``--save-txt`` and ``predictions.json``; prints one line per image or frame.
+    Returns 0, or 1 if no image was readable.
     """
+    from .sources import is_video, natural_key
+
     model = model_from_checkpoint(ckpt)
     img_size = args.img_size or default_img_size(ckpt)
     source = Path(args.source)
-    files = list_images(source)  # FileNotFoundError / ValueError -> one clean CLI error line
-    save_dir = increment_path(Path(args.project) / args.name)
+    video = is_video(source)
+    if video:
+        if not source.is_file():
+            raise FileNotFoundError(f"source not found: {source}")
+        files = []
+    else:
+        files = sorted(list_images(source), key=natural_key)  # FileNotFoundError / ValueError: one CLI error line
+    save_dir = increment_path(Path(args.project) / args.name, mkdir=False)
     names = ckpt.get("names")
+    options = dict(conf=args.conf, iou=args.iou, max_det=args.max_det, agnostic=args.agnostic_nms,
+                   classes=getattr(args, "classes", None), device=args.device or None, batch_size=args.batch_size,
+                   names=names)
+    draw = dict(line_width=getattr(args, "line_width", None), hide_labels=getattr(args, "hide_labels", False),
+                hide_conf=getattr(args, "hide_conf", False))
+    save_txt = getattr(args, "save_txt", False)
 
     records, skipped = [], []
-    n_total = len(files)
-    done = 0
-    progress = source.is_dir() and n_total > 1
-    log = _tqdm_write if progress else print
-    for det, img0, err, dt in iter_detections(
-        model, files, img_size, args.conf, args.iou, args.max_det, args.agnostic_nms, None, args.device or None,
-        args.batch_size, names, progress,
-    ):
-        done += 1
-        if err is not None:
+    best: tuple[float, str] = (0.0, "")
+    if video:
+        stream = _video_detections(model, source, img_size, options, save_dir if not args.no_save else None, draw)
+    else:
+        progress = source.is_dir() and len(files) > 1
+        stream = _image_detections(model, files, source, img_size, options, save_dir if not args.no_save else None,
+                                   draw, progress)
+    for det, err, label_name, shown in stream:
+        if det is None:
             skipped.append(err)
-            log(f"image {done}/{n_total}: skipped, {err}")
             continue
-        rel = _relative(Path(det.path), source)
-        h, w = det.image_size
-        line = f"image {done}/{n_total} {rel}: {w}x{h} {det.summary()} ({dt * 1e3:.1f} ms)"
-        if not args.no_save:
-            out = save_image(draw_detections(img0, det), save_dir / rel)
-            det.extra["saved_to"] = str(out)
-        log(line)
+        if det.best_score is not None and det.best_score > best[0]:
+            best = (det.best_score, shown)
+        if save_txt:
+            txt = save_dir / "labels" / f"{label_name}.txt"
+            txt.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(txt, "".join(r + "\n" for r in det.yolo_rows()))
         records.append(det.to_json())
 
-    summary = {
-        "weights": str(args.weights),
-        "model": ckpt.get("model_name"),
-        "img_size": check_img_size(int(img_size), _model_stride(model)),
-        "conf": args.conf,
-        "iou": args.iou,
-        "max_det": args.max_det,
-        "agnostic_nms": bool(args.agnostic_nms),
-        "names": _class_names(model, names),
-        "images": records,
-        "skipped": skipped,
-    }
-    with open(save_dir / "predictions.json", "w") as f:
-        json.dump(summary, f, indent=1)
-    n_det = sum(len(r["detections"]) for r in records)
     from nostride.utils.numbers import plural
 
-    print(f"{plural(len(records), 'image')}, {plural(n_det, 'detection')}; results saved to {save_dir}")
+    if records:  # something to write: the folder only now
+        save_dir.mkdir(parents=True, exist_ok=True)
+        summary = {
+            "weights": str(args.weights),
+            "model": ckpt.get("model_name"),
+            "img_size": check_img_size(int(img_size), _model_stride(model)),
+            "conf": args.conf,
+            "iou": args.iou,
+            "max_det": args.max_det,
+            "agnostic_nms": bool(args.agnostic_nms),
+            "classes": options["classes"],
+            "names": _class_names(model, names),
+            "images": records,
+            "skipped": skipped,
+        }
+        atomic_write_text(save_dir / "predictions.json", json.dumps(summary, indent=1))
+    n_det = sum(len(r["detections"]) for r in records)
+    what = "frame" if video else "image"
+    print(f"{plural(len(records), what)}, {plural(n_det, 'detection')}"
+          + (f"; results saved to {save_dir}" if records else ""))
+    if records and not n_det:
+        among = f" among classes {' '.join(map(str, options['classes']))}" if options["classes"] else ""
+        print(f"nothing scored above --conf {args.conf:g}: the highest confidence{among} was {best[0]:.2g} "
+              f"({best[1]}); lower the threshold to see such boxes, e.g. --conf {_lower_conf(best[0])}",
+              file=sys.stderr)
     if skipped:
-        print(f"skipped {plural(len(skipped), 'unreadable image')}:", file=sys.stderr)
+        print(f"skipped {plural(len(skipped), 'image')} (unreadable, or no finite model output):", file=sys.stderr)
         for err in skipped:
             print(f"  {err}", file=sys.stderr)
     return 0 if records else 1
+
+
+def _lower_conf(best: float) -> str:
+    """A threshold just under ``best``, with one significant digit (0.031 -> 0.03; 0.0007 -> 0.0007)."""
+    if best <= 0:
+        return "0.001"
+    exponent = math.floor(math.log10(best))
+    return f"{math.floor(best / 10 ** exponent) * 10 ** exponent:.{max(-exponent, 0)}f}"
+
+
+def _image_detections(model, files, source, img_size, options, save_dir, draw, progress):
+    """``(detections or None, error or None, label file name, name to show)`` per image, printed as it goes."""
+    log = _tqdm_write if progress else print
+    n_total = len(files)
+    for done, (det, img0, err, dt) in enumerate(iter_detections(model, files, img_size, progress=progress, **options), 1):
+        if err is not None:
+            log(f"image {done}/{n_total}: skipped, {err}")
+            yield None, err, None, None
+            continue
+        rel = _relative(Path(det.path), source)
+        h, w = det.image_size
+        if save_dir is not None:
+            out = save_image(draw_detections(img0, det, **draw), save_dir / rel)
+            det.extra["saved_to"] = str(out)
+        log(f"image {done}/{n_total} {rel}: {w}x{h} {det.summary()} ({dt * 1e3:.1f} ms)")
+        yield det, None, rel.with_suffix("").as_posix(), str(rel)
+
+
+def _video_detections(model, path: Path, img_size, options, save_dir, draw, chunk: int = 32):
+    """``(detections, None, label file name, name to show)`` per frame of a video, read with OpenCV ``chunk`` frames at a
+    time; with ``save_dir``, the annotated frames go to ``save_dir/NAME.mp4`` at the video's frame rate."""
+    from .sources import read_video
+
+    writer, out_path = None, None
+    total = None
+    try:
+        for start, frames, fps, total in read_video(path, chunk):
+            for k, (det, img0, err, dt) in enumerate(iter_detections(model, frames, img_size, **options)):
+                index = start + k
+                det.path = f"{path}#{index + 1}"
+                det.extra["frame"] = index + 1
+                h, w = det.image_size
+                if save_dir is not None:
+                    import cv2
+
+                    if writer is None:
+                        save_dir.mkdir(parents=True, exist_ok=True)
+                        out_path = save_dir / f"{path.stem}.mp4"
+                        writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                    drawn = draw_detections(img0, det, **draw)
+                    writer.write(drawn.permute(1, 2, 0).numpy()[:, :, ::-1].copy())  # RGB -> BGR
+                    det.extra["saved_to"] = str(out_path)
+                print(f"video {path.name} frame {index + 1}/{total or '?'}: {w}x{h} {det.summary()} ({dt * 1e3:.1f} ms)")
+                yield det, None, f"{path.stem}_{index + 1}", f"{path.name} frame {index + 1}"
+    finally:
+        if writer is not None:
+            writer.release()
 
 
 def _relative(path: Path, source: Path) -> Path:

@@ -13,7 +13,8 @@ What the engine gets from :class:`DetectTask` (see :mod:`nostride.tasks.base`):
   to the class count, levels and image size; multi-scale resizing when asked;
 * validation: NMS (conf 0.001, IoU 0.6, multi-label) and the :class:`DetectionEvaluator` on the
   EMA, plus the validation losses; the final evaluation of ``best.pt`` uses IoU 0.65 on COCO data
-  (as the reference's ``train.py``); fitness ``0.1 mAP50 + 0.9 mAP50-95``;
+  (as the reference's ``train.py``) and its one pass also gives the pycocotools summary (``coco_eval.json``);
+  fitness ``0.1 mAP50 + 0.9 mAP50-95``;
 * hooks: the labels plot and ``train_batch0..2.jpg`` at the start, ``close_mosaic``.
 """
 
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nostride.tasks.base import DatasetSplits, Task
+from nostride.utils.atomic import atomic_write_text
 
 from .hyp import HYP_KEYS, check_task_options
 
@@ -41,6 +43,17 @@ __all__ = ["DetectTask", "transfer_weights", "freeze_layers", "load_source_weigh
 FITNESS_WEIGHTS = {"mAP50": 0.1, "mAP50-95": 0.9}
 VAL_CONF, VAL_IOU, FINAL_IOU_COCO = 0.001, 0.6, 0.65
 LOSS_KEYS = ("box", "obj", "cls")
+# metric -> YOLOv5's results.csv column
+RESULTS_METRICS = {"precision": "metrics/precision", "recall": "metrics/recall", "mAP50": "metrics/mAP_0.5",
+                   "mAP50-95": "metrics/mAP_0.5:0.95"}
+# results.csv columns of earlier nostride versions -> today's (a resumed run's file is rewritten)
+LEGACY_RESULTS_COLUMNS = {"lr": "x/lr1", **{f"train/{k}": f"train/{k}_loss" for k in LOSS_KEYS},
+                          **{f"val/{k}": c for k, c in RESULTS_METRICS.items()},
+                          **{f"val/{k}": f"metrics/{k}" for k in ("AP_small", "AP_medium", "AP_large")}}
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _rank_world() -> tuple[int, int]:
@@ -95,7 +108,7 @@ class DetectTask(Task):
         self.data_cfg = dc = load_data_yaml(cfg.data)
         self.names = list(dc.names)
         verbose = rank == 0 and not cfg.quiet
-        train_index = DetectionDataset(dc.train, names=dc.names, verbose=verbose, prefix="train: ")
+        train_index = DetectionDataset(dc.split("train"), names=dc.names, verbose=verbose, prefix="train: ")
         per_rank = max(cfg.batch_size // world, 1)
         self.train_set = DetectionTrainDataset(
             train_index, self.img_size, hyp=opts, augment=cfg.augment, rect=opts["rect"], batch_size=per_rank,
@@ -186,6 +199,7 @@ class DetectTask(Task):
         YOLOv5's ``--multi-scale``; targets are normalised so they stay valid."""
         gs = self.stride
         sz = random.randrange(int(self.img_size * 0.5), int(self.img_size * 1.5) + gs) // gs * gs
+        sz = max(sz, gs)  # at img_size 32 the draw can round down to 0 (no image left)
         sf = sz / max(images.shape[2:])
         if sf == 1:
             return images
@@ -197,32 +211,48 @@ class DetectTask(Task):
 
     # ------------------------------------------------------------ evaluation
     def build_evaluator(self) -> Any:
+        """The evaluator of a validation pass; the final one on COCO data also collects COCO results
+        records of the validation images, so that one pass gives YOLOv5's metrics and pycocotools'."""
         from .evaluator import DetectionEvaluator
 
-        return _WithLosses(DetectionEvaluator(len(self.names), names=self.names))
+        target = self._coco_target() if self.final else None
+        categories = target.category_ids if target is not None else None
+        return _WithLosses(DetectionEvaluator(len(self.names), names=self.names, json_categories=categories),
+                           coco=target)
 
     def eval_step(self, model: nn.Module, batch: Any, evaluator: Any) -> None:
-        from .evaluator import to_original, val_nms
+        from .evaluator import nonfinite_images, to_original, val_nms
 
         images, targets, paths, shapes = batch[0], batch[1], batch[2], batch[3]
         out, train_out = model(images)
         if self.loss_fn is not None:
             evaluator.add_loss(self.loss_fn([x.float() for x in train_out], targets)[1])
         iou = FINAL_IOU_COCO if self.final and self._is_coco() else VAL_IOU
+        bad = nonfinite_images(out)
         preds = val_nms(out.float(), conf=VAL_CONF, iou=iou)  # as nostride val: v6.0's validation NMS
         p, lab = to_original(preds, targets, tuple(images.shape[2:]), shapes)
         positions = getattr(self, "_eval_positions", {})
         keys = [positions.get(str(x)) for x in paths]
-        evaluator.process(p, lab, keys=keys if None not in keys else list(paths))
+        ids = None
+        if getattr(evaluator, "coco", None) is not None:  # COCO image ids of the validation images
+            ids = [self._coco_image_ids.get(str(x)) for x in paths]
+            ids = ids if None not in ids else None  # another split's images: no pycocotools records
+        evaluator.process(p, lab, keys=keys if None not in keys else list(paths), image_ids=ids, nonfinite=bad)
 
-    def _is_coco(self) -> bool:
-        """COCO data (a COCO json, or COCO's 80 classes with numeric file names), as the evaluator decides."""
-        if getattr(self, "_coco", None) is None:
+    def _coco_target(self) -> Any:
+        """The validation split's :class:`~.coco_eval.CocoTarget` when it is COCO data (a COCO json, or
+        COCO's 80 classes with numeric file names, as the evaluator decides), else ``None``."""
+        if not hasattr(self, "_coco"):
             from .coco_eval import coco_target
 
             val = getattr(self, "val_index", None)
-            self._coco = val is not None and coco_target(val) is not None
+            self._coco = coco_target(val) if val is not None else None
+            if self._coco is not None:
+                self._coco_image_ids = {str(f): i for f, i in zip(val.im_files, self._coco.image_ids)}
         return self._coco
+
+    def _is_coco(self) -> bool:
+        return self._coco_target() is not None
 
     def fitness(self, metrics: dict[str, Any]) -> float:
         return sum(w * float(metrics.get(k) or 0.0) for k, w in FITNESS_WEIGHTS.items())
@@ -232,6 +262,37 @@ class DetectTask(Task):
         parts = [f"{'P' if k == 'precision' else 'R' if k == 'recall' else k} {metrics[k]:.4g}"
                  for k in keys if isinstance(metrics.get(k), float) and not math.isnan(metrics[k])]
         return "  ".join(parts)
+
+    # --------------------------------------------------------------- results
+    def results_layout(self) -> dict[str, Any]:
+        """results.csv as YOLOv5 writes it: its names, padded fields; older nostride names renamed on resume."""
+        return {"padded": True, "rename": LEGACY_RESULTS_COLUMNS.get}
+
+    def results_row(self, trainer: Any) -> dict[str, Any]:
+        """YOLOv5's results.csv columns in its order (``x/lr0..2``: norm weights, other weights, biases,
+        its parameter groups), then nostride's: AP by object size and the other metrics, ``fitness``."""
+        lrs = {g.get("group"): g["lr"] for g in trainer.optimizer.param_groups}
+        t, m = trainer.train_items, trainer.metrics
+        row: dict[str, Any] = {"epoch": trainer.epoch + 1}
+        row.update({f"train/{k}_loss": t.get(k) for k in LOSS_KEYS})
+        row.update({col: m.get(key) for key, col in RESULTS_METRICS.items()})
+        row.update({f"val/{k}_loss": m.get(f"{k}_loss") for k in LOSS_KEYS})
+        row.update({f"x/lr{i}": lrs.get(g) for i, g in enumerate(("norm", "decay", "bias"))})
+        done = set(RESULTS_METRICS) | {f"{k}_loss" for k in LOSS_KEYS}
+        row.update({f"metrics/{k}": float(v) for k, v in m.items() if k not in done and _is_number(v)})
+        row["fitness"] = trainer.fitness
+        return row
+
+    def final_report(self, trainer: Any, result: dict[str, Any]) -> None:
+        """COCO data: the pycocotools summary of best.pt's final validation pass, printed and written
+        to ``coco_eval.json`` (rank 0)."""
+        summary = (result.get("val") or {}).get("coco")
+        if trainer.info.is_main and summary:
+            from nostride.utils.jsonio import write_json
+
+            write_json(trainer.run_dir / "coco_eval.json", summary, indent=1)
+            trainer.log("pycocotools (best.pt): " + "  ".join(f"{k} {v:.4g}" for k, v in summary.items()
+                                                            if isinstance(v, float)), always=True)
 
     # ------------------------------------------------------------------ extras
     def hooks(self) -> list[Any]:
@@ -250,20 +311,24 @@ class DetectTask(Task):
 class _WithLosses:
     """A detection evaluator that also averages the validation losses (reduced over ranks)."""
 
-    def __init__(self, evaluator: Any) -> None:
+    def __init__(self, evaluator: Any, coco: Any = None) -> None:
         self.evaluator = evaluator
+        self.coco = coco  # a CocoTarget: score the collected records with pycocotools too
         self.reset()
 
     def reset(self) -> None:
         self.evaluator.reset()
         self.loss_sum = torch.zeros(3, dtype=torch.float64)
         self.batches = 0
+        self.coco_images = 0
 
     def add_loss(self, items: torch.Tensor) -> None:
         self.loss_sum += items.detach().double().cpu()
         self.batches += 1
 
     def process(self, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("image_ids") is not None:
+            self.coco_images += len(kwargs["image_ids"])
         self.evaluator.process(*args, **kwargs)
 
     def evaluate(self) -> dict[str, Any]:
@@ -281,6 +346,17 @@ class _WithLosses:
         for k in ("AP_small", "AP_medium", "AP_large"):
             if k in metrics and metrics[k] is None:
                 metrics[k] = float("nan")  # a fixed set of columns in results.csv
+        scored = torch.tensor([float(self.coco_images)], dtype=torch.float64)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+            scored = scored.to(dev)
+            dist.all_reduce(scored)
+        if self.coco is not None and scored.item() > 0:  # the records were gathered from every rank
+            from .coco_eval import coco_summary
+
+            rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+            metrics["coco"] = coco_summary(self.coco.gt, self.evaluator.jdict,
+                                           image_ids=sorted(set(self.coco.image_ids))) if rank0 else None
         return metrics
 
 
@@ -325,32 +401,7 @@ class _DetectHook:
             draw_batch(images, targets, task.names, trainer.run_dir / f"train_batch{trainer.batch_index}.jpg")
 
     def after_train(self, trainer: Any) -> None:
-        self.task.final = True
-        if self.task.val_index is not None and self.task._is_coco() and trainer.best_path.is_file():
-            self._coco_eval(trainer)
-
-    def _coco_eval(self, trainer: Any) -> None:
-        """COCO data: best.pt once more through pycocotools (IoU 0.65, as the reference's train.py)."""
-        import json
-
-        import torch.distributed as dist
-
-        from nostride.checkpoint import load_checkpoint, model_from_checkpoint
-
-        from .evaluate import evaluate_detector
-
-        if dist.is_available() and dist.is_initialized():
-            dist.barrier()  # rank 0 has written best.pt
-        model = model_from_checkpoint(load_checkpoint(trainer.best_path, trainer.device)).to(trainer.device)
-        out = evaluate_detector(model, self.task.val_index, img_size=self.task.img_size,
-                                batch_size=trainer.batch_per_rank, iou=FINAL_IOU_COCO, device=trainer.device,
-                                workers=trainer.cfg.workers, save_dir=trainer.run_dir / "best_coco", plots=False,
-                                progress=False, verbose=False)
-        summary = out.get("coco")
-        if trainer.info.is_main and summary:
-            (trainer.run_dir / "coco_eval.json").write_text(json.dumps(summary, indent=1))
-            trainer.log("pycocotools (best.pt): " + "  ".join(f"{k} {v:.4g}" for k, v in summary.items()
-                                                            if isinstance(v, float)), always=True)
+        self.task.final = True  # the final evaluation of best.pt: IoU 0.65 and pycocotools on COCO data
 
     def before_step(self, trainer: Any) -> None: ...
 
