@@ -218,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C, kill -TERM, kill -HUP
         hint = getattr(args, "interrupted", "")
         print(f"nostride {args.command}: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
+        from nostride.utils.signals import end_as_launcher_expects
+
+        end_as_launcher_expects()  # a torchrun worker stopped by SIGTERM dies by it
         return 130
 
 
