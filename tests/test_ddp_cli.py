@@ -209,6 +209,7 @@ def _image_folder(root: Path, train_counts=(8, 8, 4), test_counts=(5, 5, 5), siz
 
 def test_ddp_classification_cli_killed_resumed_to_the_end(tmp_path):
     data = _image_folder(tmp_path / "data")
+    (data / "test" / "class2" / "broken.png").write_bytes(b"not an image")  # read by one rank only
     run = tmp_path / "runs" / "ddp"
     train = ["train", "--model", "resnet18_cifar", "--width", "4", "--data", str(data), "--val-fraction", "0.25",
              "--batch-size", "8", "--epochs", "2", "--device", "cpu", "--workers", "0",
@@ -226,3 +227,4 @@ def test_ddp_classification_cli_killed_resumed_to_the_end(tmp_path):
         assert single["top1"] == final[split]["top1"] and single["top5"] == final[split]["top5"]
         assert single["loss"] == pytest.approx(final[split]["loss"], rel=1e-5)
     assert (final["val"]["count"], final["test"]["count"]) == (5, 15)
+    assert final["skipped"] == 1  # found by whichever rank read it, counted once over both

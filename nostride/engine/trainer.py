@@ -548,7 +548,7 @@ class Trainer:
                 self.log(f"test (best.pt, epoch {self.best_epoch}): {self.task.summary(result['test'])}",
                          always=True)
         # every split has now been read in full: the count of unreadable input files is exact
-        result["skipped"] = self.splits.skipped_now()
+        result["skipped"] = self.splits.skipped_over_ranks(D.all_gather_object if self.info.distributed else None)
         if result["skipped"]:
             self.log(f"warning: {plural(result['skipped'], 'unreadable input file')} skipped in all (named in "
                      "the warnings above)", always=True)

@@ -61,10 +61,21 @@ class DatasetSplits:
     test: Dataset | None = None
     skipped: int = 0
     count_skipped: Callable[[], int] | None = None
+    skipped_flags: Callable[[], list[Any]] | None = None
 
     def skipped_now(self) -> int:
         """Unreadable input files found so far in all splits."""
         return int(self.count_skipped()) if self.count_skipped is not None else self.skipped
+
+    def skipped_over_ranks(self, gather: Callable[[Any], list[Any]] | None = None) -> int:
+        """:meth:`skipped_now` over every process of a distributed run: each reads its own shard, so the
+        files each found unreadable (``skipped_flags``: one bool tensor per file list) are united
+        through ``gather`` (an ``all_gather_object``), each file counted once."""
+        if gather is None or self.skipped_flags is None:
+            return self.skipped_now()
+        mine = [torch.nonzero(f).flatten().tolist() for f in self.skipped_flags()]
+        found = gather(mine)
+        return sum(len(set().union(*(rank[k] for rank in found))) for k in range(len(mine)))
 
 
 @runtime_checkable

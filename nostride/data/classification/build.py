@@ -6,7 +6,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -68,15 +68,16 @@ class ClassificationData:
         Files are decoded lazily, so the count grows as the datasets are read; every bad file is
         also reported once with a ``RuntimeWarning`` naming it. In-memory CIFAR data has none.
         """
-        total = 0
-        logs = []
+        return sum(bad.count for bad in self.bad_file_logs())
+
+    def bad_file_logs(self) -> list[Any]:
+        """The distinct :class:`~.datasets.BadFileLog` of the splits (train and val share one)."""
+        logs: list[Any] = []
         for ds in (self.train, self.val, self.test):
             bad = getattr(ds, "bad", None)
             if bad is not None and all(bad is not seen for seen in logs):
-                logs.append(bad)  # train and val share one log: count it once
-        for bad in logs:
-            total += bad.count
-        return total
+                logs.append(bad)
+        return logs
 
 
 def _tuple3(x: Sequence[float], name: str) -> Stats:

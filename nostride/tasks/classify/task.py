@@ -41,7 +41,8 @@ class ClassificationTask(Task):
         self.names = list(self.data.classes)
         data = self.data
         return DatasetSplits(data.train, data.val, data.test, skipped=int(data.skipped or 0),
-                             count_skipped=lambda: int(data.skipped or 0))
+                             count_skipped=lambda: int(data.skipped or 0),
+                             skipped_flags=lambda: [log.flags for log in data.bad_file_logs()])
 
     def build_model(self) -> nn.Module:
         """The model: a registry name, or ``torchvision:NAME`` / ``timm:NAME``; with ``weights``, initialised
