@@ -333,7 +333,7 @@ def test_import_of_a_link_loop_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("nostride import: error:") and "loop.pt" in err[0]
 
 
-def test_a_failed_export_check_removes_the_file(tmp_path, capsys, monkeypatch):
+def test_a_failed_export_check_writes_no_file(tmp_path, capsys, monkeypatch):
     import nostride.export as export
 
     model = create_model("resnet18_cifar", num_classes=2, width=8)
@@ -347,7 +347,7 @@ def test_a_failed_export_check_removes_the_file(tmp_path, capsys, monkeypatch):
     rc = main(["export", "--weights", str(weights), "--format", "torchscript", "--output", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and not out.exists()
-    assert len(err) == 1 and "failed its check against PyTorch, so the file was removed" in err[0]
+    assert len(err) == 1 and "failed its check against PyTorch, so no file was written" in err[0]
     with pytest.raises(ValueError, match="opset must be a whole number from 18"):
         export.export_onnx(model, tmp_path / "m.onnx", (1, 3, 16, 16), opset=13)
     with pytest.raises(ValueError, match="opset must be a whole number"):
