@@ -233,9 +233,13 @@ def test_compare_and_data(run_main, env, monkeypatch):
 
     monkeypatch.setattr(nostride.comparison, "compare", refuse)
     base = ["compare", "--models", "resnet18_cifar", "--data", str(env["data"]), "--project", str(env["root"] / "cmp")]
-    numeric, _ = _options("compare")
+    launcher = ("--slurm-gpus-per-run", "--slurm-cpus-per-run", "--ray-gpus-per-run", "--ray-cpus-per-run")
+    numeric, _ = _options("compare", skip=launcher)
     counts = _fuzz(run_main, base, numeric, NUMBERS)
     assert counts.get("accepted", 0) <= 1 and set(counts) <= {"usage", "accepted"}, counts  # --workers 0
+    # a cluster's resources: bounded by the parser; a usable value without its launcher is one line
+    counts = _fuzz(run_main, base, list(launcher), NUMBERS)
+    assert set(counts) <= {"usage", "error"} and counts.get("error", 0) == 1, counts  # --ray-gpus-per-run 0
     for bad in ("epochs=abc", "seeds=0", "img_sizes=[0]"):
         assert run_main(base + ["--set", bad]) == "error"
     target = str(env["root"] / "made")

@@ -63,6 +63,13 @@ def float_arg(low: float | None = None, high: float | None = None, *, low_open: 
     return parse
 
 
+def name_arg(text: str) -> str:
+    """argparse type for names (operators, models): any non-empty string (``''`` would mean the default)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a name, got an empty string")
+    return text
+
+
 def path_arg(text: str) -> str:
     """argparse type for file and folder names: any non-empty string (``''`` would mean the current folder)."""
     if not text.strip():

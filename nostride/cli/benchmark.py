@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import batch_size_arg, img_size_arg, int_arg, output_file_arg
+from . import batch_size_arg, img_size_arg, int_arg, name_arg, output_file_arg
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="registered model names (nostride models; NAME@down=hwd for builder options), op:NAME for "
                    "one downsampling operator alone (64 -> 128 channels at 80x80; op:hwd@c_in=32,c_out=64), or "
                    "checkpoint files")
-    p.add_argument("--down", default=None, metavar="OP,OP,...",
+    p.add_argument("--down", default=None, type=name_arg, metavar="OP,OP,...",
                    help="benchmark each model once per downsampling operator (MODEL@down=OP), e.g. "
                    "strided,spd,conv-equal,hwd; the first is the reference of the ratios (default: none)")
     p.add_argument("--img-size", type=img_size_arg, nargs="+", default=None,

@@ -6,7 +6,7 @@ import argparse
 
 from nostride.utils import bounds
 
-from . import batch_size_arg, float_arg, int_arg, key_value, path_arg, workers_arg
+from . import batch_size_arg, float_arg, int_arg, key_value, name_arg, path_arg, workers_arg
 
 
 def _img_sizes(text: str) -> list[int]:
@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--match", choices=["flops", "params"],
                    help="add each SPD model's strided baseline widened to the SPD model's FLOPs or parameters "
                    "(default: none)")
-    p.add_argument("--down", nargs="?", const="all", metavar="OP,OP,...",
+    p.add_argument("--down", nargs="?", const="all", type=name_arg, metavar="OP,OP,...",
                    help="one arm per downsampling operator from the base model (--models, default resnet18@width=8 "
                    "for classification data, yolov5n for detection): e.g. strided,spd,conv-equal,blurpool,hwd,adown,"
                    "scdown (those with no list); --match flops widens every arm to the most expensive one; the "
@@ -92,11 +92,11 @@ def _add_launcher_options(p: argparse.ArgumentParser) -> None:
                    "'nostride[ray]') (default: local)")
     g = p.add_argument_group("on a Slurm cluster (--launcher slurm)")
     g.add_argument("--slurm-partition", help="partition (default: the cluster's default)")
-    g.add_argument("--slurm-gpus-per-run", type=int, help="GPUs per run's job; above 1 the run trains under torchrun "
+    g.add_argument("--slurm-gpus-per-run", type=int_arg(1, 64), help="GPUs per run's job; above 1 the run trains under torchrun "
                    "with one process per GPU (default 1)")
     g.add_argument("--slurm-time", help="time limit per job: minutes, HH:MM:SS or D-HH:MM:SS; a run that needs "
                    "longer is requeued and resumes from its last checkpoint (default 4:00:00)")
-    g.add_argument("--slurm-cpus-per-run", type=int, help="CPUs per job, also the run's threads (default 4 per GPU)")
+    g.add_argument("--slurm-cpus-per-run", type=int_arg(1, 1024), help="CPUs per job, also the run's threads (default 4 per GPU)")
     g.add_argument("--slurm-mem", help="memory per job, e.g. 32G (default: the partition's)")
     g.add_argument("--slurm-account", help="account to charge (default: yours)")
     g.add_argument("--slurm-option", dest="slurm_options", type=key_value, action="append", default=[],
@@ -105,9 +105,9 @@ def _add_launcher_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("on a Ray cluster (--launcher ray)")
     g.add_argument("--ray-address", help="the cluster's address, e.g. ray://head:10001 or head:6379 (default: "
                    "RAY_ADDRESS, else a Ray instance on this machine)")
-    g.add_argument("--ray-gpus-per-run", type=float, help="GPUs per run's task (default 1 when the cluster has "
+    g.add_argument("--ray-gpus-per-run", type=float_arg(0, 64), help="GPUs per run's task (default 1 when the cluster has "
                    "GPUs, else 0)")
-    g.add_argument("--ray-cpus-per-run", type=int, help="CPUs per run's task, also its threads (default 1)")
+    g.add_argument("--ray-cpus-per-run", type=int_arg(1, 1024), help="CPUs per run's task, also its threads (default 1)")
 
 
 _SLURM = {"slurm_partition": "partition", "slurm_gpus_per_run": "gpus_per_run", "slurm_time": "time",

@@ -10,7 +10,7 @@ import argparse
 
 from nostride.utils import bounds
 
-from . import float_arg, int_arg, path_arg
+from . import float_arg, int_arg, name_arg, path_arg
 
 S = argparse.SUPPRESS
 
@@ -38,14 +38,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(default: random initialisation)")
     _flag(g, "--spdify", "convert the model to SPD-Conv before training (with --weights: after loading them, "
           "keeping their function; default off)")
-    g.add_argument("--down", metavar="OP", help="downsampling operator for every strided conv / pool of the model "
+    g.add_argument("--down", metavar="OP", type=name_arg, help="downsampling operator for every strided conv / pool of the model "
                    "(hwd, blurpool, conv-equal, ...: docs/downsampling.md; default: the model's own)")
     g.add_argument("--data", type=path_arg, help="classification: a dataset folder or archive (image folder, CIFAR-10, Tiny "
                    "ImageNet); detection: a dataset YAML (YOLO or COCO labels); or builtin:lowres / "
                    "builtin:small-objects (generated; no default)")
     from nostride.configs import packaged_configs
 
-    g.add_argument("--config", help="YAML file of options, or the name of a shipped recipe: "
+    g.add_argument("--config", type=path_arg, help="YAML file of options, or the name of a shipped recipe: "
                    f"{', '.join(packaged_configs())} (docs/training.md; default: none)")
     g.add_argument("--width", type=int, help="model width (ResNet stem channels; small = quick runs; default: the model's own)")
     g.add_argument("--img-size", type=int, help="image size (default: classification the dataset's native size; "
