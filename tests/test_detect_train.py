@@ -103,7 +103,7 @@ def test_broken_images_and_label_rows_train_on_the_rest(tmp_path, capsys):
     text = err.out + err.err
     assert "broken0.jpg" in text and "2 skipped" in text  # the unreadable files are named and counted
     assert "im0.txt" in text  # the file with bad rows is named
-    assert "6 train / 6 val images (2 unreadable files skipped so far)" in text
+    assert "6 train / 6 val images (2 unreadable files skipped)" in text
     assert Path(out["run_dir"], "weights", "best.pt").is_file()
 
 
