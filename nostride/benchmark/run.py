@@ -60,7 +60,7 @@ def _operator_block(spec: str) -> nn.Module:
     name, options = parse_spec(spec[len(OP_PREFIX):], "operator")
     unknown = set(options) - {"c_in", "c_out", "k"}
     if unknown:
-        raise ValueError(f"{spec}: unknown option(s) {sorted(unknown)}; an operator takes c_in, c_out and k")
+        raise ValueError(f"{spec}: unknown {plural(len(unknown), 'option')} {sorted(unknown)}; an operator takes c_in, c_out and k")
     c_in, c_out = int(options.get("c_in", 64)), int(options.get("c_out", 128))
     block = build_downsample(name, c_in, c_out, kernel_size=int(options.get("k", 3)))
     block.model_kwargs = {"in_chans": c_in}  # the input's channels, for the benchmark's example input

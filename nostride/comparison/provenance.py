@@ -11,6 +11,7 @@ import shlex
 import sys
 from pathlib import Path
 from typing import Any
+from ..utils.numbers import plural
 
 __all__ = ["versions", "data_digest", "study_provenance", "provenance_markdown", "python_call", "run_environments"]
 
@@ -135,7 +136,7 @@ def provenance_markdown(record: dict[str, Any], run_environments: list[dict[str,
                     {json.dumps(v, sort_keys=True)})
     if run_environments:
         hosts = sorted({e.get("host", "?") for e in run_environments})
-        lines.append(f"- runs trained on {len(hosts)} host(s): {', '.join(hosts[:8])}{' ...' if len(hosts) > 8 else ''}")
+        lines.append(f"- runs trained on {plural(len(hosts), 'host')}: {', '.join(hosts[:8])}{' ...' if len(hosts) > 8 else ''}")
     for other in others:
         o = json.loads(other) or {}
         lines.append("- some runs trained with other versions: " + ", ".join(f"{k} {val}" for k, val in o.items()))

@@ -14,6 +14,7 @@ from typing import Any, Callable
 from ..study import Run, RunResult
 from . import Launcher, LauncherUnavailable, log_tail
 from .job import RunJob, run_job, submitter_env
+from ...utils.numbers import plural
 
 __all__ = ["RayLauncher"]
 
@@ -99,8 +100,8 @@ class RayLauncher(Launcher):
         return max(1, self.cpus_per_run // self.processes())
 
     def describe(self) -> str:
-        gpus = "GPUs as the cluster has" if self.gpus_per_run is None else f"{self.gpus_per_run:g} GPU(s)"
-        return f"Ray tasks on {self.address or 'a local Ray instance'}: {gpus}, {self.cpus_per_run} CPU(s) per run"
+        gpus = "GPUs as the cluster has" if self.gpus_per_run is None else f"{self.gpus_per_run:g} GPU{'' if self.gpus_per_run == 1 else 's'}"
+        return f"Ray tasks on {self.address or 'a local Ray instance'}: {gpus}, {plural(self.cpus_per_run, 'CPU')} per run"
 
     def launch(self, runs: list[Run], finished: Callable[[RunResult], None]) -> list[RunResult]:
         import ray

@@ -20,6 +20,7 @@ from ...utils.atomic import atomic_write_text
 from ..study import Run, RunResult
 from . import Launcher, LauncherUnavailable, log_tail
 from .job import RunJob, run_job, submitter_env
+from ...utils.numbers import plural
 
 __all__ = ["SlurmLauncher", "TrainRun", "parse_slurm_time"]
 
@@ -125,7 +126,7 @@ class SlurmLauncher(Launcher):
 
     def describe(self) -> str:
         where = f"partition {self.partition}" if self.partition else "the default partition"
-        return (f"Slurm jobs on {where}: {self.gpus_per_run} GPU(s), {self.cpus_per_run} CPU(s)"
+        return (f"Slurm jobs on {where}: {plural(self.gpus_per_run, 'GPU')}, {plural(self.cpus_per_run, 'CPU')}"
                 f"{f', {self.mem}' if self.mem else ''} per run")
 
     def job_name(self, run: Run) -> str:
