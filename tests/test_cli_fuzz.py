@@ -239,7 +239,7 @@ def test_compare_and_data(run_main, env, monkeypatch):
     assert counts.get("accepted", 0) <= 1 and set(counts) <= {"usage", "accepted"}, counts  # --workers 0
     # a cluster's resources: bounded by the parser; a usable value without its launcher is one line
     counts = _fuzz(run_main, base, list(launcher), NUMBERS)
-    assert set(counts) <= {"usage", "error"} and counts.get("error", 0) == 1, counts  # --ray-gpus-per-run 0
+    assert set(counts) <= {"usage", "error"} and counts.get("error", 0) == 2, counts  # 0 GPUs (slurm, ray)
     for bad in ("epochs=abc", "seeds=0", "img_sizes=[0]"):
         assert run_main(base + ["--set", bad]) == "error"
     target = str(env["root"] / "made")

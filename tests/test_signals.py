@@ -121,7 +121,7 @@ def test_sigterm_of_compare_stops_its_train_workers_and_reports_them_interrupted
 def test_sighup_and_sigterm_raise_keyboard_interrupt_and_nohup_stays_ignored():
     from nostride.utils.signals import route_termination_to_sigint
 
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
     try:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
         route_termination_to_sigint()
@@ -132,6 +132,10 @@ def test_sighup_and_sigterm_raise_keyboard_interrupt_and_nohup_stays_ignored():
         route_termination_to_sigint()
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGHUP)
+        # a background job of a script starts with Ctrl-C ignored (`nostride compare &`): SIGTERM still stops it
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGTERM)
     finally:
         for s, handler in saved.items():
             signal.signal(s, handler)

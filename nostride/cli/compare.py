@@ -92,7 +92,7 @@ def _add_launcher_options(p: argparse.ArgumentParser) -> None:
                    "'nostride[ray]') (default: local)")
     g = p.add_argument_group("on a Slurm cluster (--launcher slurm)")
     g.add_argument("--slurm-partition", help="partition (default: the cluster's default)")
-    g.add_argument("--slurm-gpus-per-run", type=int_arg(1, 64), help="GPUs per run's job; above 1 the run trains under torchrun "
+    g.add_argument("--slurm-gpus-per-run", type=int_arg(0, 64), help="GPUs per run's job; above 1 the run trains under torchrun "
                    "with one process per GPU (default 1)")
     g.add_argument("--slurm-time", help="time limit per job: minutes, HH:MM:SS or D-HH:MM:SS; a run that needs "
                    "longer is requeued and resumes from its last checkpoint (default 4:00:00)")

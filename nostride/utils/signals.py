@@ -26,7 +26,7 @@ def _as_sigint(signum: int, frame: Any) -> None:
     handler = signal.getsignal(signal.SIGINT)
     if callable(handler):
         handler(signal.SIGINT, frame)  # KeyboardInterrupt, or held back by a deferring handler
-    elif handler != signal.SIG_IGN:
+    else:  # Ctrl-C ignored (a background job of a script: `nostride compare &`): a SIGTERM still stops it
         raise KeyboardInterrupt
 
 
