@@ -410,7 +410,9 @@ def _header(path: Path, limit: int | None, raw: bytes | None = None):
     try:
         im = _open_header(raw)
     except Exception as e:  # UnidentifiedImageError, truncated headers
-        detail = "" if type(e).__name__ == "UnidentifiedImageError" else f": {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        # a plugin another library registered may fail to import its decoder: not the file's fault
+        quiet = type(e).__name__ == "UnidentifiedImageError" or isinstance(e, ImportError)
+        detail = "" if quiet else f": {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         raise ImageDecodeError(f"{path}: cannot decode image (not an image file of a known format{detail})") from None
     _check_size(path, *im.size, limit)
     return raw, im
