@@ -51,3 +51,19 @@ def run_under_memory_cap(
     """)
     return subprocess.run([sys.executable, "-c", preamble + textwrap.dedent(body)], capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def image_folder(root: Path, train_counts=(8, 8, 4), test_counts=(5, 5, 5), size: int = 8) -> Path:
+    """A PNG image folder (``train/classK``, ``test/classK``); uneven class sizes give odd
+    validation and test counts, and each class its own brightness."""
+    from torchvision.io import write_png
+
+    g = torch.Generator().manual_seed(0)
+    for split, counts in (("train", train_counts), ("test", test_counts)):
+        for c, n in enumerate(counts):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = (torch.rand(3, size, size, generator=g) * 80 + 60 * c).to(torch.uint8)
+                write_png(img, str(d / f"{i}.png"))
+    return root

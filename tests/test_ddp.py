@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 import torch
-from torchvision.io import write_png
+from helpers import image_folder
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -43,23 +43,11 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _image_folder(root, train_counts=(8, 8, 4), test_counts=(5, 5, 5), size=8):
-    """PNG image folder; uneven class sizes give odd validation/test counts."""
-    g = torch.Generator().manual_seed(0)
-    for split, counts in (("train", train_counts), ("test", test_counts)):
-        for c, n in enumerate(counts):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True)
-            for i in range(n):
-                img = (torch.rand(3, size, size, generator=g) * 80 + 60 * c).to(torch.uint8)
-                write_png(img, str(d / f"{i}.png"))
-    return root
-
 
 def test_ddp_two_processes_on_cpu(tmp_path):
     from nostride.data.classification import build_classification_data
 
-    data = _image_folder(tmp_path / "data")
+    data = image_folder(tmp_path / "data")
     ref = build_classification_data(data, val_fraction=0.25, seed=0)
     n_train, n_val, n_test = len(ref.train), len(ref.val), len(ref.test)
     assert n_val % 2 == 1 and n_test % 2 == 1, "odd sizes: DistributedSampler would pad them"
@@ -101,7 +89,7 @@ def test_ddp_two_processes_on_cpu(tmp_path):
 def test_ddp_with_compile_and_strided_spd_form(tmp_path):
     """--compile wraps the DDP module (no_sync of gradient accumulation reaches DDP through it);
     replicas stay identical and the checkpoint holds the plain module's keys."""
-    data = _image_folder(tmp_path / "data")
+    data = image_folder(tmp_path / "data")
     out = tmp_path / "out"
     out.mkdir()
     script = tmp_path / "ddp_train.py"

@@ -11,7 +11,6 @@ and patches :meth:`Trainer.run_step` to SIGKILL one rank at a given epoch and ba
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import image_folder
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -193,22 +193,9 @@ def test_ddp_detection_cli_killed_resumed_to_the_end(tmp_path):
 
 
 # -------------------------------------------------------------------------------------- classification
-def _image_folder(root: Path, train_counts=(8, 8, 4), test_counts=(5, 5, 5), size: int = 8) -> Path:
-    from torchvision.io import write_png
-
-    g = torch.Generator().manual_seed(0)
-    for split, counts in (("train", train_counts), ("test", test_counts)):
-        for c, n in enumerate(counts):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True)
-            for i in range(n):
-                img = (torch.rand(3, size, size, generator=g) * 80 + 60 * c).to(torch.uint8)
-                write_png(img, str(d / f"{i}.png"))
-    return root
-
 
 def test_ddp_classification_cli_killed_resumed_to_the_end(tmp_path):
-    data = _image_folder(tmp_path / "data")
+    data = image_folder(tmp_path / "data")
     (data / "test" / "class2" / "broken.png").write_bytes(b"not an image")  # read by one rank only
     run = tmp_path / "runs" / "ddp"
     train = ["train", "--model", "resnet18_cifar", "--width", "4", "--data", str(data), "--val-fraction", "0.25",

@@ -158,19 +158,27 @@ def _conv_equal_pool(site: PoolSite) -> Built:
 # --- new operators ------------------------------------------------------------------------------
 
 
+def _conv_then_down(site: ConvSite, make: Callable[..., nn.Module],
+                    bn_owner: Callable[[nn.Module], nn.Module]) -> Built:
+    """A strided conv replaced by ``make(conv, kernel, **options)`` (a stride-1 conv and its
+    downsampling): in a conv-norm-act block with a fresh norm (on ``bn_owner(new)``) and the block's
+    activation, a bare conv with neither; a reason in words when the operator cannot serve it."""
+    reason = _check_conv(site, dense_groups=False)
+    k = _dense_kernel(site.conv)
+    if reason or isinstance(k, str):
+        return reason or k
+    c = site.conv
+    if site.block:
+        m = make(c, k, act=_act(site))
+        bn_owner(m).bn = _fresh_bn(site.bn, c.out_channels)
+        return m
+    return make(c, k, norm=False, act=None, bias=c.bias is not None)
+
+
 def _blur_conv(filt: int) -> Callable[[ConvSite], Built]:
     def build(site: ConvSite) -> Built:
-        reason = _check_conv(site, dense_groups=False)
-        k = _dense_kernel(site.conv)
-        if reason or isinstance(k, str):
-            return reason or k
-        c = site.conv
-        if site.block:
-            m = BlurConv(c.in_channels, c.out_channels, k, filt, groups=c.groups, act=_act(site))
-            m.bn = _fresh_bn(site.bn, c.out_channels)
-            return m
-        return BlurConv(c.in_channels, c.out_channels, k, filt, groups=c.groups, norm=False, act=None,
-                        bias=c.bias is not None)
+        return _conv_then_down(site, lambda c, k, **kw: BlurConv(c.in_channels, c.out_channels, k, filt,
+                                                                  groups=c.groups, **kw), lambda m: m)
     return build
 
 
@@ -226,17 +234,8 @@ def _yolo_op(cls) -> tuple[Callable[[ConvSite], Built], Callable[[PoolSite], Bui
 
 def _pool_conv(kind: str) -> tuple[Callable[[ConvSite], Built], Callable[[PoolSite], Built]]:
     def conv(site: ConvSite) -> Built:
-        reason = _check_conv(site, dense_groups=False)
-        k = _dense_kernel(site.conv)
-        if reason or isinstance(k, str):
-            return reason or k
-        c = site.conv
-        if site.block:
-            m = PoolConv(c.in_channels, c.out_channels, k, kind, groups=c.groups, act=_act(site))
-            m.conv.bn = _fresh_bn(site.bn, c.out_channels)
-            return m
-        return PoolConv(c.in_channels, c.out_channels, k, kind, groups=c.groups, norm=False, act=None,
-                        bias=c.bias is not None)
+        return _conv_then_down(site, lambda c, k, **kw: PoolConv(c.in_channels, c.out_channels, k, kind,
+                                                                  groups=c.groups, **kw), lambda m: m.conv)
 
     def pool(site: PoolSite) -> Built:
         p = site.pool
