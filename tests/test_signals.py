@@ -97,7 +97,7 @@ def _kill_all(pids: set[int]) -> None:
 def test_sigterm_of_compare_stops_its_train_workers_and_reports_them_interrupted(tmp_path):
     project = tmp_path / "studies"
     proc = _start(["compare", "--models", "resnet18@width=4,resnet18_spd@width=4", "--data", TINY_DATA,
-                   "--epochs", "300", "--seeds", "1", "--jobs", "2", "--batch-size", "8", "--device", "cpu",
+                   "--epochs", "100000", "--seeds", "1", "--jobs", "2", "--batch-size", "8", "--device", "cpu",
                    "--no-latency", "--project", str(project)], tmp_path)
     logs = lambda: list(project.glob("exp/runs/*/*/seed0/train.log"))  # noqa: E731
     # both workers have started (as they import, build the data or train: each must stop)
