@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import math
 
 import pytest
@@ -258,9 +259,9 @@ def test_defaults_models_by_task_of_the_data_and_packaged_recipes():
         assert default_models(data) == DEFAULT_CLASSIFY_MODELS
     # the bare study's recipe is a valid set of training options for its models and data
     recipe = load_config_file(resolve_recipe(DEFAULT_RECIPE))
-    assert recipe["optimizer"] == "adamw" and recipe["epochs"] == 10
+    assert recipe["optimizer"] == "adamw" and recipe["epochs"] == 20
     cfg = build_config(**recipe, model="yolov5n_spd", data=DEFAULT_DATA)
-    assert cfg.task_options["mosaic"] == 0.0 and cfg.lr == 0.002
+    assert cfg.task_options["mosaic"] == 0.0 and cfg.task_options["cls"] == 4.0 and cfg.lr == 0.008
     with pytest.raises(FileNotFoundError, match="packaged: small-objects-cpu"):
         resolve_recipe("no-such-recipe")
 
@@ -328,3 +329,24 @@ def test_redirected_output_gets_a_study_progress_line_at_a_steady_interval(capsy
     time.sleep(0.25)
     assert not capsys.readouterr().err  # closed: no more lines
     assert StudyProgress(10, 2, quiet=True)._ticker is None
+
+
+@pytest.mark.slow
+def test_a_task_option_is_the_same_study_from_a_recipe_or_from_set(cache, tmp_path, capsys):
+    """``mosaic: 0.0`` in a recipe and ``--set mosaic=0.0`` are one option: rerun the other way, the
+    study continues in its folder (nothing trained again) instead of starting a second one."""
+    from nostride.cli import main
+
+    data = "builtin:small-objects@img_size=64,train=4,val=2,test=3,max_size=16,min_objects=2,max_objects=4"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("mosaic: 0.0\nbatch_size: 4\n")
+    common = ["compare", "--models", "yolov5n@width_multiple=0.0625", "--data", data, "--epochs", "1",
+              "--seeds", "1", "--jobs", "1", "--no-latency", "--workers", "0", "--project", str(tmp_path)]
+    assert main([*common, "--recipe", str(recipe)]) == 0
+    first = json.loads((tmp_path / "exp" / "study.json").read_text())["identity"]
+    assert first["common"]["task_options"]["mosaic"] == 0.0
+    capsys.readouterr()
+    assert main([*common, "--set", "mosaic=0.0", "--batch-size", "4"]) == 0
+    out = capsys.readouterr().out
+    assert not (tmp_path / "exp2").exists(), out
+    assert "(continuing)" in out and re.search(r"seed 0: mAP50-95 \S+ \(done before\)", out), out

@@ -150,7 +150,7 @@ def compare(
             ``resnet18@width=8,resnet18_spd@width=8`` for classification data.
         data: any dataset the training command reads, or a built-in set: ``builtin:lowres`` /
             ``builtin:small-objects`` (default: the small objects at 128 px,
-            ``builtin:small-objects@img_size=128,min_size=4,max_size=24``).
+            ``builtin:small-objects@img_size=128,min_size=8,max_size=24``).
         epochs: epochs per run (default: the recipe's, else 10 for classification and 30 for
             detection).
         seeds: number of seeds (0, 1, ...) or the seeds themselves (default 3).
@@ -190,7 +190,7 @@ def compare(
         ``differences.csv``, ``runs.csv``, ``metric_vs_gflops.png`` and, with several image sizes,
         ``metric_vs_img_size.png``.
     """
-    from nostride.engine.config import build_config, load_config_file
+    from nostride.engine.config import build_config, load_config_file, merge_options
 
     from .launchers import build_launcher
     from .provenance import python_call
@@ -241,11 +241,11 @@ def compare(
     # common training options: task defaults < recipe < options; checked as the engine checks them
     common: dict[str, Any] = dict(task.defaults)
     if recipe:
-        common.update(load_config_file(resolve_recipe(recipe)))
+        merge_options(common, load_config_file(resolve_recipe(recipe)), str(recipe))
     for key in options:
         if key in _NOT_COMMON:
             raise ValueError(f"option {key!r} is set per run by compare (use models, seeds, img_sizes, name)")
-    common.update({k.replace("-", "_"): v for k, v in options.items() if v is not None})
+    merge_options(common, {k: v for k, v in options.items() if v is not None})
     if epochs is not None:
         common["epochs"] = epochs
     common.update({"data": data, "device": devices[0] if len(devices) == 1 else ""})

@@ -21,7 +21,7 @@ import yaml
 from ..utils import bounds
 from ..utils.yamlio import read_yaml
 
-__all__ = ["TrainConfig", "build_config", "load_config_file", "save_config", "config_keys"]
+__all__ = ["TrainConfig", "build_config", "load_config_file", "merge_options", "save_config", "config_keys"]
 
 
 @dataclass
@@ -240,6 +240,13 @@ def build_config(config_file: str | os.PathLike | None = None, **overrides: Any)
 
     check_task_options({"task": cfg.task, "model": cfg.model, "task_options": cfg.task_options, "hyp": cfg.hyp})
     return cfg
+
+
+def merge_options(base: dict[str, Any], new: dict[str, Any], where: str = "options") -> dict[str, Any]:
+    """``base`` (options as :func:`load_config_file` returns them) updated in place with ``new``,
+    checked and normalised first: a task's option lands in ``task_options`` whichever way it was
+    given (``--set cls=4`` and ``cls: 4`` in a recipe are the same option)."""
+    return _merge(base, _normalise(new, where))
 
 
 def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
