@@ -53,7 +53,7 @@ from .compiling import CompileUnavailableError, check_compile_backend, compile_f
 from .config import TrainConfig
 from .ema import ModelEMA
 from .hooks import CheckpointHook, EMAHook, EvalHook, Hook, LRScheduleHook, ResultsHook
-from .loaders import eval_loader, set_loader_epoch, train_loader
+from .loaders import close_loader, eval_loader, set_loader_epoch, train_loader
 from .optim import build_optimizer
 from .results import ResultsWriter
 from .rundir import RunFolderLock
@@ -236,7 +236,9 @@ class Trainer:
             self.log(f"{folder}: took over the lock of {self._run_lock.stale}, which no longer runs")
 
     def release(self) -> None:
-        """Give back what the run holds (the run folder's lock); :meth:`train` does it at its end."""
+        """Give back what the run holds (the training loader's worker processes, the run folder's
+        lock); :meth:`train` does it at its end."""
+        close_loader(getattr(self, "train_loader", None))
         if self._run_lock is not None:
             self._run_lock.release()
             self._run_lock = None
@@ -357,6 +359,7 @@ class Trainer:
                 self.log(self._epoch_line())
                 if self._patience_exceeded():
                     break
+            close_loader(self.train_loader)  # its workers are not needed for the final evaluation
             self._call("after_train")
             self.final_metrics = self.final_evaluation()
             D.barrier()  # no rank leaves (and tears the group down) while another still works
