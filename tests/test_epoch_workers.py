@@ -190,6 +190,7 @@ def test_detection_batches_repeat_in_a_resumed_run_and_close_mosaic_reaches_the_
         assert all(mosaics[0]) and all(mosaics[1]) and not any(mosaics[2])
 
 
+@pytest.mark.slow
 def test_a_run_stops_its_loader_workers(tmp_path):
     from nostride.engine import Hook, Trainer, build_config
     from nostride.tasks.classify.task import ClassificationTask
