@@ -1,4 +1,4 @@
-"""Whole detection training runs: ``nostride train`` against YOLOv5 v6.0's ``train.py``, same data and settings.
+"""Whole detection training runs: ``nostride train`` against the reference's ``train.py``, same data and settings.
 
 Each run is its own process (as a user starts it), the variants round-robin ``--repeats`` times so
 that machine load hits them alike. Per run: the wall seconds of its epochs (from the first
@@ -7,21 +7,27 @@ epoch and its checkpoints) and of the whole process (start-up, data scan, model 
 final evaluation included). Ratios are reference / nostride seconds of the same repeat, median
 over the repeats (above 1: nostride is faster).
 
-Both sides: a yolov5n from scratch, the scratch hyperparameters (the reference's default), the
+Both sides: ``--model`` from scratch (yolov5n against YOLOv5 v6.0's ``train.py``, yolov5n_spd
+against the SPD-Conv fork's), the scratch hyperparameters (YOLOv5 v6.0's default, the same values
+as nostride's ``--hyp scratch``, whose file both read), the
 same images (a copy of ``--data``'s train and val splits: the reference writes label caches beside
 them), ``--img-size``, ``--batch-size``, ``--epochs``, ``--workers``, autoanchor off and no plots
 (the reference's plotting imports pandas and seaborn, which this benchmark stubs out; its final
 validation runs without plots). nostride's final evaluation may add pycocotools on COCO data; the
 copy leaves out the COCO json so it does not. Variants: ``nostride`` as ``nostride train`` runs
-it, and with extra ``nostride train`` options (``--variant "channels_last=True"``).
+it, and with extra ``nostride train`` options (``--variant "channels_last=True"``,
+``--variant "spd_form=strided,channels_last=True"``).
 
-The reference is imported from a checkout of ultralytics/yolov5 at tag v6.0 (``--reference``),
-nothing of it is in this repository; the optional modules it imports (pandas, seaborn,
+The reference is imported from a checkout of ultralytics/yolov5 at tag v6.0 (``--reference``) or
+the ``YOLOv5-SPD`` folder of LabSAINT/SPD-Conv (``--reference-spd``, for yolov5n_spd); nothing of
+them is in this repository; the optional modules they import (pandas, seaborn,
 tensorboard) are stubbed, ``torch.load`` is given ``weights_only=False`` for its own files, and a
 temporary copy of it gets the one-line loss fix current PyTorch needs (see :func:`_reference_copy`).
 
     python benchmarks/train_detect_run.py --reference /tmp/yolov5 [--data ../shared/data/coco128/data.yaml]
         [--img-size 320] [--batch-size 16] [--epochs 2] [--workers 2] [--repeats 3] [--variant channels_last=True]
+    python benchmarks/train_detect_run.py --model yolov5n_spd --reference-spd /tmp/SPD-Conv/YOLOv5-SPD
+        --variant spd_form=strided,channels_last=True
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MARK = "TIMINGS "
+REFERENCE_CFG = {"yolov5n": "models/yolov5n.yaml", "yolov5n_spd": "models/space_depth_n.yaml"}
 
 
 def _copy_data(data: str, dest: Path) -> Path:
@@ -65,7 +72,7 @@ def _copy_data(data: str, dest: Path) -> Path:
 
 
 def _reference_copy(checkout: str, dest: Path) -> Path:
-    """A copy of the YOLOv5 v6.0 checkout with the one line current PyTorch needs: its loss clamps
+    """A copy of the reference checkout with the one line current PyTorch needs: its loss clamps
     integer grid indices with float bounds, which PyTorch now refuses (the same change as for
     ``benchmarks/train_detect.py``)."""
     shutil.copytree(checkout, dest, ignore=shutil.ignore_patterns(".git", "runs", "*.pt"))
@@ -88,7 +95,7 @@ def _run_nostride(args: argparse.Namespace, options: dict) -> dict:
         def after_epoch(self, trainer):  # after the epoch's validation and checkpoints
             marks["last_epoch"] = time.perf_counter()
 
-    nostride.train("yolov5n", args.data, img_size=args.img_size, batch_size=args.batch_size, epochs=args.epochs,
+    nostride.train(args.model, args.data, img_size=args.img_size, batch_size=args.batch_size, epochs=args.epochs,
                    workers=args.workers, device="cpu", plots=False, autoanchor=False, quiet=True,
                    project=args.project, name=args.name, hooks=[Clock()], **options)
     return marks
@@ -136,7 +143,9 @@ def _run_reference(args: argparse.Namespace) -> dict:
     callbacks.register_action("on_model_save", "clock",  # after the epoch's validation and checkpoints
                               lambda *a, **k: marks.__setitem__("last_epoch", time.perf_counter()))
     opt = train.parse_opt(True)
-    for k, v in dict(cfg="models/yolov5n.yaml", weights="", data=args.data, imgsz=args.img_size,
+    from nostride.tasks.detect.hyp import hyp_path
+
+    for k, v in dict(cfg=REFERENCE_CFG[args.model], weights="", hyp=str(hyp_path("scratch")), data=args.data, imgsz=args.img_size,
                      batch_size=args.batch_size, epochs=args.epochs, workers=args.workers, device="cpu",
                      noautoanchor=True, project=args.project, name=args.name, exist_ok=True).items():
         setattr(opt, k, v)
@@ -162,7 +171,9 @@ def _parse_variant(text: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--reference", help="checkout of ultralytics/yolov5 at tag v6.0")
+    ap.add_argument("--model", choices=list(REFERENCE_CFG), default="yolov5n")
+    ap.add_argument("--reference", help="checkout of ultralytics/yolov5 at tag v6.0 (for yolov5n)")
+    ap.add_argument("--reference-spd", help="the YOLOv5-SPD folder of LabSAINT/SPD-Conv (for yolov5n_spd)")
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "coco128" / "data.yaml"))
     ap.add_argument("--img-size", type=int, default=320)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -182,18 +193,21 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="train-detect-run-"))
     try:
         data = _copy_data(args.data, tmp / "data")
-        reference = _reference_copy(args.reference, tmp / "yolov5") if args.reference else None
+        checkout = args.reference_spd if args.model == "yolov5n_spd" else args.reference
+        reference = _reference_copy(checkout, tmp / "reference") if checkout else None
+        ref = None if reference is None else "SPD-Conv fork" if args.model == "yolov5n_spd" else "YOLOv5 v6.0"
         variants: dict[str, tuple[str, dict]] = {"nostride": ("nostride", {})}
         for v in args.variant:
             variants[f"nostride {v}"] = ("nostride", _parse_variant(v))
-        if args.reference:
-            variants["YOLOv5 v6.0"] = ("reference", {})
+        if ref is not None:
+            variants[ref] = ("reference", {})
         epochs: dict[str, list[float]] = {k: [] for k in variants}
         totals: dict[str, list[float]] = {k: [] for k in variants}
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         for r in range(args.repeats):
             for i, (label, (side, options)) in enumerate(variants.items()):
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--run", side, "--options", json.dumps(options),
+                       "--model", args.model,
                        "--data", str(data), "--img-size", str(args.img_size), "--batch-size", str(args.batch_size),
                        "--epochs", str(args.epochs), "--workers", str(args.workers),
                        "--project", str(tmp / "runs"), "--name", f"r{r}v{i}"]
@@ -207,11 +221,10 @@ def main() -> None:
                     sys.exit(f"{label} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
                 epochs[label].append(json.loads(line[len(MARK):])["epochs"])
                 totals[label].append(total)
-                print(f"  repeat {r + 1} {label:<32} epochs {epochs[label][-1]:7.1f} s   whole run {total:7.1f} s",
+                print(f"  repeat {r + 1} {label:<46} epochs {epochs[label][-1]:7.1f} s   whole run {total:7.1f} s",
                       flush=True)
-        print(f"\n{args.epochs} epochs of yolov5n from scratch at {args.img_size} px, batch {args.batch_size}, "
+        print(f"\n{args.epochs} epochs of {args.model} from scratch at {args.img_size} px, batch {args.batch_size}, "
               f"{args.workers} workers, on {args.data}; median of {args.repeats} runs each, round-robin")
-        ref = "YOLOv5 v6.0" if args.reference else None
 
         def paired(times: dict[str, list[float]], label: str) -> float:  # the same repeat: the same machine load
             return statistics.median(r / x for r, x in zip(times[ref], times[label]))
@@ -220,7 +233,7 @@ def main() -> None:
             e, t = statistics.median(epochs[label]), statistics.median(totals[label])
             ratio = "" if ref is None or label == ref else (
                 f"   {paired(epochs, label):.2f}x / {paired(totals, label):.2f}x the reference's speed")
-            print(f"  {label:<32} epochs {e:7.1f} s   whole run {t:7.1f} s{ratio}")
+            print(f"  {label:<46} epochs {e:7.1f} s   whole run {t:7.1f} s{ratio}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
