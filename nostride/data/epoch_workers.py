@@ -2,8 +2,9 @@
 
 DataLoader worker processes are seeded once, when they start. Started again every epoch, a worker's
 augmentations are a function of the loader's generator, which the engine seeds from
-``(seed, epoch, rank)``; but every epoch then pays for starting the workers again (on coco128 at
-320 px with 2 workers the loader ran at about half its speed). Kept alive across epochs instead,
+``(seed, epoch, rank)``; but every epoch then waits for the workers to start again and refill the
+pipeline, which on a small dataset can cost as much as the epoch's items (docs/benchmarks.md,
+detection data). Kept alive across epochs instead,
 a worker's random state would carry over from the epochs before, so a resumed run (new workers)
 would draw other augmentations than the uninterrupted run.
 
