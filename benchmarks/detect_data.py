@@ -7,9 +7,11 @@
   perspective, HSV, flips) with the scratch hyperparameters, single process;
 * loader: images per second through a DataLoader with ``--workers`` processes over ``--epochs``
   whole epochs, worker start-up included: nostride's training loader as ``nostride train`` builds
-  it (workers restarted each epoch, which keeps every epoch's augmentation a function of the run
-  seed and the epoch, for exact ``--resume``), the same with persistent workers, and the
-  reference's ``create_dataloader`` (its ``InfiniteDataLoader`` keeps its workers).
+  it (``nostride.engine.loaders.train_loader``: workers kept over the epochs and reseeded at each
+  epoch's start, so every epoch's augmentation is a function of the run seed and the epoch, for
+  exact ``--resume``), a plain DataLoader whose workers are started again every epoch (what
+  ``nostride train`` used before), and the reference's ``create_dataloader`` (its
+  ``InfiniteDataLoader`` keeps its workers).
 
 Variants are timed round-robin in this process, so machine load hits them alike; ratios are
 nostride / reference for speeds (above 1 = faster) and reference / nostride for times. Items are
@@ -65,10 +67,17 @@ def _time_items(get, n: int) -> float:
 
 def _loader_ips(make_loader, epochs: int) -> float:
     """Images per second of a loader built, run for ``epochs`` epochs and shut down inside the timing
-    (a loader left alive would go on preparing batches while the next variant is timed)."""
+    (a loader left alive would go on preparing batches while the next variant is timed).
+
+    ``make_loader()`` gives the loader, or ``(loader, before_epoch)`` with ``before_epoch(epoch)``
+    called before each epoch (as the trainer sets the epoch of its loader).
+    """
     n, start = 0, time.perf_counter()
     loader = make_loader()
-    for _ in range(epochs):
+    loader, before_epoch = loader if isinstance(loader, tuple) else (loader, None)
+    for epoch in range(epochs):
+        if before_epoch is not None:
+            before_epoch(epoch)
         for batch in loader:
             n += len(batch[0])
     elapsed = time.perf_counter() - start
@@ -96,6 +105,8 @@ def main() -> None:
     from nostride.data.detection import DetectionDataset, collate_detection
     from nostride.data.detection.train_dataset import DetectionTrainDataset
     from nostride.data.detection.val_loader import LetterboxDataset
+    from nostride.engine.distributed import DistInfo
+    from nostride.engine.loaders import set_loader_epoch, train_loader
     from nostride.tasks.detect.hyp import load_hyp
     from nostride.utils.workers import worker_init_fn
 
@@ -111,12 +122,15 @@ def main() -> None:
         val_fns = {"nostride": lambda i: ours_val[i]}
         train_fns = {"nostride": lambda i: ours_train[i]}
 
-        def ours_loader(persistent: bool):
-            return DataLoader(ours_train, batch_size=bs, shuffle=True, num_workers=args.workers,
-                              collate_fn=collate_detection, worker_init_fn=worker_init_fn,
-                              persistent_workers=persistent and args.workers > 0)
+        def ours_loader():  # as the trainer builds and steps it
+            loader = train_loader(ours_train, bs, args.workers, DistInfo(), seed=0, collate_fn=collate_detection)
+            return loader, lambda epoch: set_loader_epoch(loader, epoch, 0, 0)
 
-        loaders = {"nostride": lambda: ours_loader(False), "nostride, persistent workers": lambda: ours_loader(True)}
+        def restarted_loader():
+            return DataLoader(ours_train, batch_size=bs, shuffle=True, num_workers=args.workers,
+                              collate_fn=collate_detection, worker_init_fn=worker_init_fn, persistent_workers=False)
+
+        loaders = {"nostride": ours_loader, "nostride, workers restarted": restarted_loader}
         if args.reference:
             sys.path.insert(0, str(REPO / "benchmarks"))
             from yolov5_val_crosscheck import _stub_reference_imports

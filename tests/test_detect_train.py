@@ -232,3 +232,40 @@ def test_default_image_size_is_640_or_a_builtin_sets_own_size():
     assert _default_img_size("builtin:small-objects") == 256
     assert _default_img_size("builtin:small-objects@img_size=100,max_size=20") == 128  # up to the stride
     assert _default_img_size("data/coco128.yaml") == 640
+
+
+@pytest.mark.slow
+def test_resume_with_loader_workers_and_close_mosaic_repeats_the_run(squares, tmp_path):
+    """Worker processes persist over epochs, yet a run cut after epoch 1 and resumed (new workers)
+    gives the uninterrupted run's weights; close_mosaic reaches the running workers (no mosaic in
+    the last epoch's batches)."""
+    from nostride.engine import Hook
+
+    opts = {**QUICK, **dict(epochs=2, batch_size=4, workers=2, project=str(tmp_path), autoanchor=False, plots=False,
+                            mosaic=1.0, close_mosaic=1)}
+
+    class Mosaics(Hook):
+        def __init__(self) -> None:
+            self.seen: dict[int, list[bool]] = {}
+
+        def after_step(self, trainer):  # letterboxed items carry their shapes, mosaics None
+            self.seen.setdefault(trainer.epoch, []).extend(s is None for s in trainer.batch[3])
+
+    full = Mosaics()
+    nostride.train("yolov5n", str(squares), name="full", hooks=[full], **opts)
+    assert all(full.seen[0]) and len(full.seen[1]) == 8 and not any(full.seen[1])
+
+    class StopAfterFirstEpoch(Hook):
+        def before_epoch(self, trainer):
+            if trainer.epoch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        nostride.train("yolov5n", str(squares), name="cut", hooks=[StopAfterFirstEpoch()], **opts)
+    nostride.train(resume=str(tmp_path / "cut" / "weights" / "last.pt"), quiet=True)
+    a = load_checkpoint(tmp_path / "full" / "weights" / "last.pt")
+    b = load_checkpoint(tmp_path / "cut" / "weights" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 2
+    for key in ("model", "ema"):
+        for name, t in a[key].items():
+            assert torch.equal(t, b[key][name]), f"{key}.{name}"

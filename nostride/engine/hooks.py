@@ -10,6 +10,10 @@ A hook gets the trainer at six points: ``before_train``, ``before_epoch``, ``bef
 hook may read: ``trainer.epoch``, ``trainer.iter`` (global batch index), ``trainer.batch_index``, ``trainer.batch`` (the loader's batch),
 ``trainer.stepped`` (whether the last batch ended with an optimizer step), ``trainer.metrics``,
 ``trainer.fitness``, ``trainer.best_fitness``, ``trainer.train_items`` (epoch means).
+
+A ``before_epoch`` hook that changes the training dataset changes the main process's copy; the
+training loader's worker processes receive, at each epoch's start, the attributes the dataset
+lists in ``epoch_settings`` (:mod:`nostride.data.epoch_workers`), and no others.
 """
 
 from __future__ import annotations

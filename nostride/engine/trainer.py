@@ -21,12 +21,15 @@ completed, epoch 0); the partial epoch is discarded and resuming repeats it exac
 
 Epochs are numbered from 1 in everything a user sees (console, checkpoints, results.csv, metrics
 JSON, plots); ``self.epoch`` is the 0-based loop index.
+
+The set-up and the loop are here; the run folder, checkpoints and resume state are in
+:mod:`.resume`, the validation and final evaluation in :mod:`.evaluation`, console lines, epoch
+times and results rows in :mod:`.reporting` (parts of :class:`Trainer` as mixins).
 """
 
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -34,31 +37,24 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from nostride.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, state_dict_mismatch
+from nostride.checkpoint import load_checkpoint
 
-from ..safe_load import conform_state_dict
+from ..utils.atomic import remove_stale_temp_files
 from ..utils.numbers import plural
-from ..utils.paths import increment_path
 from ..utils.profile import count_parameters
 from . import distributed as D
-from .checkpointer import (
-    absolute_data_path,
-    capture_rng_state,
-    check_resumable,
-    resolve_resume_path,
-    restore_rng_state,
-    to_plain,
-)
+from .checkpointer import absolute_data_path, check_resumable, resolve_resume_path, restore_rng_state
 from .compiling import CompileUnavailableError, check_compile_backend, compile_failure, compile_for_training
 from .config import TrainConfig
 from .ema import ModelEMA
+from .evaluation import EvaluationMixin
 from .hooks import CheckpointHook, EMAHook, EvalHook, Hook, LRScheduleHook, ResultsHook
-from .loaders import eval_loader, set_loader_epoch, train_loader
+from .loaders import close_loader, set_loader_epoch, train_loader
 from .optim import build_optimizer
+from .reporting import ReportingMixin
 from .results import ResultsWriter
+from .resume import RunStateMixin
 from .rundir import RunFolderLock
-from ..utils.atomic import remove_stale_temp_files
-from ..utils.jsonio import write_json
 from .schedule import LRSchedule, milestones_beyond
 
 __all__ = ["Trainer", "NonFiniteLossError", "CompileUnavailableError", "PeerLostError"]
@@ -70,7 +66,7 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
-class Trainer:
+class Trainer(RunStateMixin, EvaluationMixin, ReportingMixin):
     """Trains ``task`` with the options ``cfg``.
 
     Args:
@@ -103,11 +99,6 @@ class Trainer:
         self.final_metrics: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ set-up
-    def log(self, msg: str, always: bool = False) -> None:
-        """Print on rank 0 (``--quiet`` keeps only the ``always`` messages)."""
-        if self.info.is_main and (always or not self.cfg.quiet):
-            print(msg, flush=True)
-
     def setup(self) -> None:
         cfg = self.cfg
         self.info = D.dist_info()
@@ -227,112 +218,6 @@ class Trainer:
                  f"{f' x {self.info.world_size} processes' if self.info.distributed else ''}; "
                  f"{len(splits.train)} train / {n_val} val images{skipped}; run dir {self.run_dir}")
 
-    def _lock_run_dir(self, folder: Path) -> None:
-        """Rank 0 takes the run folder's lock (:class:`RunFolderLock`) for the rest of the run."""
-        if not self.info.is_main or (self._run_lock is not None and self._run_lock.folder == folder):
-            return
-        self._run_lock = RunFolderLock(folder).acquire()
-        if self._run_lock.stale:
-            self.log(f"{folder}: took over the lock of {self._run_lock.stale}, which no longer runs")
-
-    def release(self) -> None:
-        """Give back what the run holds (the run folder's lock); :meth:`train` does it at its end."""
-        if self._run_lock is not None:
-            self._run_lock.release()
-            self._run_lock = None
-
-    def _eval_loader(self, dataset: Any):
-        if dataset is None or len(dataset) == 0:
-            return None
-        pin = self.device.type == "cuda"
-        own = getattr(self.task, "eval_loader", None)
-        own = own(dataset, self.batch_per_rank, self.cfg.workers, self.info, pin) if own else None
-        return own if own is not None else eval_loader(dataset, self.batch_per_rank, self.cfg.workers, self.info,
-                                                       self.task.collate_fn, pin_memory=pin)
-
-    def _make_run_dir(self) -> Path:
-        # rank 0 picks the folder (RUN, RUN2, ...) and tells the others
-        path = [None]
-        if self.info.is_main:
-            path[0] = str(increment_path(Path(self.cfg.project) / self.cfg.name, self.cfg.exist_ok))
-        if D.is_dist():
-            torch.distributed.broadcast_object_list(path, src=0)
-        return Path(path[0])
-
-    def _load_resume_state(self, ckpt: dict[str, Any]) -> None:
-        differ = state_dict_mismatch(self.model.state_dict(), ckpt["model"])
-        if differ:  # a hand-edited or mixed-up file: one line, not load_state_dict's traceback
-            raise ValueError(f"{self.cfg.resume}: its weights do not fit the model its options build "
-                             f"({self.cfg.model}): {differ}")
-        state, notes = conform_state_dict(self.model.state_dict(), ckpt["model"], self.cfg.resume)
-        if notes:
-            self.log(f"resume: {'; '.join(notes)}", always=True)
-        self.model.load_state_dict(state)
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        if self.ema is not None:
-            if ckpt.get("ema") is None:
-                raise ValueError(f"{self.cfg.resume}: checkpoint has no EMA weights but the run uses --ema")
-            self.ema.load_state_dict(ckpt["ema"], ckpt.get("ema_updates", 0))
-        self.start_epoch = int(ckpt["epoch"])  # epochs finished = 0-based index of the next one
-        self.last_saved_epoch = self.start_epoch
-        self.best_fitness = ckpt.get("best_fitness")
-        self.best_epoch = int(ckpt.get("best_epoch", 0))
-        self.metrics = dict(ckpt.get("metrics") or {})
-        ranks = ckpt.get("rng_ranks") or []
-        if len(ranks) == self.info.world_size:
-            self._resume_rng = ranks[self.info.rank]
-        else:  # another world size: rank 0 continues the saved stream, the others keep seed + rank
-            self._resume_rng = ckpt.get("rng") if self.info.is_main else None
-        if self.start_epoch >= self.cfg.epochs:
-            self.log(f"resume: {self.cfg.resume} already finished {self.start_epoch} of {self.cfg.epochs} epochs "
-                     "but not its final evaluation: evaluating best.pt", always=True)
-        else:
-            self.log(f"resuming {self.cfg.resume} from epoch {self.start_epoch + 1}/{self.cfg.epochs}")
-
-    def _reconcile_best(self) -> None:
-        """Take best epoch and fitness from ``best.pt`` itself when ``last.pt`` says otherwise.
-
-        ``best.pt`` is written just before ``last.pt``; a kill between the two leaves a ``best.pt``
-        of the epoch being repeated now (kept: it is a real, evaluated model; that epoch replaces
-        it again if it is at least as good). A ``best.pt`` older than ``last.pt`` records (files of
-        older versions wrote ``last.pt`` first) is described as what it is.
-        """
-        record = None
-        if self.info.is_main and self.best_path.is_file():
-            try:
-                best = load_checkpoint(self.best_path)
-                record = (int(best.get("epoch", 0)), best.get("best_fitness"))
-            except (ValueError, OSError) as e:
-                self.log(f"warning: {e}; it is rewritten at the next best epoch", always=True)
-        record = D.all_gather_object(record)[0]  # rank 0's view, on every rank
-        if record is None or record == (self.best_epoch, self.best_fitness):
-            return
-        epoch, fitness = record
-        self.log(f"resume: best.pt holds epoch {epoch} (fitness {fitness}), last.pt recorded epoch "
-                 f"{self.best_epoch} (an interrupted write); continuing from what best.pt holds", always=True)
-        self.best_epoch, self.best_fitness = epoch, fitness
-
-    # --------------------------------------------------------------- checkpoints
-    def checkpoint(self, epoch: int, rng_ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        """The full training state after ``epoch`` finished epochs (1-based; 0 = before training) as a plain dict.
-
-        ``rng_ranks``: every DDP rank's RNG state (rank order), so each rank resumes its own stream.
-        """
-        return make_checkpoint(
-            self.model, self.task.names, epoch=epoch,
-            ema=self.ema.state_dict() if self.ema is not None else None,
-            ema_updates=self.ema.updates if self.ema is not None else 0,
-            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-            scaler=self.scaler.state_dict(), best_fitness=self.best_fitness, best_epoch=self.best_epoch,
-            metrics=to_plain({k: v for k, v in self.metrics.items() if _is_scalar(v)}),
-            config=self.cfg.to_dict(), rng=capture_rng_state(), rng_ranks=rng_ranks or [],
-            results=[dict(r) for r in self.results.rows] if self.results is not None else [],  # rebuilds results.csv
-            **dict(getattr(self.task, "checkpoint_extra", lambda: {})()),
-        )
-
     # -------------------------------------------------------------------- loop
     def _call(self, stage: str) -> None:
         for h in self.hooks:
@@ -357,6 +242,7 @@ class Trainer:
                 self.log(self._epoch_line())
                 if self._patience_exceeded():
                     break
+            close_loader(self.train_loader)  # its workers are not needed for the final evaluation
             self._call("after_train")
             self.final_metrics = self.final_evaluation()
             D.barrier()  # no rank leaves (and tears the group down) while another still works
@@ -387,15 +273,6 @@ class Trainer:
         self.log(f"early stop: no better fitness for {p} epochs (best {self.best_fitness:.4g} at epoch "
                  f"{self.best_epoch}); best.pt holds it", always=True)
         return True
-
-    def _resume_command(self) -> str:
-        if not self.info.distributed:
-            return f"nostride train --resume {self.last_path}"
-        return f"torchrun --nproc_per_node {self.info.world_size} -m nostride train --resume {self.last_path}"
-
-    def _saved_state(self) -> str:
-        e = self.last_saved_epoch
-        return f"the state after epoch {e}" if e >= 1 else "the initial state (no epoch completed)"
 
     def train_one_epoch(self) -> None:
         self.train_model.train()
@@ -478,125 +355,3 @@ class Trainer:
                 f"at epoch {self.epoch + 1}/{self.cfg.epochs}, iteration {self.batch_index + 1}/{nb}; stopped. "
                 f"{self.last_path} ({self._saved_state()}) is the last good checkpoint; nothing of this epoch "
                 "was saved. Try a lower --lr, --clip-grad, or --no-amp.")
-
-    # -------------------------------------------------------------- evaluation
-    def eval_model(self) -> nn.Module:
-        """The model validation and best-selection use: the EMA when enabled."""
-        return self.ema.module if self.ema is not None else self.model
-
-    @torch.no_grad()
-    def evaluate(self, loader, model: nn.Module | None = None) -> dict[str, Any]:
-        """Run the task's evaluator over ``loader`` (this rank's shard; the evaluator reduces over ranks)."""
-        model = model if model is not None else self.eval_model()
-        was_training = model.training
-        model.eval()
-        evaluator = self.task.build_evaluator()
-        evaluator.reset()
-        for batch in loader:
-            batch = self.task.preprocess(batch, self.device, self.cfg.channels_last)
-            with torch.autocast(self.device.type, enabled=self.amp):
-                self.task.eval_step(model, batch, evaluator)
-        model.train(was_training)
-        return evaluator.evaluate()
-
-    @property
-    def epoch_time(self) -> float:
-        """Seconds of the epoch so far: training, validation and what came between (plots, EMA sync)."""
-        return time.time() - getattr(self, "_epoch_start", getattr(self, "_t0", time.time()))
-
-    @property
-    def val_time(self) -> float:
-        """Seconds the last validation took (0 without a validation split)."""
-        return float(getattr(self, "_val_time", 0.0))
-
-    def results_row(self) -> dict[str, Any]:
-        """The epoch's results.csv row: the task's own layout (``task.results_row(trainer)``) when it
-        has one, else ``epoch``, ``lr``, ``train/<item>``, ``val/<metric>``, ``fitness``; then the
-        epoch's ``time`` (all of it, validation included) and its ``time/train`` and ``time/val`` parts."""
-        own = getattr(self.task, "results_row", None)
-        row = own(self) if own is not None else None
-        if row is None:
-            lrs = {g.get("group", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
-            row = {"epoch": self.epoch + 1, "lr": lrs.get("decay", next(iter(lrs.values())))}
-            row.update({f"train/{k}": v for k, v in self.train_items.items()})
-            row.update({f"val/{k}": float(v) for k, v in self.metrics.items() if _is_scalar(v)})
-            if self.fitness is not None:
-                row["fitness"] = self.fitness
-        row["time"] = round(self.epoch_time, 2)
-        row["time/train"] = round(self.train_time, 2)
-        row["time/val"] = round(self.val_time, 2)
-        return row
-
-    def _epoch_line(self) -> str:
-        train = "  ".join(f"{k} {v:.4g}" for k, v in self.train_items.items())
-        val = self.task.summary(self.metrics) if self.metrics else "no validation split"
-        parts = f"train {self.train_time:.1f} s + val {self.val_time:.1f} s" if self.metrics else \
-            f"train {self.train_time:.1f} s"
-        return (f"epoch {self.epoch + 1}/{self.cfg.epochs}  train {train}  |  val {val}  "
-                f"({self.epoch_time:.1f} s: {parts})")
-
-    def final_evaluation(self) -> dict[str, Any]:
-        """Best-epoch validation metrics, plus the test split (evaluated only now, with best.pt)."""
-        result: dict[str, Any] = {"run_dir": str(self.run_dir), "best_epoch": self.best_epoch,
-                                  "best_fitness": self.best_fitness, "val": to_plain(self.metrics)}
-        best = self.best_model() if self.val_loader is not None or self.test_loader is not None else None
-        if best is not None:
-            if self.val_loader is not None:
-                result["val"] = to_plain(self.evaluate(self.val_loader, best))
-            if self.test_loader is not None:
-                result["test"] = to_plain(self.evaluate(self.test_loader, best))
-                self.log(f"test (best.pt, epoch {self.best_epoch}): {self.task.summary(result['test'])}",
-                         always=True)
-        # every split has now been read in full: the count of unreadable input files is exact
-        result["skipped"] = self.splits.skipped_over_ranks(D.all_gather_object if self.info.distributed else None)
-        if result["skipped"]:
-            self.log(f"warning: {plural(result['skipped'], 'unreadable input file')} skipped in all (named in "
-                     "the warnings above)", always=True)
-        report = getattr(self.task, "final_report", None)  # e.g. detection's pycocotools summary
-        if report is not None:
-            report(self, result)
-        if self.info.is_main:
-            from ..utils.numbers import round_floats
-
-            write_json(self.run_dir / "final_metrics.json", round_floats(result), indent=2)  # NaN as null, listed
-            self.log(f"done: {self.run_dir} (best.pt from epoch {self.best_epoch}"
-                     f"{f', fitness {self.best_fitness:.4g}' if self.best_fitness is not None else ''})", always=True)
-        return result
-
-    def best_model(self) -> nn.Module | None:
-        """``best.pt``'s model on this rank's device, the same on every rank; ``None`` when the run has none.
-
-        Rank 0 reads the file and sends it to the other ranks, so every rank takes the same branch
-        (a rank that looked for the file itself could miss it while rank 0 still writes it, skip an
-        evaluation, and leave the others waiting in its collectives), also without a shared file
-        system. Kept for the next call of the same best epoch (the final validation, test and COCO
-        evaluations all use it).
-        """
-        cached = getattr(self, "_best_model", None)
-        if cached is not None and cached[0] == self.best_epoch:
-            return cached[1]
-        payload: tuple[str, Any] | None = None
-        if self.info.is_main and self.best_path.is_file():
-            try:
-                payload = ("checkpoint", load_checkpoint(self.best_path))  # on the CPU: any rank can take it
-            except (ValueError, OSError) as e:
-                payload = ("error", str(e))
-        payload = D.broadcast_object(payload)
-        if payload is None:
-            return None
-        if payload[0] == "error":
-            raise ValueError(payload[1])
-        model = model_from_checkpoint(payload[1]).to(self.device)
-        self._best_model = (self.best_epoch, model)
-        return model
-
-    def _progress(self, loader, total: int):
-        from ..utils.progress import progress
-
-        # a bar on a terminal, a line every NOSTRIDE_LOG_INTERVAL seconds when redirected
-        return progress(loader, total=total, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", unit="batch",
-                        disable=self.cfg.quiet or not self.info.is_main)
-
-
-def _is_scalar(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -31,6 +31,11 @@ The engine (:mod:`nostride.engine`) is task-agnostic. It asks a task for, in thi
     ``eval_loader(dataset, batch_size, workers, info, pin_memory)`` return a DataLoader when the
     task batches its own way (e.g. rectangular detection batches), ``None`` for the engine's
     loaders; ``progress(batch) -> str`` adds to the progress bar (e.g. instances, image size).
+    A training loader built with :func:`nostride.data.epoch_workers.epoch_loader` (as the
+    engine's) keeps its worker processes over the epochs yet repeats exactly on resume.
+12. A training dataset whose attributes hooks change between epochs (detection's
+    ``mosaic_enabled``) names them in ``epoch_settings``: the training loader's workers hold their
+    own copy of the dataset and receive those values at each epoch's start.
 
 A new task subclasses :class:`Task` and is added to ``nostride.tasks.TASKS``; no engine change.
 """

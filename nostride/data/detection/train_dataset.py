@@ -15,7 +15,8 @@ Without augmentation (``augment=False``) only step 2's letterbox is applied. Ite
 ``((h0, w0), ((h / h0, w / w0), (pad_w, pad_h)))`` for letterboxed items and ``None`` for
 mosaics; :func:`collate_detection` batches them (the first target column becomes the index in the
 batch). Randomness comes from Python's ``random`` (and NumPy for mixup's ratio), which the engine
-seeds per DataLoader worker from the run seed and epoch, so runs and resumed runs repeat exactly.
+seeds per DataLoader worker at each epoch's start from the run seed, epoch and rank, so runs and
+resumed runs repeat exactly.
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ class DetectionTrainDataset(Dataset):
     Attributes:
         mosaic_enabled: set to ``False`` to stop using mosaics (``close_mosaic``).
     """
+
+    #: attributes that may change between epochs: the training loader's persistent workers take
+    #: their values at each epoch's start (:mod:`nostride.data.epoch_workers`)
+    epoch_settings = ("mosaic_enabled",)
 
     def __init__(self, index: DetectionDataset, img_size: int = 640, hyp: Mapping[str, float] | None = None,
                  augment: bool = True, rect: bool = False, batch_size: int = 16, stride: int = 32, cache: str = "",

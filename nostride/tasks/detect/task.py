@@ -129,15 +129,14 @@ class DetectTask(Task):
         """Rectangular training batches need their own batch sampler; other runs use the engine's loader."""
         if not self.opts["rect"]:
             return None
-        from torch.utils.data import DataLoader
-
         from nostride.data.detection.train_dataset import RectTrainBatchSampler
-        from nostride.utils.workers import default_workers, worker_init_fn
+        from nostride.data.epoch_workers import epoch_loader
+        from nostride.utils.workers import default_workers
 
         sampler = RectTrainBatchSampler(len(dataset), batch_size, info.rank, info.world_size, seed)
         workers = default_workers() if workers is None else workers
-        return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=self.collate_fn,
-                          pin_memory=pin_memory, worker_init_fn=worker_init_fn, generator=torch.Generator())
+        return epoch_loader(dataset, sampler, workers, seed, info.rank, collate_fn=self.collate_fn,
+                            pin_memory=pin_memory)
 
     def eval_loader(self, dataset, batch_size, workers, info, pin_memory=False):
         """Letterboxed rectangular batches (pad 0.5), each rank a disjoint shard of whole batches."""
