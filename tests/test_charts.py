@@ -49,6 +49,16 @@ def test_metric_vs_gflops_says_what_its_error_bars_are_and_ticks_plain_gflops(fi
     assert "error bars: ± 1 standard deviation" in figures[-1].axes[0].get_title()
 
 
+
+def test_gflops_ticks_of_models_of_nearly_equal_cost_do_not_overprint(figures, tmp_path):
+    rows = [_row("yolov5n", 0.166, {0: 0.3}), _row("yolov5n_p2", 0.196, {0: 0.3}),
+            _row("yolov5n@down=spd", 0.308, {0: 0.3}), _row("yolov5n_spd", 0.339, {0: 0.3}),
+            _row("yolov5n@width_multiple=0.344", 0.344, {0: 0.3})]
+    charts.plot_metric_vs_flops(rows, "mAP50-95", "mAP50-95", tmp_path / "m.png")
+    fig = figures[-1]
+    fig.canvas.draw()
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0.166", "0.196", "0.308"]
+
 def test_ap_by_size_states_the_area_rule_of_the_docs(figures, tmp_path):
     plots.plot_ap_by_size({"AP_small": 0.1, "mAP50-95": 0.2, "instances": 3}, tmp_path / "ap.png")
     title = figures[-1].axes[0].get_title()

@@ -52,7 +52,8 @@ def plot_metric_vs_flops(rows: list[ModelRow], metric: str, label: str, path: st
                         label=r.spec.label)
             ticks.add(r.flops / 1e9)
         ax.set_xscale("log")  # models differ in cost by factors: equal ratios, equal distances
-        ax.set_xticks(sorted(ticks), [_gflops_label(t) for t in sorted(ticks)])
+        shown = _spaced(sorted(ticks))
+        ax.set_xticks(shown, [_gflops_label(t) for t in shown])
         ax.set_xticks([], minor=True)  # plain numbers only, no 10^x labels between them
         if len(ticks) == 1:
             t = next(iter(ticks))
@@ -94,3 +95,13 @@ def plot_metric_vs_img_size(rows: list[ModelRow], metric: str, label: str, path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     return save_figure(fig, path)
+
+
+def _spaced(ticks: list[float], min_ratio: float = 1.12) -> list[float]:
+    """The sorted ``ticks`` without those closer than ``min_ratio`` to the last one kept (on a log
+    axis, labels of models of nearly equal cost would print over each other)."""
+    kept: list[float] = []
+    for t in ticks:
+        if not kept or t >= kept[-1] * min_ratio:
+            kept.append(t)
+    return kept
