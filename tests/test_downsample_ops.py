@@ -277,3 +277,23 @@ def test_every_operator_exports_to_onnx_and_runs_in_onnxruntime(tmp_path):
     for name in ("hwd", "conv-equal", "blurpool"):  # the padded ones, at odd sizes, each on its own
         export_onnx(_trained_bn(build_downsample(name, 4, 8)), tmp_path / f"{name}.onnx", (1, 4, 16, 12),
                     dynamic=True, dynamo=False, check_shapes=[(1, 4, 16, 12), (1, 4, 15, 13)])
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_spd_conv_and_conv_equal_train_alike_from_mapped_weights(optimizer):
+    """The null arm differs from SPD-Conv only in how the same weights are laid out: AdamW and SGD act
+    element by element (weight decay included), so from mapped weights both take mapped steps."""
+    torch.manual_seed(0)
+    spd = SPDConv(8, 16, 3, norm=False, act=None, bias=True)
+    eq = ConvEqual.from_spd(spd)
+    make = {"adamw": lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.05),
+            "sgd": lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)}[optimizer]
+    opt_spd, opt_eq = make(spd.parameters()), make(eq.parameters())
+    x = torch.randn(4, 8, 12, 10)
+    for _ in range(5):
+        for module, opt in ((spd, opt_spd), (eq, opt_eq)):
+            opt.zero_grad()
+            (module(x) ** 2).mean().backward()
+            opt.step()
+    torch.testing.assert_close(eq.conv.weight, spd_weight_to_strided(spd.conv.weight, (2, 2)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(eq.conv.bias, spd.conv.bias, rtol=1e-4, atol=1e-5)
