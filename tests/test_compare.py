@@ -262,7 +262,12 @@ def test_defaults_models_by_task_of_the_data_and_packaged_recipes():
     assert recipe["optimizer"] == "adamw" and recipe["epochs"] == 20
     cfg = build_config(**recipe, model="yolov5n_spd", data=DEFAULT_DATA)
     assert cfg.task_options["mosaic"] == 0.0 and cfg.task_options["cls"] == 4.0 and cfg.lr == 0.008
-    with pytest.raises(FileNotFoundError, match="packaged: small-objects-cpu"):
+    # the CIFAR recipe: valid for the classification models, bfloat16 on CPU through amp
+    cifar = load_config_file(resolve_recipe("cifar-cpu"))
+    cfg = build_config(**cifar, model="resnet18_spd", data="/data/cifar10")
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.nesterov, cfg.amp, cfg.channels_last) == (15, 128, 0.1, True,
+                                                                                            True, True)
+    with pytest.raises(FileNotFoundError, match="packaged: cifar-cpu, small-objects-cpu"):
         resolve_recipe("no-such-recipe")
 
 

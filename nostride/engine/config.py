@@ -83,7 +83,7 @@ class TrainConfig:
 
     # hardware
     device: str = ""  # "" = cuda if available, else mps, else cpu
-    amp: bool | None = None  # None = on for CUDA; always off on CPU
+    amp: bool | None = None  # None = on for CUDA (float16); on CPU only when True (bfloat16)
     channels_last: bool = False
     sync_bn: bool = False
     compile: bool = False  # torch.compile the module of the training forward (EMA, checkpoints stay plain)

@@ -48,7 +48,7 @@ class EvaluationMixin:
         evaluator.reset()
         for batch in loader:
             batch = self.task.preprocess(batch, self.device, self.cfg.channels_last)
-            with torch.autocast(self.device.type, enabled=self.amp):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                 self.task.eval_step(model, batch, evaluator)
         model.train(was_training)
         return evaluator.evaluate()

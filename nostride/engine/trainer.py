@@ -40,6 +40,7 @@ from torch import nn
 from nostride.checkpoint import load_checkpoint
 
 from ..utils.atomic import remove_stale_temp_files
+from ..utils.device import amp_policy
 from ..utils.numbers import plural
 from ..utils.profile import count_parameters
 from . import distributed as D
@@ -113,9 +114,9 @@ class Trainer(RunStateMixin, EvaluationMixin, ReportingMixin):
         self.batch_per_rank = cfg.batch_size // self.info.world_size
         D.configure_determinism(cfg.deterministic)
         D.seed_everything(cfg.seed + self.info.rank)  # per-rank seeds: different augmentations per rank
-        self.amp = self.device.type == "cuda" and cfg.amp is not False
-        if cfg.amp and self.device.type != "cuda":
-            self.log(f"amp: mixed precision needs CUDA; training in float32 on {self.device}", always=True)
+        self.amp, self.amp_dtype = amp_policy(self.device, cfg.amp)
+        if cfg.amp and not self.amp:
+            self.log(f"amp: mixed precision needs CUDA or a CPU; training in float32 on {self.device}", always=True)
 
         resume_ckpt = None
         if cfg.resume:
@@ -163,7 +164,8 @@ class Trainer(RunStateMixin, EvaluationMixin, ReportingMixin):
                 self.log(f"sync_bn: SyncBatchNorm needs CUDA; keeping per-process BatchNorm on {self.device}",
                          always=True)
         self.ema = ModelEMA(model, cfg.ema_decay, cfg.ema_tau) if cfg.ema else None
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
+        # float16 needs loss scaling; bfloat16 (CPU) has float32's exponent range and does not
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp and self.amp_dtype == torch.float16)
 
         pin = self.device.type == "cuda"
         own = getattr(self.task, "train_loader", None)
@@ -318,7 +320,7 @@ class Trainer(RunStateMixin, EvaluationMixin, ReportingMixin):
         sync = will_step or not self.info.distributed
         ctx = self.train_model.no_sync() if not sync else contextlib.nullcontext()
         with ctx:
-            with torch.autocast(self.device.type, enabled=self.amp):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                 try:
                     loss, items = self.task.loss(self.train_model, batch)
                 except Exception as e:
