@@ -195,17 +195,40 @@ def test_a_run_stops_its_loader_workers(tmp_path):
     from nostride.engine import Hook, Trainer, build_config
     from nostride.tasks.classify.task import ClassificationTask
 
-    seen = []
+    seen, seen_val = [], []
 
     class Watch(Hook):
         def after_epoch(self, trainer):
-            it = trainer.train_loader._iterator
-            seen.append([w for w in it._workers])
+            seen.append(list(trainer.train_loader._iterator._workers))
+            seen_val.append(list(trainer.val_loader._iterator._workers))  # validated before this hook
 
     cfg = build_config(model="resnet18_cifar", data="builtin:lowres@train=8,val=4,test=4", width=4, epochs=2,
                        batch_size=4, workers=2, device="cpu", quiet=True, project=str(tmp_path), name="run")
     Trainer(cfg, task=ClassificationTask(cfg), hooks=[Watch()]).train()
-    assert len(seen) == 2 and [w.pid for w in seen[0]] == [w.pid for w in seen[1]]  # kept across epochs
-    for w in seen[1]:
+    for workers in (seen, seen_val):  # training and validation workers kept across epochs ...
+        assert len(workers) == 2 and len(workers[0]) == 2 and [w.pid for w in workers[0]] == [w.pid for w in workers[1]]
+    assert not {w.pid for w in seen[0]} & {w.pid for w in seen_val[0]}
+    for w in seen[1] + seen_val[1]:
         w.join(timeout=10)
-    assert not any(w.is_alive() for w in seen[1])  # and stopped at the end
+    assert not any(w.is_alive() for w in seen[1] + seen_val[1])  # ... and stopped at the end
+
+
+def test_detection_validation_loader_keeps_its_workers_and_its_batches(squares):
+    from nostride.data.detection import build_val_loader
+
+    def batches(loader):
+        out = [(b[0].clone(), b[1].clone()) for b in loader]
+        return out, [w.pid for w in loader._iterator._workers] if loader._iterator is not None else None
+
+    from nostride.data.detection import DetectionDataset, load_data_yaml
+
+    index = DetectionDataset(load_data_yaml(squares).split("val"), verbose=False)
+    persistent = build_val_loader(index, img_size=64, batch_size=2, workers=2, persistent_workers=True)
+    first, pids1 = batches(persistent)
+    second, pids2 = batches(persistent)
+    fresh, _ = batches(build_val_loader(index, img_size=64, batch_size=2, workers=0))
+    assert pids1 and pids1 == pids2
+    for a, b, c in zip(first, second, fresh, strict=True):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[0], c[0]) and torch.equal(a[1], c[1])
+    close_loader(persistent)
+    assert persistent._iterator is None

@@ -25,14 +25,18 @@ __all__ = ["EvaluationMixin"]
 class EvaluationMixin:
     """Validation, test and final evaluation of a :class:`~nostride.engine.Trainer`."""
 
-    def _eval_loader(self, dataset: Any):
+    def _eval_loader(self, dataset: Any, persistent: bool = False):
+        """The loader of an evaluation split; ``persistent``: its workers live until :meth:`release`
+        (the validation split, evaluated every epoch)."""
         if dataset is None or len(dataset) == 0:
             return None
         pin = self.device.type == "cuda"
         own = getattr(self.task, "eval_loader", None)
-        own = own(dataset, self.batch_per_rank, self.cfg.workers, self.info, pin) if own else None
+        own = own(dataset, self.batch_per_rank, self.cfg.workers, self.info, pin, persistent_workers=persistent) \
+            if own else None
         return own if own is not None else eval_loader(dataset, self.batch_per_rank, self.cfg.workers, self.info,
-                                                       self.task.collate_fn, pin_memory=pin)
+                                                       self.task.collate_fn, pin_memory=pin,
+                                                       persistent_workers=persistent)
 
     def eval_model(self) -> nn.Module:
         """The model validation and best-selection use: the EMA when enabled."""

@@ -39,13 +39,19 @@ def train_loader(dataset: Dataset, batch_size: int, workers: int | None, info: D
 
 
 def eval_loader(dataset: Dataset, batch_size: int, workers: int | None, info: DistInfo,
-                collate_fn: Callable[[list[Any]], Any] | None = None, pin_memory: bool = False) -> DataLoader:
-    """In-order loader over this rank's shard: over all ranks every sample is seen exactly once."""
+                collate_fn: Callable[[list[Any]], Any] | None = None, pin_memory: bool = False,
+                persistent_workers: bool = False) -> DataLoader:
+    """In-order loader over this rank's shard: over all ranks every sample is seen exactly once.
+
+    ``persistent_workers``: keep the worker processes between evaluations (the validation loader
+    of a run, iterated every epoch; evaluation draws no random numbers, so nothing needs reseeding).
+    :func:`close_loader` stops them.
+    """
     workers = default_workers() if workers is None else workers
     sampler = ShardSampler(len(dataset), info.rank, info.world_size)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=collate_fn, pin_memory=pin_memory, worker_init_fn=worker_init_fn,
-                      generator=torch.Generator().manual_seed(0))
+                      generator=torch.Generator().manual_seed(0), persistent_workers=persistent_workers and workers > 0)
 
 
 def set_loader_epoch(loader: DataLoader, epoch: int, seed: int, rank: int) -> None:

@@ -36,9 +36,10 @@ class RunStateMixin:
             self.log(f"{folder}: took over the lock of {self._run_lock.stale}, which no longer runs")
 
     def release(self) -> None:
-        """Give back what the run holds (the training loader's worker processes, the run folder's
-        lock); :meth:`train` does it at its end."""
+        """Give back what the run holds (the training and validation loaders' worker processes, the
+        run folder's lock); :meth:`train` does it at its end."""
         close_loader(getattr(self, "train_loader", None))
+        close_loader(getattr(self, "val_loader", None))
         if self._run_lock is not None:
             self._run_lock.release()
             self._run_lock = None

@@ -174,7 +174,7 @@ class Trainer(RunStateMixin, EvaluationMixin, ReportingMixin):
             splits.train, self.batch_per_rank, cfg.workers, self.info, cfg.seed, self.task.collate_fn, pin_memory=pin)
         if len(self.train_loader) == 0:
             raise ValueError(f"{cfg.data}: the training set is empty")
-        self.val_loader = self._eval_loader(splits.val)
+        self.val_loader = self._eval_loader(splits.val, persistent=True)
         self.test_loader = self._eval_loader(splits.test)
         nb = len(self.train_loader)
         warmup = cfg.warmup_iters if cfg.warmup_iters is not None else \

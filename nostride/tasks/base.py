@@ -146,8 +146,9 @@ class Task:
         return None
 
     def eval_loader(self, dataset: Dataset, batch_size: int, workers: int, info: Any,
-                    pin_memory: bool = False) -> Any:
-        """A task-specific evaluation DataLoader, or ``None`` for the engine's (in order, sharded)."""
+                    pin_memory: bool = False, persistent_workers: bool = False) -> Any:
+        """A task-specific evaluation DataLoader, or ``None`` for the engine's (in order, sharded).
+        ``persistent_workers``: the loader is iterated again and again (validation every epoch)."""
         return None
 
     def progress(self, batch: Any) -> str:

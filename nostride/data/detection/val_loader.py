@@ -184,11 +184,14 @@ def build_val_loader(
     rank: int | None = None,
     world_size: int | None = None,
     pin_memory: bool = False,
+    persistent_workers: bool = False,
 ) -> DataLoader:
     """A DataLoader of letterboxed rectangular batches (:func:`collate_detection` batches).
 
     ``rank`` / ``world_size`` default to the ``torch.distributed`` process group's when one is
-    initialised (each rank then loads a disjoint shard of whole batches).
+    initialised (each rank then loads a disjoint shard of whole batches). ``persistent_workers``:
+    keep the worker processes between iterations (a training run's validation every epoch, as
+    YOLOv5's validation loader does).
     """
     if rank is None or world_size is None:
         import torch.distributed as dist
@@ -204,4 +207,4 @@ def build_val_loader(
 
         workers = default_workers()
     return DataLoader(items, batch_sampler=sampler, num_workers=workers, collate_fn=collate_detection,
-                      pin_memory=pin_memory, persistent_workers=False)
+                      pin_memory=pin_memory, persistent_workers=persistent_workers and workers > 0)

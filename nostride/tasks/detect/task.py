@@ -138,12 +138,13 @@ class DetectTask(Task):
         return epoch_loader(dataset, sampler, workers, seed, info.rank, collate_fn=self.collate_fn,
                             pin_memory=pin_memory)
 
-    def eval_loader(self, dataset, batch_size, workers, info, pin_memory=False):
+    def eval_loader(self, dataset, batch_size, workers, info, pin_memory=False, persistent_workers=False):
         """Letterboxed rectangular batches (pad 0.5), each rank a disjoint shard of whole batches."""
         from nostride.data.detection import build_val_loader
 
         loader = build_val_loader(dataset, img_size=self.img_size, batch_size=batch_size, stride=self.stride,
-                                  workers=workers, rank=info.rank, world_size=info.world_size, pin_memory=pin_memory)
+                                  workers=workers, rank=info.rank, world_size=info.world_size, pin_memory=pin_memory,
+                                  persistent_workers=persistent_workers)
         # evaluator keys: loader positions, so that results are scored in single-process order
         self._eval_positions = {**getattr(self, "_eval_positions", {}), **loader.dataset.positions()}
         return loader
