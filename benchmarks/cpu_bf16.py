@@ -15,7 +15,6 @@ import argparse
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from _common import apply_threads, describe_device, measure
 
 from nostride.models import create_model

@@ -163,7 +163,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         per_class = {32: 100 if args.quick else 400, 64: 5 if args.quick else 20}  # 1000 / 4000 images
         loaders = build_loaders(args.sizes, max(loader_images, 2 * args.loader_batch), args.shared, per_class, Path(tmp))
-        print(f"\ndata loading (random crop + flip + normalise, no model)")
+        print("\ndata loading (random crop + flip + normalise, no model)")
         print(f"{'dataset':<52} {'size':>5} {'img/s':>9} {'img/CPU-s':>10}")
         slowest: dict[int, float] = {}
         for s in args.sizes:

@@ -40,7 +40,7 @@ def make_square_dataset(root: Path, n: int = 8, size: tuple[int, int] = (48, 64)
         (root / "images" / "train" / f"broken{j}.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     if bad_rows:
         lab = root / "labels" / "train" / "im0.txt"
-        lab.write_text(lab.read_text() + "".join(f"7 0.5 0.5 1.5 0.2 0.1 extra\n" for _ in range(bad_rows)))
+        lab.write_text(lab.read_text() + "".join("7 0.5 0.5 1.5 0.2 0.1 extra\n" for _ in range(bad_rows)))
     (root / "data.yaml").write_text(f"path: {root}\ntrain: images/train\nval: images/val\n"
                                     "names: [red, green, blue]\n")
     return root / "data.yaml"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import io
 import os
-import pickle
 import signal
 import sys
 import zipfile

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import nostride
-from nostride.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from nostride.checkpoint import make_checkpoint, save_checkpoint
 from nostride.cli import main
 from nostride.data.io import ImageDecodeError, read_image_rgb, walk_image_files, write_image
 from nostride.models import create_model

@@ -81,7 +81,6 @@ def test_help_and_version_start_fast_without_torch():
 
 
 def _option_actions():
-    import argparse
 
     from nostride.cli import _FLAG_ACTIONS, build_parser
 

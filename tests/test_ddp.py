@@ -10,7 +10,6 @@ import sys
 import textwrap
 
 import pytest
-import torch
 from helpers import image_folder
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]

@@ -3,7 +3,6 @@ coco128, and DDP with two gloo processes."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess

@@ -117,7 +117,7 @@ def test_cache_gives_the_same_images(squares, mode, tmp_path, monkeypatch):
 
 def test_transfer_weights_keeps_box_outputs_and_reinitialises_classes():
     from nostride.models import create_model
-    from nostride.tasks.detect.task import freeze_layers, transfer_weights
+    from nostride.tasks.detect.weights import freeze_layers, transfer_weights
 
     torch.manual_seed(0)
     src = create_model("yolov5n", num_classes=80)
@@ -176,7 +176,7 @@ def test_multi_scale_and_close_mosaic():
 def test_a_yolov5_checkpoint_names_its_architecture(tmp_path):
     from yolov5_fixture import build_reference_model, spd_cfg, v6_cfg, write_yolov5_checkpoint
 
-    from nostride.tasks.detect.task import yolov5_model_of
+    from nostride.tasks.detect.weights import yolov5_model_of
 
     v6 = write_yolov5_checkpoint(tmp_path / "y5n.pt", build_reference_model(v6_cfg(nc=80, width_multiple=0.25)))
     spd = write_yolov5_checkpoint(tmp_path / "spd_n.pt", build_reference_model(spd_cfg(nc=80, width_multiple=0.25)))

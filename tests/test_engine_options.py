@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from nostride.engine import Trainer, build_config
-from nostride.tasks.base import DatasetSplits
 
 from test_engine_loop import SynthTask
 

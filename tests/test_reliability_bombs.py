@@ -6,7 +6,6 @@ name files."""
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
 import sys

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from nostride.checkpoint import load_checkpoint

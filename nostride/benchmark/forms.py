@@ -64,7 +64,6 @@ def build_form(
         FormUnavailable: the form cannot run here (the message says why).
         ValueError: an unknown form.
     """
-    device = example.device
     dtype = str(example.dtype).replace("torch.", "")
     if form == "eager":
         return Runner(_torch_call(model, example), model, dtype)

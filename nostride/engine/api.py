@@ -111,7 +111,7 @@ def _check_epoch_change(path: Any, saved: dict[str, Any], epochs: int) -> None:
 def _model_of_weights(path: str) -> tuple[str, dict[str, Any]]:
     """The model (name, keyword arguments) a nostride checkpoint given as ``weights`` describes (so
     ``--model`` may be left out)."""
-    from nostride.tasks.detect.task import yolov5_model_of
+    from nostride.tasks.detect.weights import yolov5_model_of
     from nostride.weights import model_spec_of_checkpoint, read_weights
 
     yolo = yolov5_model_of(path)  # a YOLOv5 / YOLOv5-SPD .pt names its architecture

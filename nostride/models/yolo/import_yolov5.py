@@ -182,7 +182,7 @@ def _pick_model(ckpt: Any, use_ema: bool | str, path: Path) -> tuple[PickledObje
     if use_ema not in ("auto", True, False):
         raise ValueError(f"use_ema must be 'auto', True or False, got {use_ema!r}")
     _refuse_other_kinds(ckpt, path)
-    ema, model = ckpt.get("ema"), ckpt.get("model")
+    ema = ckpt.get("ema")
     if use_ema is True and ema is None:
         raise ValueError(f"{path}: use_ema=True but the checkpoint has no EMA weights ('ema' is missing or None)")
     key = "ema" if (use_ema is True or (use_ema == "auto" and ema is not None)) else "model"

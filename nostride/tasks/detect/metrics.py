@@ -26,7 +26,6 @@ threshold, and an unmatched prediction whose own area is outside the range is le
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import numpy as np
 import torch
