@@ -289,15 +289,15 @@ def test_progress_line_shows_the_metric_in_the_tables_unit(capsys, tmp_path):
 def test_default_jobs_two_one_thread_runs_on_a_multicore_cpu(monkeypatch):
     import os
 
-    from nostride.comparison import api
+    from nostride.comparison import placement as api
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    assert api._default_jobs(["cpu"], 1) == 2
-    assert api._default_jobs(["cuda:0", "cuda:1"], 1) == 2
-    assert api._default_jobs(["cuda:0"], 1) == 1
-    assert api._default_jobs(["cpu"], 2) == 1  # each run is already a torchrun group
+    assert api.default_jobs(["cpu"], 1) == 2
+    assert api.default_jobs(["cuda:0", "cuda:1"], 1) == 2
+    assert api.default_jobs(["cuda:0"], 1) == 1
+    assert api.default_jobs(["cpu"], 2) == 1  # each run is already a torchrun group
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
-    assert api._default_jobs(["cpu"], 1) == 1
+    assert api.default_jobs(["cpu"], 1) == 1
 
 
 def test_report_names_the_split_its_scores_come_from(tmp_path):

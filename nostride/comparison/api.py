@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +12,7 @@ from ..utils.atomic import atomic_write_text
 from ..utils.paths import increment_path
 from .launchers import LauncherUnavailable
 from .matching import build_spec_model, match_baseline, model_cost
+from .placement import default_jobs, device_text, on_cpu, threads_per_run
 from .provenance import provenance_markdown, run_environments, study_provenance
 from .report import (DifferenceRow, ModelRow, build_differences, build_rows, failures_markdown, markdown_report,
                      write_csvs)
@@ -228,7 +227,7 @@ def compare(
         raise ValueError("seeds must be at least 1")
     devices = [d.strip() for d in str(device).split(",") if d.strip()]
     if jobs is None:
-        jobs = _default_jobs(devices, nproc_per_run)
+        jobs = default_jobs(devices, nproc_per_run)
     if jobs < 1 or nproc_per_run < 1:
         raise ValueError("jobs and nproc_per_run must be >= 1")
     if len(devices) > 1 and nproc_per_run > 1:
@@ -250,8 +249,8 @@ def compare(
     common.update({"data": data, "device": devices[0] if len(devices) == 1 else ""})
     common.setdefault("split_seed", 0)
     if "workers" not in common:
-        on_cpu = _on_cpu(devices) if launcher is None else (_on_cpu(devices) if devices else not launcher.uses_gpus())
-        common["workers"] = 0 if on_cpu else 4
+        cpu_only = on_cpu(devices) if launcher is None else (on_cpu(devices) if devices else not launcher.uses_gpus())
+        common["workers"] = 0 if cpu_only else 4
     for k in _NOT_COMMON:
         common.pop(k, None)
     build_config(**{**common, "model": specs[0].name})  # unknown / bad options fail before any training
@@ -328,8 +327,8 @@ def compare(
 
         md += "\n" + down_section(rows, metrics[0], labels[metrics[0]], getattr(task, "higher_is_better", True))
     files = write_csvs(study_dir, results, rows, diffs, metrics)
-    record = study_provenance(command, data, _device_text(devices, trained_by),
-                              _threads_per_run(jobs, nproc_per_run, devices, trained_by),
+    record = study_provenance(command, data, device_text(devices, trained_by),
+                              threads_per_run(jobs, nproc_per_run, devices, trained_by),
                               trained_by.describe() if trained_by is not None else "this machine")
     report = study_dir / "report.md"
     atomic_write_text(study_dir / "provenance.json", json.dumps(record, indent=2))
@@ -358,66 +357,6 @@ def _scored_split(results: list[RunResult]) -> str:
     if not any(has_test):
         return "validation split (the data has no test split)"
     return "test split (validation split where a run had none)"
-
-
-def _default_jobs(devices: list[str], nproc_per_run: int) -> int:
-    """Parallel runs when none are asked for: one per device, or 2 on a CPU with >= 2 cores."""
-    if len(devices) > 1:
-        return len(devices)
-    if nproc_per_run > 1 or not _on_cpu(devices):
-        return 1
-    return 2 if (os.cpu_count() or 1) >= 2 else 1
-
-
-def _device_text(devices: list[str], launcher: Any) -> str:
-    """The device the runs train on, in words (a GPU with its name)."""
-    if launcher is not None:
-        return f"{', '.join(devices) or 'the default of each node'} ({launcher.describe()})"
-    import torch
-
-    from nostride.utils.device import select_device
-
-    out = []
-    for d in devices or [""]:
-        dev = select_device(d)
-        name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name()
-        out.append(f"{dev} ({name})")
-    return ", ".join(out)
-
-
-def _cpu_name() -> str:
-    """The CPU's model name (Linux), else the machine type."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _threads_per_run(jobs: int, nproc_per_run: int, devices: list[str], launcher: Any) -> int | None:
-    """Intra-op threads of each run's training, as :func:`execute_runs` sets them."""
-    if launcher is not None:
-        return launcher.threads_per_run()
-    if jobs <= 1 and nproc_per_run <= 1:
-        import torch
-
-        return torch.get_num_threads()
-    if devices and not all(d.startswith("cpu") for d in devices):  # GPU workers keep torch's default
-        return None
-    if os.environ.get("OMP_NUM_THREADS"):
-        return int(os.environ["OMP_NUM_THREADS"])
-    return max(1, (os.cpu_count() or 1) // max(jobs, 1))
-
-
-def _on_cpu(devices: list[str]) -> bool:
-    import torch
-
-    if devices:
-        return all(d == "cpu" for d in devices)
-    return not torch.cuda.is_available()
 
 
 def _latencies(runs, num_classes: int, devices: list[str], enabled: bool) -> tuple[str, dict[tuple[str, int], float]]:
