@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 from ...utils.atomic import atomic_write_bytes
-from ..io import is_image_file
+from ..files import is_image_file
 
 __all__ = ["extract_subset"]
 

@@ -14,7 +14,7 @@ import os
 import warnings
 from pathlib import Path
 
-from ..io import IMAGE_EXTENSIONS, is_image_file, walk_image_files
+from ..files import IMAGE_EXTENSIONS, is_image_file, walk_image_files
 from ...utils.numbers import plural
 
 __all__ = ["TEST_SPLIT_NAMES", "find_test_dir", "find_val_dir", "load_image_folder", "load_image_folder_splits"]

@@ -12,7 +12,7 @@ import os
 import warnings
 from pathlib import Path
 
-from ..io import is_image_file
+from ..files import is_image_file
 
 __all__ = ["TinyImageNet", "load_tiny_imagenet", "read_wnids", "read_words"]
 

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from ...checkpoint import model_from_checkpoint, model_or_checkpoint, recorded_option
 from ...data.detection.letterbox import scale_boxes
-from ...data.io import list_images
+from ...data.files import list_images
 from ...utils.atomic import atomic_write_text
 from ...utils.device import select_device
 from ...utils.paths import increment_path
