@@ -28,7 +28,7 @@ The engine (:mod:`nostride.engine`) is task-agnostic. It asks a task for, in thi
    see :class:`nostride.engine.hooks.Hook`.
 10. ``summary(metrics) -> str``: one line for the console.
 11. Optional: ``train_loader(dataset, batch_size, workers, info, seed, pin_memory)`` and
-    ``eval_loader(dataset, batch_size, workers, info, pin_memory)`` return a DataLoader when the
+    ``eval_loader(dataset, batch_size, workers, info, pin_memory, persistent_workers)`` return a DataLoader when the
     task batches its own way (e.g. rectangular detection batches), ``None`` for the engine's
     loaders; ``progress(batch) -> str`` adds to the progress bar (e.g. instances, image size).
     A training loader built with :func:`nostride.data.epoch_workers.epoch_loader` (as the
