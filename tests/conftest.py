@@ -53,6 +53,17 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _no_leaked_progress_ticker():
+    """A study's progress ticker left running writes into later tests' output every 30 s: each test
+    closes the ones it starts."""
+    import threading
+
+    yield
+    leaked = [t for t in threading.enumerate() if t.name == "study-progress" and t.is_alive()]
+    assert not leaked, "a StudyProgress was left running (call close())"
+
+
 def shared_data_shadow() -> Path | None:
     """A writable stand-in for the real datasets folder (its folders real, its files links to the
     real ones), made once per run; ``None`` when the real data is absent."""

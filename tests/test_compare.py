@@ -280,6 +280,7 @@ def test_progress_line_shows_the_metric_in_the_tables_unit(capsys, tmp_path):
     det = study_task("detect")
     progress.finished(RunResult(run, final={"test": {"mAP50-95": 0.123456}}, train_time=5.0), *det.metrics[0],
                       det.scale, det.digits)
+    progress.close()
     assert "[1/1] 128px yolov5n seed 1: mAP50-95 0.1235 (5 s training)" in capsys.readouterr().out
     # the unit of each task is the one `nostride val` prints: detection fractions, classification percent
     assert (det.unit, det.scale) == ("fractions (0-1)", 1.0)
@@ -334,6 +335,7 @@ def test_redirected_output_gets_a_study_progress_line_at_a_steady_interval(capsy
     time.sleep(0.25)
     assert not capsys.readouterr().err  # closed: no more lines
     assert StudyProgress(10, 2, quiet=True)._ticker is None
+    assert StudyProgress(10, 2, interval=0)._ticker is None
 
 
 @pytest.mark.slow
