@@ -86,6 +86,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--val-fraction", type=float, help="part of train held out for validation (default 0.1)")
     g.add_argument("--max-per-class", type=int, help="use at most N images per class (quick runs; default: all)")
     _flag(g, "--augment", "training augmentation (default on)")
+    g.add_argument("--cache", choices=["ram", "disk"], help="decode and resize every image once and keep it in "
+                   "memory (ram), or as .npy files (disk, detection only) (default: decode every time)")
     _flag(g, "--strict", "refuse data problems that are otherwise warnings, e.g. a class folder without images "
           "(default off)")
     g = p.add_argument_group("hardware")
@@ -103,8 +105,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--hyp", metavar="NAME|FILE", type=path_arg, help="hyperparameters: scratch, scratch-low, scratch-med, scratch-high "
                    "or a YAML file (default scratch; detection runs only)")
     _flag(g, "--rect", "rectangular training batches, no mosaic (default off)")
-    g.add_argument("--cache", choices=["ram", "disk"], help="keep resized images in memory or as .npy files "
-                   "(default: decode every time)")
     _flag(g, "--multi-scale", "vary the image size per batch in [0.5, 1.5] x img-size (default off)")
     g.add_argument("--close-mosaic", type=int, metavar="N", help="no mosaic in the last N epochs (default 0: never)")
     g.add_argument("--freeze", type=int, metavar="N", help="freeze layers 0..N-1, e.g. 10 = the backbone (default 0)")

@@ -80,6 +80,25 @@ def _task_of(specs: list[ModelSpec]) -> str:
     return tasks.pop()
 
 
+# options that change how fast runs go, not what they compute: not part of a study's identity
+_NOT_IDENTITY = ("device", "workers", "cache")
+
+
+def _same_study(stored: Any, identity: dict[str, Any]) -> bool:
+    """Whether a study card's identity is this one's (earlier versions kept ``cache`` among detection's
+    task options, and in the identity: a cache never changes what a run computes)."""
+    if not isinstance(stored, dict):
+        return False
+    common = dict(stored.get("common") or {})
+    for key in _NOT_IDENTITY:
+        common.pop(key, None)
+    if isinstance(common.get("task_options"), dict):
+        common["task_options"] = {k: v for k, v in common["task_options"].items() if k != "cache"}
+        if not common["task_options"]:
+            common.pop("task_options")
+    return {**stored, "common": common} == identity
+
+
 def _find_study(project: str | Path, name: str, identity: dict[str, Any]) -> Path | None:
     """The existing folder PROJECT/NAME[k] of the study with this identity, or ``None``."""
     path = Path(project) / name
@@ -87,7 +106,7 @@ def _find_study(project: str | Path, name: str, identity: dict[str, Any]) -> Pat
         if not p.exists():
             return None
         try:
-            if json.loads((p / "study.json").read_text()).get("identity") == identity:
+            if _same_study(json.loads((p / "study.json").read_text()).get("identity"), identity):
                 return p
         except (OSError, ValueError):
             continue
@@ -104,7 +123,7 @@ def _open_study(project: str | Path, name: str, identity: dict[str, Any]) -> tup
             break
         if card.is_file():
             try:
-                if json.loads(card.read_text()).get("identity") == identity:
+                if _same_study(json.loads(card.read_text()).get("identity"), identity):
                     return p, True
             except ValueError:
                 pass
@@ -288,7 +307,7 @@ def compare(
                     size_specs.append(matched)
         per_size[size] = size_specs
 
-    identity = {"task": task.name, "common": {k: common[k] for k in sorted(common) if k not in ("device", "workers")}}
+    identity = {"task": task.name, "common": {k: common[k] for k in sorted(common) if k not in _NOT_IDENTITY}}
     if unavailable is not None and _find_study(project, name, identity) is None:
         raise unavailable
     study_dir, continued = _open_study(project, name, identity)

@@ -14,7 +14,7 @@ from .config import TrainConfig, build_config
 __all__ = ["train", "resolve_config", "RESUME_OVERRIDABLE"]
 
 # options that may change when resuming: they do not alter what the finished epochs mean
-RESUME_OVERRIDABLE = ("epochs", "device", "workers", "quiet", "tensorboard", "compile", "spd_form")
+RESUME_OVERRIDABLE = ("epochs", "device", "workers", "quiet", "tensorboard", "compile", "spd_form", "cache")
 
 
 def resolve_config(config: str | None = None, **options: Any) -> TrainConfig:

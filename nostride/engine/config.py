@@ -80,6 +80,7 @@ class TrainConfig:
     max_per_class: int | None = None  # cap images per class (quick runs)
     strict: bool = False  # data problems that are warnings (an empty class folder) become errors
     augment: bool = True
+    cache: str = ""  # "" (decode every time), "ram" (decoded, resized images kept in memory), "disk" (detection: .npy files)
 
     # hardware
     device: str = ""  # "" = cuda if available, else mps, else cpu
@@ -109,7 +110,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the option when a value is out of range."""
         choices = {"optimizer": ("sgd", "adamw"), "schedule": ("step", "cosine", "linear"),
-                   "schedule_unit": ("iter", "epoch"), "spd_form": ("spd", "strided")}
+                   "schedule_unit": ("iter", "epoch"), "spd_form": ("spd", "strided"), "cache": ("", "ram", "disk")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
@@ -197,6 +198,9 @@ def _normalise(options: dict[str, Any], where: str) -> dict[str, Any]:
             out.setdefault("task_options", {})[key] = value
             continue
         if key == "task_options" and isinstance(value, dict):
+            value = dict(value)
+            if "cache" in value:  # a detection task option in files written by earlier versions
+                out["cache"] = _coerce("cache", value.pop("cache"), where)
             out.setdefault("task_options", {}).update(value)
             continue
         if key not in keys:

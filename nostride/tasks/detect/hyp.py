@@ -43,7 +43,6 @@ HYP_KEYS: tuple[str, ...] = (
 #: the other detection options and their defaults (the reference's behaviour)
 PIPELINE_DEFAULTS: dict[str, Any] = {
     "rect": False,  # rectangular training batches (no mosaic, no shuffle)
-    "cache": "",  # "", "ram" or "disk": keep resized images
     "multi_scale": False,  # image size drawn from [0.5, 1.5] x img_size (multiples of 32) per batch
     "close_mosaic": 0,  # turn mosaic off for the last N epochs (0 = never, as YOLOv5 v6.0)
     "freeze": 0,  # freeze the first N layers (model.0 .. model.N-1)
@@ -126,8 +125,6 @@ def check_task_options(options: dict[str, Any]) -> dict[str, Any]:
         else:
             raise ValueError(f"detection option {k!r} must be {want.__name__}, got {v!r}")
         out[k] = v
-    if out["cache"] not in ("", "ram", "disk"):
-        raise ValueError(f"detection option 'cache' must be 'ram', 'disk' or '' (none), got {out['cache']!r}")
     for k, (low, high, low_open, high_open, what) in HYP_BOUNDS.items():
         check_float(f"detection option {k!r}", out[k], low, high, low_open=low_open, high_open=high_open, what=what)
     for k in ("close_mosaic", "freeze"):

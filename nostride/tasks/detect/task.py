@@ -71,9 +71,9 @@ class DetectTask(Task):
     """Trains a YOLOv5-family detector on a YOLO / COCO detection dataset (see the module doc).
 
     Uses from the options: ``model``, ``model_options``, ``data`` (a dataset YAML), ``img_size``,
-    ``batch_size``, ``workers``, ``augment``, ``weights``, ``label_smoothing``, ``seed``, ``resume``
+    ``batch_size``, ``workers``, ``augment``, ``cache``, ``weights``, ``label_smoothing``, ``seed``, ``resume``
     and ``task_options`` (:mod:`nostride.tasks.detect.hyp`: loss gains, augmentation, ``rect``,
-    ``cache``, ``multi_scale``, ``close_mosaic``, ``freeze``, ``autoanchor``, ``plots``).
+    ``multi_scale``, ``close_mosaic``, ``freeze``, ``autoanchor``, ``plots``).
     """
 
     name = "detect"
@@ -111,7 +111,7 @@ class DetectTask(Task):
         per_rank = max(cfg.batch_size // world, 1)
         self.train_set = DetectionTrainDataset(
             train_index, self.img_size, hyp=opts, augment=cfg.augment, rect=opts["rect"], batch_size=per_rank,
-            stride=self.stride, cache=opts["cache"], workers=max(self._workers(), 1), verbose=verbose)
+            stride=self.stride, cache=cfg.cache, workers=max(self._workers(), 1), verbose=verbose)
         val = DetectionDataset(dc.val, names=dc.names, verbose=verbose, prefix="val: ") if dc.val else None
         test = DetectionDataset(dc.test, names=dc.names, verbose=verbose, prefix="test: ") if dc.test else None
         self.val_index = val
