@@ -7,7 +7,7 @@ the validation split can use the evaluation transform without copying anything.
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -107,11 +107,13 @@ class ImageFileDataset(Dataset):
         bad: the :class:`BadFileLog` shared with the split's other views (default: a new one).
         on_bad: ``"replace"`` (training: the next readable sample, with its label) or
             ``"exclude"`` (evaluation: the next readable image with label :data:`IGNORE_LABEL`).
+        images: the samples already decoded and fitted to S x S
+            (:class:`~.ram_cache.DecodedImages`, ``cache: ram``): served from memory, not from the files.
     """
 
     def __init__(self, paths: Sequence[str], labels: Sequence[int], transform: Transform,
                  indices: Sequence[int] | None = None, bad: BadFileLog | None = None,
-                 on_bad: str = "replace") -> None:
+                 on_bad: str = "replace", images: Any = None) -> None:
         if len(paths) != len(labels):
             raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
         if on_bad not in ("replace", "exclude"):
@@ -122,6 +124,9 @@ class ImageFileDataset(Dataset):
         self.transform = transform
         self.indices = list(range(len(self.paths))) if indices is None else list(indices)
         self.bad = bad if bad is not None else BadFileLog(self.paths)
+        if images is not None and len(images) != len(self.paths):
+            raise ValueError(f"{len(images)} cached images for {len(self.paths)} paths")
+        self.images = images
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -132,11 +137,14 @@ class ImageFileDataset(Dataset):
             j = self.indices[(i + step) % n]
             if self.bad.is_bad(j):
                 continue
-            try:
-                img = read_image_rgb(self.paths[j])
-            except (ImageDecodeError, OSError) as e:
-                self.bad.mark(j, e)
-                continue
+            if self.images is not None:  # a file the cache could not decode is already marked bad
+                img = self.images[j]
+            else:
+                try:
+                    img = read_image_rgb(self.paths[j])
+                except (ImageDecodeError, OSError) as e:
+                    self.bad.mark(j, e)
+                    continue
             label = IGNORE_LABEL if step and self.on_bad == "exclude" else self.labels[j]
             return self.transform(img), label
         raise RuntimeError(f"none of the {n} images of this dataset could be read (e.g. {self.paths[self.indices[0]]})")

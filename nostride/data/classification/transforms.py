@@ -64,8 +64,10 @@ class ClassificationTransform:
         self._scale = 1.0 / (255.0 * std_a)
         self._shift = -np.array(self.mean, dtype=np.float32).reshape(3, 1, 1) / std_a
 
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        s, p = self.img_size, self.padding
+    def fit(self, img: torch.Tensor) -> torch.Tensor:
+        """Step 1 alone: the uint8 (3, S, S) image the rest of the transform starts from (what a
+        decoded-image cache keeps, so cached and uncached items are the same)."""
+        s = self.img_size
         if img.dtype != torch.uint8 or img.ndim != 3 or img.shape[0] != 3:
             raise ValueError(f"expected a uint8 RGB image tensor (3, H, W), got {img.dtype} {tuple(img.shape)}")
         if tuple(img.shape[1:]) != (s, s):
@@ -74,7 +76,11 @@ class ClassificationTransform:
             if min(img.shape[1:]) != s:
                 img = TF.resize(img, [s], antialias=True)
             img = TF.center_crop(img, [s, s])
-        x = img.numpy()  # numpy: a fraction of torch's per-call overhead on such small arrays
+        return img
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        s, p = self.img_size, self.padding
+        x = self.fit(img).numpy()  # numpy: a fraction of torch's per-call overhead on such small arrays
         if self.augment:
             n = 2 * p + 1  # one draw for (top, left, flip): uniform over n * n * 2 outcomes
             r = int(torch.randint(0, 2 * n * n, ()))

@@ -18,7 +18,8 @@ class ClassificationTask(Task):
     """Trains a classifier from the registry on a classification dataset.
 
     Uses from the options: ``model``, ``width``, ``model_options``, ``spdify``, ``data``, ``img_size``,
-    ``val_fraction``, ``seed``, ``split_seed``, ``augment``, ``max_per_class``, ``label_smoothing``.
+    ``val_fraction``, ``seed``, ``split_seed``, ``augment``, ``max_per_class``, ``label_smoothing``, ``cache``
+    (``"ram"``: images decoded once, :mod:`nostride.data.classification.ram_cache`).
     Fitness is top-1 validation accuracy.
     The loss is the batch-mean cross-entropy (``loss_reduction = "mean"``).
     """
@@ -35,14 +36,22 @@ class ClassificationTask(Task):
 
         cfg = self.cfg
         split_seed = getattr(cfg, "split_seed", None)
-        self.data = build_classification_data(cfg.data, img_size=cfg.img_size, val_fraction=cfg.val_fraction,
-                                              seed=cfg.seed if split_seed is None else split_seed, augment=cfg.augment, max_per_class=cfg.max_per_class,
-                                              strict=cfg.strict)
+        self.data = build_classification_data(
+            cfg.data, img_size=cfg.img_size, val_fraction=cfg.val_fraction,
+            seed=cfg.seed if split_seed is None else split_seed, augment=cfg.augment, max_per_class=cfg.max_per_class,
+            strict=cfg.strict, cache=cfg.cache, workers=self._cache_threads(),
+            verbose=int(os.environ.get("RANK", 0)) == 0 and not cfg.quiet)
         self.names = list(self.data.classes)
         data = self.data
         return DatasetSplits(data.train, data.val, data.test, skipped=int(data.skipped or 0),
                              count_skipped=lambda: int(data.skipped or 0),
                              skipped_flags=lambda: [log.flags for log in data.bad_file_logs()])
+
+    def _cache_threads(self) -> int:
+        """Threads decoding into the cache: the run's DataLoader workers (at least one)."""
+        from nostride.utils.workers import default_workers
+
+        return max(1, default_workers() if self.cfg.workers is None else self.cfg.workers)
 
     def build_model(self) -> nn.Module:
         """The model: a registry name, or ``torchvision:NAME`` / ``timm:NAME``; with ``weights``, initialised

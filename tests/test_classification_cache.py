@@ -1,0 +1,137 @@
+"""``cache: ram`` for classification: images decoded once, served from memory, items unchanged."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.io import encode_jpeg, write_png
+
+from nostride.cli import main
+from nostride.data.classification import build_classification_data
+from nostride.engine.config import build_config
+
+STATS = dict(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+
+
+@pytest.fixture
+def mixed_folder(tmp_path: Path) -> Path:
+    """An image folder as users have them: JPEG and PNG, landscape, portrait and square images of
+    several sizes (all resized and centre-cropped to S), one broken file in train and one in test."""
+    g = torch.Generator().manual_seed(3)
+    root = tmp_path / "shapes"
+    sizes = [(40, 52), (64, 48), (24, 24), (33, 70), (50, 50), (29, 41)]
+    for split, n in (("train", 6), ("test", 3)):
+        for c in range(3):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                h, w = sizes[(i + c) % len(sizes)]
+                img = (torch.rand(3, h, w, generator=g) * 120 + 60 * c).to(torch.uint8)
+                if i % 2:
+                    (d / f"{i}.jpg").write_bytes(encode_jpeg(img, quality=90).numpy().tobytes())
+                else:
+                    write_png(img, str(d / f"{i}.png"))
+    (root / "train" / "class1" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    (root / "test" / "class2" / "broken.png").write_bytes(b"\x89PNG not a png")
+    return root
+
+
+def _items(ds, seed: int) -> list[tuple[torch.Tensor, int]]:
+    torch.manual_seed(seed)  # the augmentation draws from torch's global RNG
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return [ds[i] for i in range(len(ds))]
+
+
+def test_cached_items_are_exactly_the_decoded_ones(mixed_folder, capsys):
+    plain = build_classification_data(mixed_folder, img_size=16, val_fraction=0.25, **STATS)
+    with pytest.warns(RuntimeWarning) as caught:
+        cached = build_classification_data(mixed_folder, img_size=16, val_fraction=0.25, cache="ram", workers=2,
+                                           verbose=True, **STATS)
+    # the broken files are found (and named once each) while the cache fills, not later
+    assert sorted(Path(str(w.message).split(": ")[0].split()[-1]).name for w in caught) == ["broken.jpg", "broken.png"]
+    assert cached.skipped == 2
+    err = capsys.readouterr().err
+    assert "cache train: 18 images at 16x16 px in memory" in err and "1 unreadable skipped" in err
+    assert "cache test: 9 images at 16x16 px" in err
+    for split in ("train", "val", "test"):
+        a, b = getattr(plain, split), getattr(cached, split)
+        assert len(a) == len(b) and a.targets == b.targets
+        for seed in (0, 1):  # two epochs' augmentation
+            got, want = _items(b, seed), _items(a, seed)
+            assert [y for _, y in got] == [y for _, y in want]
+            for (x, _), (x0, _) in zip(got, want):
+                assert torch.equal(x, x0)
+    assert plain.skipped == 2  # found by reading, as the cache found them
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        _items(cached.train, 2)  # nothing decoded any more, nothing warned again
+
+
+def test_cached_split_feeds_dataloader_workers(mixed_folder):
+    data = build_classification_data(mixed_folder, img_size=8, val_fraction=0.0, cache="ram", **STATS)
+    assert data.train.images.images.is_shared()  # workers read the same pages, forked or spawned
+    loader = torch.utils.data.DataLoader(data.train, batch_size=5, num_workers=2, shuffle=False)
+    plain = build_classification_data(mixed_folder, img_size=8, val_fraction=0.0, augment=False, **STATS)
+    data.train.transform.augment = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        batches = torch.cat([x for x, _ in loader])
+        want = torch.stack([x for x, _ in (plain.train[i] for i in range(len(plain.train)))])
+    assert torch.equal(batches, want)
+
+
+def test_disk_cache_is_refused_for_classification_in_one_line(mixed_folder, capsys, tmp_path):
+    with pytest.raises(ValueError, match="classification keeps decoded images in memory only"):
+        build_classification_data(mixed_folder, cache="disk")
+    code = main(["train", "--model", "resnet18", "--width", "8", "--data", str(mixed_folder), "--img-size", "16",
+                 "--epochs", "1", "--cache", "disk", "--device", "cpu", "--workers", "0",
+                 "--project", str(tmp_path / "runs"), "--name", "disk"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'disk' caches are for detection" in err and "Traceback" not in err
+
+
+def test_cli_trains_from_the_cache_and_a_resumed_run_may_take_it_up(mixed_folder, tmp_path, capsys):
+    from nostride.checkpoint import load_checkpoint
+
+    runs = tmp_path / "runs"
+    common = ["--model", "resnet18", "--width", "8", "--data", str(mixed_folder), "--img-size", "16",
+              "--batch-size", "8", "--device", "cpu", "--workers", "0", "--project", str(runs)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert main(["train", *common, "--epochs", "1", "--name", "a"]) == 0
+        assert "in memory" not in capsys.readouterr().err
+        last = runs / "a" / "weights" / "last.pt"
+        # a cache changes nothing the finished epochs mean: a resumed run may take it up
+        assert main(["train", "--resume", str(last), "--epochs", "2", "--cache", "ram", "--workers", "0"]) == 0
+    out = capsys.readouterr()
+    assert "cache train: 18 images at 16x16 px in memory" in out.err and "keeping the run's own" not in out.out
+    ckpt = load_checkpoint(last)
+    assert ckpt["epoch"] == 2 and ckpt["config"]["cache"] == "ram"
+
+
+def test_cache_from_files_of_earlier_versions_is_the_engine_option():
+    """Earlier versions kept ``cache`` among detection's task options (in args.yaml, checkpoints,
+    recipes); those files still load, and the option is the same for both tasks now."""
+    cfg = build_config(model="yolov5n", task_options={"cache": "ram", "mosaic": 0.5})
+    assert cfg.cache == "ram" and cfg.task_options["mosaic"] == 0.5 and "cache" not in cfg.task_options
+    assert build_config(model="resnet18", cache="ram").cache == "ram"  # a classifier may cache too
+    with pytest.raises(ValueError, match="cache must be one of"):
+        build_config(model="resnet18", cache="gpu")
+
+
+def test_a_cache_does_not_change_the_study():
+    """``--set cache=ram`` on a study made without it (or by a version that kept the cache among
+    detection's task options) continues the same study: a cache never changes what a run computes."""
+    from nostride.comparison.api import _same_study
+
+    now = {"task": "detect", "common": {"epochs": 20, "task_options": {"mosaic": 0.0}}}
+    earlier = {"task": "detect", "common": {"epochs": 20, "task_options": {"mosaic": 0.0, "cache": "ram"}}}
+    assert _same_study(earlier, now) and _same_study(now, now)
+    assert _same_study({"task": "detect", "common": {"epochs": 20, "task_options": {"cache": "ram"}}},
+                       {"task": "detect", "common": {"epochs": 20}})
+    assert not _same_study(earlier, {"task": "detect", "common": {"epochs": 30, "task_options": {"mosaic": 0.0}}})
+    assert not _same_study(None, now)
