@@ -267,6 +267,7 @@ def test_defaults_models_by_task_of_the_data_and_packaged_recipes():
     cfg = build_config(**cifar, model="resnet18_spd", data="/data/cifar10")
     assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.nesterov, cfg.amp, cfg.channels_last) == (15, 128, 0.1, True,
                                                                                             True, True)
+    assert cfg.cache == "ram"  # JPEG folders decoded once
     with pytest.raises(FileNotFoundError, match="packaged: cifar-cpu, small-objects-cpu"):
         resolve_recipe("no-such-recipe")
 
