@@ -472,3 +472,27 @@ def test_converted_registry_model_round_trips_through_a_checkpoint(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(rebuilt(x), converted(x))
     assert not strided_layers(rebuilt)
+
+
+def test_an_integration_registers_its_finishing_step_for_its_library():
+    """spdify runs the step registered for a library whose modules the model holds, and no other."""
+    from nostride.convert import thirdparty
+
+    class Block(nn.Module):  # a module of an outside library
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    Block.__module__ = "otherlib.blocks"
+    seen = []
+    thirdparty.register_after_spdify("otherlib.", lambda m: seen.append(type(m).__name__))
+    try:
+        spdify(nn.Sequential(Block()), example_input=(1, 3, 16, 16))
+        assert seen == ["Sequential"]
+        spdify(nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1)), example_input=(1, 3, 16, 16))
+        assert seen == ["Sequential"]  # no otherlib module: not run
+    finally:
+        thirdparty._FINISHERS.pop("otherlib.", None)

@@ -228,6 +228,29 @@ def test_spdify_yolo_refuses_what_the_yaml_cannot_name():
         spdify_yolo(YOLO("yolov8n.yaml"), kernel_size=5)
 
 
+def test_plain_spdify_warns_from_the_callers_line_about_what_the_yaml_cannot_name():
+    model = DetectionModel("yolov8n.yaml", verbose=False)
+    model.model[2].cv1.conv.stride = (2, 2)  # a strided conv nested inside C2f
+    with pytest.warns(UserWarning, match=r"model\.2\.cv1.*not named in the model's YAML") as caught:
+        converted, _ = nostride.spdify(model)
+    assert [w.filename for w in caught if "YAML" in str(w.message)] == [__file__]
+    assert isinstance(converted.model[1], SPDConv)
+
+
+def test_spdify_reaches_the_integration_without_it_being_imported(tmp_path):
+    """A user who never imports nostride.integrations.ultralytics still gets SPDConv layers: the
+    integration is imported by name the first time a model holding ultralytics modules is converted."""
+    code = ("import sys, nostride\n"
+            "from ultralytics.nn.tasks import DetectionModel\n"
+            "assert 'nostride.integrations.ultralytics' not in sys.modules\n"
+            "m, _ = nostride.spdify(DetectionModel('yolov8n.yaml', verbose=False))\n"
+            "print(type(m.model[1]).__name__, m.yaml['backbone'][1][2])\n")
+    env = {**os.environ, "YOLO_CONFIG_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines()[-1].split() == ["SPDConv", "SPDConv"]
+
+
 # --- training with ultralytics' own trainer -----------------------------------------------------------
 
 

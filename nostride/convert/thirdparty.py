@@ -10,9 +10,11 @@ that subclass them with a forward of their own. spdify converts those whose func
   depthwise filter with stride, after reflect padding. It is a depthwise strided convolution, so
   it becomes SPD + a depthwise convolution initialised to the filter (exact, and trainable).
 
-After conversion, :func:`after_spdify` hands ultralytics models to
-:mod:`nostride.integrations.ultralytics`, which turns converted ``Conv`` layers into its ``SPDConv``
-(so ultralytics' own ``fuse()`` and its YAML-rebuilding trainer keep working).
+After conversion, :func:`after_spdify` runs the finishing step an integration registered for the
+library whose modules the model holds (:func:`register_after_spdify`): for ultralytics,
+:mod:`nostride.integrations.ultralytics` turns converted ``Conv`` layers into its ``SPDConv`` (so
+ultralytics' own ``fuse()`` and its YAML-rebuilding trainer keep working). An integration that is
+not imported yet is imported by name (:data:`INTEGRATIONS`) the first time a model needs it.
 
 Everything here is looked up lazily from ``sys.modules``: a model holding timm modules has
 imported timm, and nostride never imports it itself.
@@ -20,14 +22,25 @@ imported timm, and nostride never imports it itself.
 
 from __future__ import annotations
 
+import importlib
 import sys
-import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 
-__all__ = ["StridedEquivalent", "after_spdify", "strided_equivalent"]
+__all__ = ["INTEGRATIONS", "StridedEquivalent", "after_spdify", "register_after_spdify", "strided_equivalent"]
+
+#: a library's module prefix -> the nostride module that registers its finishing step when imported
+INTEGRATIONS: dict[str, str] = {"ultralytics.": "nostride.integrations.ultralytics"}
+_FINISHERS: dict[str, Callable[[nn.Module], None]] = {}
+
+
+def register_after_spdify(library: str, finish: Callable[[nn.Module], None]) -> None:
+    """Run ``finish(model)`` after :func:`nostride.spdify` converts a model holding modules whose
+    ``__module__`` starts with ``library`` (e.g. ``"ultralytics."``); registering again replaces it."""
+    _FINISHERS[library] = finish
 
 
 @dataclass
@@ -110,19 +123,14 @@ def _plain_conv_like(conv: nn.Conv2d, padding) -> nn.Conv2d:
 
 
 def after_spdify(model: nn.Module) -> None:
-    """Library-specific finishing of a converted model (ultralytics: see module docstring)."""
-    if "ultralytics.nn.tasks" not in sys.modules:
-        return
-    if not any(type(m).__module__.startswith("ultralytics.") for m in model.modules()):
-        return
-    # imported lazily (an integration above convert): only a model holding ultralytics modules gets here
-    from ..integrations.ultralytics import adopt_spdified
-
-    missing = adopt_spdified(model)
-    if missing:
-        warnings.warn(
-            f"spdify: converted layers {missing} are not named in the model's YAML (they sit inside other "
-            "modules, or have a larger kernel than a YAML SPDConv); ultralytics' trainer rebuilds models from "
-            "their YAML and would drop them",
-            stacklevel=3,
-        )
+    """Library-specific finishing of a converted model: the step registered for each library whose
+    modules it holds (the library already imported: the model's modules come from it)."""
+    held = {type(m).__module__ for m in model.modules()}
+    for library in sorted(set(INTEGRATIONS) | set(_FINISHERS)):
+        if not any(name.startswith(library) for name in held):
+            continue
+        if library not in _FINISHERS and library in INTEGRATIONS:
+            importlib.import_module(INTEGRATIONS[library])  # the integration registers itself
+        finish = _FINISHERS.get(library)
+        if finish is not None:
+            finish(model)

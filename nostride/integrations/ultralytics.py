@@ -41,6 +41,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 from ..convert.geometry import AxisGeometry
 from ..convert.modules import GroupedSpaceToDepth, SPDDownsample, _crop
+from ..convert.thirdparty import register_after_spdify
 
 __all__ = ["SPDConv", "register", "spd_model_yaml", "spdify_yolo", "use_local_fonts"]
 
@@ -301,4 +302,18 @@ def use_local_fonts() -> list[Path]:
     return written
 
 
+def _after_spdify(model: nn.Module) -> None:
+    """spdify's finishing step for ultralytics models (registered below): :func:`adopt_spdified`,
+    with a warning for converted layers the model's YAML cannot name."""
+    missing = adopt_spdified(model)
+    if missing:
+        warnings.warn(
+            f"spdify: converted layers {missing} are not named in the model's YAML (they sit inside other "
+            "modules, or have a larger kernel than a YAML SPDConv); ultralytics' trainer rebuilds models from "
+            "their YAML and would drop them",
+            stacklevel=4,
+        )
+
+
 register()
+register_after_spdify("ultralytics.", _after_spdify)
