@@ -135,3 +135,27 @@ def test_a_cache_does_not_change_the_study():
                        {"task": "detect", "common": {"epochs": 20}})
     assert not _same_study(earlier, {"task": "detect", "common": {"epochs": 30, "task_options": {"mosaic": 0.0}}})
     assert not _same_study(None, now)
+
+
+def test_a_cache_larger_than_half_the_free_memory_is_not_filled(mixed_folder, monkeypatch):
+    """A cache that would not fit warns (sizes and the way out) and the run decodes every time,
+    for classification and detection alike, instead of running the machine out of memory."""
+    import numpy as np
+
+    from nostride.data.detection.image_cache import ImageCache
+    from nostride.utils import memory
+
+    assert memory.available_memory() > 0
+    monkeypatch.setattr(memory, "available_memory", lambda: 2 * 18 * 3 * 16 * 16 - 2)  # just short for train
+    with pytest.warns(RuntimeWarning, match=r"cache ram needs 0\.0 MB, 0\.0 MB of memory.*decoding every time instead") as caught:
+        data = build_classification_data(mixed_folder, img_size=16, cache="ram", **STATS)
+    assert any("(train)" in str(w.message) for w in caught)
+    assert data.train.images is None and data.test.images is not None  # the 9 test images still fit
+    assert torch.equal(data.test[0][0], build_classification_data(mixed_folder, img_size=16, **STATS).test[0][0])
+    shapes = np.array([[480, 640]] * 10)
+    loads = []
+    with pytest.warns(RuntimeWarning, match=r"10 images at 320 px: cache ram needs 2\.2 MB"):
+        cache = ImageCache([Path(f"{i}.jpg") for i in range(10)], shapes, 320,
+                           lambda i: loads.append(i) or (torch.zeros(3, 240, 320, dtype=torch.uint8), (480, 640), (240, 320)),
+                           mode="ram", verbose=False)
+    assert cache.resized_bytes() == 10 * 240 * 320 * 3 and cache.mode == "" and loads == []

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from ...utils.bounds import check_img_size
+from ...utils.memory import cache_fits
 from ..io import ImageDecodeError, read_image_rgb
 from .cifar import load_cifar10_python
 from .datasets import BadFileLog, ImageFileDataset, TensorImageDataset
@@ -231,7 +232,7 @@ def build_classification_data(
     else:
         tr_idx, va_idx = stratified_split(labels, val_fraction, seed)
     def decoded(split_paths: list[str], split_bad: BadFileLog, name: str) -> DecodedImages | None:
-        if cache != "ram":
+        if cache != "ram" or not cache_fits(len(split_paths) * 3 * size * size, f"{root} ({name})"):
             return None
         return DecodedImages(split_paths, size, eval_tf.fit, split_bad, workers=workers, desc=f"cache {name}",
                              verbose=verbose)

@@ -24,6 +24,7 @@ import numpy as np
 from torch import Tensor
 
 from ..opencv import from_hwc, to_hwc
+from ...utils.memory import cache_fits
 from .cache import user_cache_dir
 
 __all__ = ["ImageCache"]
@@ -54,8 +55,18 @@ class ImageCache:
         self.files, self.shapes0, self.img_size, self._load, self.mode = files, shapes0, img_size, load, mode
         self.tag = tag
         self.ram: list[Tensor | None] = [None] * len(files)
+        if mode == "ram" and not cache_fits(self.resized_bytes(), f"{prefix}{len(files)} images at {img_size} px"):
+            self.mode = mode = ""
         if mode:
             self._fill(workers, prefix, verbose)
+
+    def resized_bytes(self) -> int:
+        """Bytes of every image resized (long side ``img_size``, uint8 RGB): what ``"ram"`` holds."""
+        if len(self.shapes0) == 0:
+            return 0
+        hw = np.asarray(self.shapes0, dtype=np.float64).reshape(-1, 2)
+        r = self.img_size / np.maximum(hw.max(axis=1), 1)
+        return int((np.round(hw[:, 0] * r) * np.round(hw[:, 1] * r) * 3).sum())
 
     def npy_path(self, i: int) -> Path:
         """Where image ``i``'s resized copy lives with ``mode="disk"``."""
