@@ -358,3 +358,31 @@ def test_a_task_option_is_the_same_study_from_a_recipe_or_from_set(cache, tmp_pa
     out = capsys.readouterr().out
     assert not (tmp_path / "exp2").exists(), out
     assert "(continuing)" in out and re.search(r"seed 0: mAP50-95 \S+ \(done before\)", out), out
+
+
+def test_dry_run_prints_the_plan_and_trains_and_writes_nothing(tmp_path, capsys):
+    """--dry-run: the arms (a matched baseline included) with their cost, the runs a study folder
+    already holds, each arm's share of the training left; no folder made, nothing trained."""
+    from helpers import image_folder
+
+    from nostride.cli import main
+
+    data = image_folder(tmp_path / "data", train_counts=(6, 6), test_counts=(3, 3), size=16)
+    study = ["compare", "--models", "resnet18@width=4,resnet18_spd@width=4", "--data", str(data), "--epochs", "1",
+             "--batch-size", "4", "--project", str(tmp_path / "studies"), "--name", "s", "--no-latency"]
+    assert main([*study, "--seeds", "1", "--match", "flops", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "| resnet18_spd@width=4 | 0.0" in out and "(flops-matched) |" in out and "| 0 / 1 | " in out
+    assert "3 runs of 1 epoch, 3 to train" in out and "(new)" in out
+    assert not (tmp_path / "studies").exists()
+
+    assert main([*study, "--seeds", "1", "--jobs", "1"]) == 0  # one seed trained
+    capsys.readouterr()
+    assert main([*study, "--seeds", "2", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "| resnet18@width=4 | " in out and "| 1 / 2 | " in out
+    assert "4 runs of 1 epoch, 2 to train" in out and "(continuing: 2 finished)" in out
+    shares = [int(line.rsplit("|", 2)[1].strip(" %")) for line in out.splitlines() if line.count("/ 2 |")]
+    assert len(shares) == 2 and sum(shares) in (99, 100, 101) and shares[1] > shares[0]  # SPD costs more
+    runs = sorted(p.relative_to(tmp_path / "studies") for p in (tmp_path / "studies").rglob("final_metrics.json"))
+    assert len(runs) == 2  # the dry run trained nothing

@@ -76,6 +76,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--project", default="runs/compare", type=path_arg, help="studies root (default runs/compare)")
     p.add_argument("--name", default="exp", type=path_arg, help="study name; the same study again continues in its folder")
     p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
+    p.add_argument("--dry-run", action="store_true", help="train nothing: print the plan (each arm's parameters and "
+                   "FLOPs, runs already finished in the study folder, each arm's share of the training left)")
     p.add_argument("--quiet", action="store_true", help="only the final table")
     _add_launcher_options(p)
     p.set_defaults(func=run, interrupted="finished runs are kept and the same command continues the study "
@@ -148,7 +150,11 @@ def run(args: argparse.Namespace) -> int:
                      match=args.match, recipe=args.recipe, device=args.device, project=args.project,
                      name=args.name, jobs=args.jobs, nproc_per_run=args.nproc_per_run,
                      latency=not args.no_latency, quiet=args.quiet, down=args.down, launcher=launcher,
-                     command=command_line(invoked_argv()), **options)
+                     command=command_line(invoked_argv()), dry_run=args.dry_run, **options)
+    if args.dry_run:
+        if args.quiet:
+            print(result.markdown)
+        return 0
     if args.quiet:
         print(result.markdown)
     return 1 if result.failed and len(result.failed) == sum(r.summary(result.metric).n + len(r.failed)

@@ -13,11 +13,12 @@ from ..utils.paths import increment_path
 from .launchers import LauncherUnavailable
 from .matching import build_spec_model, match_baseline, model_cost
 from .placement import default_jobs, device_text, on_cpu, threads_per_run
+from .plan import StudyPlan, plan_markdown
 from .provenance import provenance_markdown, run_environments, study_provenance
 from .report import (DifferenceRow, ModelRow, build_differences, build_rows, failures_markdown, markdown_report,
                      write_csvs)
 from .specs import ModelSpec, parse_model_list, parse_model_spec
-from .study import RunResult, all_finished, execute_runs, plan_runs
+from .study import RunResult, all_finished, execute_runs, is_finished, plan_runs
 from .tasks import study_task
 
 __all__ = ["compare", "StudyResult", "DEFAULT_MODELS", "DEFAULT_DATA", "STUDY_VERSION"]
@@ -151,8 +152,9 @@ def compare(
     down: str | Sequence[str] | None = None,
     launcher: Any = None,
     command: str | None = None,
+    dry_run: bool = False,
     **options: Any,
-) -> StudyResult:
+) -> StudyResult | StudyPlan:
     """Train SPD models and strided baselines alike and compare them, fairly, over several seeds.
 
     Every run gets the same data, splits (the validation split is drawn with seed 0 for all runs),
@@ -200,10 +202,13 @@ def compare(
             (:class:`~nostride.comparison.launchers.slurm.SlurmLauncher`,
             :class:`~nostride.comparison.launchers.ray_cluster.RayLauncher`) with its options.
         command: the command that started the study, recorded in the report (default: this call).
+        dry_run: train nothing, create nothing: return (and print) the plan, a
+            :class:`~nostride.comparison.plan.StudyPlan` (arms, their parameters and FLOPs, runs
+            already finished in the study folder, the share of the training left per arm).
         **options: any training option (``batch_size=128``, ``lr=0.05``, ``max_per_class=500``...).
 
     Returns:
-        A :class:`StudyResult`; the study folder holds ``report.md``, ``summary.csv``,
+        A :class:`StudyResult` (with ``dry_run``: a :class:`~nostride.comparison.plan.StudyPlan`); the study folder holds ``report.md``, ``summary.csv``,
         ``differences.csv``, ``runs.csv``, ``metric_vs_gflops.png`` and, with several image sizes,
         ``metric_vs_img_size.png``.
     """
@@ -308,6 +313,8 @@ def compare(
         per_size[size] = size_specs
 
     identity = {"task": task.name, "common": {k: common[k] for k in sorted(common) if k not in _NOT_IDENTITY}}
+    if dry_run:
+        return _dry_run(project, name, identity, per_size, sizes, seed_list, common, num_classes, quiet)
     if unavailable is not None and _find_study(project, name, identity) is None:
         raise unavailable
     study_dir, continued = _open_study(project, name, identity)
@@ -362,6 +369,21 @@ def compare(
                   f"{failed[0].error}")
         print(f"results: {report}, {', '.join(p.name for p in files if p != report)}", flush=True)
     return StudyResult(study_dir, task.name, metrics[0], rows, diffs, md, files, failed)
+
+
+def _dry_run(project: str | Path, name: str, identity: dict[str, Any], per_size: dict[int, list[ModelSpec]],
+             sizes: list[int], seed_list: list[int], common: dict[str, Any], num_classes: int,
+             quiet: bool) -> StudyPlan:
+    """The study's plan, from the folder it would continue (or the name it would take), nothing written."""
+    found = _find_study(project, name, identity)
+    folder = found or increment_path(Path(project) / name, exist_ok=False, mkdir=False)
+    runs = plan_runs(folder, per_size, sizes, seed_list, common)
+    finished = [is_finished(run) for run in runs]
+    costs = {(r.model.text, r.img_size): model_cost(r.model, num_classes, r.img_size) for r in runs}
+    md = plan_markdown(runs, finished, costs, common["epochs"], folder, found is not None)
+    if not quiet:
+        print(md, flush=True)
+    return StudyPlan(folder, found is not None, runs, finished, costs, md)
 
 
 def _n(k: int, noun: str) -> str:

@@ -23,7 +23,8 @@ from ..utils.atomic import atomic_write_text
 from .specs import ModelSpec
 from .workers import STOPPED_STATUSES, Workers
 
-__all__ = ["Run", "RunResult", "StudyProgress", "all_finished", "execute_runs", "plan_runs", "run_folder"]
+__all__ = ["Run", "RunResult", "StudyProgress", "all_finished", "epochs_done", "execute_runs", "is_finished",
+           "plan_runs", "run_folder"]
 
 
 @dataclass
@@ -100,6 +101,11 @@ def _finished(run: Run) -> RunResult | None:
     except (OSError, ValueError):
         return None
     return RunResult(run, final, _train_time(run.folder), reused=True)
+
+
+def is_finished(run: Run) -> bool:
+    """Whether the run's folder holds its final metrics (a later compare reuses it)."""
+    return _finished(run) is not None
 
 
 def all_finished(runs: list[Run]) -> bool:
@@ -203,6 +209,11 @@ class StudyProgress:
             self._ticker.join()
         if self.bar is not None:
             self.bar.close()
+
+
+def epochs_done(folder: Path) -> int:
+    """Epochs a run folder has trained so far (its ``results.csv`` rows; 0 when it has none)."""
+    return _csv_rows(folder)
 
 
 def _csv_rows(folder: Path) -> int:
