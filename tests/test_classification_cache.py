@@ -159,3 +159,33 @@ def test_a_cache_larger_than_half_the_free_memory_is_not_filled(mixed_folder, mo
                            lambda i: loads.append(i) or (torch.zeros(3, 240, 320, dtype=torch.uint8), (480, 640), (240, 320)),
                            mode="ram", verbose=False)
     assert cache.resized_bytes() == 10 * 240 * 320 * 3 and cache.mode == "" and loads == []
+
+
+def test_an_odd_sized_file_in_a_tiny_imagenet_copy_is_fitted_not_an_error(tmp_path):
+    """Tiny ImageNet's images are 64 x 64; a copy with one other size (a user's addition) trains, the
+    odd image resized and centre-cropped as an image folder's would be, with or without the cache."""
+    root = tmp_path / "tiny-imagenet-200"
+    wnids = ["n01443537", "n01629819"]
+    (root / "val" / "images").mkdir(parents=True)
+    (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    (root / "words.txt").write_text("n01443537\tgoldfish\nn01629819\tsalamander\n")
+    g = torch.Generator().manual_seed(0)
+    for wnid in wnids:
+        d = root / "train" / wnid / "images"
+        d.mkdir(parents=True)
+        for i in range(4):
+            h, w = (80, 60) if (wnid, i) == (wnids[1], 2) else (64, 64)
+            img = (torch.rand(3, h, w, generator=g) * 255).to(torch.uint8)
+            (d / f"{wnid}_{i}.JPEG").write_bytes(encode_jpeg(img, quality=95).numpy().tobytes())
+    lines = []
+    for i in range(2):
+        img = (torch.rand(3, 64, 64, generator=g) * 255).to(torch.uint8)
+        (root / "val" / "images" / f"val_{i}.JPEG").write_bytes(encode_jpeg(img, quality=95).numpy().tobytes())
+        lines.append(f"val_{i}.JPEG\t{wnids[i]}\t0\t0\t63\t63")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    plain = build_classification_data(root, val_fraction=0.0)
+    cached = build_classification_data(root, val_fraction=0.0, cache="ram")
+    for a, b in ((plain.train, cached.train), (plain.test, cached.test)):
+        got, want = _items(b, 0), _items(a, 0)
+        assert all(x.shape == (3, 64, 64) for x, _ in got)
+        assert all(torch.equal(x, x0) and y == y0 for (x, y), (x0, y0) in zip(got, want))

@@ -218,7 +218,6 @@ def build_classification_data(
     paths, labels = [p for p, _ in train_samples], [y for _, y in train_samples]
     bad = BadFileLog(paths)
     size = img_size or native or _first_image_size(paths)
-    resize = native is None or size != native
     if fmt == "tiny-imagenet":
         stats: tuple[Sequence[float], Sequence[float]] = (IMAGENET_MEAN, IMAGENET_STD)
     elif mean is not None and std is not None:
@@ -226,7 +225,9 @@ def build_classification_data(
     else:
         stats = estimate_mean_std(paths, size, seed=seed, bad=bad) or (IMAGENET_MEAN, IMAGENET_STD)
     m, s = _stats(stats, mean, std)
-    eval_tf = eval_transform(size, m, s, resize=resize)
+    # files are fitted to S x S whatever their size (a no-op for the 64 x 64 images of a real Tiny
+    # ImageNet): one odd file in a user's copy is resized like an image folder's, not an error
+    eval_tf = eval_transform(size, m, s, resize=True)
     if val_samples is not None:  # the folder's own val/ split (next to test/)
         tr_idx, va_idx = list(range(len(paths))), []
     else:
@@ -238,7 +239,7 @@ def build_classification_data(
                              verbose=verbose)
 
     train_images = decoded(paths, bad, "train")
-    train = ImageFileDataset(paths, labels, train_transform(size, m, s, resize=resize, augment=augment), tr_idx, bad,
+    train = ImageFileDataset(paths, labels, train_transform(size, m, s, resize=True, augment=augment), tr_idx, bad,
                              images=train_images)
     val = ImageFileDataset(paths, labels, eval_tf, va_idx, bad, on_bad="exclude", images=train_images) if va_idx else None
     if val_samples:
