@@ -386,3 +386,14 @@ def test_dry_run_prints_the_plan_and_trains_and_writes_nothing(tmp_path, capsys)
     assert len(shares) == 2 and sum(shares) in (99, 100, 101) and shares[1] > shares[0]  # SPD costs more
     runs = sorted(p.relative_to(tmp_path / "studies") for p in (tmp_path / "studies").rglob("final_metrics.json"))
     assert len(runs) == 2  # the dry run trained nothing
+
+    # --no-train: the report of what is finished, the rest named, nothing trained
+    assert main([*study, "--seeds", "2", "--no-train"]) == 0
+    out = capsys.readouterr().out
+    assert "Partial report (--no-train): 2 runs of 4 finished; not trained yet, so not in these tables: " \
+           "16px resnet18@width=4 seed 1, 16px resnet18_spd@width=4 seed 1." in out
+    assert "| resnet18_spd@width=4 | resnet18@width=4 | top-1 % | " in out and "(1 pair)" not in out
+    assert len(list((tmp_path / "studies").rglob("final_metrics.json"))) == 2
+    assert main([*study, "--seeds", "2", "--no-train", "--lr", "0.5"]) == 2  # other options: another study
+    assert "no study with these options to report" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "studies").iterdir()) == ["s"]  # no folder made for it

@@ -76,6 +76,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--project", default="runs/compare", type=path_arg, help="studies root (default runs/compare)")
     p.add_argument("--name", default="exp", type=path_arg, help="study name; the same study again continues in its folder")
     p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
+    p.add_argument("--no-train", action="store_true", help="train nothing: report the runs the study folder already "
+                   "holds (an interim report of a study still training)")
     p.add_argument("--dry-run", action="store_true", help="train nothing: print the plan (each arm's parameters and "
                    "FLOPs, runs already finished in the study folder, each arm's share of the training left)")
     p.add_argument("--quiet", action="store_true", help="only the final table")
@@ -150,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
                      match=args.match, recipe=args.recipe, device=args.device, project=args.project,
                      name=args.name, jobs=args.jobs, nproc_per_run=args.nproc_per_run,
                      latency=not args.no_latency, quiet=args.quiet, down=args.down, launcher=launcher,
-                     command=command_line(invoked_argv()), dry_run=args.dry_run, **options)
+                     command=command_line(invoked_argv()), dry_run=args.dry_run, train=not args.no_train, **options)
     if args.dry_run:
         if args.quiet:
             print(result.markdown)

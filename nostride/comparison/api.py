@@ -18,7 +18,7 @@ from .provenance import provenance_markdown, run_environments, study_provenance
 from .report import (DifferenceRow, ModelRow, build_differences, build_rows, failures_markdown, markdown_report,
                      write_csvs)
 from .specs import ModelSpec, parse_model_list, parse_model_spec
-from .study import RunResult, all_finished, execute_runs, is_finished, plan_runs
+from .study import Run, RunResult, all_finished, execute_runs, is_finished, plan_runs
 from .tasks import study_task
 
 __all__ = ["compare", "StudyResult", "DEFAULT_MODELS", "DEFAULT_DATA", "STUDY_VERSION"]
@@ -153,6 +153,7 @@ def compare(
     launcher: Any = None,
     command: str | None = None,
     dry_run: bool = False,
+    train: bool = True,
     **options: Any,
 ) -> StudyResult | StudyPlan:
     """Train SPD models and strided baselines alike and compare them, fairly, over several seeds.
@@ -205,6 +206,9 @@ def compare(
         dry_run: train nothing, create nothing: return (and print) the plan, a
             :class:`~nostride.comparison.plan.StudyPlan` (arms, their parameters and FLOPs, runs
             already finished in the study folder, the share of the training left per arm).
+        train: ``False``: train nothing, report the runs the study folder already holds (a look at a
+            study still training elsewhere, or an interim report); the others are named as not
+            trained yet, and differences pair the seeds both arms have.
         **options: any training option (``batch_size=128``, ``lr=0.05``, ``max_per_class=500``...).
 
     Returns:
@@ -315,6 +319,12 @@ def compare(
     identity = {"task": task.name, "common": {k: common[k] for k in sorted(common) if k not in _NOT_IDENTITY}}
     if dry_run:
         return _dry_run(project, name, identity, per_size, sizes, seed_list, common, num_classes, quiet)
+    if not train:
+        found = _find_study(project, name, identity)
+        if found is None:
+            raise ValueError(f"{Path(project) / name}: no study with these options to report (--no-train reports "
+                             "a study's finished runs; the options must be the study's own)")
+        unavailable, launcher = None, None  # nothing to train: no cluster needed
     if unavailable is not None and _find_study(project, name, identity) is None:
         raise unavailable
     study_dir, continued = _open_study(project, name, identity)
@@ -330,6 +340,12 @@ def compare(
         print(f"compare: {_n(n_models, 'model')} x {_n(len(sizes), 'image size')} x {_n(len(seed_list), 'seed')} = "
               f"{_n(len(runs), 'run')} of {_n(common['epochs'], 'epoch')} on {data}; study folder {study_dir}"
               f"{' (continuing)' if continued else ''}", flush=True)
+    pending: list[Run] = []
+    if not train:
+        pending = [r for r in runs if not is_finished(r)]
+        runs = [r for r in runs if is_finished(r)]
+        if not runs:
+            raise ValueError(f"{study_dir}: no run of this study has finished yet; nothing to report (--no-train)")
     results = execute_runs(runs, task.metrics[0], jobs=jobs, nproc_per_run=nproc_per_run, devices=devices,
                            quiet=quiet, scale=task.scale, digits=task.digits, launcher=launcher)
     for r in results:
@@ -347,6 +363,10 @@ def compare(
     header = (f"{task.name} on `{data}`, {_n(common['epochs'], 'epoch')}, seeds {', '.join(map(str, seed_list))}: "
               f"{labels[metrics[0]]} of the {split} (best checkpoint), mean ± std over seeds; scores in "
               f"{task.unit}, as `nostride val` prints them.\n")
+    if pending:
+        shown = ", ".join(r.title for r in pending[:6]) + (", ..." if len(pending) > 6 else "")
+        header += (f"\nPartial report (--no-train): {_n(len(runs), 'run')} of {len(runs) + len(pending)} finished; "
+                   f"not trained yet, so not in these tables: {shown}.\n")
     md = markdown_report(rows, diffs, labels, dev_name, header, task.digits) + failures_markdown(results)
     if down_ops:
         from .down_arms import down_section

@@ -128,8 +128,9 @@ def markdown_report(rows: list[ModelRow], diffs: list[DifferenceRow], metric_lab
             cols = ["SPD model", "against", "metric", "difference", "verdict", "FLOPs ratio", "params ratio"]
             lines += ["| " + " | ".join(cols) + " |", "|---|---|---|---:|---|---:|---:|"]
             for d in size_diffs:
+                pairs = f" ({d.diff.n} {'pair' if d.diff.n == 1 else 'pairs'})" if d.diff.n != seeds else ""
                 lines.append("| " + " | ".join([
-                    d.spd.spec.label, d.baseline.spec.label, metric_labels[d.metric], d.diff.format(digits),
+                    d.spd.spec.label, d.baseline.spec.label, metric_labels[d.metric], d.diff.format(digits) + pairs,
                     d.diff.verdict(), f"{d.flops_ratio:.2f}x", f"{d.params_ratio:.2f}x"]) + " |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
