@@ -121,6 +121,19 @@ def test_cache_from_files_of_earlier_versions_is_the_engine_option():
     assert build_config(model="resnet18", cache="ram").cache == "ram"  # a classifier may cache too
     with pytest.raises(ValueError, match="cache must be one of"):
         build_config(model="resnet18", cache="gpu")
+    assert build_config(model="resnet18", cache=False).cache == ""  # --set cache=false: none
+
+
+def test_classification_studies_cache_by_default():
+    """A classification study decodes each image once per run unless told otherwise; no effect on
+    which study it is."""
+    from nostride.comparison.tasks import study_task
+    from nostride.engine.config import merge_options
+
+    common = dict(study_task("classify").defaults)
+    assert common["cache"] == "ram"
+    merge_options(common, {"cache": False})
+    assert common["cache"] == ""
 
 
 def test_a_cache_does_not_change_the_study():

@@ -55,7 +55,9 @@ CLASSIFY = StudyTask(
     name="classify",
     metrics=(("top1", "top-1 %"),),
     defaults={"epochs": 10, "batch_size": 64, "lr": 0.05, "schedule": "cosine", "warmup_epochs": 1.0,
-              "weight_decay": 5e-4, "optimizer": "sgd", "nesterov": True},
+              "weight_decay": 5e-4, "optimizer": "sgd", "nesterov": True,
+              # image files decoded once per run, not every epoch (not part of a study's identity)
+              "cache": "ram"},
     describe=_classify_describe,
 )
 

@@ -207,6 +207,8 @@ def _normalise(options: dict[str, Any], where: str) -> dict[str, Any]:
             close = difflib.get_close_matches(key, keys + list(task_keys), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise ValueError(f"{where}: unknown option {raw_key!r}{hint}")
+        if key == "cache" and value in (False, None):
+            value = ""  # "cache: false" / "--set cache=false": no cache
         out[key] = _coerce(key, value, where)
     return out
 
