@@ -2,8 +2,10 @@
 
 Decoding a JPEG and resizing it costs about as much as a small model's training step on one CPU core
 at 16-32 px, and it was done again every epoch. The cache does that part once: one uint8 tensor
-(N, 3, S, S) in shared memory (DataLoader workers, forked or spawned, read the same pages), filled
-by threads with a progress bar. The random crop, flip and normalisation still run per item, so a
+(N, 3, S, S), filled by threads with a progress bar. Forked DataLoader workers read the parent's
+pages (never written after filling, so never copied); spawned ones receive it through torch's
+shared-memory pickling. It is not put in shared memory up front: containers often limit
+``/dev/shm`` to 64 MB, less than a CIFAR-10 cache. The random crop, flip and normalisation still run per item, so a
 cached dataset's items are exactly the uncached one's. Files that cannot be decoded are marked in
 the split's :class:`~.datasets.BadFileLog` while filling (a warning naming each), and skipped as
 the uncached dataset skips them.
@@ -39,7 +41,7 @@ class DecodedImages:
     def __init__(self, paths: Sequence[str], img_size: int, fit: Callable[[torch.Tensor], torch.Tensor],
                  bad: BadFileLog, workers: int = 1, desc: str = "cache", verbose: bool = True) -> None:
         self.paths, self.img_size = paths, img_size
-        self.images = torch.zeros(len(paths), 3, img_size, img_size, dtype=torch.uint8).share_memory_()
+        self.images = torch.zeros(len(paths), 3, img_size, img_size, dtype=torch.uint8)
         self._fill(fit, bad, max(1, workers), desc, verbose)
 
     def _fill(self, fit: Callable[[torch.Tensor], torch.Tensor], bad: BadFileLog, workers: int, desc: str,
