@@ -95,6 +95,27 @@ def test_adown_by_hand():
     assert m(x).flatten().tolist() == [5.0, 19.5]
 
 
+def test_adown_of_one_pixel_is_that_pixel_averaged_with_itself():
+    """The last stage of a small image can be 1 x 1, where YOLOv9's 2x2/1 pool has nothing to average."""
+    m = _identity_bn(ADown(2, 2, act=None))
+    with torch.no_grad():
+        m.cv1.conv.weight.fill_(0).__setitem__((0, 0, 1, 1), 2.0)
+        m.cv2.conv.weight.fill_(3.0)
+    assert m(torch.tensor([[[[1.0]], [[5.0]]]])).flatten().tolist() == [2.0, 15.0]
+
+
+def test_every_operator_runs_in_resnet18_on_16_pixel_images():
+    """At 16 px ResNet-18's last stages are 2 x 2 and 1 x 1: every operator's arm builds, runs and
+    is counted there (what a study of the operators at 16 px needs before it trains)."""
+    from nostride.comparison.matching import model_cost
+    from nostride.comparison.specs import parse_model_spec
+
+    for name in OPS:
+        spec = parse_model_spec(f"resnet18@width=8,down={name}")
+        cost = model_cost(spec, 10, 16)
+        assert cost.flops > 0 and cost.params > 0, name
+
+
 def test_adown_refuses_odd_channels():
     with pytest.raises(ValueError, match="even"):
         ADown(3, 4)
@@ -132,11 +153,10 @@ def test_conv_equal_is_the_6x6_stride_2_conv_with_padding_2():
 def test_every_operator_halves_like_a_strided_conv(h, w):
     x = torch.randn(2, 8, h, w)
     for name in OPS:
-        if name == "adown" and min(h, w) < 2:
-            continue  # its 2x2/1 average pool needs 2 rows
         y = build_downsample(name, 8, 16)(x)
-        # ADown's 2x2/1 average pool loses a row first: floor(H/2) at odd sizes (as in YOLOv9)
-        expect = (h // 2, w // 2) if name == "adown" else (-(-h // 2), -(-w // 2))
+        # ADown's 2x2/1 average pool loses a row first: floor(H/2) at odd sizes (as in YOLOv9); a
+        # side of one pixel stays one
+        expect = (max(h // 2, 1), max(w // 2, 1)) if name == "adown" else (-(-h // 2), -(-w // 2))
         assert y.shape == (2, 16, *expect), name
 
 
@@ -297,3 +317,20 @@ def test_spd_conv_and_conv_equal_train_alike_from_mapped_weights(optimizer):
             opt.step()
     torch.testing.assert_close(eq.conv.weight, spd_weight_to_strided(spd.conv.weight, (2, 2)), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(eq.conv.bias, spd.conv.bias, rtol=1e-4, atol=1e-5)
+
+
+def test_a_model_that_cannot_run_at_the_size_is_a_one_line_error(monkeypatch):
+    from nostride.comparison import matching
+    from nostride.comparison.specs import parse_model_spec
+
+    def too_small(model, shape):
+        raise RuntimeError("Given input size: (128x1x1). Calculated output size: (128x0x0). Output size is too small\nmore")
+
+    monkeypatch.setattr(matching, "count_flops", too_small)
+    matching._cost.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=r"^resnet18@width=8 cannot run on 16 x 16 images: Given input size: "
+                                             r"\(128x1x1\)\. Calculated output size: \(128x0x0\)\. Output size is too small$"):
+            matching.model_cost(parse_model_spec("resnet18@width=8"), 10, 16)
+    finally:
+        matching._cost.cache_clear()

@@ -50,7 +50,11 @@ def _cost(text: str, num_classes: int, img_size: int) -> ModelCost:
     from .specs import parse_model_spec
 
     model = build_spec_model(parse_model_spec(text), num_classes, img_size)
-    return ModelCost(count_parameters(model), count_flops(model, (1, 3, img_size, img_size)))
+    try:
+        flops = count_flops(model, (1, 3, img_size, img_size))
+    except RuntimeError as e:  # e.g. a layer whose window is larger than its input at this size
+        raise ValueError(f"{text} cannot run on {img_size} x {img_size} images: {str(e).splitlines()[0]}") from None
+    return ModelCost(count_parameters(model), flops)
 
 
 def model_cost(spec: ModelSpec, num_classes: int, img_size: int) -> ModelCost:

@@ -10,6 +10,9 @@ Information", ECCV 2024), ``C -> C'`` (both even)::
     y2     = SiLU(BN(conv1x1(maxpool(x2, 3, stride 2, padding 1))))
     y      = cat(y1, y2)                                    # floor(H/2) for odd H, H/2 for even H
 
+A side of one pixel, where the 2x2 pool has nothing to average, is its own average (replicated
+once): the output keeps that one pixel, as a 3x3 stride-2 conv's does.
+
 SCDown (Wang et al., "YOLOv10: Real-Time End-to-End Object Detection", NeurIPS 2024), spatial-channel
 decoupled downsampling::
 
@@ -52,6 +55,11 @@ class ADown(nn.Module):
         self.cv2 = ConvBnAct(half_in, half_out, 1, 1, 0, act=act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2] < 2 or x.shape[-1] < 2:
+            # a side of one pixel (the last stage of a small image): YOLOv9's 2x2 pool needs two, so
+            # that side is its own average (replicated once), and the output keeps one pixel, as a
+            # 3x3 stride-2 conv's would
+            x = F.pad(x, (0, int(x.shape[-1] < 2), 0, int(x.shape[-2] < 2)), mode="replicate")
         x = F.avg_pool2d(x, 2, 1, 0, False, True)
         x1, x2 = x.chunk(2, 1)
         return torch.cat((self.cv1(x1), self.cv2(F.max_pool2d(x2, 3, 2, 1))), 1)
