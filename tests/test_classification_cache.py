@@ -140,7 +140,7 @@ def test_classification_studies_cache_by_default():
 def test_a_cache_does_not_change_the_study():
     """``--set cache=ram`` on a study made without it (or by a version that kept the cache among
     detection's task options) continues the same study: a cache never changes what a run computes."""
-    from nostride.comparison.api import _same_study
+    from nostride.comparison.folder import same_study as _same_study
 
     now = {"task": "detect", "common": {"epochs": 20, "task_options": {"mosaic": 0.0}}}
     earlier = {"task": "detect", "common": {"epochs": 20, "task_options": {"mosaic": 0.0, "cache": "ram"}}}

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 from ..utils.atomic import atomic_write_text
 from ..utils.paths import increment_path
+from .folder import STUDY_VERSION, find_study, open_study, study_identity
 from .launchers import LauncherUnavailable
 from .matching import build_spec_model, match_baseline, model_cost
 from .placement import default_jobs, device_text, on_cpu, threads_per_run
@@ -24,7 +25,7 @@ from .tasks import study_task
 __all__ = ["compare", "StudyResult", "DEFAULT_MODELS", "DEFAULT_DATA", "STUDY_VERSION"]
 
 from .defaults import DEFAULT_DATA, DEFAULT_MODELS, DEFAULT_RECIPE, DEFAULT_SEEDS, default_models, resolve_recipe
-STUDY_VERSION = 1
+
 _NOT_COMMON = ("model", "width", "model_options", "spdify", "img_size", "seed", "project", "name", "exist_ok",
                "resume", "quiet")
 
@@ -79,58 +80,6 @@ def _task_of(specs: list[ModelSpec]) -> str:
     if len(tasks) > 1:
         raise ValueError(f"the models mix tasks ({', '.join(sorted(tasks))}); compare models of one task")
     return tasks.pop()
-
-
-# options that change how fast runs go, not what they compute: not part of a study's identity
-_NOT_IDENTITY = ("device", "workers", "cache")
-
-
-def _same_study(stored: Any, identity: dict[str, Any]) -> bool:
-    """Whether a study card's identity is this one's (earlier versions kept ``cache`` among detection's
-    task options, and in the identity: a cache never changes what a run computes)."""
-    if not isinstance(stored, dict):
-        return False
-    common = dict(stored.get("common") or {})
-    for key in _NOT_IDENTITY:
-        common.pop(key, None)
-    if isinstance(common.get("task_options"), dict):
-        common["task_options"] = {k: v for k, v in common["task_options"].items() if k != "cache"}
-        if not common["task_options"]:
-            common.pop("task_options")
-    return {**stored, "common": common} == identity
-
-
-def _find_study(project: str | Path, name: str, identity: dict[str, Any]) -> Path | None:
-    """The existing folder PROJECT/NAME[k] of the study with this identity, or ``None``."""
-    path = Path(project) / name
-    for p in [path] + [Path(f"{path}{k}") for k in range(2, 10000)]:
-        if not p.exists():
-            return None
-        try:
-            if _same_study(json.loads((p / "study.json").read_text()).get("identity"), identity):
-                return p
-        except (OSError, ValueError):
-            continue
-    return None
-
-
-def _open_study(project: str | Path, name: str, identity: dict[str, Any]) -> tuple[Path, bool]:
-    """The study folder: PROJECT/NAME continued when it holds the same study, else a new NAME2, NAME3..."""
-    path = Path(project) / name
-    candidates = [path] + [Path(f"{path}{k}") for k in range(2, 10000)]
-    for p in candidates:
-        card = p / "study.json"
-        if not p.exists():
-            break
-        if card.is_file():
-            try:
-                if _same_study(json.loads(card.read_text()).get("identity"), identity):
-                    return p, True
-            except ValueError:
-                pass
-    p = increment_path(path, exist_ok=False)
-    atomic_write_text(p / "study.json", json.dumps({"identity": identity, "version": STUDY_VERSION}, indent=2))
-    return p, False
 
 
 def compare(
@@ -316,18 +265,18 @@ def compare(
                     size_specs.append(matched)
         per_size[size] = size_specs
 
-    identity = {"task": task.name, "common": {k: common[k] for k in sorted(common) if k not in _NOT_IDENTITY}}
+    identity = study_identity(task.name, common)
     if dry_run:
         return _dry_run(project, name, identity, per_size, sizes, seed_list, common, num_classes, quiet)
     if not train:
-        found = _find_study(project, name, identity)
+        found = find_study(project, name, identity)
         if found is None:
             raise ValueError(f"{Path(project) / name}: no study with these options to report (--no-train reports "
                              "a study's finished runs; the options must be the study's own)")
         unavailable, launcher = None, None  # nothing to train: no cluster needed
-    if unavailable is not None and _find_study(project, name, identity) is None:
+    if unavailable is not None and find_study(project, name, identity) is None:
         raise unavailable
-    study_dir, continued = _open_study(project, name, identity)
+    study_dir, continued = open_study(project, name, identity)
     runs = plan_runs(study_dir, per_size, sizes, seed_list, common)
     if unavailable is not None:
         if not all_finished(runs):
@@ -395,7 +344,7 @@ def _dry_run(project: str | Path, name: str, identity: dict[str, Any], per_size:
              sizes: list[int], seed_list: list[int], common: dict[str, Any], num_classes: int,
              quiet: bool) -> StudyPlan:
     """The study's plan, from the folder it would continue (or the name it would take), nothing written."""
-    found = _find_study(project, name, identity)
+    found = find_study(project, name, identity)
     folder = found or increment_path(Path(project) / name, exist_ok=False, mkdir=False)
     runs = plan_runs(folder, per_size, sizes, seed_list, common)
     finished = [is_finished(run) for run in runs]
