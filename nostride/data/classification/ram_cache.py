@@ -75,7 +75,3 @@ class DecodedImages:
     def __getitem__(self, j: int) -> torch.Tensor:
         """Sample ``j``'s image, uint8 (3, S, S) (zeros for a file marked unreadable)."""
         return self.images[j]
-
-    @property
-    def nbytes(self) -> int:
-        return self.images.numel()
