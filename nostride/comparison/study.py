@@ -158,12 +158,12 @@ class StudyProgress:
 
     def _live(self) -> int:
         """Epochs finished by runs in worker processes, not yet counted (their results.csv rows)."""
-        return sum(max(_csv_rows(folder) - at_start, 0) for folder, at_start in self.running.items())
+        return sum(max(epochs_done(folder) - at_start, 0) for folder, at_start in self.running.items())
 
     def run_started(self, folder: Path) -> None:
         """A worker process took this run: count its epochs as they land in its results.csv."""
         with self.lock:
-            self.running[folder] = _csv_rows(folder)
+            self.running[folder] = epochs_done(folder)
 
     def run_ended(self, folder: Path) -> None:
         with self.lock:
@@ -212,12 +212,8 @@ class StudyProgress:
 
 
 def epochs_done(folder: Path) -> int:
-    """Epochs a run folder has trained so far (its ``results.csv`` rows; 0 when it has none)."""
-    return _csv_rows(folder)
-
-
-def _csv_rows(folder: Path) -> int:
-    """Data rows of ``folder/results.csv`` (one per finished epoch); 0 when there is none yet."""
+    """Epochs a run folder has trained so far: the data rows of its ``results.csv`` (one per finished
+    epoch); 0 when there is none yet."""
     try:
         with open(folder / "results.csv", "rb") as f:
             return max(sum(1 for line in f if line.strip()) - 1, 0)
